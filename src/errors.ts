@@ -1,0 +1,106 @@
+// Every failure a caller can act on has its own class and a stable string `code`. Errors that come from
+// the peer keep the peer's code in `remoteCode`, so the reason travels across the wire intact.
+
+export interface PagewireErrorOptions {
+  cause?: unknown;
+}
+
+export class PagewireError extends Error {
+  readonly code: string = 'PW_ERR';
+  constructor(message: string, options?: PagewireErrorOptions) {
+    super(message, options);
+    this.name = new.target.name;
+  }
+}
+
+/** A user-supplied argument or option is invalid. */
+export class InvalidArgumentError extends PagewireError {
+  override readonly code = 'PW_ERR_INVALID_ARGUMENT';
+}
+
+/** The C++ addon is missing or failed to load. */
+export class NativeUnavailableError extends PagewireError {
+  override readonly code = 'PW_ERR_NATIVE';
+}
+
+/** The first bytes of a connection are not a pagewire handshake (garbage, wrong magic, wrong order). */
+export class HandshakeError extends PagewireError {
+  override readonly code = 'PW_ERR_HANDSHAKE';
+}
+
+/** The peers share no protocol version. */
+export class VersionError extends PagewireError {
+  override readonly code = 'PW_ERR_VERSION';
+}
+
+/** The target cannot hold the region the source offers. */
+export class CapacityError extends PagewireError {
+  override readonly code = 'PW_ERR_CAPACITY';
+}
+
+/** A frame or record read from the network is malformed (bad type, length, index, encoding). */
+export class ProtocolError extends PagewireError {
+  override readonly code = 'PW_ERR_PROTOCOL';
+}
+
+/** A page's contents do not match the xxHash64 its record carries, or the region digest differs. */
+export class ChecksumError extends PagewireError {
+  override readonly code = 'PW_ERR_CHECKSUM';
+  /** The page whose check failed; -1 for the region digest. */
+  readonly pageIndex: number;
+  constructor(message: string, pageIndex: number, options?: PagewireErrorOptions) {
+    super(message, options);
+    this.pageIndex = pageIndex;
+  }
+}
+
+/** Nothing arrived within the allowed time. */
+export class TimeoutError extends PagewireError {
+  override readonly code = 'PW_ERR_TIMEOUT';
+}
+
+/** The caller aborted (AbortSignal, SIGINT, SIGTERM). */
+export class AbortedError extends PagewireError {
+  override readonly code = 'PW_ERR_ABORTED';
+}
+
+/** The connection closed or failed under us. */
+export class ConnectionError extends PagewireError {
+  override readonly code = 'PW_ERR_CONNECTION';
+}
+
+/** The peer reported a failure; its code and reason are kept. */
+export class PeerError extends PagewireError {
+  override readonly code = 'PW_ERR_PEER';
+  readonly remoteCode: string;
+  constructor(remoteCode: string, reason: string) {
+    super(`peer failed: ${reason} (${remoteCode})`);
+    this.remoteCode = remoteCode;
+  }
+}
+
+/** Reading or writing the region's file failed. */
+export class StorageError extends PagewireError {
+  override readonly code = 'PW_ERR_STORAGE';
+}
+
+/**
+ * The switch-over could not be confirmed after the point of no return. `state` tells an operator which
+ * side may hold the live copy; neither side runs a second copy on its own.
+ */
+export class SwitchoverError extends PagewireError {
+  override readonly code = 'PW_ERR_SWITCHOVER';
+  readonly state: string;
+  constructor(message: string, state: string, options?: PagewireErrorOptions) {
+    super(message, options);
+    this.state = state;
+  }
+}
+
+/** Wraps anything unexpected so callers always see a PagewireError with a code. */
+export function asPagewireError(error: unknown): PagewireError {
+  if (error instanceof PagewireError) return error;
+  const message = error instanceof Error ? error.message : String(error);
+  const wrapped = new PagewireError(message, { cause: error });
+  return wrapped;
+}

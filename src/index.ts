@@ -1,0 +1,13 @@
+// pagewire's public API: regions, dirty tracking, the two orchestrators, and the typed errors.
+export * from './errors.js';
+export { MemoryRegion, DEFAULT_PAGE_SIZE, type RegionBacking, type WasmMemory } from './memory/region.js';
+export { DirtyBitmap, DirtyPages } from './memory/dirty-bitmap.js';
+export { BitmapTracker, HashTracker, type DirtyTracker, type PageList } from './memory/dirty-tracker.js';
+export { decideNextRound, expectedDowntimeMs, type ConvergenceDecision, type ConvergenceInput } from './migration/convergence.js';
+export { MigrationSource, type MigrationSourceOptions, type SourceHooks, type SourcePhase } from './migration/source.js';
+export {
+  MigrationTarget, type MigrationTargetOptions, type TargetHooks, type TargetPhase, type TargetSummary,
+} from './migration/target.js';
+export { FileTargetImage, MemoryTargetImage, type TargetImage, type RegionOffer } from './migration/target-image.js';
+export type { SourceSummary, RoundProgress, RoundReport, DowntimeBreakdown } from './migration/metrics.js';
+export { formatRoundLine } from './migration/metrics.js';

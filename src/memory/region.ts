@@ -1,0 +1,152 @@
+// A region is byteLength bytes in pages of pageSize. Every backing is handed to the addon as a
+// NativeRegion (a DataView or a mapping), so no code path ever needs one JS buffer over the whole region
+// and sizes are plain numbers (exact up to 2^53): 64 GiB and more work.
+import { closeSync, ftruncateSync, openSync, statSync } from 'node:fs';
+import { InvalidArgumentError, StorageError } from '../errors.js';
+import { native, type NativeMapping, type NativeRegion } from '../native/binding.js';
+
+export const DEFAULT_PAGE_SIZE = 4096;
+export const MIN_PAGE_SIZE = 512;
+export const MAX_PAGE_SIZE = 1 << 20;
+/** Page indices travel as u32 on the wire. */
+export const MAX_PAGE_COUNT = 2 ** 32 - 1;
+/** The largest window a JS view may cover (V8 typed arrays stop at 4 GiB on Node 20). */
+export const MAX_VIEW_BYTES = 1 << 30;
+
+/** A WebAssembly.Memory (typed structurally: Node 20's types do not declare the WebAssembly namespace). */
+export interface WasmMemory {
+  readonly buffer: ArrayBuffer | SharedArrayBuffer;
+  grow(deltaPages: number): number;
+}
+
+export type RegionBacking = Buffer | Uint8Array | ArrayBuffer | SharedArrayBuffer | WasmMemory;
+
+const WasmMemoryClass = (globalThis as { WebAssembly?: { Memory: new (...args: never[]) => WasmMemory } })
+  .WebAssembly?.Memory;
+
+export function validatePageSize(pageSize: number): number {
+  if (!Number.isInteger(pageSize) || pageSize < MIN_PAGE_SIZE || pageSize > MAX_PAGE_SIZE ||
+      (pageSize & (pageSize - 1)) !== 0) {
+    throw new InvalidArgumentError(
+      `page size must be a power of two from ${MIN_PAGE_SIZE} to ${MAX_PAGE_SIZE}, got ${pageSize}`);
+  }
+  return pageSize;
+}
+
+export function validateRegionSize(byteLength: number, pageSize: number): number {
+  if (!Number.isSafeInteger(byteLength) || byteLength <= 0) {
+    throw new InvalidArgumentError(`region size must be a positive whole number of bytes, got ${byteLength}`);
+  }
+  if (byteLength % pageSize !== 0) {
+    throw new InvalidArgumentError(
+      `region size ${byteLength} is not a multiple of the page size ${pageSize}`);
+  }
+  const pages = byteLength / pageSize;
+  if (pages > MAX_PAGE_COUNT) {
+    throw new InvalidArgumentError(`region of ${pages} pages exceeds the limit of ${MAX_PAGE_COUNT} pages`);
+  }
+  return pages;
+}
+
+export class MemoryRegion {
+  readonly pageSize: number;
+  readonly pageCount: number;
+  readonly byteLength: number;
+  private readonly source: () => NativeRegion;
+  private readonly mapping: NativeMapping | undefined;
+
+  private constructor(byteLength: number, pageSize: number, source: () => NativeRegion, mapping?: NativeMapping) {
+    this.pageSize = validatePageSize(pageSize);
+    this.pageCount = validateRegionSize(byteLength, pageSize);
+    this.byteLength = byteLength;
+    this.source = source;
+    this.mapping = mapping;
+  }
+
+  /** Wraps memory the embedder owns. A WebAssembly.Memory is read through its current buffer each time. */
+  static fromMemory(backing: RegionBacking, options: { pageSize?: number } = {}): MemoryRegion {
+    const pageSize = options.pageSize ?? DEFAULT_PAGE_SIZE;
+    if (WasmMemoryClass && backing instanceof WasmMemoryClass) {
+      const memory = backing as WasmMemory;
+      return new MemoryRegion(memory.buffer.byteLength, pageSize, () => new DataView(memory.buffer));
+    }
+    let view: DataView;
+    if (backing instanceof ArrayBuffer || backing instanceof SharedArrayBuffer) {
+      view = new DataView(backing);
+    } else if (ArrayBuffer.isView(backing)) {
+      view = new DataView(backing.buffer, backing.byteOffset, backing.byteLength);
+    } else {
+      throw new InvalidArgumentError(
+        'expected a Buffer, Uint8Array, ArrayBuffer, SharedArrayBuffer or WebAssembly.Memory for the region');
+    }
+    return new MemoryRegion(view.byteLength, pageSize, () => view);
+  }
+
+  /**
+   * Maps a file MAP_SHARED, as QEMU's memory-backend-file: writes land in the file. With `size`, the file
+   * is created or resized (sparse) first; without it, the region is the file's current size.
+   */
+  static mapFile(path: string, options: { pageSize?: number; writable?: boolean; size?: number } = {}): MemoryRegion {
+    const pageSize = validatePageSize(options.pageSize ?? DEFAULT_PAGE_SIZE);
+    const writable = options.writable ?? true;
+    let byteLength: number;
+    try {
+      if (options.size !== undefined) {
+        validateRegionSize(options.size, pageSize);
+        const fd = openSync(path, 'a+');
+        try { ftruncateSync(fd, options.size); } finally { closeSync(fd); }
+        byteLength = options.size;
+      } else {
+        byteLength = statSync(path).size;
+      }
+    } catch (cause) {
+      throw new StorageError(`cannot open ${path}: ${(cause as Error).message}`, { cause });
+    }
+    validateRegionSize(byteLength, pageSize);
+    let mapping: NativeMapping;
+    try {
+      mapping = native().mapFile(path, byteLength, writable);
+    } catch (cause) {
+      throw new StorageError(`cannot map ${path}: ${(cause as Error).message}`, { cause });
+    }
+    return new MemoryRegion(byteLength, pageSize, () => mapping, mapping);
+  }
+
+  /** The handle the addon's batch calls take. */
+  get native(): NativeRegion {
+    return this.source();
+  }
+
+  /** Writes mapped pages back to their file and fsyncs it; a no-op for memory regions. */
+  flush(): void {
+    if (!this.mapping) return;
+    try {
+      this.mapping.flush();
+    } catch (cause) {
+      throw new StorageError(`cannot flush the region's file: ${(cause as Error).message}`, { cause });
+    }
+  }
+
+  /** A byte window of the region for JS readers and writers, at most MAX_VIEW_BYTES long. */
+  view(offset: number, length: number): Uint8Array {
+    if (!Number.isSafeInteger(offset) || !Number.isSafeInteger(length) || offset < 0 || length <= 0 ||
+        offset + length > this.byteLength || length > MAX_VIEW_BYTES) {
+      throw new InvalidArgumentError(`view [${offset}, +${length}) is outside the region or too long`);
+    }
+    const handle = this.source();
+    if (handle instanceof DataView) return new Uint8Array(handle.buffer, handle.byteOffset + offset, length);
+    return new Uint8Array(handle.view(offset, length));
+  }
+
+  /** Visits the region in windows of at most `chunk` bytes, in order. */
+  *windows(chunk = MAX_VIEW_BYTES): Generator<Uint8Array> {
+    for (let offset = 0; offset < this.byteLength; offset += chunk) {
+      yield this.view(offset, Math.min(chunk, this.byteLength - offset));
+    }
+  }
+
+  /** Unmaps a file region (once no view of it is reachable); memory regions stay the embedder's. */
+  close(): void {
+    this.mapping?.close();
+  }
+}

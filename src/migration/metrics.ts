@@ -1,0 +1,74 @@
+// Figures a migration accumulates, turned into the summary the CLI prints and the API returns.
+
+export interface DowntimeBreakdown {
+  /** From the pause request until the workload's pause hook resolved. */
+  pauseMs: number;
+  /** The final dirty-bitmap sync (or hash scan). */
+  finalSyncMs: number;
+  /** Sending the last dirty pages and the device state until the target acknowledged them. */
+  transferMs: number;
+  /** From FINAL until READY: the target verifying the region digest and persisting the image. */
+  verifyAndPersistMs: number;
+}
+
+export interface SourceSummary {
+  status: 'completed' | 'failed';
+  error?: string;
+  errorCode?: string;
+  migrationId: string;
+  totalTimeMs: number;
+  setupTimeMs: number;
+  /** Source pause to GO sent. */
+  downtimeMs: number;
+  downtime: DowntimeBreakdown;
+  rounds: number;
+  pageSize: number;
+  pagesTotal: number;
+  /** Page records sent, all rounds (zero pages skipped in round 1 are not records). */
+  pagesTransferred: number;
+  zeroPages: number;
+  deltaPages: number;
+  lz4Pages: number;
+  rawPages: number;
+  dupPages: number;
+  /** Every byte the source wrote to its sockets. */
+  bytesTransferred: number;
+  deviceStateBytes: number;
+  stopReason: string;
+}
+
+export interface RoundProgress {
+  round: number;
+  /** Page records sent in this round so far. */
+  pagesSent: number;
+  /** Pages this round set out to send. */
+  pagesPlanned: number;
+  bytesSent: number;
+  elapsedMs: number;
+}
+
+export interface RoundReport {
+  round: number;
+  pagesSent: number;
+  bytesSent: number;
+  durationMs: number;
+  bandwidthBytesPerSec: number;
+  /** Pages written during the round, as a rate (bytes of pages per second). */
+  dirtyRateBytesPerSec: number;
+  /** Pages dirty when the round ended. */
+  pendingPages: number;
+  expectedDowntimeMs: number;
+  elapsedMs: number;
+}
+
+/** The per-round log line: round= pages= bytes= bw= dirty= est_downtime= elapsed= */
+export function formatRoundLine(r: RoundReport): string {
+  return `round=${r.round} pages=${r.pagesSent} bytes=${r.bytesSent} bw=${mbps(r.bandwidthBytesPerSec)}MB/s ` +
+    `dirty=${mbps(r.dirtyRateBytesPerSec)}MB/s pending=${r.pendingPages} ` +
+    `est_downtime=${Number.isFinite(r.expectedDowntimeMs) ? r.expectedDowntimeMs.toFixed(1) : 'inf'}ms ` +
+    `elapsed=${r.elapsedMs.toFixed(0)}ms`;
+}
+
+export function mbps(bytesPerSec: number): string {
+  return (bytesPerSec / 1e6).toFixed(1);
+}

@@ -1,0 +1,323 @@
+// The source side: pre-copy rounds, then stop-and-copy and the switch-over (docs/PROTOCOL.md has the
+// state table). The workload keeps running until the stop rule fires; if anything fails before the
+// target's READY arrives, the workload is resumed and the target discards what it received. After READY
+// the source is handed over and never resumes on its own.
+import { randomBytes } from 'node:crypto';
+import { EventEmitter } from 'node:events';
+import { performance } from 'node:perf_hooks';
+import { setTimeout as sleep } from 'node:timers/promises';
+import {
+  AbortedError, InvalidArgumentError, PagewireError, SwitchoverError, asPagewireError,
+} from '../errors.js';
+import { PageBatchEncoder } from '../codec/page-batch-encoder.js';
+import { regionDigest } from '../codec/page-hashes.js';
+import { BitmapTracker, HashTracker, type DirtyTracker, type PageList } from '../memory/dirty-tracker.js';
+import type { DirtyBitmap } from '../memory/dirty-bitmap.js';
+import type { MemoryRegion } from '../memory/region.js';
+import { connectTcp } from '../transport/connect.js';
+import { FramedConnection } from '../transport/framed-connection.js';
+import {
+  HELLO_BYTES, MAX_PAYLOAD_BYTES, MAX_VERSION, MIN_VERSION, MessageType, SUPPORTED_FEATURES, TARGET_ZEROED,
+  encodeFinal, encodeHello, encodePagesHeader, encodeRoundMarker, expectEmpty, parseRoundAck, parseWelcome,
+} from '../wire/messages.js';
+import { decideNextRound, roundBandwidth } from './convergence.js';
+import type { RoundProgress, RoundReport, SourceSummary } from './metrics.js';
+
+export interface SourceHooks {
+  /** Stop the workload; resolve once it can write no more. */
+  pause(): Promise<void> | void;
+  /** Restart the workload after a switch-over that failed before the point of no return. */
+  resume(): Promise<void> | void;
+  /** The opaque device state, taken while paused and sent with the last pages. */
+  deviceState?(): Promise<Uint8Array> | Uint8Array;
+}
+
+export interface MigrationSourceOptions {
+  region: MemoryRegion;
+  /** Set by the workload's writers; without it, pages are tracked by hashing. */
+  dirtyBitmap?: DirtyBitmap;
+  host: string;
+  port: number;
+  hooks: SourceHooks;
+  /** Downtime budget for the stop rule (default 300 ms, as QEMU). */
+  maxDowntimeMs?: number;
+  /** Pre-copy rounds before stop-and-copy is forced (default 30). */
+  maxRounds?: number;
+  /** Bytes per second; 0 or absent for no cap. */
+  maxBandwidthBytesPerSec?: number;
+  /** Pages per PAGES frame (default 256). */
+  batchPages?: number;
+  /** Longest wait for any answer from the target (default 30 s). */
+  timeoutMs?: number;
+  signal?: AbortSignal;
+}
+
+export type SourcePhase = 'connecting' | 'precopy' | 'stop-and-copy' | 'awaiting-ready' | 'handed-over' | 'completed' | 'failed';
+
+interface SourceEvents {
+  phase: [SourcePhase];
+  progress: [RoundProgress];
+  round: [RoundReport];
+}
+
+const MAX_DEVICE_STATE_BYTES = MAX_PAYLOAD_BYTES;
+
+export class MigrationSource extends EventEmitter<SourceEvents> {
+  readonly migrationId = randomBytes(16);
+  private readonly options: Required<Omit<MigrationSourceOptions, 'dirtyBitmap' | 'signal'>> &
+    Pick<MigrationSourceOptions, 'dirtyBitmap' | 'signal'>;
+  private readonly encoder: PageBatchEncoder;
+  private readonly tracker: DirtyTracker;
+  private phaseNow: SourcePhase = 'connecting';
+  private connection: FramedConnection | undefined;
+  private startedAt = 0;
+  private pausedAt = 0;
+  private paused = false;
+  private handedOver = false;
+  private ran = false;
+  private readonly summary: SourceSummary;
+
+  constructor(options: MigrationSourceOptions) {
+    super();
+    const filled = {
+      maxDowntimeMs: 300, maxRounds: 30, maxBandwidthBytesPerSec: 0, batchPages: 256, timeoutMs: 30_000,
+      ...dropUndefined(options),
+    };
+    checkPositive('maxDowntimeMs', filled.maxDowntimeMs, true);
+    checkPositive('maxRounds', filled.maxRounds);
+    checkPositive('maxBandwidthBytesPerSec', filled.maxBandwidthBytesPerSec, true);
+    checkPositive('batchPages', filled.batchPages);
+    checkPositive('timeoutMs', filled.timeoutMs);
+    if (filled.batchPages * (filled.region.pageSize + 20) > MAX_PAYLOAD_BYTES / 2) {
+      throw new InvalidArgumentError(`batchPages ${filled.batchPages} makes frames larger than the protocol allows`);
+    }
+    if (filled.dirtyBitmap && filled.dirtyBitmap.pageCount !== filled.region.pageCount) {
+      throw new InvalidArgumentError(
+        `dirty bitmap covers ${filled.dirtyBitmap.pageCount} pages, the region has ${filled.region.pageCount}`);
+    }
+    this.options = filled;
+    const { region } = filled;
+    this.encoder = new PageBatchEncoder(region);
+    this.tracker = filled.dirtyBitmap ? new BitmapTracker(filled.dirtyBitmap) : new HashTracker(region, this.encoder.sentHashes);
+    this.summary = {
+      status: 'failed', migrationId: this.migrationId.toString('hex'), totalTimeMs: 0, setupTimeMs: 0, downtimeMs: 0,
+      downtime: { pauseMs: 0, finalSyncMs: 0, transferMs: 0, verifyAndPersistMs: 0 }, rounds: 0,
+      pageSize: region.pageSize, pagesTotal: region.pageCount, pagesTransferred: 0, zeroPages: 0, deltaPages: 0,
+      lz4Pages: 0, rawPages: 0, dupPages: 0, bytesTransferred: 0, deviceStateBytes: 0, stopReason: '',
+    };
+  }
+
+  get phase(): SourcePhase {
+    return this.phaseNow;
+  }
+
+  /** The figures so far; after run() settles, the final summary (also on failure). */
+  get metrics(): SourceSummary {
+    return { ...this.summary, downtime: { ...this.summary.downtime } };
+  }
+
+  /** Runs the migration once. Resolves with the summary, or rejects with a PagewireError. */
+  async run(): Promise<SourceSummary> {
+    if (this.ran) throw new InvalidArgumentError('a MigrationSource runs once; create another');
+    this.ran = true;
+    const { signal } = this.options;
+    const onAbort = () => this.abort();
+    signal?.addEventListener('abort', onAbort, { once: true });
+    this.startedAt = performance.now();
+    try {
+      if (signal?.aborted) throw new AbortedError('migration aborted before it started');
+      await this.migrate();
+      this.summary.status = 'completed';
+      this.setPhase('completed');
+      return this.metrics;
+    } catch (error) {
+      throw await this.fail(asPagewireError(error));
+    } finally {
+      signal?.removeEventListener('abort', onAbort);
+      this.summary.totalTimeMs = performance.now() - this.startedAt;
+      if (this.connection) this.summary.bytesTransferred = this.connection.bytesWritten;
+    }
+  }
+
+  private abort(): void {
+    // Past READY the switch-over cannot be undone; an abort then changes nothing.
+    if (this.handedOver) return;
+    this.connection?.interrupt(new AbortedError(`migration aborted during ${this.phaseNow}`));
+  }
+
+  private async migrate(): Promise<void> {
+    const { options } = this;
+    const { region } = options;
+    this.setPhase('connecting');
+    const socket = await connectTcp(options.host, options.port, options.timeoutMs);
+    const connection = new FramedConnection(socket, HELLO_BYTES);
+    this.connection = connection;
+    if (options.signal?.aborted) throw new AbortedError('migration aborted while connecting');
+    await connection.send(MessageType.Hello, encodeHello({
+      minVersion: MIN_VERSION, maxVersion: MAX_VERSION, features: SUPPORTED_FEATURES,
+      pageSize: region.pageSize, regionSize: region.byteLength, migrationId: this.migrationId,
+    }));
+    const welcome = parseWelcome(await connection.expect(MessageType.Welcome, options.timeoutMs));
+    connection.maxPayload = MAX_PAYLOAD_BYTES;
+    this.summary.setupTimeMs = performance.now() - this.startedAt;
+
+    this.setPhase('precopy');
+    const targetZeroed = (welcome.flags & TARGET_ZEROED) !== 0;
+    this.tracker.start();
+    let round = 1;
+    let report = await this.sendRound(round, allPages(region.pageCount), targetZeroed);
+    for (;;) {
+      const pendingPages = this.tracker.pending();
+      const decision = decideNextRound({
+        round, pendingPages, pageSize: region.pageSize, bandwidthBytesPerSec: report.bandwidthBytesPerSec,
+        maxDowntimeMs: options.maxDowntimeMs, maxRounds: options.maxRounds,
+      });
+      this.emit('round', {
+        ...report, pendingPages, expectedDowntimeMs: decision.expectedDowntimeMs,
+        dirtyRateBytesPerSec: (pendingPages * region.pageSize * 1000) / Math.max(report.durationMs, 1),
+      });
+      if (decision.action === 'stop-and-copy') {
+        this.summary.stopReason = decision.reason;
+        break;
+      }
+      round += 1;
+      report = await this.sendRound(round, this.tracker.collect(), false);
+    }
+    await this.stopAndCopy(round + 1);
+  }
+
+  private async stopAndCopy(finalRound: number): Promise<void> {
+    const { options, summary } = this;
+    const connection = this.connection!;
+    this.setPhase('stop-and-copy');
+    this.pausedAt = performance.now();
+    await options.hooks.pause();
+    this.paused = true;
+    const synced = performance.now();
+    summary.downtime.pauseMs = synced - this.pausedAt;
+    const finalPages = this.tracker.collect();
+    const collected = performance.now();
+    summary.downtime.finalSyncMs = collected - synced;
+    await this.sendRound(finalRound, finalPages, false);
+    const state = options.hooks.deviceState ? await options.hooks.deviceState() : new Uint8Array(0);
+    if (state.byteLength > MAX_DEVICE_STATE_BYTES) {
+      throw new InvalidArgumentError(`device state of ${state.byteLength} bytes exceeds ${MAX_DEVICE_STATE_BYTES}`);
+    }
+    summary.deviceStateBytes = state.byteLength;
+    await connection.send(MessageType.DeviceState, Buffer.from(state.buffer, state.byteOffset, state.byteLength));
+    await connection.send(MessageType.Final, encodeFinal({
+      round: finalRound, regionDigest: regionDigest(this.encoder.sentHashes),
+    }));
+    const finalSent = performance.now();
+    summary.downtime.transferMs = finalSent - collected;
+
+    this.setPhase('awaiting-ready');
+    expectEmpty(await connection.expect(MessageType.Ready, options.timeoutMs), 'READY');
+    // The point of no return: the target holds a verified, durable image. From here on the source
+    // never resumes by itself.
+    this.handedOver = true;
+    this.setPhase('handed-over');
+    summary.downtime.verifyAndPersistMs = performance.now() - finalSent;
+    await connection.send(MessageType.Go);
+    summary.downtimeMs = performance.now() - this.pausedAt;
+    expectEmpty(await connection.expect(MessageType.Done, options.timeoutMs), 'DONE');
+    summary.bytesTransferred = connection.bytesWritten;
+    await connection.close();
+  }
+
+  /** One round: ROUND_BEGIN, the pages in batches, ROUND_END, then the target's ROUND_ACK. */
+  private async sendRound(round: number, pages: PageList, skipZero: boolean): Promise<RoundReport> {
+    const { options, summary, encoder } = this;
+    const connection = this.connection!;
+    const started = performance.now();
+    const bytesBefore = connection.bytesWritten;
+    await connection.send(MessageType.RoundBegin, encodeRoundMarker({ round, pages: pages.count }));
+    let records = 0;
+    for (const batch of pages.batches(options.batchPages)) {
+      const encoded = encoder.encode(batch, skipZero);
+      summary.zeroPages += encoded.zeroRecords + encoded.zeroSkipped;
+      summary.rawPages += encoded.rawRecords;
+      if (encoded.recordCount > 0) {
+        await connection.send(MessageType.Pages, encodePagesHeader(encoded.recordCount), encoded.records);
+        records += encoded.recordCount;
+      }
+      const elapsedMs = performance.now() - started;
+      const bytesSent = connection.bytesWritten - bytesBefore;
+      this.emit('progress', { round, pagesSent: records, pagesPlanned: pages.count, bytesSent, elapsedMs });
+      if (options.maxBandwidthBytesPerSec > 0) {
+        const dueMs = (bytesSent * 1000) / options.maxBandwidthBytesPerSec;
+        if (dueMs > elapsedMs + 1) await sleep(dueMs - elapsedMs);
+      }
+    }
+    await connection.send(MessageType.RoundEnd, encodeRoundMarker({ round, pages: records }));
+    const acked = parseRoundAck(await connection.expect(MessageType.RoundAck, options.timeoutMs));
+    if (acked !== round) throw new InvalidArgumentError(`target acknowledged round ${acked}, expected ${round}`);
+    summary.rounds = round;
+    summary.pagesTransferred += records;
+    const durationMs = performance.now() - started;
+    const bytesSent = connection.bytesWritten - bytesBefore;
+    return {
+      round, pagesSent: records, bytesSent, durationMs,
+      bandwidthBytesPerSec: roundBandwidth({ pagesSent: records, bytesSent, durationMs }),
+      dirtyRateBytesPerSec: 0, pendingPages: 0, expectedDowntimeMs: 0,
+      elapsedMs: performance.now() - this.startedAt,
+    };
+  }
+
+  /** Puts the source back in a safe state and returns the error to throw. */
+  private async fail(error: PagewireError): Promise<PagewireError> {
+    this.summary.status = 'failed';
+    this.summary.error = error.message;
+    this.summary.errorCode = error.code;
+    const phase = this.phaseNow;
+    this.setPhase('failed');
+    const connection = this.connection;
+    if (this.handedOver) {
+      connection?.fail(error);
+      const state = phase === 'handed-over' ? 'handed-over-unconfirmed' : phase;
+      const wrapped = error instanceof SwitchoverError ? error : new SwitchoverError(
+        `switch-over not confirmed (${error.message}); the source stays paused and handed over: ` +
+        'check the target before resuming anything', state, { cause: error });
+      this.summary.error = wrapped.message;
+      this.summary.errorCode = wrapped.code;
+      return wrapped;
+    }
+    if (connection) await connection.sendErrorAndClose(error);
+    if (this.paused) {
+      // Before READY the target discards everything, so the workload simply goes on here.
+      await this.options.hooks.resume();
+      this.paused = false;
+    }
+    return error;
+  }
+
+  private setPhase(phase: SourcePhase): void {
+    this.phaseNow = phase;
+    this.emit('phase', phase);
+  }
+}
+
+/** Round 1's list: every page, in order. */
+function allPages(pageCount: number): PageList {
+  return {
+    count: pageCount,
+    *batches(batchPages: number) {
+      const out = new Uint32Array(batchPages);
+      for (let first = 0; first < pageCount; first += batchPages) {
+        const n = Math.min(batchPages, pageCount - first);
+        for (let i = 0; i < n; i++) out[i] = first + i;
+        yield out.subarray(0, n);
+      }
+    },
+  };
+}
+
+function checkPositive(name: string, value: number, zeroAllowed = false): void {
+  if (typeof value !== 'number' || !Number.isFinite(value) || value < 0 || (!zeroAllowed && value === 0)) {
+    throw new InvalidArgumentError(`${name} must be a ${zeroAllowed ? 'non-negative' : 'positive'} number, got ${value}`);
+  }
+}
+
+function dropUndefined<T extends object>(value: T): T {
+  return Object.fromEntries(Object.entries(value).filter(([, v]) => v !== undefined)) as T;
+}

@@ -1,0 +1,130 @@
+// Where the target puts what it receives. A file target writes into a sparse temp file beside --out
+// (mapped MAP_SHARED), makes it durable before READY, and renames it over --out only on GO, so the
+// previous --out is untouched by any failure before the switch-over commits.
+import { closeSync, fsyncSync, openSync, renameSync, statfsSync, unlinkSync } from 'node:fs';
+import { basename, dirname, join } from 'node:path';
+import { CapacityError, StorageError } from '../errors.js';
+import { MemoryRegion } from '../memory/region.js';
+
+export interface RegionOffer {
+  regionSize: number;
+  pageSize: number;
+  migrationId: string;
+}
+
+export interface TargetImage {
+  /** Refuses (CapacityError) or returns the region pages are written into. */
+  open(offer: RegionOffer): MemoryRegion;
+  /** True when the opened region starts all zeros, so the source may skip zero pages in round 1. */
+  readonly zeroed: boolean;
+  /** Makes the received image durable, not yet visible. Called before READY. */
+  persist(): void;
+  /** Makes it the committed image, atomically. Called on GO. */
+  commit(): void;
+  /** Drops everything received; the previous image stays. */
+  discard(): void;
+  /** After READY without GO: keeps the verified image aside for an operator; returns where it is. */
+  keepInDoubt(): string;
+}
+
+export interface FileTargetImageOptions {
+  /** Refuse regions above this many bytes (default: no limit beyond free disk space). */
+  maxRegionBytes?: number;
+}
+
+export class FileTargetImage implements TargetImage {
+  readonly zeroed = true;
+  private region: MemoryRegion | undefined;
+  private tempPath: string | undefined;
+
+  constructor(readonly outPath: string, private readonly options: FileTargetImageOptions = {}) {}
+
+  open(offer: RegionOffer): MemoryRegion {
+    const { maxRegionBytes } = this.options;
+    if (maxRegionBytes !== undefined && offer.regionSize > maxRegionBytes) {
+      throw new CapacityError(`region of ${offer.regionSize} bytes exceeds this target's limit of ${maxRegionBytes} bytes`);
+    }
+    const dir = dirname(this.outPath);
+    let free: number;
+    try {
+      const fs = statfsSync(dir);
+      free = Number(fs.bavail) * Number(fs.bsize);
+    } catch (cause) {
+      throw new StorageError(`cannot inspect ${dir}: ${(cause as Error).message}`, { cause });
+    }
+    if (offer.regionSize > free) {
+      throw new CapacityError(`region of ${offer.regionSize} bytes does not fit: ${free} bytes free in ${dir}`);
+    }
+    // Beside --out, so the final rename stays within one file system and is atomic.
+    this.tempPath = join(dir, `.${basename(this.outPath)}.pagewire-${offer.migrationId}.tmp`);
+    this.region = MemoryRegion.mapFile(this.tempPath, { size: offer.regionSize, pageSize: offer.pageSize });
+    return this.region;
+  }
+
+  persist(): void {
+    this.region?.flush();
+  }
+
+  commit(): void {
+    const temp = this.requireTemp();
+    try {
+      this.region?.close();
+      this.region = undefined;
+      renameSync(temp, this.outPath);
+      this.tempPath = undefined;
+      fsyncDirectory(dirname(this.outPath));
+    } catch (cause) {
+      throw new StorageError(`cannot commit ${this.outPath}: ${(cause as Error).message}`, { cause });
+    }
+  }
+
+  discard(): void {
+    this.region?.close();
+    this.region = undefined;
+    if (this.tempPath) {
+      try { unlinkSync(this.tempPath); } catch { /* already gone */ }
+      this.tempPath = undefined;
+    }
+  }
+
+  keepInDoubt(): string {
+    const temp = this.requireTemp();
+    this.region?.close();
+    this.region = undefined;
+    const kept = `${this.outPath}.pagewire-in-doubt`;
+    renameSync(temp, kept);
+    this.tempPath = undefined;
+    return kept;
+  }
+
+  private requireTemp(): string {
+    if (!this.tempPath) throw new StorageError('no image was opened');
+    return this.tempPath;
+  }
+}
+
+/** The embedder's own memory as the target. It is written in place: on failure it holds a partial copy. */
+export class MemoryTargetImage implements TargetImage {
+  constructor(private readonly region: MemoryRegion, readonly zeroed = false) {}
+
+  open(offer: RegionOffer): MemoryRegion {
+    if (offer.regionSize !== this.region.byteLength || offer.pageSize !== this.region.pageSize) {
+      throw new CapacityError(
+        `source offers ${offer.regionSize} bytes in pages of ${offer.pageSize}; this target holds ` +
+        `${this.region.byteLength} bytes in pages of ${this.region.pageSize}`);
+    }
+    return this.region;
+  }
+
+  persist(): void {}
+  commit(): void {}
+  discard(): void {}
+  keepInDoubt(): string {
+    return 'the target region in memory';
+  }
+}
+
+function fsyncDirectory(dir: string): void {
+  const fd = openSync(dir, 'r');
+  try { fsyncSync(fd); } finally { closeSync(fd); }
+}

@@ -1,0 +1,321 @@
+// The target side: listens, refuses any connection whose handshake fails (and keeps listening), then
+// serves exactly one migration: applies verified pages, checks the region digest, persists, answers
+// READY, and commits only on GO (docs/PROTOCOL.md has the state table).
+import { EventEmitter } from 'node:events';
+import { createServer, type AddressInfo, type Server, type Socket } from 'node:net';
+import { performance } from 'node:perf_hooks';
+import {
+  AbortedError, ChecksumError, HandshakeError, PagewireError, ProtocolError, SwitchoverError, VersionError,
+  asPagewireError,
+} from '../errors.js';
+import { PageBatchDecoder } from '../codec/page-batch-decoder.js';
+import { regionDigest } from '../codec/page-hashes.js';
+import { validatePageSize, validateRegionSize } from '../memory/region.js';
+import { FramedConnection } from '../transport/framed-connection.js';
+import {
+  HELLO_BYTES, MAX_PAYLOAD_BYTES, MAX_VERSION, MIN_VERSION, MessageType, SUPPORTED_FEATURES, TARGET_ZEROED,
+  encodeRoundAck, encodeWelcome, expectEmpty, messageName, parseFinal, parseHello, parsePages, parseRoundMarker,
+  type Hello,
+} from '../wire/messages.js';
+import type { TargetImage } from './target-image.js';
+
+export interface TargetHooks {
+  /** The device state the source sent, handed over on GO before resume(). */
+  onDeviceState?(state: Buffer): Promise<void> | void;
+  /** Start the workload on this side; called once the image is committed. */
+  resume?(): Promise<void> | void;
+}
+
+export interface MigrationTargetOptions {
+  image: TargetImage;
+  hooks?: TargetHooks;
+  host?: string;
+  /** 0 picks a free port. */
+  port?: number;
+  /** Longest silence from the source during a migration (default 30 s). */
+  timeoutMs?: number;
+  /** Longest wait for a complete HELLO after a connection opens (default 5 s). */
+  handshakeTimeoutMs?: number;
+  signal?: AbortSignal;
+}
+
+export type TargetPhase = 'listening' | 'receiving' | 'persisting' | 'ready-sent' | 'committing' | 'completed' | 'failed';
+
+export interface TargetSummary {
+  status: 'completed' | 'failed';
+  error?: string;
+  errorCode?: string;
+  migrationId: string;
+  pageSize: number;
+  pagesTotal: number;
+  pagesApplied: number;
+  rounds: number;
+  bytesReceived: number;
+  deviceStateBytes: number;
+  /** Where the verified image was kept when the switch-over was left in doubt. */
+  inDoubtImage?: string;
+  totalTimeMs: number;
+}
+
+export interface TargetRoundEvent {
+  round: number;
+  pagesApplied: number;
+  bytesReceived: number;
+}
+
+interface TargetEvents {
+  refused: [error: PagewireError, remote: string];
+  accepted: [hello: Hello, remote: string];
+  phase: [TargetPhase];
+  round: [TargetRoundEvent];
+}
+
+export class MigrationTarget extends EventEmitter<TargetEvents> {
+  private readonly server: Server;
+  private readonly options: Required<Omit<MigrationTargetOptions, 'signal' | 'hooks'>> &
+    Pick<MigrationTargetOptions, 'signal'> & { hooks: TargetHooks };
+  private active = false;
+  private readonly sockets = new Set<Socket>();
+  private settle!: { resolve(s: TargetSummary): void; reject(e: PagewireError): void };
+  private phaseNow: TargetPhase = 'listening';
+  private summaryNow: TargetSummary | undefined;
+  /** Settles when the one migration this target serves has ended. */
+  readonly result: Promise<TargetSummary>;
+
+  private constructor(options: MigrationTargetOptions) {
+    super();
+    this.options = {
+      host: '127.0.0.1', port: 0, timeoutMs: 30_000, handshakeTimeoutMs: 5_000, hooks: {},
+      ...Object.fromEntries(Object.entries(options).filter(([, v]) => v !== undefined)),
+    } as MigrationTarget['options'];
+    this.result = new Promise((resolve, reject) => { this.settle = { resolve, reject }; });
+    this.result.catch(() => {});
+    this.server = createServer((socket) => this.onConnection(socket));
+  }
+
+  /** Starts listening; the returned target's `result` settles after one migration. */
+  static async listen(options: MigrationTargetOptions): Promise<MigrationTarget> {
+    const target = new MigrationTarget(options);
+    await new Promise<void>((resolve, reject) => {
+      target.server.once('error', reject);
+      target.server.listen(target.options.port, target.options.host, () => {
+        target.server.off('error', reject);
+        resolve();
+      });
+    });
+    const { signal } = target.options;
+    if (signal) {
+      const onAbort = () => target.stop(new AbortedError('target aborted'));
+      if (signal.aborted) onAbort();
+      else signal.addEventListener('abort', onAbort, { once: true });
+      target.result.finally(() => signal.removeEventListener('abort', onAbort)).catch(() => {});
+    }
+    return target;
+  }
+
+  get address(): AddressInfo {
+    return this.server.address() as AddressInfo;
+  }
+
+  get phase(): TargetPhase {
+    return this.phaseNow;
+  }
+
+  /** The summary so far (undefined until a migration was accepted). */
+  get metrics(): TargetSummary | undefined {
+    return this.summaryNow && { ...this.summaryNow };
+  }
+
+  /** Stops listening; a migration in flight fails with `reason` and the image is discarded. */
+  stop(reason: PagewireError = new AbortedError('target stopped')): void {
+    this.server.close();
+    if (!this.active) {
+      for (const socket of this.sockets) socket.destroy();
+      this.finish(reason);
+    } else {
+      this.interrupt?.(reason);
+    }
+  }
+
+  private interrupt: ((error: PagewireError) => void) | undefined;
+
+  private onConnection(socket: Socket): void {
+    this.sockets.add(socket);
+    socket.once('close', () => this.sockets.delete(socket));
+    const connection = new FramedConnection(socket, HELLO_BYTES);
+    const remote = connection.remote;
+    if (this.active) {
+      void connection.sendErrorAndClose(new HandshakeError('this target is already serving a migration'));
+      return;
+    }
+    this.handshake(connection).then((hello) => {
+      if (!hello) return;
+      void this.serve(connection, hello);
+    }, (error: unknown) => {
+      const refused = asPagewireError(error);
+      this.emit('refused', refused, remote);
+      void connection.sendErrorAndClose(refused);
+    });
+  }
+
+  /** Reads and checks HELLO; resolves undefined if another connection won the race meanwhile. */
+  private async handshake(connection: FramedConnection): Promise<Hello | undefined> {
+    let frame;
+    try {
+      frame = await connection.receive(this.options.handshakeTimeoutMs);
+    } catch (error) {
+      const e = asPagewireError(error);
+      throw e instanceof ProtocolError ? new HandshakeError(`not a pagewire handshake: ${e.message}`) : e;
+    }
+    if (frame.type !== MessageType.Hello) throw new HandshakeError(`expected HELLO, received ${messageName(frame.type)}`);
+    const hello = parseHello(frame.payload);
+    if (hello.maxVersion < MIN_VERSION || hello.minVersion > MAX_VERSION) {
+      throw new VersionError(
+        `source speaks protocol versions ${hello.minVersion}..${hello.maxVersion}; this target speaks ${MIN_VERSION}..${MAX_VERSION}`);
+    }
+    try {
+      validatePageSize(hello.pageSize);
+      validateRegionSize(hello.regionSize, hello.pageSize);
+    } catch (error) {
+      throw new HandshakeError(`invalid region in HELLO: ${(error as Error).message}`);
+    }
+    if (this.active) throw new HandshakeError('this target is already serving a migration');
+    return hello;
+  }
+
+  private async serve(connection: FramedConnection, hello: Hello): Promise<void> {
+    const { image, hooks, timeoutMs } = this.options;
+    const started = performance.now();
+    const migrationId = hello.migrationId.toString('hex');
+    let region;
+    try {
+      if (this.active) throw new HandshakeError('this target is already serving a migration');
+      region = image.open({ regionSize: hello.regionSize, pageSize: hello.pageSize, migrationId });
+    } catch (error) {
+      // A refusal before the handshake completes: keep listening for a source we can serve.
+      const refused = asPagewireError(error);
+      this.emit('refused', refused, connection.remote);
+      await connection.sendErrorAndClose(refused);
+      return;
+    }
+    this.active = true;
+    this.server.close();
+    this.interrupt = (error) => connection.interrupt(error);
+    const summary: TargetSummary = {
+      status: 'failed', migrationId, pageSize: hello.pageSize, pagesTotal: region.pageCount, pagesApplied: 0,
+      rounds: 0, bytesReceived: 0, deviceStateBytes: 0, totalTimeMs: 0,
+    };
+    this.summaryNow = summary;
+    const decoder = new PageBatchDecoder(region);
+    let deviceState = Buffer.alloc(0);
+    let readySent = false;
+    let goReceived = false;
+    const refresh = () => {
+      summary.pagesApplied = decoder.pagesApplied;
+      summary.bytesReceived = connection.bytesRead;
+      summary.totalTimeMs = performance.now() - started;
+    };
+    try {
+      this.emit('accepted', hello, connection.remote);
+      await connection.send(MessageType.Welcome, encodeWelcome({
+        version: Math.min(hello.maxVersion, MAX_VERSION), features: hello.features & SUPPORTED_FEATURES,
+        flags: image.zeroed ? TARGET_ZEROED : 0,
+      }));
+      connection.maxPayload = MAX_PAYLOAD_BYTES;
+      this.setPhase('receiving');
+      let round = 0;
+      let inRound = false;
+      for (;;) {
+        const frame = await connection.receive(timeoutMs);
+        if (frame.type === MessageType.RoundBegin) {
+          const marker = parseRoundMarker(frame.payload, 'ROUND_BEGIN');
+          if (inRound || marker.round !== round + 1) throw new ProtocolError(`ROUND_BEGIN ${marker.round} out of order after round ${round}`);
+          round = marker.round;
+          inRound = true;
+        } else if (frame.type === MessageType.Pages) {
+          if (!inRound) throw new ProtocolError('PAGES outside a round');
+          const batch = parsePages(frame.payload);
+          decoder.apply(batch.records, batch.recordCount);
+        } else if (frame.type === MessageType.RoundEnd) {
+          const marker = parseRoundMarker(frame.payload, 'ROUND_END');
+          if (!inRound || marker.round !== round) throw new ProtocolError(`ROUND_END ${marker.round} does not close round ${round}`);
+          inRound = false;
+          summary.rounds = round;
+          await connection.send(MessageType.RoundAck, encodeRoundAck(round));
+          refresh();
+          this.emit('round', { round, pagesApplied: decoder.pagesApplied, bytesReceived: connection.bytesRead });
+        } else if (frame.type === MessageType.DeviceState) {
+          if (inRound) throw new ProtocolError('DEVICE_STATE inside a round');
+          deviceState = Buffer.from(frame.payload);
+          summary.deviceStateBytes = deviceState.length;
+        } else if (frame.type === MessageType.Final) {
+          if (inRound || round === 0) throw new ProtocolError('FINAL before a complete round');
+          const final = parseFinal(frame.payload);
+          if (final.round !== round) throw new ProtocolError(`FINAL names round ${final.round}, last round was ${round}`);
+          const digest = regionDigest(decoder.heldHashes);
+          if (digest !== final.regionDigest) {
+            throw new ChecksumError('region digest differs from the source\'s: a page is missing or stale', -1);
+          }
+          break;
+        } else {
+          throw new ProtocolError(`unexpected ${messageName(frame.type)} during the pre-copy`);
+        }
+      }
+      this.setPhase('persisting');
+      image.persist();
+      await connection.send(MessageType.Ready);
+      readySent = true;
+      this.setPhase('ready-sent');
+      expectEmpty(await connection.expect(MessageType.Go, timeoutMs), 'GO');
+      goReceived = true;
+      this.setPhase('committing');
+      image.commit();
+      await hooks.onDeviceState?.(deviceState);
+      await hooks.resume?.();
+      await connection.send(MessageType.Done);
+      await connection.close();
+      refresh();
+      summary.status = 'completed';
+      this.setPhase('completed');
+      this.finish(undefined, summary);
+    } catch (error) {
+      let failure = asPagewireError(error);
+      if (goReceived) {
+        // The source has handed over: this side must finish the job, so say exactly what went wrong.
+        failure = new SwitchoverError(
+          `GO received but committing here failed (${failure.message}); the source is handed over and paused: ` +
+          'repair this target and resume it by hand', 'go-received-commit-failed', { cause: failure });
+        connection.fail(failure);
+      } else if (readySent) {
+        // READY went out but GO did not come: the source may or may not have handed over.
+        let kept: string;
+        try { kept = image.keepInDoubt(); } catch (keepError) { kept = `nowhere (${(keepError as Error).message})`; }
+        summary.inDoubtImage = kept;
+        failure = new SwitchoverError(
+          `switch-over in doubt: READY was sent but GO never arrived (${failure.message}); the verified image is ` +
+          `kept at ${kept} and nothing was resumed here: check whether the source resumed before using it`,
+          'ready-sent-go-missing', { cause: failure });
+        connection.fail(failure);
+      } else {
+        image.discard();
+        await connection.sendErrorAndClose(failure);
+      }
+      refresh();
+      summary.error = failure.message;
+      summary.errorCode = failure.code;
+      this.setPhase('failed');
+      this.finish(failure, summary);
+    }
+  }
+
+  private finish(error: PagewireError | undefined, summary?: TargetSummary): void {
+    this.server.close();
+    if (error) this.settle.reject(error);
+    else this.settle.resolve(summary!);
+  }
+
+  private setPhase(phase: TargetPhase): void {
+    this.phaseNow = phase;
+    this.emit('phase', phase);
+  }
+}

@@ -1,0 +1,173 @@
+// One TCP connection carrying frames both ways, with backpressure: send() waits for 'drain' when the
+// socket's buffer is full, and reading pauses when unread frames pile up. An ERROR frame from the peer
+// surfaces as a PeerError from receive(), so the peer's code and reason reach the caller.
+import type { Socket } from 'node:net';
+import { ConnectionError, PagewireError, PeerError, ProtocolError, TimeoutError, asPagewireError } from '../errors.js';
+import { FrameDecoder } from '../wire/frame-decoder.js';
+import {
+  MessageType, encodeError, frameHeader, messageName, parseError, type Frame,
+} from '../wire/messages.js';
+
+const PAUSE_READING_AT = 16;
+const RESUME_READING_AT = 4;
+
+interface Waiter {
+  resolve(frame: Frame): void;
+  reject(error: PagewireError): void;
+}
+
+export class FramedConnection {
+  private readonly decoder: FrameDecoder;
+  private readonly frames: Frame[] = [];
+  private waiter: Waiter | undefined;
+  private failure: PagewireError | undefined;
+  private readonly drainWaiters = new Set<() => void>();
+
+  constructor(readonly socket: Socket, maxPayload: number) {
+    this.decoder = new FrameDecoder(maxPayload);
+    socket.setNoDelay(true);
+    socket.on('data', (chunk: Buffer) => this.onData(chunk));
+    socket.on('drain', () => this.wakeWriters());
+    socket.on('error', (error) => this.fail(new ConnectionError(`connection failed: ${error.message}`, { cause: error })));
+    socket.on('close', () => this.fail(new ConnectionError('the peer closed the connection')));
+  }
+
+  /** Raises the payload limit once the handshake has passed. */
+  set maxPayload(bytes: number) {
+    this.decoder.maxPayload = bytes;
+  }
+
+  get bytesWritten(): number {
+    return this.socket.bytesWritten;
+  }
+
+  get bytesRead(): number {
+    return this.socket.bytesRead;
+  }
+
+  get remote(): string {
+    return `${this.socket.remoteAddress ?? '?'}:${this.socket.remotePort ?? '?'}`;
+  }
+
+  /** The next frame; a peer ERROR becomes PeerError. Queued frames are delivered before a failure. */
+  receive(timeoutMs: number): Promise<Frame> {
+    const frame = this.frames.shift();
+    if (frame) {
+      this.afterShift();
+      return Promise.resolve(frame).then(checkPeerError);
+    }
+    if (this.failure) return Promise.reject(this.failure);
+    return new Promise<Frame>((resolve, reject) => {
+      const timer = setTimeout(() => {
+        this.waiter = undefined;
+        reject(new TimeoutError(`no message from ${this.remote} for ${timeoutMs} ms`));
+      }, timeoutMs);
+      this.waiter = {
+        resolve: (f) => { clearTimeout(timer); resolve(f); },
+        reject: (e) => { clearTimeout(timer); reject(e); },
+      };
+    }).then(checkPeerError);
+  }
+
+  /** Receives a frame that must be of `type`; returns its payload. */
+  async expect(type: MessageType, timeoutMs: number): Promise<Buffer> {
+    const frame = await this.receive(timeoutMs);
+    if (frame.type !== type) {
+      throw new ProtocolError(`expected ${messageName(type)}, received ${messageName(frame.type)}`);
+    }
+    return frame.payload;
+  }
+
+  /** Writes one frame; resolves once the socket can take more (real backpressure). */
+  async send(type: MessageType, ...parts: Buffer[]): Promise<void> {
+    if (this.failure) throw this.failure;
+    let length = 0;
+    for (const part of parts) length += part.length;
+    const socket = this.socket;
+    socket.cork();
+    socket.write(frameHeader(type, length));
+    for (const part of parts) if (part.length > 0) socket.write(part);
+    socket.uncork();
+    while (socket.writableNeedDrain && !this.failure) {
+      await new Promise<void>((resolve) => this.drainWaiters.add(resolve));
+    }
+    if (this.failure) throw this.failure;
+  }
+
+  /** Tells the peer why we stop (best effort), then closes. */
+  async sendErrorAndClose(error: PagewireError): Promise<void> {
+    if (!this.socket.destroyed && this.socket.writable) {
+      const payload = encodeError(error.code, error.message);
+      this.socket.write(Buffer.concat([frameHeader(MessageType.Error, payload.length), payload]));
+    }
+    await this.close();
+  }
+
+  /** Ends our side and waits (briefly) for the socket to close. */
+  close(graceMs = 1000): Promise<void> {
+    const socket = this.socket;
+    if (socket.destroyed) return Promise.resolve();
+    return new Promise<void>((resolve) => {
+      const timer = setTimeout(() => { socket.destroy(); }, graceMs);
+      socket.once('close', () => { clearTimeout(timer); resolve(); });
+      socket.end();
+    });
+  }
+
+  /** Stops everything at once: pending receives and sends reject with `error`. */
+  fail(error: PagewireError): void {
+    this.interrupt(error);
+    if (!this.socket.destroyed) this.socket.destroy();
+  }
+
+  /** Rejects pending receives and sends with `error` but keeps the socket, so the owner can still tell the peer why. */
+  interrupt(error: PagewireError): void {
+    if (!this.failure) this.failure = error;
+    const waiter = this.waiter;
+    this.waiter = undefined;
+    waiter?.reject(this.failure);
+    this.wakeWriters();
+  }
+
+  private onData(chunk: Buffer): void {
+    let frames: Frame[];
+    try {
+      frames = this.decoder.push(chunk);
+    } catch (error) {
+      // Malformed input: stop reading but keep the socket, so the owner can tell the peer why.
+      this.socket.pause();
+      this.socket.removeAllListeners('data');
+      this.interrupt(asPagewireError(error));
+      return;
+    }
+    for (const frame of frames) {
+      const waiter = this.waiter;
+      if (waiter) {
+        this.waiter = undefined;
+        waiter.resolve(frame);
+      } else {
+        this.frames.push(frame);
+      }
+    }
+    if (this.frames.length >= PAUSE_READING_AT) this.socket.pause();
+  }
+
+  private afterShift(): void {
+    if (this.frames.length <= RESUME_READING_AT && this.socket.isPaused()) this.socket.resume();
+  }
+
+  private wakeWriters(): void {
+    const waiters = [...this.drainWaiters];
+    this.drainWaiters.clear();
+    for (const wake of waiters) wake();
+  }
+}
+
+function checkPeerError(frame: Frame): Frame {
+  if (frame.type === MessageType.Error) {
+    const { code, reason } = parseError(frame.payload);
+    throw new PeerError(code, reason);
+  }
+  return frame;
+}
+

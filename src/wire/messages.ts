@@ -1,0 +1,245 @@
+// Wire protocol v1 messages (docs/PROTOCOL.md is the source of truth). Every frame is an 8-byte header
+// (u8 type, u8 reserved, u16 reserved, u32 payload length, little-endian) and a payload. Parsers check
+// every length, enum and range here, at the boundary; nothing past this file sees an unchecked field.
+import { HandshakeError, ProtocolError } from '../errors.js';
+
+export const FRAME_HEADER_BYTES = 8;
+export const MAGIC = Buffer.from('PAGEWIRE', 'latin1');
+export const PROTOCOL_VERSION = 1;
+/** The window of versions this build speaks. */
+export const MIN_VERSION = 1;
+export const MAX_VERSION = 1;
+/** Feature bits; v1 defines none. Unknown offered bits are dropped by the target's answer. */
+export const SUPPORTED_FEATURES = 0;
+/** WELCOME flag: the target's image starts all zeros, so round 1 may skip zero pages. */
+export const TARGET_ZEROED = 1;
+/** Largest payload accepted after the handshake. */
+export const MAX_PAYLOAD_BYTES = 32 * 1024 * 1024;
+export const MAX_ERROR_REASON_BYTES = 1000;
+export const MIGRATION_ID_BYTES = 16;
+/** The batch header in front of the records of a PAGES payload. */
+export const PAGES_HEADER_BYTES = 8;
+
+export const enum MessageType {
+  Hello = 1,
+  Welcome = 2,
+  Error = 3,
+  RoundBegin = 4,
+  Pages = 5,
+  RoundEnd = 6,
+  RoundAck = 7,
+  DeviceState = 8,
+  Final = 9,
+  Ready = 10,
+  Go = 11,
+  Done = 12,
+}
+
+const TYPE_NAMES: Record<number, string> = {
+  1: 'HELLO', 2: 'WELCOME', 3: 'ERROR', 4: 'ROUND_BEGIN', 5: 'PAGES', 6: 'ROUND_END', 7: 'ROUND_ACK',
+  8: 'DEVICE_STATE', 9: 'FINAL', 10: 'READY', 11: 'GO', 12: 'DONE',
+};
+
+export function messageName(type: number): string {
+  return TYPE_NAMES[type] ?? `unknown(${type})`;
+}
+
+export function isMessageType(type: number): type is MessageType {
+  return type in TYPE_NAMES;
+}
+
+export interface Frame {
+  type: MessageType;
+  payload: Buffer;
+}
+
+export function frameHeader(type: MessageType, payloadLength: number): Buffer {
+  const header = Buffer.alloc(FRAME_HEADER_BYTES);
+  header.writeUInt8(type, 0);
+  header.writeUInt32LE(payloadLength, 4);
+  return header;
+}
+
+// ---- HELLO ---------------------------------------------------------------------------------------
+
+export const HELLO_BYTES = 48;
+
+export interface Hello {
+  minVersion: number;
+  maxVersion: number;
+  features: number;
+  pageSize: number;
+  regionSize: number;
+  migrationId: Buffer;
+}
+
+export function encodeHello(hello: Hello): Buffer {
+  const b = Buffer.alloc(HELLO_BYTES);
+  MAGIC.copy(b, 0);
+  b.writeUInt16LE(hello.minVersion, 8);
+  b.writeUInt16LE(hello.maxVersion, 10);
+  b.writeUInt32LE(hello.features >>> 0, 12);
+  b.writeUInt32LE(hello.pageSize, 16);
+  b.writeBigUInt64LE(BigInt(hello.regionSize), 24);
+  hello.migrationId.copy(b, 32, 0, MIGRATION_ID_BYTES);
+  return b;
+}
+
+export function parseHello(payload: Buffer): Hello {
+  if (payload.length !== HELLO_BYTES) throw new HandshakeError(`HELLO has ${payload.length} bytes, expected ${HELLO_BYTES}`);
+  if (!payload.subarray(0, 8).equals(MAGIC)) throw new HandshakeError('wrong magic: not a pagewire source');
+  const minVersion = payload.readUInt16LE(8);
+  const maxVersion = payload.readUInt16LE(10);
+  if (minVersion > maxVersion) throw new HandshakeError(`HELLO offers an empty version window ${minVersion}..${maxVersion}`);
+  const regionSize = payload.readBigUInt64LE(24);
+  if (regionSize > BigInt(Number.MAX_SAFE_INTEGER)) throw new HandshakeError(`HELLO region size ${regionSize} is too large`);
+  return {
+    minVersion,
+    maxVersion,
+    features: payload.readUInt32LE(12),
+    pageSize: payload.readUInt32LE(16),
+    regionSize: Number(regionSize),
+    migrationId: Buffer.from(payload.subarray(32, 32 + MIGRATION_ID_BYTES)),
+  };
+}
+
+// ---- WELCOME -------------------------------------------------------------------------------------
+
+export interface Welcome {
+  version: number;
+  features: number;
+  flags: number;
+}
+
+export function encodeWelcome(welcome: Welcome): Buffer {
+  const b = Buffer.alloc(12);
+  b.writeUInt16LE(welcome.version, 0);
+  b.writeUInt32LE(welcome.features >>> 0, 4);
+  b.writeUInt32LE(welcome.flags >>> 0, 8);
+  return b;
+}
+
+export function parseWelcome(payload: Buffer): Welcome {
+  expectLength(payload, 12, 'WELCOME');
+  const version = payload.readUInt16LE(0);
+  if (version < MIN_VERSION || version > MAX_VERSION) {
+    throw new ProtocolError(`target chose protocol version ${version}, outside ${MIN_VERSION}..${MAX_VERSION}`);
+  }
+  return { version, features: payload.readUInt32LE(4), flags: payload.readUInt32LE(8) };
+}
+
+// ---- ERROR ---------------------------------------------------------------------------------------
+
+export interface ErrorMessage {
+  code: string;
+  reason: string;
+}
+
+const CODE_PATTERN = /^[A-Z0-9_]{1,64}$/;
+
+export function encodeError(code: string, reason: string): Buffer {
+  const safeCode = CODE_PATTERN.test(code) ? code : 'PW_ERR';
+  let text = Buffer.from(reason, 'utf8');
+  if (text.length > MAX_ERROR_REASON_BYTES) text = text.subarray(0, MAX_ERROR_REASON_BYTES);
+  const b = Buffer.alloc(1 + safeCode.length + 2 + text.length);
+  b.writeUInt8(safeCode.length, 0);
+  b.write(safeCode, 1, 'latin1');
+  b.writeUInt16LE(text.length, 1 + safeCode.length);
+  text.copy(b, 3 + safeCode.length);
+  return b;
+}
+
+export function parseError(payload: Buffer): ErrorMessage {
+  if (payload.length < 1) throw new ProtocolError('ERROR is empty');
+  const codeLength = payload.readUInt8(0);
+  if (payload.length < 1 + codeLength + 2) throw new ProtocolError('ERROR is truncated');
+  const code = payload.toString('latin1', 1, 1 + codeLength);
+  if (!CODE_PATTERN.test(code)) throw new ProtocolError('ERROR carries an invalid code');
+  const reasonLength = payload.readUInt16LE(1 + codeLength);
+  if (reasonLength > MAX_ERROR_REASON_BYTES || payload.length !== 3 + codeLength + reasonLength) {
+    throw new ProtocolError('ERROR has an invalid reason length');
+  }
+  // One line, printable: the reason is shown to an operator.
+  const reason = payload.toString('utf8', 3 + codeLength).replace(/[\u0000-\u001f\u007f]+/g, ' ');
+  return { code, reason };
+}
+
+// ---- rounds --------------------------------------------------------------------------------------
+
+export interface RoundMarker {
+  round: number;
+  /** ROUND_BEGIN: pages this round will carry; ROUND_END: records it carried. */
+  pages: number;
+}
+
+export function encodeRoundMarker(marker: RoundMarker): Buffer {
+  const b = Buffer.alloc(12);
+  b.writeUInt32LE(marker.round, 0);
+  b.writeBigUInt64LE(BigInt(marker.pages), 4);
+  return b;
+}
+
+export function parseRoundMarker(payload: Buffer, name: string): RoundMarker {
+  expectLength(payload, 12, name);
+  const pages = payload.readBigUInt64LE(4);
+  if (pages > BigInt(Number.MAX_SAFE_INTEGER)) throw new ProtocolError(`${name} page count is out of range`);
+  return { round: payload.readUInt32LE(0), pages: Number(pages) };
+}
+
+export function encodeRoundAck(round: number): Buffer {
+  const b = Buffer.alloc(4);
+  b.writeUInt32LE(round, 0);
+  return b;
+}
+
+export function parseRoundAck(payload: Buffer): number {
+  expectLength(payload, 4, 'ROUND_ACK');
+  return payload.readUInt32LE(0);
+}
+
+// ---- PAGES ---------------------------------------------------------------------------------------
+
+export function encodePagesHeader(recordCount: number): Buffer {
+  const b = Buffer.alloc(PAGES_HEADER_BYTES);
+  b.writeUInt32LE(recordCount, 0);
+  return b;
+}
+
+export interface PagesBatch {
+  recordCount: number;
+  records: Buffer;
+}
+
+export function parsePages(payload: Buffer): PagesBatch {
+  if (payload.length < PAGES_HEADER_BYTES) throw new ProtocolError('PAGES is shorter than its header');
+  if (payload.readUInt32LE(4) !== 0) throw new ProtocolError('PAGES header has non-zero reserved bytes');
+  return { recordCount: payload.readUInt32LE(0), records: payload.subarray(PAGES_HEADER_BYTES) };
+}
+
+// ---- switch-over ---------------------------------------------------------------------------------
+
+export interface Final {
+  round: number;
+  /** XXH64 over the per-page hashes of the whole region as the source sent it. */
+  regionDigest: bigint;
+}
+
+export function encodeFinal(final: Final): Buffer {
+  const b = Buffer.alloc(16);
+  b.writeUInt32LE(final.round, 0);
+  b.writeBigUInt64LE(final.regionDigest, 8);
+  return b;
+}
+
+export function parseFinal(payload: Buffer): Final {
+  expectLength(payload, 16, 'FINAL');
+  return { round: payload.readUInt32LE(0), regionDigest: payload.readBigUInt64LE(8) };
+}
+
+export function expectEmpty(payload: Buffer, name: string): void {
+  expectLength(payload, 0, name);
+}
+
+function expectLength(payload: Buffer, length: number, name: string): void {
+  if (payload.length !== length) throw new ProtocolError(`${name} has ${payload.length} bytes, expected ${length}`);
+}
