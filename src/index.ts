@@ -11,3 +11,7 @@ export {
 export { FileTargetImage, MemoryTargetImage, type TargetImage, type RegionOffer } from './migration/target-image.js';
 export type { SourceSummary, RoundProgress, RoundReport, DowntimeBreakdown } from './migration/metrics.js';
 export { formatRoundLine } from './migration/metrics.js';
+export { regionSha256 } from './memory/region-sha256.js';
+export { SyntheticWorkload, type WorkloadMemory } from './workload/synthetic-workload.js';
+export { parseWorkloadSpec, type WorkloadSpec } from './workload/workload-spec.js';
+export { writeMixedImage, type MixedImageOptions } from './workload/mixed-image.js';

@@ -1,0 +1,66 @@
+// A small, strict option parser: every flag is declared, anything else is a one-line usage error.
+import { InvalidArgumentError } from '../errors.js';
+
+export type FlagKind = 'string' | 'boolean';
+
+export function parseFlags(argv: string[], declared: Record<string, FlagKind>): Map<string, string | true> {
+  const flags = new Map<string, string | true>();
+  for (let i = 0; i < argv.length; i++) {
+    const arg = argv[i]!;
+    if (!arg.startsWith('--')) throw new InvalidArgumentError(`unexpected argument '${arg}'`);
+    const eq = arg.indexOf('=');
+    const name = eq > 0 ? arg.slice(2, eq) : arg.slice(2);
+    const kind = declared[name];
+    if (!kind) throw new InvalidArgumentError(`unknown option --${name}`);
+    if (flags.has(name)) throw new InvalidArgumentError(`--${name} given twice`);
+    if (kind === 'boolean') {
+      if (eq > 0) throw new InvalidArgumentError(`--${name} takes no value`);
+      flags.set(name, true);
+    } else {
+      const value = eq > 0 ? arg.slice(eq + 1) : argv[++i];
+      if (value === undefined || value === '') throw new InvalidArgumentError(`--${name} needs a value`);
+      flags.set(name, value);
+    }
+  }
+  return flags;
+}
+
+export function requireString(flags: Map<string, string | true>, name: string): string {
+  const value = flags.get(name);
+  if (typeof value !== 'string') throw new InvalidArgumentError(`--${name} is required`);
+  return value;
+}
+
+export function optionalString(flags: Map<string, string | true>, name: string): string | undefined {
+  const value = flags.get(name);
+  return typeof value === 'string' ? value : undefined;
+}
+
+/** "HOST:PORT" (IPv6 as [addr]:port). */
+export function parseHostPort(text: string, flag: string): { host: string; port: number } {
+  const match = /^(?:\[([^\]]+)\]|([^:]+)):(\d+)$/.exec(text);
+  const port = match ? Number(match[3]) : NaN;
+  if (!match || !(port >= 0 && port <= 65535)) {
+    throw new InvalidArgumentError(`--${flag}: expected HOST:PORT such as 127.0.0.1:7000, got '${text}'`);
+  }
+  return { host: (match[1] ?? match[2])!, port };
+}
+
+/** "256MiB", "1GiB", "4096", "64G" as bytes. */
+export function parseSize(text: string, flag: string): number {
+  const match = /^(\d+(?:\.\d+)?)\s*([KMGT]i?B?|B)?$/i.exec(text.trim());
+  if (!match) throw new InvalidArgumentError(`--${flag}: expected a size like 256MiB or 1GiB, got '${text}'`);
+  const unit = (match[2] ?? 'B').toUpperCase().replace(/I?B$/, '');
+  const scale = { '': 1, K: 2 ** 10, M: 2 ** 20, G: 2 ** 30, T: 2 ** 40 }[unit];
+  const bytes = Number(match[1]) * (scale ?? NaN);
+  if (!Number.isSafeInteger(bytes) || bytes <= 0) throw new InvalidArgumentError(`--${flag}: '${text}' is not a usable size`);
+  return bytes;
+}
+
+export function parsePositiveNumber(text: string, flag: string, integer = false): number {
+  const value = Number(text);
+  if (!Number.isFinite(value) || value <= 0 || (integer && !Number.isInteger(value))) {
+    throw new InvalidArgumentError(`--${flag}: expected a positive ${integer ? 'whole ' : ''}number, got '${text}'`);
+  }
+  return value;
+}

@@ -1,0 +1,76 @@
+import { accessSync, constants } from 'node:fs';
+import { dirname, resolve } from 'node:path';
+import { InvalidArgumentError, StorageError, asPagewireError } from '../errors.js';
+import { FileTargetImage } from '../migration/target-image.js';
+import { MigrationTarget } from '../migration/target.js';
+import { parseFlags, parseHostPort, parseSize, optionalString, requireString } from './args.js';
+import { fileSha256 } from './file-sha256.js';
+import { printJson, printTable, roundMs } from './output.js';
+import { abortOnSignals } from './signals.js';
+
+export const RECEIVE_USAGE = 'pagewire receive --listen HOST:PORT --out FILE [--max-size SIZE] [--timeout MS] [--json]';
+
+export async function receiveCommand(argv: string[]): Promise<number> {
+  const flags = parseFlags(argv, {
+    listen: 'string', out: 'string', 'psk-file': 'string', json: 'boolean', 'max-size': 'string', timeout: 'string',
+  });
+  const { host, port } = parseHostPort(requireString(flags, 'listen'), 'listen');
+  const out = resolve(requireString(flags, 'out'));
+  const json = flags.has('json');
+  if (flags.has('psk-file')) {
+    throw new InvalidArgumentError('--psk-file: authentication is not available in this version yet; run without it on a trusted network');
+  }
+  const maxSize = optionalString(flags, 'max-size');
+  const timeout = optionalString(flags, 'timeout');
+  try {
+    accessSync(dirname(out), constants.W_OK);
+  } catch {
+    throw new StorageError(`--out: cannot write in ${dirname(out)}; choose a file in a writable directory`);
+  }
+  const image = new FileTargetImage(out, maxSize ? { maxRegionBytes: parseSize(maxSize, 'max-size') } : {});
+  const signals = abortOnSignals();
+  const target = await MigrationTarget.listen({
+    image, host, port, signal: signals.signal,
+    ...(timeout ? { timeoutMs: Number(timeout) } : {}),
+  });
+  const bound = target.address;
+  process.stderr.write(`listening on ${bound.family === 'IPv6' ? `[${bound.address}]` : bound.address}:${bound.port}\n`);
+  target.on('refused', (error, remote) => process.stderr.write(`refused ${remote}: ${error.message} (${error.code})\n`));
+  target.on('accepted', (hello, remote) => process.stderr.write(
+    `migration ${hello.migrationId.toString('hex')} from ${remote}: ${hello.regionSize} bytes in pages of ${hello.pageSize}\n`));
+  target.on('round', (r) => {
+    if (!json) process.stderr.write(`round=${r.round} pages_applied=${r.pagesApplied} bytes=${r.bytesReceived}\n`);
+  });
+  try {
+    const summary = await target.result;
+    const sha256 = await fileSha256(out);
+    if (json) {
+      printJson({
+        status: summary.status, pageSize: summary.pageSize, pagesTotal: summary.pagesTotal,
+        bytesReceived: summary.bytesReceived, rounds: summary.rounds, pagesApplied: summary.pagesApplied,
+        totalTimeMs: roundMs(summary.totalTimeMs), migrationId: summary.migrationId, sha256,
+      });
+    } else {
+      process.stdout.write(`migration ${summary.migrationId} committed to ${out}\n`);
+      printTable([
+        ['rounds', summary.rounds], ['pages applied', summary.pagesApplied],
+        ['bytes received', summary.bytesReceived], ['sha256', sha256],
+      ]);
+    }
+    return 0;
+  } catch (error) {
+    const failure = asPagewireError(error);
+    const m = target.metrics;
+    process.stderr.write(`pagewire receive: ${failure.message} (${failure.code})\n`);
+    if (json) {
+      printJson({
+        status: 'failed', error: failure.message, errorCode: failure.code, pageSize: m?.pageSize ?? null,
+        pagesTotal: m?.pagesTotal ?? null, bytesReceived: m?.bytesReceived ?? 0,
+        ...(m?.inDoubtImage ? { inDoubtImage: m.inDoubtImage } : {}), sha256: null,
+      });
+    }
+    return 1;
+  } finally {
+    signals.dispose();
+  }
+}

@@ -1,0 +1,85 @@
+// Shared by `send` and `demo`: map an image, start the synthetic workload on it, migrate it, and
+// report the region's SHA-256 at the pause point (the workload stays paused after a hand-over).
+import { asPagewireError, type PagewireError } from '../errors.js';
+import { DirtyBitmap } from '../memory/dirty-bitmap.js';
+import { regionSha256 } from '../memory/region-sha256.js';
+import { MemoryRegion } from '../memory/region.js';
+import type { SourceSummary } from '../migration/metrics.js';
+import { MigrationSource } from '../migration/source.js';
+import { SyntheticWorkload } from '../workload/synthetic-workload.js';
+import type { WorkloadSpec } from '../workload/workload-spec.js';
+import { roundMs, type ProgressLine } from './output.js';
+
+export interface SourceRun {
+  imagePath: string;
+  host: string;
+  port: number;
+  workload?: WorkloadSpec;
+  maxDowntimeMs?: number;
+  maxBandwidthBytesPerSec?: number;
+  maxRounds?: number;
+  signal: AbortSignal;
+  progress: ProgressLine;
+}
+
+export interface SourceOutcome {
+  summary: SourceSummary;
+  error?: PagewireError;
+  /** SHA-256 of the image when the run ended: the pause point after a completed migration. */
+  sha256: string;
+  workloadWrites: number;
+}
+
+export async function runSource(run: SourceRun): Promise<SourceOutcome> {
+  const region = MemoryRegion.mapFile(run.imagePath, { writable: true });
+  const bitmap = new DirtyBitmap(region.pageCount);
+  let workload: SyntheticWorkload | undefined;
+  try {
+    if (run.workload) workload = await SyntheticWorkload.start({ path: run.imagePath }, bitmap, region.pageSize, run.workload);
+    const source = new MigrationSource({
+      region, dirtyBitmap: bitmap, host: run.host, port: run.port, signal: run.signal,
+      hooks: { pause: () => workload?.pause(), resume: () => workload?.resume() },
+      maxDowntimeMs: run.maxDowntimeMs, maxBandwidthBytesPerSec: run.maxBandwidthBytesPerSec, maxRounds: run.maxRounds,
+    });
+    let dirtyRate = 0;
+    source.on('progress', (p) => run.progress.progress(p, dirtyRate));
+    source.on('round', (r) => { dirtyRate = r.dirtyRateBytesPerSec; run.progress.round(r); });
+    let error: PagewireError | undefined;
+    try {
+      await source.run();
+    } catch (e) {
+      error = asPagewireError(e);
+    }
+    run.progress.end();
+    // After a hand-over the workload is paused; stopping it only ends the thread, it writes nothing more.
+    await workload?.stop();
+    const workloadWrites = workload?.writes ?? 0;
+    workload = undefined;
+    region.flush();
+    const outcome: SourceOutcome = { summary: source.metrics, sha256: regionSha256(region), workloadWrites };
+    if (error) outcome.error = error;
+    return outcome;
+  } finally {
+    await workload?.stop();
+    region.close();
+  }
+}
+
+/** The send JSON of the CLI contract. */
+export function sourceJson(outcome: SourceOutcome): object {
+  const s = outcome.summary;
+  const ms = roundMs;
+  return {
+    status: s.status, ...(s.error ? { error: s.error, errorCode: s.errorCode } : {}),
+    totalTimeMs: ms(s.totalTimeMs), setupTimeMs: ms(s.setupTimeMs), downtimeMs: ms(s.downtimeMs),
+    downtimeBreakdownMs: {
+      pause: ms(s.downtime.pauseMs), finalSync: ms(s.downtime.finalSyncMs), transfer: ms(s.downtime.transferMs),
+      verifyAndPersist: ms(s.downtime.verifyAndPersistMs),
+    },
+    rounds: s.rounds, stopReason: s.stopReason, pageSize: s.pageSize, pagesTotal: s.pagesTotal,
+    pagesTransferred: s.pagesTransferred, zeroPages: s.zeroPages, deltaPages: s.deltaPages, lz4Pages: s.lz4Pages,
+    rawPages: s.rawPages, dupPages: s.dupPages, bytesTransferred: s.bytesTransferred,
+    deviceStateBytes: s.deviceStateBytes, workloadWrites: outcome.workloadWrites, migrationId: s.migrationId,
+    sha256: outcome.sha256,
+  };
+}

@@ -1,0 +1,57 @@
+import { resolve } from 'node:path';
+import { InvalidArgumentError } from '../errors.js';
+import { parseRate, parseWorkloadSpec } from '../workload/workload-spec.js';
+import { optionalString, parseFlags, parseHostPort, parsePositiveNumber, requireString } from './args.js';
+import { ProgressLine, printJson, printTable } from './output.js';
+import { runSource, sourceJson } from './run-source.js';
+import { abortOnSignals } from './signals.js';
+
+export const SEND_USAGE = 'pagewire send --connect HOST:PORT --image FILE [--workload rate=200MB/s,hot=0.05,seed=1] ' +
+  '[--max-downtime MS] [--max-bandwidth MB/s] [--max-rounds N] [--streams 1] [--json]';
+
+export async function sendCommand(argv: string[]): Promise<number> {
+  const flags = parseFlags(argv, {
+    connect: 'string', image: 'string', workload: 'string', 'max-downtime': 'string', 'max-bandwidth': 'string',
+    'max-rounds': 'string', streams: 'string', 'psk-file': 'string', json: 'boolean',
+  });
+  const { host, port } = parseHostPort(requireString(flags, 'connect'), 'connect');
+  if (port === 0) throw new InvalidArgumentError('--connect: port 0 is not a port to connect to');
+  const imagePath = resolve(requireString(flags, 'image'));
+  const json = flags.has('json');
+  if (flags.has('psk-file')) {
+    throw new InvalidArgumentError('--psk-file: authentication is not available in this version yet; run without it on a trusted network');
+  }
+  const streams = optionalString(flags, 'streams');
+  if (streams !== undefined && parsePositiveNumber(streams, 'streams', true) !== 1) {
+    throw new InvalidArgumentError('--streams: this version migrates over one stream; use --streams 1 or leave it out');
+  }
+  const workloadText = optionalString(flags, 'workload');
+  const downtime = optionalString(flags, 'max-downtime');
+  const bandwidth = optionalString(flags, 'max-bandwidth');
+  const rounds = optionalString(flags, 'max-rounds');
+  const signals = abortOnSignals();
+  const progress = new ProgressLine();
+  try {
+    const outcome = await runSource({
+      imagePath, host, port, signal: signals.signal, progress,
+      ...(workloadText ? { workload: parseWorkloadSpec(workloadText) } : {}),
+      ...(downtime ? { maxDowntimeMs: parsePositiveNumber(downtime, 'max-downtime') } : {}),
+      ...(bandwidth ? { maxBandwidthBytesPerSec: parseRate(bandwidth) } : {}),
+      ...(rounds ? { maxRounds: parsePositiveNumber(rounds, 'max-rounds', true) } : {}),
+    });
+    const s = outcome.summary;
+    if (outcome.error) process.stderr.write(`pagewire send: ${outcome.error.message} (${outcome.error.code})\n`);
+    if (json) printJson(sourceJson(outcome));
+    else if (!outcome.error) {
+      process.stdout.write(`migration ${s.migrationId} completed\n`);
+      printTable([
+        ['rounds', s.rounds], ['total time', `${s.totalTimeMs.toFixed(0)} ms`], ['downtime', `${s.downtimeMs.toFixed(1)} ms`],
+        ['pages sent', `${s.pagesTransferred} of ${s.pagesTotal} (${s.zeroPages} zero, ${s.rawPages} raw)`],
+        ['bytes sent', s.bytesTransferred], ['sha256', outcome.sha256],
+      ]);
+    }
+    return outcome.error ? 1 : 0;
+  } finally {
+    signals.dispose();
+  }
+}
