@@ -1,3 +1,17 @@
+// Registration only: each native/*.cc contributes its functions.
 #include <napi.h>
-Napi::Object Init(Napi::Env env, Napi::Object exports) { return exports; }
+
+#include "region.h"
+
+namespace {
+
+Napi::Object Init(Napi::Env env, Napi::Object exports) {
+  pagewire::InitMmap(env, exports);
+  pagewire::InitBitmap(env, exports);
+  pagewire::InitCodec(env, exports);
+  return exports;
+}
+
+}  // namespace
+
 NODE_API_MODULE(pagewire, Init)

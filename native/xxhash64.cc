@@ -1,1 +1,186 @@
-#include <napi.h>
+// XXH64, written from the public specification (xxHash "XXH64 algorithm description").
+// Input words are read little-endian regardless of host byte order.
+#include "xxhash64.h"
+
+#include <cstring>
+
+namespace pagewire {
+namespace {
+
+constexpr uint64_t kP1 = 0x9E3779B185EBCA87ULL;
+constexpr uint64_t kP2 = 0xC2B2AE3D27D4EB4FULL;
+constexpr uint64_t kP3 = 0x165667B19E3779F9ULL;
+constexpr uint64_t kP4 = 0x85EBCA77C2B2AE63ULL;
+constexpr uint64_t kP5 = 0x27D4EB2F165667C5ULL;
+
+inline uint64_t Rotl(uint64_t x, unsigned r) { return (x << r) | (x >> (64 - r)); }
+
+inline uint64_t Load64(const unsigned char* p) {
+  uint64_t v;
+  std::memcpy(&v, p, sizeof v);
+#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_BIG_ENDIAN__
+  v = __builtin_bswap64(v);
+#endif
+  return v;
+}
+
+inline uint32_t Load32(const unsigned char* p) {
+  uint32_t v;
+  std::memcpy(&v, p, sizeof v);
+#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_BIG_ENDIAN__
+  v = __builtin_bswap32(v);
+#endif
+  return v;
+}
+
+inline uint64_t Round(uint64_t acc, uint64_t lane) {
+  acc += lane * kP2;
+  acc = Rotl(acc, 31);
+  return acc * kP1;
+}
+
+inline uint64_t Merge(uint64_t h, uint64_t acc) {
+  h ^= Round(0, acc);
+  return h * kP1 + kP4;
+}
+
+inline uint64_t Converge(uint64_t v1, uint64_t v2, uint64_t v3, uint64_t v4) {
+  uint64_t h = Rotl(v1, 1) + Rotl(v2, 7) + Rotl(v3, 12) + Rotl(v4, 18);
+  h = Merge(h, v1);
+  h = Merge(h, v2);
+  h = Merge(h, v3);
+  h = Merge(h, v4);
+  return h;
+}
+
+inline uint64_t Avalanche(uint64_t h) {
+  h ^= h >> 33;
+  h *= kP2;
+  h ^= h >> 29;
+  h *= kP3;
+  h ^= h >> 32;
+  return h;
+}
+
+// The tail (< 32 bytes) and the final avalanche.
+inline uint64_t Finish(uint64_t h, const unsigned char* p, const unsigned char* end) {
+  while (end - p >= 8) {
+    h ^= Round(0, Load64(p));
+    h = Rotl(h, 27) * kP1 + kP4;
+    p += 8;
+  }
+  if (end - p >= 4) {
+    h ^= static_cast<uint64_t>(Load32(p)) * kP1;
+    h = Rotl(h, 23) * kP2 + kP3;
+    p += 4;
+  }
+  while (p < end) {
+    h ^= static_cast<uint64_t>(*p) * kP5;
+    h = Rotl(h, 11) * kP1;
+    ++p;
+  }
+  return Avalanche(h);
+}
+
+}  // namespace
+
+uint64_t Xxh64(const void* data, size_t len, uint64_t seed) {
+  const unsigned char* p = static_cast<const unsigned char*>(data);
+  const unsigned char* const end = p + len;
+  uint64_t h;
+
+  if (len >= 32) {
+    uint64_t v1 = seed + kP1 + kP2;
+    uint64_t v2 = seed + kP2;
+    uint64_t v3 = seed;
+    uint64_t v4 = seed - kP1;
+    const unsigned char* const limit = end - 32;
+    do {
+      v1 = Round(v1, Load64(p));
+      v2 = Round(v2, Load64(p + 8));
+      v3 = Round(v3, Load64(p + 16));
+      v4 = Round(v4, Load64(p + 24));
+      p += 32;
+    } while (p <= limit);
+    h = Converge(v1, v2, v3, v4);
+  } else {
+    h = seed + kP5;
+  }
+
+  h += static_cast<uint64_t>(len);
+
+  return Finish(h, p, end);
+}
+
+uint64_t Xxh64Copy(void* dst, const void* src, size_t len, uint64_t seed) {
+  unsigned char* d = static_cast<unsigned char*>(dst);
+  const unsigned char* s = static_cast<const unsigned char*>(src);
+  if (len < 32) {
+    if (len > 0) std::memcpy(d, s, len);
+    return Xxh64(d, len, seed);
+  }
+  // Chunks are a multiple of the 32-byte stripe: copy a chunk, then consume its stripes from dst
+  // while it is still in L1.
+  constexpr size_t kChunk = 8192;
+  uint64_t v1 = seed + kP1 + kP2;
+  uint64_t v2 = seed + kP2;
+  uint64_t v3 = seed;
+  uint64_t v4 = seed - kP1;
+  const size_t stripesBytes = len & ~static_cast<size_t>(31);
+  size_t done = 0;
+  while (done < stripesBytes) {
+    size_t n = stripesBytes - done < kChunk ? stripesBytes - done : kChunk;
+    std::memcpy(d + done, s + done, n);
+    for (const unsigned char* p = d + done; p < d + done + n; p += 32) {
+      v1 = Round(v1, Load64(p));
+      v2 = Round(v2, Load64(p + 8));
+      v3 = Round(v3, Load64(p + 16));
+      v4 = Round(v4, Load64(p + 24));
+    }
+    done += n;
+  }
+  if (len > done) std::memcpy(d + done, s + done, len - done);
+  uint64_t h = Converge(v1, v2, v3, v4) + static_cast<uint64_t>(len);
+  const unsigned char* p = d + done;
+  const unsigned char* const end = d + len;
+  return Finish(h, p, end);
+}
+
+uint64_t Xxh64Zeros(size_t len, uint64_t seed) {
+  // Same steps as Xxh64 with every input lane equal to zero.
+  size_t rest = len;
+  uint64_t h;
+  if (rest >= 32) {
+    uint64_t v1 = seed + kP1 + kP2;
+    uint64_t v2 = seed + kP2;
+    uint64_t v3 = seed;
+    uint64_t v4 = seed - kP1;
+    do {
+      v1 = Round(v1, 0);
+      v2 = Round(v2, 0);
+      v3 = Round(v3, 0);
+      v4 = Round(v4, 0);
+      rest -= 32;
+    } while (rest >= 32);
+    h = Converge(v1, v2, v3, v4);
+  } else {
+    h = seed + kP5;
+  }
+  h += static_cast<uint64_t>(len);
+  while (rest >= 8) {
+    h ^= Round(0, 0);
+    h = Rotl(h, 27) * kP1 + kP4;
+    rest -= 8;
+  }
+  if (rest >= 4) {
+    h = Rotl(h, 23) * kP2 + kP3;  // h ^= 0 * P1
+    rest -= 4;
+  }
+  while (rest > 0) {
+    h = Rotl(h, 11) * kP1;  // h ^= 0 * P5
+    --rest;
+  }
+  return Avalanche(h);
+}
+
+}  // namespace pagewire

@@ -31,7 +31,7 @@ export interface SourceOutcome {
 }
 
 export async function runSource(run: SourceRun): Promise<SourceOutcome> {
-  const region = MemoryRegion.mapFile(run.imagePath, { writable: true });
+  const region = MemoryRegion.mapFile(run.imagePath);
   const bitmap = new DirtyBitmap(region.pageCount);
   let workload: SyntheticWorkload | undefined;
   try {

@@ -24,7 +24,7 @@ export class PageBatchDecoder {
       case ApplyStatus.ChecksumMismatch:
         throw new ChecksumError(`page ${where} does not match its xxHash64: corrupted in transit`, where);
       case ApplyStatus.Truncated:
-        throw new ProtocolError(`page batch is truncated (record ${where})`);
+        throw new ProtocolError('page batch is truncated: a record runs past the end of its frame');
       case ApplyStatus.IndexOutOfRange:
         throw new ProtocolError(`page index ${where} is outside the region of ${region.pageCount} pages`);
       case ApplyStatus.BadEncoding:

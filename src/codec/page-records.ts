@@ -1,7 +1,7 @@
 // The per-page record as the addon writes and reads it (docs/PROTOCOL.md, "Page records").
 export const RECORD_HEADER_BYTES = 20;
 
-export const enum PageEncoding {
+export enum PageEncoding {
   Zero = 0,
   Raw = 1,
 }

@@ -86,9 +86,8 @@ export class MemoryRegion {
    * Maps a file MAP_SHARED, as QEMU's memory-backend-file: writes land in the file. With `size`, the file
    * is created or resized (sparse) first; without it, the region is the file's current size.
    */
-  static mapFile(path: string, options: { pageSize?: number; writable?: boolean; size?: number } = {}): MemoryRegion {
+  static mapFile(path: string, options: { pageSize?: number; size?: number } = {}): MemoryRegion {
     const pageSize = validatePageSize(options.pageSize ?? DEFAULT_PAGE_SIZE);
-    const writable = options.writable ?? true;
     let byteLength: number;
     try {
       if (options.size !== undefined) {
@@ -105,7 +104,8 @@ export class MemoryRegion {
     validateRegionSize(byteLength, pageSize);
     let mapping: NativeMapping;
     try {
-      mapping = native().mapFile(path, byteLength, writable);
+      // Always writable: a JS write through a view of a read-only mapping would crash the process.
+      mapping = native().mapFile(path, byteLength, true);
     } catch (cause) {
       throw new StorageError(`cannot map ${path}: ${(cause as Error).message}`, { cause });
     }

@@ -10,7 +10,10 @@ import { NativeUnavailableError } from '../errors.js';
 /** A file mapped MAP_SHARED by the addon. Writes through views land in the file. */
 export interface NativeMapping {
   readonly byteLength: number;
-  /** An external ArrayBuffer over [offset, offset+length); it keeps the mapping alive while reachable. */
+  /**
+   * An external ArrayBuffer over [offset, offset+length); it keeps the mapping alive while reachable.
+   * Writing through a view of a read-only mapping faults the process: map writable to write.
+   */
   view(offset: number, length: number): ArrayBuffer;
   /** msync(MS_SYNC) the whole mapping, then fsync the file. */
   flush(): void;
@@ -19,16 +22,18 @@ export interface NativeMapping {
 }
 
 /** What native calls accept as a region: a DataView over (Shared)ArrayBuffer memory, or a mapping. */
-export type NativeRegion = DataView | NativeMapping;
+export type NativeRegion = DataView | ArrayBufferView | ArrayBuffer | NativeMapping;
 
 /** Status codes of applyPages, in the order native/codec.cc defines them. */
-export const enum ApplyStatus {
+export enum ApplyStatus {
   Ok = 0,
+  /** A header (value: record number) or a payload (value: page index) runs past the end. */
   Truncated = 1,
   IndexOutOfRange = 2,
   BadEncoding = 3,
   BadLength = 4,
   ChecksumMismatch = 5,
+  /** Bytes follow the last record; the value is recordCount. */
   TrailingBytes = 6,
 }
 

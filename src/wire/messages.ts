@@ -20,7 +20,7 @@ export const MIGRATION_ID_BYTES = 16;
 /** The batch header in front of the records of a PAGES payload. */
 export const PAGES_HEADER_BYTES = 8;
 
-export const enum MessageType {
+export enum MessageType {
   Hello = 1,
   Welcome = 2,
   Error = 3,

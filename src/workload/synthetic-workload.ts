@@ -5,10 +5,10 @@ import { Worker } from 'node:worker_threads';
 import type { DirtyBitmap } from '../memory/dirty-bitmap.js';
 import type { WorkloadSpec } from './workload-spec.js';
 
-export const enum WorkloadCommand { Run = 0, Pause = 1, Stop = 2 }
-export const enum WorkloadState { Starting = 0, Running = 1, Paused = 2, Stopped = 3 }
+export enum WorkloadCommand { Run = 0, Pause = 1, Stop = 2 }
+export enum WorkloadState { Starting = 0, Running = 1, Paused = 2, Stopped = 3 }
 /** Int32 slots of the control buffer. */
-export const enum ControlSlot { Command = 0, State = 1, Writes = 2 }
+export enum ControlSlot { Command = 0, State = 1, Writes = 2 }
 
 /** Where the writer writes: a file it maps itself (MAP_SHARED), or shared memory. */
 export type WorkloadMemory = { path: string } | { buffer: SharedArrayBuffer };

@@ -14,7 +14,7 @@ const init = workerData as WriterInit;
 const control = new Int32Array(init.control);
 const bitmap = DirtyBitmap.attach(init.bitmap, init.pageCount);
 const region = 'path' in init.memory
-  ? MemoryRegion.mapFile(init.memory.path, { pageSize: init.pageSize, writable: true })
+  ? MemoryRegion.mapFile(init.memory.path, { pageSize: init.pageSize })
   : MemoryRegion.fromMemory(init.memory.buffer, { pageSize: init.pageSize });
 const { pageSize, pageCount } = init;
 const pagesPerWindow = Math.max(1, Math.floor((1 << 30) / pageSize));
