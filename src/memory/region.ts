@@ -133,9 +133,9 @@ export class MemoryRegion {
         offset + length > this.byteLength || length > MAX_VIEW_BYTES) {
       throw new InvalidArgumentError(`view [${offset}, +${length}) is outside the region or too long`);
     }
-    const handle = this.source();
-    if (handle instanceof DataView) return new Uint8Array(handle.buffer, handle.byteOffset + offset, length);
-    return new Uint8Array(handle.view(offset, length));
+    if (this.mapping) return new Uint8Array(this.mapping.view(offset, length));
+    const memory = this.source() as DataView;
+    return new Uint8Array(memory.buffer, memory.byteOffset + offset, length);
   }
 
   /** Visits the region in windows of at most `chunk` bytes, in order. */
