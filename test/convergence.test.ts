@@ -1,0 +1,33 @@
+import { describe, expect, it } from 'vitest';
+import { decideNextRound, expectedDowntimeMs } from '../dist/src/index.js';
+
+const base = { pageSize: 4096, maxDowntimeMs: 300, maxRounds: 30 };
+
+describe('decideNextRound (the stop rule)', () => {
+  it.each([
+    // round, pending pages, bandwidth B/s -> action, reason
+    { round: 1, pending: 0, bw: 1e9, action: 'stop-and-copy', reason: 'no-dirty-pages' },
+    { round: 1, pending: 1000, bw: 100e6, action: 'stop-and-copy', reason: 'converged' }, // 41 ms
+    { round: 1, pending: 10_000, bw: 100e6, action: 'iterate' }, // 410 ms
+    { round: 5, pending: 7324, bw: 100e6, action: 'stop-and-copy', reason: 'converged' }, // 299.99 ms
+    { round: 5, pending: 7325, bw: 100e6, action: 'iterate' }, // 300.03 ms
+    { round: 30, pending: 1e6, bw: 100e6, action: 'stop-and-copy', reason: 'round-cap' },
+    { round: 29, pending: 1e6, bw: 100e6, action: 'iterate' },
+    { round: 2, pending: 10, bw: 0, action: 'iterate' }, // unknown bandwidth: infinite downtime
+  ])('round $round, $pending pages at $bw B/s -> $action', ({ round, pending, bw, action, reason }) => {
+    const decision = decideNextRound({ ...base, round, pendingPages: pending, bandwidthBytesPerSec: bw });
+    expect(decision.action).toBe(action);
+    if (reason) expect(decision).toMatchObject({ reason });
+  });
+
+  it('computes the expected downtime as pending bytes over bandwidth', () => {
+    expect(expectedDowntimeMs(256, 4096, 1_048_576)).toBe(1000);
+    expect(expectedDowntimeMs(0, 4096, 0)).toBe(0);
+    expect(expectedDowntimeMs(1, 4096, 0)).toBe(Infinity);
+  });
+
+  it('honours a custom budget and round cap', () => {
+    expect(decideNextRound({ ...base, maxDowntimeMs: 10, round: 1, pendingPages: 1000, bandwidthBytesPerSec: 100e6 }).action).toBe('iterate');
+    expect(decideNextRound({ ...base, maxRounds: 1, round: 1, pendingPages: 1e6, bandwidthBytesPerSec: 1 }).action).toBe('stop-and-copy');
+  });
+});

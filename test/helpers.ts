@@ -1,0 +1,82 @@
+// Shared by the tests: temp dirs, the CLI binary spawned as a user would, and a raw protocol client.
+import { spawn, type ChildProcess } from 'node:child_process';
+import { createHash } from 'node:crypto';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { connect, type Socket } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+export const ROOT = fileURLToPath(new URL('..', import.meta.url));
+export const BIN = join(ROOT, 'dist', 'src', 'cli', 'main.js');
+
+export function tempDir(prefix = 'pagewire-test-'): { dir: string; cleanup(): void } {
+  const dir = mkdtempSync(join(tmpdir(), prefix));
+  return { dir, cleanup: () => rmSync(dir, { recursive: true, force: true }) };
+}
+
+export function sha256File(path: string): string {
+  return createHash('sha256').update(readFileSync(path)).digest('hex');
+}
+
+export interface Spawned {
+  child: ChildProcess;
+  stdout(): string;
+  stderr(): string;
+  exit: Promise<number | null>;
+  /** Resolves with the first stderr match of `pattern` (rejects after timeoutMs or on exit). */
+  waitForStderr(pattern: RegExp, timeoutMs?: number): Promise<RegExpMatchArray>;
+}
+
+export function spawnCli(args: string[]): Spawned {
+  const child = spawn(process.execPath, [BIN, ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
+  let out = '';
+  let err = '';
+  child.stdout!.on('data', (d: Buffer) => { out += d.toString(); });
+  child.stderr!.on('data', (d: Buffer) => { err += d.toString(); });
+  const exit = new Promise<number | null>((resolve) => child.on('close', (code) => resolve(code)));
+  return {
+    child, exit, stdout: () => out, stderr: () => err,
+    waitForStderr(pattern, timeoutMs = 15_000) {
+      return new Promise((resolve, reject) => {
+        const check = () => {
+          const m = err.match(pattern);
+          if (m) { clearInterval(timer); resolve(m); }
+        };
+        const timer = setInterval(check, 20);
+        setTimeout(() => { clearInterval(timer); reject(new Error(`no ${pattern} on stderr within ${timeoutMs} ms:\n${err}`)); }, timeoutMs);
+        void exit.then(() => { check(); clearInterval(timer); reject(new Error(`exited before ${pattern}:\n${err}`)); });
+      });
+    },
+  };
+}
+
+/** The last stdout line, parsed: the CLI's --json contract. */
+export function lastJson(text: string): Record<string, unknown> {
+  const lines = text.trim().split('\n');
+  return JSON.parse(lines[lines.length - 1]!) as Record<string, unknown>;
+}
+
+/** Starts `pagewire receive` on a free port and returns it with the port it printed. */
+export async function startReceiver(out: string, extra: string[] = []): Promise<Spawned & { port: number }> {
+  const receiver = spawnCli(['receive', '--listen', '127.0.0.1:0', '--out', out, '--json', ...extra]);
+  const match = await receiver.waitForStderr(/listening on [^\s]+:(\d+)/);
+  return Object.assign(receiver, { port: Number(match[1]) });
+}
+
+/** A raw TCP client for speaking (or mangling) the protocol by hand. */
+export function rawClient(port: number): Promise<{ socket: Socket; received(): Buffer; closed: Promise<void> }> {
+  return new Promise((resolve, reject) => {
+    const socket = connect(port, '127.0.0.1');
+    const chunks: Buffer[] = [];
+    socket.on('data', (d: Buffer) => chunks.push(d));
+    socket.on('error', () => {});
+    const closed = new Promise<void>((r) => socket.on('close', () => r()));
+    socket.once('connect', () => resolve({ socket, received: () => Buffer.concat(chunks), closed }));
+    socket.once('error', reject);
+  });
+}
+
+export function withTimeout<T>(promise: Promise<T>, ms: number, what: string): Promise<T> {
+  return Promise.race([promise, new Promise<T>((_, reject) => setTimeout(() => reject(new Error(`${what}: no result within ${ms} ms`)), ms))]);
+}
