@@ -17,7 +17,7 @@ import type { MemoryRegion } from '../memory/region.js';
 import { connectTcp } from '../transport/connect.js';
 import { FramedConnection } from '../transport/framed-connection.js';
 import {
-  HELLO_BYTES, MAX_PAYLOAD_BYTES, MAX_VERSION, MIN_VERSION, MessageType, SUPPORTED_FEATURES, TARGET_ZEROED,
+  HANDSHAKE_PAYLOAD_LIMIT, MAX_PAYLOAD_BYTES, MAX_VERSION, MIN_VERSION, MessageType, SUPPORTED_FEATURES, TARGET_ZEROED,
   encodeFinal, encodeHello, encodePagesHeader, encodeRoundMarker, expectEmpty, parseRoundAck, parseWelcome,
 } from '../wire/messages.js';
 import { decideNextRound, roundBandwidth } from './convergence.js';
@@ -150,7 +150,7 @@ export class MigrationSource extends EventEmitter<SourceEvents> {
     const { region } = options;
     this.setPhase('connecting');
     const socket = await connectTcp(options.host, options.port, options.timeoutMs);
-    const connection = new FramedConnection(socket, HELLO_BYTES);
+    const connection = new FramedConnection(socket, HANDSHAKE_PAYLOAD_LIMIT);
     this.connection = connection;
     if (options.signal?.aborted) throw new AbortedError('migration aborted while connecting');
     await connection.send(MessageType.Hello, encodeHello({

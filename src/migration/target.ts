@@ -13,7 +13,7 @@ import { regionDigest } from '../codec/page-hashes.js';
 import { validatePageSize, validateRegionSize } from '../memory/region.js';
 import { FramedConnection } from '../transport/framed-connection.js';
 import {
-  HELLO_BYTES, MAX_PAYLOAD_BYTES, MAX_VERSION, MIN_VERSION, MessageType, SUPPORTED_FEATURES, TARGET_ZEROED,
+  HANDSHAKE_PAYLOAD_LIMIT, MAX_PAYLOAD_BYTES, MAX_VERSION, MIN_VERSION, MessageType, SUPPORTED_FEATURES, TARGET_ZEROED,
   encodeRoundAck, encodeWelcome, expectEmpty, messageName, parseFinal, parseHello, parsePages, parseRoundMarker,
   type Hello,
 } from '../wire/messages.js';
@@ -142,7 +142,7 @@ export class MigrationTarget extends EventEmitter<TargetEvents> {
   private onConnection(socket: Socket): void {
     this.sockets.add(socket);
     socket.once('close', () => this.sockets.delete(socket));
-    const connection = new FramedConnection(socket, HELLO_BYTES);
+    const connection = new FramedConnection(socket, HANDSHAKE_PAYLOAD_LIMIT);
     const remote = connection.remote;
     if (this.active) {
       void connection.sendErrorAndClose(new HandshakeError('this target is already serving a migration'));

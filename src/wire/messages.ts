@@ -16,6 +16,10 @@ export const TARGET_ZEROED = 1;
 /** Largest payload accepted after the handshake. */
 export const MAX_PAYLOAD_BYTES = 32 * 1024 * 1024;
 export const MAX_ERROR_REASON_BYTES = 1000;
+/** The largest ERROR payload: code length, code of at most 64, reason length, reason. */
+export const MAX_ERROR_PAYLOAD_BYTES = 1 + 64 + 2 + MAX_ERROR_REASON_BYTES;
+/** Payload limit until the handshake completes: a HELLO, a WELCOME, or an ERROR saying why not. */
+export const HANDSHAKE_PAYLOAD_LIMIT = MAX_ERROR_PAYLOAD_BYTES;
 export const MIGRATION_ID_BYTES = 16;
 /** The batch header in front of the records of a PAGES payload. */
 export const PAGES_HEADER_BYTES = 8;

@@ -1,0 +1,202 @@
+// The CLI binary spawned as an operator would: receive on one side, send on the other, all on 127.0.0.1.
+import { existsSync, mkdirSync, readdirSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { afterAll, describe, expect, it } from 'vitest';
+import { writeMixedImage } from '../dist/src/index.js';
+import {
+  MessageType, encodeHello, encodePagesHeader, encodeRoundMarker, frameHeader,
+} from '../dist/src/wire/messages.js';
+import { lastJson, rawClient, sha256File, spawnCli, startReceiver, tempDir, withTimeout } from './helpers.js';
+
+const tmp = tempDir();
+afterAll(() => tmp.cleanup());
+let n = 0;
+
+function setup(sizeMiB: number) {
+  const dir = join(tmp.dir, `case-${++n}`);
+  mkdirSync(dir);
+  const image = join(dir, 'source.img');
+  const out = join(dir, 'out.img');
+  writeMixedImage(image, { size: sizeMiB * 2 ** 20, seed: n });
+  writeFileSync(out, 'previous target state\n');
+  return { dir, image, out, before: sha256File(out) };
+}
+
+function frame(type: MessageType, payload: Buffer): Buffer {
+  return Buffer.concat([frameHeader(type, payload.length), payload]);
+}
+
+function hello(overrides: Partial<Parameters<typeof encodeHello>[0]> = {}): Buffer {
+  return frame(MessageType.Hello, encodeHello({
+    minVersion: 1, maxVersion: 1, features: 0, pageSize: 4096, regionSize: 1 << 20, migrationId: Buffer.alloc(16, 1),
+    ...overrides,
+  }));
+}
+
+function noTempFiles(dir: string): void {
+  expect(readdirSync(dir).filter((f) => f.includes('.pagewire-'))).toEqual([]);
+}
+
+describe('pagewire receive / send', () => {
+  it('migrates an image without a workload: both JSON sha256 fields, --out and the source image agree', async () => {
+    const c = setup(8);
+    const receiver = await startReceiver(c.out);
+    const sender = spawnCli(['send', '--connect', `127.0.0.1:${receiver.port}`, '--image', c.image, '--json']);
+    expect(await withTimeout(sender.exit, 30_000, 'send')).toBe(0);
+    expect(await withTimeout(receiver.exit, 30_000, 'receive')).toBe(0);
+    const s = lastJson(sender.stdout());
+    const r = lastJson(receiver.stdout());
+    expect(s).toMatchObject({ status: 'completed', pageSize: 4096, pagesTotal: 2048 });
+    for (const key of ['totalTimeMs', 'setupTimeMs', 'downtimeMs', 'rounds', 'pagesTransferred', 'zeroPages', 'deltaPages', 'lz4Pages', 'rawPages', 'bytesTransferred']) {
+      expect(typeof s[key]).toBe('number');
+    }
+    expect(s.zeroPages as number).toBeGreaterThan(0);
+    expect(r).toMatchObject({ status: 'completed', pageSize: 4096, pagesTotal: 2048 });
+    expect(r.bytesReceived as number).toBeGreaterThan(0);
+    expect(s.sha256).toBe(r.sha256);
+    expect(sha256File(c.out)).toBe(s.sha256);
+    expect(sha256File(c.image)).toBe(s.sha256);
+    noTempFiles(c.dir);
+  });
+
+  it('migrates under a 100 MB/s workload in several rounds and reports the downtime', async () => {
+    const c = setup(32);
+    const receiver = await startReceiver(c.out);
+    const sender = spawnCli(['send', '--connect', `127.0.0.1:${receiver.port}`, '--image', c.image,
+      '--workload', 'rate=100MB/s,hot=0.05,seed=1', '--max-downtime', '0.5', '--json']);
+    expect(await withTimeout(sender.exit, 60_000, 'send')).toBe(0);
+    expect(await withTimeout(receiver.exit, 30_000, 'receive')).toBe(0);
+    const s = lastJson(sender.stdout());
+    const r = lastJson(receiver.stdout());
+    expect(s.status).toBe('completed');
+    expect(s.rounds as number).toBeGreaterThanOrEqual(3);
+    expect(s.workloadWrites as number).toBeGreaterThan(0);
+    expect(s.downtimeMs as number).toBeGreaterThan(0);
+    expect(sender.stderr()).toMatch(/round=2 pages=\d+ bytes=\d+ bw=[\d.]+MB\/s dirty=[\d.]+MB\/s/);
+    expect(s.sha256).toBe(r.sha256);
+    expect(sha256File(c.out)).toBe(s.sha256);
+    expect(sha256File(c.image)).toBe(s.sha256);
+  });
+
+  it('refuses garbage, a wrong magic and an unknown version with a reason, and keeps listening', async () => {
+    const c = setup(1);
+    const receiver = await startReceiver(c.out);
+    const garbage = await rawClient(receiver.port);
+    garbage.socket.end(Buffer.from('GET / HTTP/1.1\r\nHost: x\r\n\r\n'));
+    await withTimeout(garbage.closed, 5000, 'garbage connection close');
+
+    const magic = await rawClient(receiver.port);
+    const wrong = hello();
+    wrong.write('NOTMAGIC', 8, 'latin1');
+    magic.socket.write(wrong);
+    await withTimeout(magic.closed, 5000, 'wrong-magic close');
+    expect(magic.received().toString('latin1')).toMatch(/PW_ERR_HANDSHAKE.*wrong magic/);
+
+    const version = await rawClient(receiver.port);
+    version.socket.write(hello({ minVersion: 7, maxVersion: 9 }));
+    await withTimeout(version.closed, 5000, 'version close');
+    expect(version.received().toString('latin1')).toMatch(/PW_ERR_VERSION.*7\.\.9/);
+
+    await receiver.waitForStderr(/refused .*PW_ERR_VERSION/);
+    expect(receiver.stderr()).toMatch(/refused .*unknown message type/);
+    expect(receiver.child.exitCode).toBe(null);
+    expect(sha256File(c.out)).toBe(c.before);
+    // Still listening: a real migration now succeeds.
+    const sender = spawnCli(['send', '--connect', `127.0.0.1:${receiver.port}`, '--image', c.image, '--json']);
+    expect(await withTimeout(sender.exit, 30_000, 'send')).toBe(0);
+    expect(await withTimeout(receiver.exit, 30_000, 'receive')).toBe(0);
+    expect(sha256File(c.out)).toBe(sha256File(c.image));
+  });
+
+  it('refuses a region larger than the target allows; the sender fails with the reason', async () => {
+    const c = setup(8);
+    const receiver = await startReceiver(c.out, ['--max-size', '4MiB']);
+    const sender = spawnCli(['send', '--connect', `127.0.0.1:${receiver.port}`, '--image', c.image, '--json']);
+    expect(await withTimeout(sender.exit, 15_000, 'send')).toBe(1);
+    expect(lastJson(sender.stdout())).toMatchObject({ status: 'failed', errorCode: 'PW_ERR_PEER' });
+    expect(sender.stderr()).toMatch(/exceeds this target's limit of 4194304 bytes \(PW_ERR_CAPACITY\)/);
+    expect(receiver.child.exitCode).toBe(null);
+    receiver.child.kill('SIGKILL');
+    expect(sha256File(c.out)).toBe(c.before);
+    noTempFiles(c.dir);
+  });
+
+  it.each([
+    ['an out-of-range page index', (pages: number) => {
+      const record = Buffer.alloc(20 + 4096, 1);
+      record.writeUInt32LE(pages, 0); // one past the last page
+      record.writeUInt8(1, 4);
+      record.writeUInt32LE(4096, 8);
+      return frame(MessageType.Pages, Buffer.concat([encodePagesHeader(1), record]));
+    }, /page index 256 is outside the region/],
+    ['a truncated frame', () => Buffer.concat([frameHeader(MessageType.Pages, 1000), Buffer.alloc(10)]), /closed the connection/],
+  ])('fails the migration on %s, exits non-zero and leaves --out untouched', async (_name, bad, reason) => {
+    const c = setup(1);
+    const receiver = await startReceiver(c.out);
+    const client = await rawClient(receiver.port);
+    client.socket.write(hello());
+    await new Promise((r) => setTimeout(r, 100));
+    client.socket.write(frame(MessageType.RoundBegin, encodeRoundMarker({ round: 1, pages: 1 })));
+    client.socket.end(bad(256));
+    expect(await withTimeout(receiver.exit, 10_000, 'receive')).toBe(1);
+    expect(receiver.stderr()).toMatch(reason);
+    expect(lastJson(receiver.stdout())).toMatchObject({ status: 'failed' });
+    expect(sha256File(c.out)).toBe(c.before);
+    noTempFiles(c.dir);
+  });
+
+  it('fails cleanly when the target is killed mid-migration; the source image stays the workload\'s', async () => {
+    const c = setup(32);
+    const receiver = await startReceiver(c.out);
+    const sender = spawnCli(['send', '--connect', `127.0.0.1:${receiver.port}`, '--image', c.image,
+      '--workload', 'rate=50MB/s,hot=0.05,seed=2', '--max-bandwidth', '20MB/s', '--json']);
+    await receiver.waitForStderr(/migration [0-9a-f]+ from/);
+    await new Promise((r) => setTimeout(r, 300));
+    receiver.child.kill('SIGKILL');
+    const started = Date.now();
+    expect(await withTimeout(sender.exit, 10_000, 'send')).toBe(1);
+    expect(Date.now() - started).toBeLessThan(5000);
+    const s = lastJson(sender.stdout());
+    expect(s).toMatchObject({ status: 'failed', errorCode: 'PW_ERR_CONNECTION' });
+    expect(sender.stderr()).toMatch(/pagewire send: .*(closed|reset|failed)/);
+    // The image holds the workload's last state, as reported.
+    expect(sha256File(c.image)).toBe(s.sha256);
+    expect(sha256File(c.out)).toBe(c.before);
+  });
+
+  it('fails cleanly when the source is killed mid-migration; --out is untouched and no temp file remains', async () => {
+    const c = setup(32);
+    const receiver = await startReceiver(c.out);
+    const sender = spawnCli(['send', '--connect', `127.0.0.1:${receiver.port}`, '--image', c.image,
+      '--max-bandwidth', '20MB/s', '--json']);
+    await receiver.waitForStderr(/migration [0-9a-f]+ from/);
+    await new Promise((r) => setTimeout(r, 300));
+    sender.child.kill('SIGKILL');
+    const started = Date.now();
+    expect(await withTimeout(receiver.exit, 10_000, 'receive')).toBe(1);
+    expect(Date.now() - started).toBeLessThan(5000);
+    expect(lastJson(receiver.stdout())).toMatchObject({ status: 'failed', errorCode: 'PW_ERR_CONNECTION' });
+    expect(receiver.stderr()).toMatch(/pagewire receive: .*closed the connection/);
+    expect(sha256File(c.out)).toBe(c.before);
+    noTempFiles(c.dir);
+    expect(existsSync(c.out)).toBe(true);
+  });
+
+  it('rejects bad arguments with one line and a usage exit code', async () => {
+    for (const args of [
+      ['send', '--connect', 'nowhere', '--image', 'x'],
+      ['send', '--connect', '127.0.0.1:1', '--image', join(tmp.dir, 'missing.img')],
+      ['receive', '--listen', '127.0.0.1:0'],
+      ['receive', '--listen', '127.0.0.1:0', '--out', '/nonexistent-dir/out.img'],
+      ['send', '--bogus'],
+      ['frobnicate'],
+    ]) {
+      const run = spawnCli(args);
+      const code = await withTimeout(run.exit, 10_000, args.join(' '));
+      expect(code, args.join(' ')).not.toBe(0);
+      const lines = run.stderr().trim().split('\n');
+      expect(lines.length, run.stderr()).toBe(1);
+      expect(lines[0]).toMatch(/^pagewire: .+\(PW_ERR_[A-Z_]+\)$/);
+    }
+  });
+});

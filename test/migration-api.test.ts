@@ -1,0 +1,178 @@
+// Loopback migrations through the library API: real sockets, real worker threads, no stand-ins.
+import { randomFillSync } from 'node:crypto';
+import { readdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { createServer, connect, type Server } from 'node:net';
+import { join } from 'node:path';
+import { afterAll, describe, expect, it } from 'vitest';
+import {
+  AbortedError, DirtyBitmap, FileTargetImage, MemoryRegion, MemoryTargetImage, MigrationSource, MigrationTarget,
+  PeerError, SyntheticWorkload, type RoundReport, type TargetHooks,
+} from '../dist/src/index.js';
+import { tempDir } from './helpers.js';
+
+const tmp = tempDir();
+afterAll(() => tmp.cleanup());
+const PAGE = 4096;
+
+function randomShared(bytes: number): SharedArrayBuffer {
+  const sab = new SharedArrayBuffer(bytes);
+  const view = new Uint8Array(sab);
+  for (let off = 0; off < bytes; off += 65536) randomFillSync(view, off, Math.min(65536, bytes - off));
+  // A quarter of the pages zero, so the zero path is exercised too.
+  for (let p = 0; p < bytes / PAGE; p += 4) view.fill(0, p * PAGE, (p + 1) * PAGE);
+  return sab;
+}
+
+async function memoryTarget(bytes: number, hooks: TargetHooks = {}) {
+  const targetBytes = Buffer.alloc(bytes);
+  const target = await MigrationTarget.listen({
+    image: new MemoryTargetImage(MemoryRegion.fromMemory(targetBytes), true), host: '127.0.0.1', port: 0, hooks,
+  });
+  return { target, targetBytes };
+}
+
+describe('library migration over 127.0.0.1', () => {
+  it('migrates a region under a live writer thread in several rounds; the target equals the source at the pause point', async () => {
+    const bytes = 16 * 2 ** 20;
+    const sab = randomShared(bytes);
+    const region = MemoryRegion.fromMemory(sab);
+    const bitmap = new DirtyBitmap(region.pageCount);
+    const workload = await SyntheticWorkload.start({ buffer: sab }, bitmap, PAGE, { rateBytesPerSec: 100e6, hot: 0.05, seed: 3 });
+    const state = Buffer.from('device registers');
+    let received: Buffer | undefined;
+    const { target, targetBytes } = await memoryTarget(bytes, { onDeviceState: (s) => { received = s; } });
+    const targetDone = target.result;
+    const calls: string[] = [];
+    const source = new MigrationSource({
+      region, dirtyBitmap: bitmap, host: '127.0.0.1', port: target.address.port,
+      // A tiny budget forces pre-copy rounds while the writer keeps dirtying pages.
+      maxDowntimeMs: 0, maxRounds: 4,
+      hooks: {
+        pause: async () => { calls.push('pause'); await workload.pause(); },
+        resume: () => { calls.push('resume'); workload.resume(); },
+        deviceState: () => state,
+      },
+    });
+    const rounds: RoundReport[] = [];
+    source.on('round', (r) => rounds.push(r));
+    const summary = await source.run();
+    const writesAtPause = workload.writes;
+    await new Promise((r) => setTimeout(r, 50));
+    expect(workload.writes).toBe(writesAtPause); // still paused: handed over
+    await workload.stop();
+    const targetSummary = await targetDone;
+
+    expect(calls).toEqual(['pause']);
+    expect(summary.status).toBe('completed');
+    expect(summary.rounds).toBeGreaterThanOrEqual(3);
+    expect(rounds.slice(1).some((r) => r.pendingPages > 0 && r.pagesSent > 0)).toBe(true);
+    expect(summary.downtimeMs).toBeGreaterThan(0);
+    expect(summary.stopReason).toBe('round-cap');
+    expect(writesAtPause).toBeGreaterThan(0);
+    expect(targetSummary.status).toBe('completed');
+    expect(Buffer.from(sab).equals(targetBytes)).toBe(true);
+    expect(received?.toString()).toBe('device registers');
+  });
+
+  it('tracks pages by hash when the region has no dirty bitmap', async () => {
+    const bytes = 4 * 2 ** 20;
+    const source = Buffer.alloc(bytes);
+    randomFillSync(source, 0, bytes / 2);
+    const region = MemoryRegion.fromMemory(source);
+    const { target, targetBytes } = await memoryTarget(bytes);
+    let writer: NodeJS.Timeout | undefined;
+    let n = 0;
+    const migration = new MigrationSource({
+      region, host: '127.0.0.1', port: target.address.port, maxDowntimeMs: 0, maxRounds: 3,
+      hooks: { pause: () => clearInterval(writer), resume: () => {} },
+    });
+    // Writes between rounds, with no hook telling the engine about them.
+    migration.on('progress', () => { if (!writer) writer = setInterval(() => { source.writeUInt32LE(++n, (n * 7919 % (bytes / 4)) * 4); }, 1); });
+    const summary = await migration.run();
+    await target.result;
+    expect(n).toBeGreaterThan(0);
+    expect(summary.rounds).toBe(4);
+    expect(source.equals(targetBytes)).toBe(true);
+  });
+
+  it('resumes the source and keeps the previous --out when the target fails during stop-and-copy', async () => {
+    const bytes = 2 * 2 ** 20;
+    const sab = randomShared(bytes);
+    const region = MemoryRegion.fromMemory(sab);
+    const out = join(tmp.dir, 'keep.img');
+    writeFileSync(out, 'previous state');
+    const target = await MigrationTarget.listen({ image: new FileTargetImage(out), host: '127.0.0.1', port: 0 });
+    const targetResult = target.result.catch((e: unknown) => e);
+    const calls: string[] = [];
+    const source = new MigrationSource({
+      region, dirtyBitmap: new DirtyBitmap(region.pageCount), host: '127.0.0.1', port: target.address.port,
+      hooks: {
+        // The workload pauses; at that moment the target goes away.
+        pause: () => { calls.push('pause'); target.stop(); },
+        resume: () => { calls.push('resume'); },
+      },
+    });
+    const error = await source.run().catch((e: unknown) => e);
+    expect(error).toBeInstanceOf(PeerError);
+    expect((error as PeerError).remoteCode).toBe('PW_ERR_ABORTED');
+    expect(calls).toEqual(['pause', 'resume']);
+    expect(source.metrics.status).toBe('failed');
+    expect(await targetResult).toBeInstanceOf(AbortedError);
+    expect(readFileSync(out, 'utf8')).toBe('previous state');
+    expect(readdirSync(tmp.dir).filter((f) => f.includes('.pagewire-'))).toEqual([]);
+  });
+
+  it('aborts cleanly through an AbortSignal during pre-copy; the target hears why', async () => {
+    const bytes = 8 * 2 ** 20;
+    const region = MemoryRegion.fromMemory(randomShared(bytes));
+    const { target } = await memoryTarget(bytes);
+    const targetResult = target.result.catch((e: unknown) => e);
+    const controller = new AbortController();
+    const source = new MigrationSource({
+      region, dirtyBitmap: new DirtyBitmap(region.pageCount), host: '127.0.0.1', port: target.address.port,
+      maxBandwidthBytesPerSec: 20e6, signal: controller.signal, hooks: { pause: () => {}, resume: () => {} },
+    });
+    source.once('progress', () => controller.abort());
+    const error = await source.run().catch((e: unknown) => e);
+    expect(error).toBeInstanceOf(AbortedError);
+    const targetError = await targetResult;
+    expect(targetError).toBeInstanceOf(PeerError);
+    expect((targetError as PeerError).remoteCode).toBe('PW_ERR_ABORTED');
+  });
+
+  it('detects a byte corrupted in transit, names the page, and the source hears the reason', async () => {
+    const bytes = 1 * 2 ** 20;
+    const raw = Buffer.alloc(bytes);
+    randomFillSync(raw);
+    const region = MemoryRegion.fromMemory(raw);
+    const { target } = await memoryTarget(bytes);
+    const targetResult = target.result.catch((e: unknown) => e);
+    // A proxy that flips one byte inside the first page's payload (offset 212 of the source's stream:
+    // HELLO frame 56, ROUND_BEGIN frame 20, PAGES headers 16, record header 20, then page 0's bytes).
+    const proxy: Server = createServer((client) => {
+      const upstream = connect(target.address.port, '127.0.0.1');
+      let seen = 0;
+      client.on('data', (chunk: Buffer) => {
+        if (seen <= 212 && 212 < seen + chunk.length) chunk[212 - seen] ^= 0x40;
+        seen += chunk.length;
+        upstream.write(chunk);
+      });
+      upstream.on('data', (d) => client.write(d));
+      client.on('error', () => upstream.destroy());
+      upstream.on('error', () => client.destroy());
+      client.on('close', () => upstream.end());
+      upstream.on('close', () => client.end());
+    });
+    await new Promise<void>((r) => proxy.listen(0, '127.0.0.1', r));
+    const port = (proxy.address() as { port: number }).port;
+    const source = new MigrationSource({
+      region, dirtyBitmap: new DirtyBitmap(region.pageCount), host: '127.0.0.1', port, hooks: { pause: () => {}, resume: () => {} },
+    });
+    const error = await source.run().catch((e: unknown) => e);
+    proxy.close();
+    expect(error).toBeInstanceOf(PeerError);
+    expect((error as PeerError).remoteCode).toBe('PW_ERR_CHECKSUM');
+    expect((error as PeerError).message).toMatch(/page 0 /);
+    expect((await targetResult as { code: string }).code).toBe('PW_ERR_CHECKSUM');
+  });
+});
