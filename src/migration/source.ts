@@ -7,7 +7,7 @@ import { EventEmitter } from 'node:events';
 import { performance } from 'node:perf_hooks';
 import { setTimeout as sleep } from 'node:timers/promises';
 import {
-  AbortedError, InvalidArgumentError, PagewireError, SwitchoverError, asPagewireError,
+  AbortedError, InvalidArgumentError, PagewireError, ProtocolError, SwitchoverError, asPagewireError,
 } from '../errors.js';
 import { PageBatchEncoder } from '../codec/page-batch-encoder.js';
 import { regionDigest } from '../codec/page-hashes.js';
@@ -251,7 +251,7 @@ export class MigrationSource extends EventEmitter<SourceEvents> {
     }
     await connection.send(MessageType.RoundEnd, encodeRoundMarker({ round, pages: records }));
     const acked = parseRoundAck(await connection.expect(MessageType.RoundAck, options.timeoutMs));
-    if (acked !== round) throw new InvalidArgumentError(`target acknowledged round ${acked}, expected ${round}`);
+    if (acked !== round) throw new ProtocolError(`target acknowledged round ${acked}, expected ${round}`);
     summary.rounds = round;
     summary.pagesTransferred += records;
     const durationMs = performance.now() - started;
@@ -285,8 +285,17 @@ export class MigrationSource extends EventEmitter<SourceEvents> {
     if (connection) await connection.sendErrorAndClose(error);
     if (this.paused) {
       // Before READY the target discards everything, so the workload simply goes on here.
-      await this.options.hooks.resume();
-      this.paused = false;
+      try {
+        await this.options.hooks.resume();
+        this.paused = false;
+      } catch (resumeError) {
+        const wrapped = new SwitchoverError(
+          `migration failed (${error.message}) and the workload's resume hook failed too ` +
+          `(${(resumeError as Error).message}): the workload is paused on the source`, 'source-paused', { cause: error });
+        this.summary.error = wrapped.message;
+        this.summary.errorCode = wrapped.code;
+        return wrapped;
+      }
     }
     return error;
   }

@@ -17,6 +17,8 @@ export interface TargetImage {
   open(offer: RegionOffer): MemoryRegion;
   /** True when the opened region starts all zeros, so the source may skip zero pages in round 1. */
   readonly zeroed: boolean;
+  /** A pre-copy round ended: a chance to start making its pages durable, so persist() is short. */
+  roundDone(): void;
   /** Makes the received image durable, not yet visible. Called before READY. */
   persist(): void;
   /** Makes it the committed image, atomically. Called on GO. */
@@ -59,6 +61,11 @@ export class FileTargetImage implements TargetImage {
     this.tempPath = join(dir, `.${basename(this.outPath)}.pagewire-${offer.migrationId}.tmp`);
     this.region = MemoryRegion.mapFile(this.tempPath, { size: offer.regionSize, pageSize: offer.pageSize });
     return this.region;
+  }
+
+  roundDone(): void {
+    // Writeback of a round overlaps the next round instead of landing in the downtime window.
+    this.region?.startWriteback();
   }
 
   persist(): void {
@@ -116,6 +123,7 @@ export class MemoryTargetImage implements TargetImage {
     return this.region;
   }
 
+  roundDone(): void {}
   persist(): void {}
   commit(): void {}
   discard(): void {}

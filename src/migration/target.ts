@@ -242,6 +242,7 @@ export class MigrationTarget extends EventEmitter<TargetEvents> {
           inRound = false;
           summary.rounds = round;
           await connection.send(MessageType.RoundAck, encodeRoundAck(round));
+          image.roundDone();
           refresh();
           this.emit('round', { round, pagesApplied: decoder.pagesApplied, bytesReceived: connection.bytesRead });
         } else if (frame.type === MessageType.DeviceState) {
@@ -310,6 +311,8 @@ export class MigrationTarget extends EventEmitter<TargetEvents> {
 
   private finish(error: PagewireError | undefined, summary?: TargetSummary): void {
     this.server.close();
+    // Connections still in their handshake are not served any more.
+    for (const socket of this.sockets) socket.destroy();
     if (error) this.settle.reject(error);
     else this.settle.resolve(summary!);
   }

@@ -17,6 +17,8 @@ export interface NativeMapping {
   view(offset: number, length: number): ArrayBuffer;
   /** msync(MS_SYNC) the whole mapping, then fsync the file. */
   flush(): void;
+  /** Starts writeback of dirty pages (sync_file_range on Linux) without waiting for it. */
+  startWriteback(): void;
   /** Drops the owner's reference; the pages are unmapped once no view is reachable either. */
   close(): void;
 }
