@@ -7,6 +7,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <memory>
 #include <string>
 
@@ -23,6 +24,7 @@ struct State {
   size_t length = 0;
   int fd = -1;
   bool writable = false;
+  std::atomic<bool> writebackQueued{false};
   ~State() {
     if (addr != nullptr) munmap(addr, length);
     if (fd >= 0) ::close(fd);
@@ -118,6 +120,8 @@ class Mapping : public Napi::ObjectWrap<Mapping> {
   Napi::Value StartWriteback(const Napi::CallbackInfo& info) {
     Napi::Env env = info.Env();
     if (!state_) throw Napi::Error::New(env, "mapping is closed");
+    // One writeback at a time: a later call while one runs has nothing more to start.
+    if (state_->writebackQueued.exchange(true)) return env.Undefined();
     (new WritebackWorker(env, state_))->Queue();
     return env.Undefined();
   }
@@ -130,6 +134,7 @@ class Mapping : public Napi::ObjectWrap<Mapping> {
 #ifdef __linux__
       sync_file_range(state_->fd, 0, 0, SYNC_FILE_RANGE_WRITE);
 #endif
+      state_->writebackQueued.store(false);
     }
     void OnOK() override {}
     void OnError(const Napi::Error&) override {}

@@ -91,9 +91,12 @@ export class StorageError extends PagewireError {
 export class SwitchoverError extends PagewireError {
   override readonly code = 'PW_ERR_SWITCHOVER';
   readonly state: string;
-  constructor(message: string, state: string, options?: PagewireErrorOptions) {
+  /** Where a verified but uncommitted image was kept, when there is one. */
+  readonly inDoubtImage: string | undefined;
+  constructor(message: string, state: string, options?: PagewireErrorOptions & { inDoubtImage?: string }) {
     super(message, options);
     this.state = state;
+    this.inDoubtImage = options?.inDoubtImage;
   }
 }
 

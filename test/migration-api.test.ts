@@ -6,7 +6,7 @@ import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import {
   AbortedError, DirtyBitmap, FileTargetImage, MemoryRegion, MemoryTargetImage, MigrationSource, MigrationTarget,
-  PeerError, SyntheticWorkload, type RoundReport, type TargetHooks,
+  PeerError, SwitchoverError, SyntheticWorkload, type RoundReport, type TargetHooks,
 } from '../dist/src/index.js';
 import { tempDir } from './helpers.js';
 
@@ -138,6 +138,55 @@ describe('library migration over 127.0.0.1', () => {
     const targetError = await targetResult;
     expect(targetError).toBeInstanceOf(PeerError);
     expect((targetError as PeerError).remoteCode).toBe('PW_ERR_ABORTED');
+  });
+
+  it('leaves the switch-over in doubt, never in split brain, when READY is lost: the source resumes, the target keeps the image aside', async () => {
+    const bytes = 1 * 2 ** 20;
+    const raw = Buffer.alloc(bytes);
+    randomFillSync(raw);
+    const region = MemoryRegion.fromMemory(raw);
+    const out = join(tmp.dir, 'doubt.img');
+    writeFileSync(out, 'previous state');
+    const resumed: string[] = [];
+    const target = await MigrationTarget.listen({
+      image: new FileTargetImage(out), host: '127.0.0.1', port: 0, hooks: { resume: () => { resumed.push('target'); } },
+    });
+    const targetResult = target.result.catch((e: unknown) => e);
+    // A proxy that cuts both directions the moment the target's READY passes through.
+    const proxy: Server = createServer((client) => {
+      const upstream = connect(target.address.port, '127.0.0.1');
+      let pending = Buffer.alloc(0);
+      upstream.on('data', (chunk: Buffer) => {
+        pending = Buffer.concat([pending, chunk]);
+        while (pending.length >= 8 && pending.length >= 8 + pending.readUInt32LE(4)) {
+          const length = 8 + pending.readUInt32LE(4);
+          if (pending[0] === 10) { client.destroy(); upstream.destroy(); return; } // READY
+          client.write(pending.subarray(0, length));
+          pending = pending.subarray(length);
+        }
+      });
+      client.on('data', (d) => upstream.write(d));
+      client.on('error', () => upstream.destroy());
+      upstream.on('error', () => client.destroy());
+      client.on('close', () => upstream.destroy());
+    });
+    await new Promise<void>((r) => proxy.listen(0, '127.0.0.1', r));
+    const calls: string[] = [];
+    const source = new MigrationSource({
+      region, dirtyBitmap: new DirtyBitmap(region.pageCount), host: '127.0.0.1', port: (proxy.address() as { port: number }).port,
+      hooks: { pause: () => { calls.push('pause'); }, resume: () => { calls.push('resume'); } },
+    });
+    const error = await source.run().catch((e: unknown) => e);
+    proxy.close();
+    expect((error as { code: string }).code).toBe('PW_ERR_CONNECTION');
+    expect(calls).toEqual(['pause', 'resume']);
+    const targetError = await targetResult as SwitchoverError;
+    expect(targetError).toBeInstanceOf(SwitchoverError);
+    expect(targetError.state).toBe('ready-sent-go-missing');
+    expect(resumed).toEqual([]);
+    expect(readFileSync(out, 'utf8')).toBe('previous state');
+    expect(targetError.inDoubtImage).toMatch(/doubt\.img\.pagewire-in-doubt-[0-9a-f]{32}$/);
+    expect(readFileSync(targetError.inDoubtImage!).equals(raw)).toBe(true);
   });
 
   it('detects a byte corrupted in transit, names the page, and the source hears the reason', async () => {

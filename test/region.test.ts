@@ -30,7 +30,7 @@ describe('MemoryRegion', () => {
   it('maps a 64 GiB sparse file: pages beyond 4 GiB and 32 GiB are written, read, encoded and land in the file', () => {
     const path = join(tmp.dir, 'big.img');
     const size = 64 * 2 ** 30;
-    const region = MemoryRegion.mapFile(path, { size });
+    const region = MemoryRegion.mapFile(path, { create: size });
     try {
       expect(region.pageCount).toBe(16 * 2 ** 20);
       const pages = [0, 2 ** 20 + 1, 12 * 2 ** 20 + 7, region.pageCount - 1]; // 0, ~4 GiB, ~48 GiB, last
@@ -48,7 +48,7 @@ describe('MemoryRegion', () => {
       const batch = encoder.encode(Uint32Array.from(pages), true);
       expect(batch.rawRecords).toBe(4);
       const copyPath = join(tmp.dir, 'copy.img');
-      const copy = MemoryRegion.mapFile(copyPath, { size });
+      const copy = MemoryRegion.mapFile(copyPath, { create: size });
       new PageBatchDecoder(copy).apply(batch.records, batch.recordCount);
       for (const page of pages) expect(copy.view(page * 4096, 4096)[4095]).toBe(page % 251 + 1);
       copy.close();

@@ -3,7 +3,7 @@ import { dirname, resolve } from 'node:path';
 import { InvalidArgumentError, StorageError, asPagewireError } from '../errors.js';
 import { FileTargetImage } from '../migration/target-image.js';
 import { MigrationTarget } from '../migration/target.js';
-import { parseFlags, parseHostPort, parseSize, optionalString, requireString } from './args.js';
+import { optionalString, parseFlags, parseHostPort, parsePositiveNumber, parseSize, requireString } from './args.js';
 import { fileSha256 } from './file-sha256.js';
 import { printJson, printTable, roundMs } from './output.js';
 import { abortOnSignals } from './signals.js';
@@ -31,7 +31,7 @@ export async function receiveCommand(argv: string[]): Promise<number> {
   const signals = abortOnSignals();
   const target = await MigrationTarget.listen({
     image, host, port, signal: signals.signal,
-    ...(timeout ? { timeoutMs: Number(timeout) } : {}),
+    ...(timeout ? { timeoutMs: parsePositiveNumber(timeout, 'timeout', true) } : {}),
   });
   const bound = target.address;
   process.stderr.write(`listening on ${bound.family === 'IPv6' ? `[${bound.address}]` : bound.address}:${bound.port}\n`);

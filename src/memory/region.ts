@@ -83,18 +83,19 @@ export class MemoryRegion {
   }
 
   /**
-   * Maps a file MAP_SHARED, as QEMU's memory-backend-file: writes land in the file. With `size`, the file
-   * is created or resized (sparse) first; without it, the region is the file's current size.
+   * Maps a file MAP_SHARED, as QEMU's memory-backend-file: writes land in the file. With `create`, a new
+   * sparse, all-zero file of that many bytes is created (an existing file is an error); without it, the
+   * region is the existing file at its current size.
    */
-  static mapFile(path: string, options: { pageSize?: number; size?: number } = {}): MemoryRegion {
+  static mapFile(path: string, options: { pageSize?: number; create?: number } = {}): MemoryRegion {
     const pageSize = validatePageSize(options.pageSize ?? DEFAULT_PAGE_SIZE);
     let byteLength: number;
     try {
-      if (options.size !== undefined) {
-        validateRegionSize(options.size, pageSize);
-        const fd = openSync(path, 'a+');
-        try { ftruncateSync(fd, options.size); } finally { closeSync(fd); }
-        byteLength = options.size;
+      if (options.create !== undefined) {
+        validateRegionSize(options.create, pageSize);
+        const fd = openSync(path, 'wx');
+        try { ftruncateSync(fd, options.create); } finally { closeSync(fd); }
+        byteLength = options.create;
       } else {
         byteLength = statSync(path).size;
       }

@@ -45,10 +45,12 @@ export interface MigrationSourceOptions {
   maxRounds?: number;
   /** Bytes per second; 0 or absent for no cap. */
   maxBandwidthBytesPerSec?: number;
-  /** Pages per PAGES frame (default 256). */
+  /** Pages per PAGES frame (default: 1 MiB of pages, 256 at 4 KiB). */
   batchPages?: number;
-  /** Longest wait for any answer from the target (default 30 s). */
+  /** Longest wait for any answer from the target, or for the socket to drain (default 30 s). */
   timeoutMs?: number;
+  /** Longest wait for READY, which covers the target's digest check and fsync of the image (default 5 min). */
+  readyTimeoutMs?: number;
   signal?: AbortSignal;
 }
 
@@ -61,6 +63,7 @@ interface SourceEvents {
 }
 
 const MAX_DEVICE_STATE_BYTES = MAX_PAYLOAD_BYTES;
+const DEFAULT_BATCH_BYTES = 1 << 20;
 
 export class MigrationSource extends EventEmitter<SourceEvents> {
   readonly migrationId = randomBytes(16);
@@ -80,7 +83,8 @@ export class MigrationSource extends EventEmitter<SourceEvents> {
   constructor(options: MigrationSourceOptions) {
     super();
     const filled = {
-      maxDowntimeMs: 300, maxRounds: 30, maxBandwidthBytesPerSec: 0, batchPages: 256, timeoutMs: 30_000,
+      maxDowntimeMs: 300, maxRounds: 30, maxBandwidthBytesPerSec: 0, timeoutMs: 30_000, readyTimeoutMs: 300_000,
+      batchPages: Math.max(1, Math.floor(DEFAULT_BATCH_BYTES / options.region.pageSize)),
       ...dropUndefined(options),
     };
     checkPositive('maxDowntimeMs', filled.maxDowntimeMs, true);
@@ -88,6 +92,7 @@ export class MigrationSource extends EventEmitter<SourceEvents> {
     checkPositive('maxBandwidthBytesPerSec', filled.maxBandwidthBytesPerSec, true);
     checkPositive('batchPages', filled.batchPages);
     checkPositive('timeoutMs', filled.timeoutMs);
+    checkPositive('readyTimeoutMs', filled.readyTimeoutMs);
     if (filled.batchPages * (filled.region.pageSize + 20) > MAX_PAYLOAD_BYTES / 2) {
       throw new InvalidArgumentError(`batchPages ${filled.batchPages} makes frames larger than the protocol allows`);
     }
@@ -149,8 +154,8 @@ export class MigrationSource extends EventEmitter<SourceEvents> {
     const { options } = this;
     const { region } = options;
     this.setPhase('connecting');
-    const socket = await connectTcp(options.host, options.port, options.timeoutMs);
-    const connection = new FramedConnection(socket, HANDSHAKE_PAYLOAD_LIMIT);
+    const socket = await connectTcp(options.host, options.port, options.timeoutMs, options.signal);
+    const connection = new FramedConnection(socket, HANDSHAKE_PAYLOAD_LIMIT, options.timeoutMs);
     this.connection = connection;
     if (options.signal?.aborted) throw new AbortedError('migration aborted while connecting');
     await connection.send(MessageType.Hello, encodeHello({
@@ -191,8 +196,9 @@ export class MigrationSource extends EventEmitter<SourceEvents> {
     const connection = this.connection!;
     this.setPhase('stop-and-copy');
     this.pausedAt = performance.now();
-    await options.hooks.pause();
+    // Counted as paused from the call on: if the hook fails half-way, fail() still resumes.
     this.paused = true;
+    await options.hooks.pause();
     const synced = performance.now();
     summary.downtime.pauseMs = synced - this.pausedAt;
     const finalPages = this.tracker.collect();
@@ -212,7 +218,7 @@ export class MigrationSource extends EventEmitter<SourceEvents> {
     summary.downtime.transferMs = finalSent - collected;
 
     this.setPhase('awaiting-ready');
-    expectEmpty(await connection.expect(MessageType.Ready, options.timeoutMs), 'READY');
+    expectEmpty(await connection.expect(MessageType.Ready, options.readyTimeoutMs), 'READY');
     // The point of no return: the target holds a verified, durable image. From here on the source
     // never resumes by itself.
     this.handedOver = true;
@@ -246,7 +252,7 @@ export class MigrationSource extends EventEmitter<SourceEvents> {
       this.emit('progress', { round, pagesSent: records, pagesPlanned: pages.count, bytesSent, elapsedMs });
       if (options.maxBandwidthBytesPerSec > 0) {
         const dueMs = (bytesSent * 1000) / options.maxBandwidthBytesPerSec;
-        if (dueMs > elapsedMs + 1) await sleep(dueMs - elapsedMs);
+        if (dueMs > elapsedMs + 1) await this.pace(dueMs - elapsedMs);
       }
     }
     await connection.send(MessageType.RoundEnd, encodeRoundMarker({ round, pages: records }));
@@ -262,6 +268,16 @@ export class MigrationSource extends EventEmitter<SourceEvents> {
       dirtyRateBytesPerSec: 0, pendingPages: 0, expectedDowntimeMs: 0,
       elapsedMs: performance.now() - this.startedAt,
     };
+  }
+
+  /** Waits for the bandwidth cap; an abort cuts the wait short and fails the next send. */
+  private async pace(ms: number): Promise<void> {
+    const { signal } = this.options;
+    try {
+      await sleep(ms, undefined, signal ? { signal } : {});
+    } catch {
+      throw new AbortedError(`migration aborted during ${this.phaseNow}`);
+    }
   }
 
   /** Puts the source back in a safe state and returns the error to throw. */

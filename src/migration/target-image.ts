@@ -38,6 +38,7 @@ export class FileTargetImage implements TargetImage {
   readonly zeroed = true;
   private region: MemoryRegion | undefined;
   private tempPath: string | undefined;
+  private migrationId = '';
 
   constructor(readonly outPath: string, private readonly options: FileTargetImageOptions = {}) {}
 
@@ -58,8 +59,10 @@ export class FileTargetImage implements TargetImage {
       throw new CapacityError(`region of ${offer.regionSize} bytes does not fit: ${free} bytes free in ${dir}`);
     }
     // Beside --out, so the final rename stays within one file system and is atomic.
-    this.tempPath = join(dir, `.${basename(this.outPath)}.pagewire-${offer.migrationId}.tmp`);
-    this.region = MemoryRegion.mapFile(this.tempPath, { size: offer.regionSize, pageSize: offer.pageSize });
+    this.migrationId = offer.migrationId;
+    const temp = join(dir, `.${basename(this.outPath)}.pagewire-${offer.migrationId}.tmp`);
+    this.region = MemoryRegion.mapFile(temp, { create: offer.regionSize, pageSize: offer.pageSize });
+    this.tempPath = temp;
     return this.region;
   }
 
@@ -70,6 +73,8 @@ export class FileTargetImage implements TargetImage {
 
   persist(): void {
     this.region?.flush();
+    // The temp file's own directory entry must be durable too before READY promises the image.
+    fsyncDirectory(dirname(this.outPath));
   }
 
   commit(): void {
@@ -95,12 +100,15 @@ export class FileTargetImage implements TargetImage {
   }
 
   keepInDoubt(): string {
-    const temp = this.requireTemp();
+    // Already renamed over --out: the failure came after the rename itself.
+    if (!this.tempPath) return this.outPath;
     this.region?.close();
     this.region = undefined;
-    const kept = `${this.outPath}.pagewire-in-doubt`;
-    renameSync(temp, kept);
+    // Named by migration id, so an earlier in-doubt image is never overwritten.
+    const kept = `${this.outPath}.pagewire-in-doubt-${this.migrationId}`;
+    renameSync(this.tempPath, kept);
     this.tempPath = undefined;
+    fsyncDirectory(dirname(this.outPath));
     return kept;
   }
 

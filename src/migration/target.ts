@@ -5,7 +5,7 @@ import { EventEmitter } from 'node:events';
 import { createServer, type AddressInfo, type Server, type Socket } from 'node:net';
 import { performance } from 'node:perf_hooks';
 import {
-  AbortedError, ChecksumError, HandshakeError, PagewireError, ProtocolError, SwitchoverError, VersionError,
+  AbortedError, ChecksumError, HandshakeError, PagewireError, PeerError, ProtocolError, SwitchoverError, VersionError,
   asPagewireError,
 } from '../errors.js';
 import { PageBatchDecoder } from '../codec/page-batch-decoder.js';
@@ -40,6 +40,9 @@ export interface MigrationTargetOptions {
 }
 
 export type TargetPhase = 'listening' | 'receiving' | 'persisting' | 'ready-sent' | 'committing' | 'completed' | 'failed';
+
+/** How far the switch-over got on this side: decides what a failure means. */
+type SwitchoverStage = 'receiving' | 'ready-sent' | 'go-received' | 'committed';
 
 export interface TargetSummary {
   status: 'completed' | 'failed';
@@ -142,7 +145,7 @@ export class MigrationTarget extends EventEmitter<TargetEvents> {
   private onConnection(socket: Socket): void {
     this.sockets.add(socket);
     socket.once('close', () => this.sockets.delete(socket));
-    const connection = new FramedConnection(socket, HANDSHAKE_PAYLOAD_LIMIT);
+    const connection = new FramedConnection(socket, HANDSHAKE_PAYLOAD_LIMIT, this.options.timeoutMs);
     const remote = connection.remote;
     if (this.active) {
       void connection.sendErrorAndClose(new HandshakeError('this target is already serving a migration'));
@@ -194,6 +197,7 @@ export class MigrationTarget extends EventEmitter<TargetEvents> {
     } catch (error) {
       // A refusal before the handshake completes: keep listening for a source we can serve.
       const refused = asPagewireError(error);
+      image.discard();
       this.emit('refused', refused, connection.remote);
       await connection.sendErrorAndClose(refused);
       return;
@@ -208,8 +212,7 @@ export class MigrationTarget extends EventEmitter<TargetEvents> {
     this.summaryNow = summary;
     const decoder = new PageBatchDecoder(region);
     let deviceState = Buffer.alloc(0);
-    let readySent = false;
-    let goReceived = false;
+    let stage: SwitchoverStage = 'receiving';
     const refresh = () => {
       summary.pagesApplied = decoder.pagesApplied;
       summary.bytesReceived = connection.bytesRead;
@@ -225,6 +228,7 @@ export class MigrationTarget extends EventEmitter<TargetEvents> {
       this.setPhase('receiving');
       let round = 0;
       let inRound = false;
+      let roundRecords = 0;
       for (;;) {
         const frame = await connection.receive(timeoutMs);
         if (frame.type === MessageType.RoundBegin) {
@@ -232,13 +236,18 @@ export class MigrationTarget extends EventEmitter<TargetEvents> {
           if (inRound || marker.round !== round + 1) throw new ProtocolError(`ROUND_BEGIN ${marker.round} out of order after round ${round}`);
           round = marker.round;
           inRound = true;
+          roundRecords = 0;
         } else if (frame.type === MessageType.Pages) {
           if (!inRound) throw new ProtocolError('PAGES outside a round');
           const batch = parsePages(frame.payload);
           decoder.apply(batch.records, batch.recordCount);
+          roundRecords += batch.recordCount;
         } else if (frame.type === MessageType.RoundEnd) {
           const marker = parseRoundMarker(frame.payload, 'ROUND_END');
           if (!inRound || marker.round !== round) throw new ProtocolError(`ROUND_END ${marker.round} does not close round ${round}`);
+          if (marker.pages !== roundRecords) {
+            throw new ProtocolError(`round ${round} carried ${roundRecords} page records, the source says it sent ${marker.pages}`);
+          }
           inRound = false;
           summary.rounds = round;
           await connection.send(MessageType.RoundAck, encodeRoundAck(round));
@@ -264,41 +273,38 @@ export class MigrationTarget extends EventEmitter<TargetEvents> {
       }
       this.setPhase('persisting');
       image.persist();
-      await connection.send(MessageType.Ready);
-      readySent = true;
+      // Set before the write: once any byte of READY may be on the wire, the source may hand over.
+      stage = 'ready-sent';
       this.setPhase('ready-sent');
+      await connection.send(MessageType.Ready);
       expectEmpty(await connection.expect(MessageType.Go, timeoutMs), 'GO');
-      goReceived = true;
+      stage = 'go-received';
       this.setPhase('committing');
       image.commit();
+      stage = 'committed';
       await hooks.onDeviceState?.(deviceState);
       await hooks.resume?.();
-      await connection.send(MessageType.Done);
-      await connection.close();
+      try {
+        await connection.send(MessageType.Done);
+        await connection.close();
+      } catch {
+        // This side has committed and resumed; a source that misses DONE reports it as unconfirmed.
+      }
       refresh();
       summary.status = 'completed';
       this.setPhase('completed');
       this.finish(undefined, summary);
     } catch (error) {
       let failure = asPagewireError(error);
-      if (goReceived) {
-        // The source has handed over: this side must finish the job, so say exactly what went wrong.
-        failure = new SwitchoverError(
-          `GO received but committing here failed (${failure.message}); the source is handed over and paused: ` +
-          'repair this target and resume it by hand', 'go-received-commit-failed', { cause: failure });
-        connection.fail(failure);
-      } else if (readySent) {
-        // READY went out but GO did not come: the source may or may not have handed over.
-        let kept: string;
-        try { kept = image.keepInDoubt(); } catch (keepError) { kept = `nowhere (${(keepError as Error).message})`; }
-        summary.inDoubtImage = kept;
-        failure = new SwitchoverError(
-          `switch-over in doubt: READY was sent but GO never arrived (${failure.message}); the verified image is ` +
-          `kept at ${kept} and nothing was resumed here: check whether the source resumed before using it`,
-          'ready-sent-go-missing', { cause: failure });
-        connection.fail(failure);
-      } else {
+      if (stage === 'receiving' || (stage === 'ready-sent' && failure instanceof PeerError)) {
+        // Before READY, or the source said it gave up (it sends ERROR only before it hands over):
+        // the source keeps running, so this side drops what it received.
         image.discard();
+        await connection.sendErrorAndClose(failure);
+      } else {
+        const switchover = this.switchoverFailure(stage, failure, image);
+        if (switchover.inDoubtImage) summary.inDoubtImage = switchover.inDoubtImage;
+        failure = switchover;
         await connection.sendErrorAndClose(failure);
       }
       refresh();
@@ -307,6 +313,26 @@ export class MigrationTarget extends EventEmitter<TargetEvents> {
       this.setPhase('failed');
       this.finish(failure, summary);
     }
+  }
+
+  /** The exact state after the point where the source may have handed over. */
+  private switchoverFailure(stage: SwitchoverStage, cause: PagewireError, image: TargetImage): SwitchoverError {
+    if (stage === 'committed') {
+      return new SwitchoverError(
+        `the image is committed but the device-state or resume hook failed (${cause.message}); the source is ` +
+        'handed over and paused: start the workload here by hand', 'committed-resume-failed', { cause });
+    }
+    let kept: string;
+    try { kept = image.keepInDoubt(); } catch (keepError) { kept = `nowhere (${(keepError as Error).message})`; }
+    return stage === 'go-received'
+      ? new SwitchoverError(
+        `GO received but committing the image failed (${cause.message}); the verified image is at ${kept} and the ` +
+        'source is handed over and paused: repair this side and commit that image by hand', 'go-received-commit-failed',
+        { cause, inDoubtImage: kept })
+      : new SwitchoverError(
+        `switch-over in doubt: READY was sent but GO never arrived (${cause.message}); the verified image is kept at ` +
+        `${kept} and nothing was resumed here: check whether the source resumed before using it`, 'ready-sent-go-missing',
+        { cause, inDoubtImage: kept });
   }
 
   private finish(error: PagewireError | undefined, summary?: TargetSummary): void {

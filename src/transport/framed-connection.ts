@@ -9,6 +9,7 @@ import {
 } from '../wire/messages.js';
 
 const PAUSE_READING_AT = 16;
+const KEEPALIVE_DELAY_MS = 5_000;
 const RESUME_READING_AT = 4;
 
 interface Waiter {
@@ -23,9 +24,13 @@ export class FramedConnection {
   private failure: PagewireError | undefined;
   private readonly drainWaiters = new Set<() => void>();
 
-  constructor(readonly socket: Socket, maxPayload: number) {
+  /** sendTimeoutMs bounds how long a send may wait for a peer that stops reading. */
+  constructor(readonly socket: Socket, maxPayload: number, private readonly sendTimeoutMs = 30_000) {
     this.decoder = new FrameDecoder(maxPayload);
     socket.setNoDelay(true);
+    // A peer that vanishes without FIN or RST is noticed by keepalive probes, not after the kernel's
+    // retransmission timeout of many minutes.
+    socket.setKeepAlive(true, KEEPALIVE_DELAY_MS);
     socket.on('data', (chunk: Buffer) => this.onData(chunk));
     socket.on('drain', () => this.wakeWriters());
     socket.on('error', (error) => this.fail(new ConnectionError(`connection failed: ${error.message}`, { cause: error })));
@@ -89,7 +94,12 @@ export class FramedConnection {
     for (const part of parts) if (part.length > 0) socket.write(part);
     socket.uncork();
     while (socket.writableNeedDrain && !this.failure) {
-      await new Promise<void>((resolve) => this.drainWaiters.add(resolve));
+      const drained = await new Promise<boolean>((resolve) => {
+        const timer = setTimeout(() => resolve(false), this.sendTimeoutMs);
+        this.drainWaiters.add(() => { clearTimeout(timer); resolve(true); });
+      });
+      // One frame (at most a few MiB) not taken in the whole interval: the peer has stopped reading.
+      if (!drained) this.fail(new TimeoutError(`${this.remote} did not take a frame within ${this.sendTimeoutMs} ms`));
     }
     if (this.failure) throw this.failure;
   }

@@ -95,6 +95,7 @@ export function parseHello(payload: Buffer): Hello {
   const minVersion = payload.readUInt16LE(8);
   const maxVersion = payload.readUInt16LE(10);
   if (minVersion > maxVersion) throw new HandshakeError(`HELLO offers an empty version window ${minVersion}..${maxVersion}`);
+  if (payload.readUInt32LE(20) !== 0) throw new HandshakeError('HELLO has non-zero reserved bytes');
   const regionSize = payload.readBigUInt64LE(24);
   if (regionSize > BigInt(Number.MAX_SAFE_INTEGER)) throw new HandshakeError(`HELLO region size ${regionSize} is too large`);
   return {
@@ -125,6 +126,7 @@ export function encodeWelcome(welcome: Welcome): Buffer {
 
 export function parseWelcome(payload: Buffer): Welcome {
   expectLength(payload, 12, 'WELCOME');
+  if (payload.readUInt16LE(2) !== 0) throw new ProtocolError('WELCOME has non-zero reserved bytes');
   const version = payload.readUInt16LE(0);
   if (version < MIN_VERSION || version > MAX_VERSION) {
     throw new ProtocolError(`target chose protocol version ${version}, outside ${MIN_VERSION}..${MAX_VERSION}`);
@@ -237,6 +239,7 @@ export function encodeFinal(final: Final): Buffer {
 
 export function parseFinal(payload: Buffer): Final {
   expectLength(payload, 16, 'FINAL');
+  if (payload.readUInt32LE(4) !== 0) throw new ProtocolError('FINAL has non-zero reserved bytes');
   return { round: payload.readUInt32LE(0), regionDigest: payload.readBigUInt64LE(8) };
 }
 
