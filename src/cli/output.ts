@@ -16,9 +16,7 @@ export class ProgressLine {
     const now = Date.now();
     if (now - this.lastDraw < 100) return;
     this.lastDraw = now;
-    const left = Math.max(0, p.pagesPlanned - p.pagesSent);
-    const rate = p.elapsedMs > 0 ? (p.bytesSent * 1000) / p.elapsedMs : 0;
-    this.draw(`round ${p.round} | pages left ${left} | ${mbps(rate)} MB/s | dirty ${mbps(dirtyRate)} MB/s`);
+    this.draw(`round ${p.round} | pages left ${p.pagesLeft} | ${mbps(p.bytesPerSec)} MB/s | dirty ${mbps(dirtyRate)} MB/s`);
   }
 
   round(r: RoundReport): void {

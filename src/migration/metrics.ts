@@ -39,11 +39,14 @@ export interface SourceSummary {
 
 export interface RoundProgress {
   round: number;
-  /** Page records sent in this round so far. */
-  pagesSent: number;
-  /** Pages this round set out to send. */
+  /** Pages this round set out to send, and how many of them are still to go. */
   pagesPlanned: number;
+  pagesLeft: number;
+  /** Page records sent in this round so far (zero pages skipped in round 1 are not records). */
+  recordsSent: number;
   bytesSent: number;
+  /** Bytes per second so far in this round. */
+  bytesPerSec: number;
   elapsedMs: number;
 }
 

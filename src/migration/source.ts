@@ -239,7 +239,9 @@ export class MigrationSource extends EventEmitter<SourceEvents> {
     const bytesBefore = connection.bytesWritten;
     await connection.send(MessageType.RoundBegin, encodeRoundMarker({ round, pages: pages.count }));
     let records = 0;
+    let done = 0;
     for (const batch of pages.batches(options.batchPages)) {
+      done += batch.length;
       const encoded = encoder.encode(batch, skipZero);
       summary.zeroPages += encoded.zeroRecords + encoded.zeroSkipped;
       summary.rawPages += encoded.rawRecords;
@@ -249,7 +251,10 @@ export class MigrationSource extends EventEmitter<SourceEvents> {
       }
       const elapsedMs = performance.now() - started;
       const bytesSent = connection.bytesWritten - bytesBefore;
-      this.emit('progress', { round, pagesSent: records, pagesPlanned: pages.count, bytesSent, elapsedMs });
+      this.emit('progress', {
+        round, pagesPlanned: pages.count, pagesLeft: pages.count - done, recordsSent: records, bytesSent,
+        bytesPerSec: (bytesSent * 1000) / Math.max(elapsedMs, 1), elapsedMs,
+      });
       if (options.maxBandwidthBytesPerSec > 0) {
         const dueMs = (bytesSent * 1000) / options.maxBandwidthBytesPerSec;
         if (dueMs > elapsedMs + 1) await this.pace(dueMs - elapsedMs);
