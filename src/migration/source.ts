@@ -9,7 +9,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import {
   AbortedError, InvalidArgumentError, PagewireError, ProtocolError, SwitchoverError, asPagewireError,
 } from '../errors.js';
-import { PageBatchEncoder } from '../codec/page-batch-encoder.js';
+import { PageBatchEncoder, defaultBatchPages } from '../codec/page-batch-encoder.js';
 import { regionDigest } from '../codec/page-hashes.js';
 import { BitmapTracker, HashTracker, type DirtyTracker, type PageList } from '../memory/dirty-tracker.js';
 import type { DirtyBitmap } from '../memory/dirty-bitmap.js';
@@ -63,7 +63,6 @@ interface SourceEvents {
 }
 
 const MAX_DEVICE_STATE_BYTES = MAX_PAYLOAD_BYTES;
-const DEFAULT_BATCH_BYTES = 1 << 20;
 
 export class MigrationSource extends EventEmitter<SourceEvents> {
   readonly migrationId = randomBytes(16);
@@ -84,7 +83,7 @@ export class MigrationSource extends EventEmitter<SourceEvents> {
     super();
     const filled = {
       maxDowntimeMs: 300, maxRounds: 30, maxBandwidthBytesPerSec: 0, timeoutMs: 30_000, readyTimeoutMs: 300_000,
-      batchPages: Math.max(1, Math.floor(DEFAULT_BATCH_BYTES / options.region.pageSize)),
+      batchPages: defaultBatchPages(options.region.pageSize),
       ...dropUndefined(options),
     };
     checkPositive('maxDowntimeMs', filled.maxDowntimeMs, true);
@@ -102,7 +101,7 @@ export class MigrationSource extends EventEmitter<SourceEvents> {
     }
     this.options = filled;
     const { region } = filled;
-    this.encoder = new PageBatchEncoder(region);
+    this.encoder = new PageBatchEncoder(region, filled.batchPages);
     this.tracker = filled.dirtyBitmap ? new BitmapTracker(filled.dirtyBitmap) : new HashTracker(region, this.encoder.sentHashes);
     this.summary = {
       status: 'failed', migrationId: this.migrationId.toString('hex'), totalTimeMs: 0, setupTimeMs: 0, downtimeMs: 0,
@@ -246,8 +245,11 @@ export class MigrationSource extends EventEmitter<SourceEvents> {
       summary.zeroPages += encoded.zeroRecords + encoded.zeroSkipped;
       summary.rawPages += encoded.rawRecords;
       if (encoded.recordCount > 0) {
-        await connection.send(MessageType.Pages, encodePagesHeader(encoded.recordCount), encoded.records);
+        await connection.sendThen(() => encoder.release(encoded), MessageType.Pages,
+          encodePagesHeader(encoded.recordCount), encoded.records);
         records += encoded.recordCount;
+      } else {
+        encoder.release(encoded);
       }
       const elapsedMs = performance.now() - started;
       const bytesSent = connection.bytesWritten - bytesBefore;

@@ -84,14 +84,28 @@ export class FramedConnection {
   }
 
   /** Writes one frame; resolves once the socket can take more (real backpressure). */
-  async send(type: MessageType, ...parts: Buffer[]): Promise<void> {
-    if (this.failure) throw this.failure;
+  send(type: MessageType, ...parts: Buffer[]): Promise<void> {
+    return this.sendThen(undefined, type, ...parts);
+  }
+
+  /**
+   * As send(), and calls `written` once the socket no longer needs the parts (flushed to the kernel,
+   * or failed), so their buffers can be reused.
+   */
+  async sendThen(written: (() => void) | undefined, type: MessageType, ...parts: Buffer[]): Promise<void> {
+    if (this.failure) {
+      written?.();
+      throw this.failure;
+    }
     let length = 0;
     for (const part of parts) length += part.length;
     const socket = this.socket;
     socket.cork();
-    socket.write(frameHeader(type, length));
-    for (const part of parts) if (part.length > 0) socket.write(part);
+    // Write callbacks run in order, so the last write's tells that every part is done with.
+    const done = written && (() => written());
+    const last = parts.length - 1;
+    socket.write(frameHeader(type, length), last < 0 ? done : undefined);
+    parts.forEach((part, i) => socket.write(part, i === last ? done : undefined));
     socket.uncork();
     while (socket.writableNeedDrain && !this.failure) {
       const drained = await new Promise<boolean>((resolve) => {
