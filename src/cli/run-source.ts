@@ -66,7 +66,7 @@ export async function runSource(run: SourceRun): Promise<SourceOutcome> {
 }
 
 /** The send JSON of the CLI contract. */
-export function sourceJson(outcome: SourceOutcome): object {
+export function sourceJson(outcome: Pick<SourceOutcome, 'summary' | 'sha256' | 'workloadWrites'>) {
   const s = outcome.summary;
   const ms = roundMs;
   return {

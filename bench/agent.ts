@@ -1,0 +1,222 @@
+// One end of the benchmark: `node dist/bench/agent.js source|target`, driven over IPC by
+// bench/migrate.ts. The same process serves every repetition, the plain TCP copy and the migration
+// alike, so both measure the same pair of processes.
+import { createHash } from 'node:crypto';
+import { rmSync } from 'node:fs';
+import { connect, createServer, type Server, type Socket } from 'node:net';
+import { performance } from 'node:perf_hooks';
+import { fileSha256 } from '../src/cli/file-sha256.js';
+import { ProgressLine } from '../src/cli/output.js';
+import { runSource } from '../src/cli/run-source.js';
+import { asPagewireError } from '../src/errors.js';
+import { regionSha256 } from '../src/memory/region-sha256.js';
+import { MemoryRegion } from '../src/memory/region.js';
+import type { RoundReport } from '../src/migration/metrics.js';
+import { FileTargetImage } from '../src/migration/target-image.js';
+import { MigrationTarget } from '../src/migration/target.js';
+import type {
+  AgentMessage, AgentRequest, AgentRole, BaselineReceiveResult, BaselineSendResult, DriverMessage, ErrorInfo,
+  MigrateReceiveResult, MigrateSendResult,
+} from './protocol.js';
+
+/** Bytes per socket.write() of the baseline: windows of the mapping, written without copying. */
+const BASELINE_WRITE_BYTES = 8 << 20;
+
+const role = process.argv[2] as AgentRole;
+if (role !== 'source' && role !== 'target') {
+  process.stderr.write(`bench agent: expected role 'source' or 'target', got '${role}'\n`);
+  process.exit(2);
+}
+if (!process.send) {
+  process.stderr.write('bench agent: must be started by bench/migrate.ts with an IPC channel\n');
+  process.exit(2);
+}
+// Never outlive the driver.
+process.on('disconnect', () => process.exit(3));
+
+function reply(message: AgentMessage): void {
+  process.send!(message);
+}
+
+function errorInfo(error: unknown): ErrorInfo {
+  const e = asPagewireError(error);
+  return { message: e.message, code: e.code };
+}
+
+/** A ProgressLine that writes nowhere (or to stderr with --verbose) and keeps every round report. */
+class RecordingProgress extends ProgressLine {
+  readonly rounds: RoundReport[] = [];
+  override round(r: RoundReport): void {
+    this.rounds.push({ ...r });
+    super.round(r);
+  }
+}
+
+const nowhere = { isTTY: false, write: () => true } as unknown as NodeJS.WriteStream;
+
+// ---- target state ----
+let receiveBuffer: Buffer | undefined;
+let baselineDone: Promise<BaselineReceiveResult> | undefined;
+let migration: { target: MigrationTarget; outPath: string; controller: AbortController; timer: NodeJS.Timeout } | undefined;
+
+async function handle(request: AgentRequest): Promise<unknown> {
+  switch (request.cmd) {
+    case 'init': {
+      // Pre-allocated and pre-faulted: every page is touched once here, never during a timed copy.
+      receiveBuffer = Buffer.allocUnsafeSlow(request.size);
+      receiveBuffer.fill(0x5a);
+      return {};
+    }
+    case 'baseline-listen':
+      return baselineListen(request.timeoutMs);
+    case 'baseline-result': {
+      if (!baselineDone) throw new Error('baseline-result without baseline-listen');
+      const done = baselineDone;
+      baselineDone = undefined;
+      return done;
+    }
+    case 'baseline-send':
+      return baselineSend(request.port, request.imagePath, request.timeoutMs);
+    case 'migrate-listen': {
+      if (migration) throw new Error('a migration target is already listening');
+      const controller = new AbortController();
+      const timer = setTimeout(() => controller.abort(new Error('bench step timed out')), request.timeoutMs);
+      const target = await MigrationTarget.listen({
+        image: new FileTargetImage(request.outPath), host: '127.0.0.1', port: 0, signal: controller.signal,
+      });
+      migration = { target, outPath: request.outPath, controller, timer };
+      return { port: target.address.port };
+    }
+    case 'migrate-result': {
+      if (!migration) throw new Error('migrate-result without migrate-listen');
+      const { target, outPath, timer } = migration;
+      try {
+        const summary = await target.result;
+        const sha256 = await fileSha256(outPath);
+        return { summary, sha256 } satisfies MigrateReceiveResult;
+      } catch (error) {
+        const summary = target.metrics;
+        return { ...(summary ? { summary } : {}), error: errorInfo(error) } satisfies MigrateReceiveResult;
+      } finally {
+        clearTimeout(timer);
+        migration = undefined;
+        rmSync(outPath, { force: true });
+      }
+    }
+    case 'migrate-send': {
+      const progress = new RecordingProgress(request.verbose ? process.stderr : nowhere);
+      const outcome = await runSource({
+        imagePath: request.imagePath, host: '127.0.0.1', port: request.port, signal: AbortSignal.timeout(request.timeoutMs),
+        progress, ...(request.workload ? { workload: request.workload } : {}),
+      });
+      return {
+        summary: outcome.summary, sha256: outcome.sha256, workloadWrites: outcome.workloadWrites, rounds: progress.rounds,
+        ...(outcome.error ? { error: errorInfo(outcome.error) } : {}),
+      } satisfies MigrateSendResult;
+    }
+  }
+}
+
+/** Target side of the plain TCP copy: every byte lands in the pre-faulted buffer, then a one-byte ack. */
+async function baselineListen(timeoutMs: number): Promise<{ port: number }> {
+  const buffer = receiveBuffer;
+  if (!buffer) throw new Error('baseline-listen before init');
+  if (baselineDone) throw new Error('a baseline copy is already pending');
+  const server: Server = createServer();
+  await new Promise<void>((resolve, reject) => {
+    server.once('error', reject);
+    server.listen(0, '127.0.0.1', () => { server.off('error', reject); resolve(); });
+  });
+  const port = (server.address() as { port: number }).port;
+  const received = new Promise<{ acceptToLastByteMs: number; bytesReceived: number }>((resolve, reject) => {
+    const timer = setTimeout(() => {
+      server.close();
+      reject(new Error(`baseline copy did not complete within ${timeoutMs} ms`));
+    }, timeoutMs);
+    server.once('connection', (socket: Socket) => {
+      server.close();
+      const accepted = performance.now();
+      let offset = 0;
+      socket.setNoDelay(true);
+      const fail = (error: Error) => { clearTimeout(timer); socket.destroy(); reject(error); };
+      socket.on('data', (chunk: Buffer) => {
+        if (offset + chunk.length > buffer.length) {
+          fail(new Error(`baseline: received more than the ${buffer.length} bytes expected`));
+          return;
+        }
+        chunk.copy(buffer, offset);
+        offset += chunk.length;
+        if (offset === buffer.length) {
+          const lastByte = performance.now();
+          socket.write(Buffer.of(1));
+          clearTimeout(timer);
+          resolve({ acceptToLastByteMs: lastByte - accepted, bytesReceived: offset });
+        }
+      });
+      socket.on('error', (error) => fail(new Error(`baseline socket: ${error.message}`)));
+      socket.on('end', () => {
+        if (offset !== buffer.length) fail(new Error(`baseline: connection ended after ${offset} of ${buffer.length} bytes`));
+        socket.end();
+      });
+    });
+  });
+  baselineDone = received.then((r) => ({
+    ...r, sha256: createHash('sha256').update(buffer).digest('hex'),
+  }));
+  baselineDone.catch(() => {});
+  return { port };
+}
+
+/** Source side of the plain TCP copy: the mapped image, written in windows with backpressure. */
+async function baselineSend(port: number, imagePath: string, timeoutMs: number): Promise<BaselineSendResult> {
+  const region = MemoryRegion.mapFile(imagePath);
+  let socket: Socket | undefined;
+  let finished = false;
+  try {
+    const windows = [...region.windows(BASELINE_WRITE_BYTES)];
+    const timed = (async () => {
+      const started = performance.now();
+      const s = connect({ host: '127.0.0.1', port, noDelay: true });
+      socket = s;
+      const failed = new Promise<never>((_, reject) => {
+        s.on('error', (error) => reject(new Error(`baseline socket: ${error.message}`)));
+        s.on('close', () => { if (!finished) reject(new Error('baseline: the target closed the connection before its ack')); });
+      });
+      failed.catch(() => {});
+      const acked = new Promise<void>((resolve) => s.once('data', () => resolve()));
+      await Promise.race([new Promise<void>((resolve) => s.once('connect', () => resolve())), failed]);
+      const connected = performance.now();
+      for (const window of windows) {
+        if (!s.write(window)) await Promise.race([new Promise<void>((resolve) => s.once('drain', () => resolve())), failed]);
+      }
+      await Promise.race([acked, failed]);
+      const done = performance.now();
+      return { totalMs: done - started, connectMs: connected - started, bytesWritten: s.bytesWritten };
+    })();
+    const result = await raceTimeout(timed, timeoutMs, `baseline copy did not complete within ${timeoutMs} ms`);
+    finished = true;
+    const s = socket!;
+    await new Promise<void>((resolve) => { s.once('close', () => resolve()); s.end(); });
+    return { ...result, sha256: regionSha256(region) };
+  } finally {
+    socket?.destroy();
+    region.close();
+  }
+}
+
+function raceTimeout<T>(promise: Promise<T>, ms: number, message: string): Promise<T> {
+  let timer: NodeJS.Timeout;
+  return Promise.race([
+    promise,
+    new Promise<never>((_, reject) => { timer = setTimeout(() => reject(new Error(message)), ms); }),
+  ]).finally(() => clearTimeout(timer));
+}
+
+process.on('message', (raw) => {
+  const { id, request } = raw as DriverMessage;
+  handle(request).then(
+    (result) => reply({ kind: 'reply', id, ok: true, result }),
+    (error: unknown) => reply({ kind: 'reply', id, ok: false, error: errorInfo(error) }),
+  );
+});
+reply({ kind: 'ready' });
