@@ -3,7 +3,9 @@ export * from './errors.js';
 export { MemoryRegion, DEFAULT_PAGE_SIZE, type RegionBacking, type WasmMemory } from './memory/region.js';
 export { DirtyBitmap, DirtyPages } from './memory/dirty-bitmap.js';
 export { BitmapTracker, HashTracker, type DirtyTracker, type PageList } from './memory/dirty-tracker.js';
-export { decideNextRound, expectedDowntimeMs, type ConvergenceDecision, type ConvergenceInput } from './migration/convergence.js';
+export {
+  decideNextRound, expectedDowntimeMs, stalledRounds, type ConvergenceDecision, type ConvergenceInput, type StopReason,
+} from './migration/convergence.js';
 export { MigrationSource, type MigrationSourceOptions, type SourceHooks, type SourcePhase } from './migration/source.js';
 export {
   MigrationTarget, type MigrationTargetOptions, type TargetHooks, type TargetPhase, type TargetSummary,

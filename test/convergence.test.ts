@@ -1,7 +1,7 @@
 import { describe, expect, it } from 'vitest';
-import { decideNextRound, expectedDowntimeMs } from '../dist/src/index.js';
+import { decideNextRound, expectedDowntimeMs, stalledRounds } from '../dist/src/index.js';
 
-const base = { pageSize: 4096, maxDowntimeMs: 300, maxRounds: 30 };
+const base = { pageSize: 4096, maxDowntimeMs: 300, maxRounds: 30, pendingHistory: [] as number[] };
 
 describe('decideNextRound (the stop rule)', () => {
   it.each([
@@ -18,6 +18,26 @@ describe('decideNextRound (the stop rule)', () => {
     const decision = decideNextRound({ ...base, round, pendingPages: pending, bandwidthBytesPerSec: bw });
     expect(decision.action).toBe(action);
     if (reason) expect(decision).toMatchObject({ reason });
+  });
+
+  it.each([
+    // pending pages after each round (oldest first) -> rounds in a row without shrinking below 90% of the best
+    { history: [], stalled: 0 },
+    { history: [1000], stalled: 0 },
+    { history: [1000, 950], stalled: 1 },
+    { history: [1000, 950, 990, 920], stalled: 3 },
+    { history: [1000, 950, 890], stalled: 2 }, // 890 is not below 90% of the best so far (950)
+    { history: [1000, 950, 850], stalled: 0 }, // 850 < 855: progress
+    { history: [1000, 1200, 1500, 2000], stalled: 3 }, // growing
+    { history: [1000, 800, 790, 780, 700], stalled: 0 }, // 700 < 720
+  ])('counts stalled rounds in $history as $stalled', ({ history, stalled }) => {
+    expect(stalledRounds(history)).toBe(stalled);
+  });
+
+  it('stops when the dirty set stops shrinking, before the round cap', () => {
+    const input = { ...base, round: 4, pendingPages: 980, bandwidthBytesPerSec: 1e6 };
+    expect(decideNextRound({ ...input, pendingHistory: [1000, 990, 970] })).toMatchObject({ action: 'stop-and-copy', reason: 'not-converging' });
+    expect(decideNextRound({ ...input, pendingHistory: [2000, 1500, 1200] }).action).toBe('iterate');
   });
 
   it('computes the expected downtime as pending bytes over bandwidth', () => {

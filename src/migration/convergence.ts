@@ -1,7 +1,9 @@
 // The stop rule, as a pure function of measured figures, so it can be tested alone with a table.
 // Like QEMU: stop iterating once the pages still dirty could be sent within the downtime budget at the
-// bandwidth just measured; unlike QEMU, also stop at a round cap, so a workload that dirties memory
-// faster than the link can carry it still finishes (with a longer pause, which the metrics report).
+// bandwidth just measured. Unlike QEMU, also stop when the rounds stop converging (the dirty set has
+// not shrunk by a tenth for a few rounds, as CRIU's P.Haul judges growth) or at a round cap, so a
+// workload that dirties memory faster than it can be moved still finishes, with a longer pause that
+// the metrics report. (Throttling the workload instead is a later step.)
 
 export interface RoundFigures {
   /** Pages the round just finished carried, and the bytes and time that took. */
@@ -15,6 +17,8 @@ export interface ConvergenceInput {
   round: number;
   /** Pages dirtied since the last round began, not yet sent. */
   pendingPages: number;
+  /** pendingPages as measured after each earlier round, oldest first (this round's not included). */
+  pendingHistory: readonly number[];
   pageSize: number;
   /** Bytes per second measured over the last round (delivered and acknowledged). */
   bandwidthBytesPerSec: number;
@@ -24,7 +28,13 @@ export interface ConvergenceInput {
 
 export type ConvergenceDecision =
   | { action: 'iterate'; expectedDowntimeMs: number }
-  | { action: 'stop-and-copy'; expectedDowntimeMs: number; reason: 'converged' | 'no-dirty-pages' | 'round-cap' };
+  | { action: 'stop-and-copy'; expectedDowntimeMs: number; reason: StopReason };
+
+export type StopReason = 'converged' | 'no-dirty-pages' | 'not-converging' | 'round-cap';
+
+/** Rounds in a row without the dirty set shrinking below 90% of its smallest size so far. */
+export const STALLED_ROUNDS = 3;
+const SHRINK_FACTOR = 0.9;
 
 export function expectedDowntimeMs(pendingPages: number, pageSize: number, bandwidthBytesPerSec: number): number {
   if (pendingPages === 0) return 0;
@@ -36,8 +46,27 @@ export function decideNextRound(input: ConvergenceInput): ConvergenceDecision {
   const downtime = expectedDowntimeMs(input.pendingPages, input.pageSize, input.bandwidthBytesPerSec);
   if (input.pendingPages === 0) return { action: 'stop-and-copy', expectedDowntimeMs: 0, reason: 'no-dirty-pages' };
   if (downtime <= input.maxDowntimeMs) return { action: 'stop-and-copy', expectedDowntimeMs: downtime, reason: 'converged' };
+  if (stalledRounds([...input.pendingHistory, input.pendingPages]) >= STALLED_ROUNDS) {
+    return { action: 'stop-and-copy', expectedDowntimeMs: downtime, reason: 'not-converging' };
+  }
   if (input.round >= input.maxRounds) return { action: 'stop-and-copy', expectedDowntimeMs: downtime, reason: 'round-cap' };
   return { action: 'iterate', expectedDowntimeMs: downtime };
+}
+
+/** How many of the latest rounds in a row failed to bring the dirty set below 90% of its best. */
+export function stalledRounds(pendingAfterEachRound: readonly number[]): number {
+  let best = Infinity;
+  let stalled = 0;
+  for (const pending of pendingAfterEachRound) {
+    if (pending < best * SHRINK_FACTOR) {
+      best = pending;
+      stalled = 0;
+    } else {
+      stalled += 1;
+      best = Math.min(best, pending);
+    }
+  }
+  return stalled;
 }
 
 /** Bytes per second of a round; a round too short to time is measured as at least 1 ms. */

@@ -170,12 +170,14 @@ export class MigrationSource extends EventEmitter<SourceEvents> {
     this.tracker.start();
     let round = 1;
     let report = await this.sendRound(round, allPages(region.pageCount), targetZeroed);
+    const pendingHistory: number[] = [];
     for (;;) {
       const pendingPages = this.tracker.pending();
       const decision = decideNextRound({
-        round, pendingPages, pageSize: region.pageSize, bandwidthBytesPerSec: report.bandwidthBytesPerSec,
+        round, pendingPages, pendingHistory, pageSize: region.pageSize, bandwidthBytesPerSec: report.bandwidthBytesPerSec,
         maxDowntimeMs: options.maxDowntimeMs, maxRounds: options.maxRounds,
       });
+      pendingHistory.push(pendingPages);
       this.emit('round', {
         ...report, pendingPages, expectedDowntimeMs: decision.expectedDowntimeMs,
         dirtyRateBytesPerSec: (pendingPages * region.pageSize * 1000) / Math.max(report.durationMs, 1),

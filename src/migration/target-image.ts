@@ -17,9 +17,9 @@ export interface TargetImage {
   open(offer: RegionOffer): MemoryRegion;
   /** True when the opened region starts all zeros, so the source may skip zero pages in round 1. */
   readonly zeroed: boolean;
-  /** A pre-copy round ended: a chance to start making its pages durable, so persist() is short. */
-  roundDone(): void;
-  /** Makes the received image durable, not yet visible. Called before READY. */
+  /** Pages were written (bytes of page data): a chance to start making them durable, so persist() is short. */
+  noteWritten(bytes: number): void;
+  /** Makes the received image durable, not yet visible. Called at the end of each round and before READY. */
   persist(): void;
   /** Makes it the committed image, atomically. Called on GO. */
   commit(): void;
@@ -28,6 +28,9 @@ export interface TargetImage {
   /** After READY without GO: keeps the verified image aside for an operator; returns where it is. */
   keepInDoubt(): string;
 }
+
+/** How much page data the target writes between two background writeback starts. */
+const WRITEBACK_EVERY_BYTES = 32 * 1024 * 1024;
 
 export interface FileTargetImageOptions {
   /** Refuse regions above this many bytes (default: no limit beyond free disk space). */
@@ -39,6 +42,7 @@ export class FileTargetImage implements TargetImage {
   private region: MemoryRegion | undefined;
   private tempPath: string | undefined;
   private migrationId = '';
+  private unsynced = 0;
 
   constructor(readonly outPath: string, private readonly options: FileTargetImageOptions = {}) {}
 
@@ -66,12 +70,18 @@ export class FileTargetImage implements TargetImage {
     return this.region;
   }
 
-  roundDone(): void {
-    // Writeback of a round overlaps the next round instead of landing in the downtime window.
-    this.region?.startWriteback();
+  noteWritten(bytes: number): void {
+    // Writeback overlaps the pre-copy instead of landing in the downtime window, where persist()
+    // would otherwise have to write the whole image at once.
+    this.unsynced += bytes;
+    if (this.unsynced >= WRITEBACK_EVERY_BYTES) {
+      this.unsynced = 0;
+      this.region?.startWriteback();
+    }
   }
 
   persist(): void {
+    this.unsynced = 0;
     this.region?.flush();
     // The temp file's own directory entry must be durable too before READY promises the image.
     fsyncDirectory(dirname(this.outPath));
@@ -131,7 +141,7 @@ export class MemoryTargetImage implements TargetImage {
     return this.region;
   }
 
-  roundDone(): void {}
+  noteWritten(): void {}
   persist(): void {}
   commit(): void {}
   discard(): void {}

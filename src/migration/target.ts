@@ -242,6 +242,7 @@ export class MigrationTarget extends EventEmitter<TargetEvents> {
           const batch = parsePages(frame.payload);
           decoder.apply(batch.records, batch.recordCount);
           roundRecords += batch.recordCount;
+          image.noteWritten(batch.records.length);
         } else if (frame.type === MessageType.RoundEnd) {
           const marker = parseRoundMarker(frame.payload, 'ROUND_END');
           if (!inRound || marker.round !== round) throw new ProtocolError(`ROUND_END ${marker.round} does not close round ${round}`);
@@ -250,8 +251,10 @@ export class MigrationTarget extends EventEmitter<TargetEvents> {
           }
           inRound = false;
           summary.rounds = round;
+          // A round is acknowledged once durable: the source's bandwidth figure then includes the disk,
+          // and the fsync before READY (inside the downtime) only has the last round's pages left.
+          image.persist();
           await connection.send(MessageType.RoundAck, encodeRoundAck(round));
-          image.roundDone();
           refresh();
           this.emit('round', { round, pagesApplied: decoder.pagesApplied, bytesReceived: connection.bytesRead });
         } else if (frame.type === MessageType.DeviceState) {
