@@ -2,7 +2,7 @@ import { describe, expect, it } from 'vitest';
 import { FrameDecoder } from '../dist/src/wire/frame-decoder.js';
 import {
   HELLO_BYTES, MAGIC, MessageType, encodeError, encodeFinal, encodeHello, encodeRoundMarker, frameHeader,
-  parseError, parseFinal, parseHello, parsePages, parseRoundMarker, parseWelcome, encodeWelcome,
+  parseError, parseFinal, parseHello, parsePages, parseRoundMarker, parseWelcome, encodeWelcome, STOP_AND_COPY,
 } from '../dist/src/wire/messages.js';
 
 const hello = {
@@ -86,8 +86,10 @@ describe('messages', () => {
   });
 
   it('checks lengths of fixed-size messages', () => {
-    expect(parseRoundMarker(encodeRoundMarker({ round: 3, pages: 2 ** 40 }), 'ROUND_END')).toEqual({ round: 3, pages: 2 ** 40 });
-    expect(() => parseRoundMarker(Buffer.alloc(11), 'ROUND_END')).toThrow(/expected 12/);
+    expect(parseRoundMarker(encodeRoundMarker({ round: 3, pages: 2 ** 40 }), 'ROUND_END')).toEqual({ round: 3, pages: 2 ** 40, flags: 0 });
+    expect(parseRoundMarker(encodeRoundMarker({ round: 4, pages: 1, flags: STOP_AND_COPY }), 'ROUND_BEGIN').flags).toBe(STOP_AND_COPY);
+    expect(() => parseRoundMarker(encodeRoundMarker({ round: 4, pages: 1, flags: 6 }), 'ROUND_BEGIN')).toThrow(/unknown flags/);
+    expect(() => parseRoundMarker(Buffer.alloc(12), 'ROUND_END')).toThrow(/expected 16/);
     expect(parseFinal(encodeFinal({ round: 4, regionDigest: 0xdeadbeefcafef00dn }))).toEqual({ round: 4, regionDigest: 0xdeadbeefcafef00dn });
     expect(() => parseWelcome(encodeWelcome({ version: 9, features: 0, flags: 0 }))).toThrow(/version 9/);
     expect(() => parsePages(Buffer.alloc(4))).toThrow(/shorter/);

@@ -17,7 +17,8 @@ import type { MemoryRegion } from '../memory/region.js';
 import { connectTcp } from '../transport/connect.js';
 import { FramedConnection } from '../transport/framed-connection.js';
 import {
-  HANDSHAKE_PAYLOAD_LIMIT, MAX_PAYLOAD_BYTES, MAX_VERSION, MIN_VERSION, MessageType, SUPPORTED_FEATURES, TARGET_ZEROED,
+  HANDSHAKE_PAYLOAD_LIMIT, MAX_PAYLOAD_BYTES, MAX_VERSION, MIN_VERSION, MessageType, STOP_AND_COPY, SUPPORTED_FEATURES,
+  TARGET_ZEROED,
   encodeFinal, encodeHello, encodePagesHeader, encodeRoundMarker, expectEmpty, parseRoundAck, parseWelcome,
 } from '../wire/messages.js';
 import { decideNextRound, roundBandwidth } from './convergence.js';
@@ -205,7 +206,7 @@ export class MigrationSource extends EventEmitter<SourceEvents> {
     const finalPages = this.tracker.collect();
     const collected = performance.now();
     summary.downtime.finalSyncMs = collected - synced;
-    await this.sendRound(finalRound, finalPages, false);
+    await this.sendRound(finalRound, finalPages, false, STOP_AND_COPY);
     const state = options.hooks.deviceState ? await options.hooks.deviceState() : new Uint8Array(0);
     if (state.byteLength > MAX_DEVICE_STATE_BYTES) {
       throw new InvalidArgumentError(`device state of ${state.byteLength} bytes exceeds ${MAX_DEVICE_STATE_BYTES}`);
@@ -233,12 +234,12 @@ export class MigrationSource extends EventEmitter<SourceEvents> {
   }
 
   /** One round: ROUND_BEGIN, the pages in batches, ROUND_END, then the target's ROUND_ACK. */
-  private async sendRound(round: number, pages: PageList, skipZero: boolean): Promise<RoundReport> {
+  private async sendRound(round: number, pages: PageList, skipZero: boolean, flags = 0): Promise<RoundReport> {
     const { options, summary, encoder } = this;
     const connection = this.connection!;
     const started = performance.now();
     const bytesBefore = connection.bytesWritten;
-    await connection.send(MessageType.RoundBegin, encodeRoundMarker({ round, pages: pages.count }));
+    await connection.send(MessageType.RoundBegin, encodeRoundMarker({ round, pages: pages.count, flags }));
     let records = 0;
     let done = 0;
     for (const batch of pages.batches(options.batchPages)) {

@@ -13,7 +13,8 @@ import { regionDigest } from '../codec/page-hashes.js';
 import { validatePageSize, validateRegionSize } from '../memory/region.js';
 import { FramedConnection } from '../transport/framed-connection.js';
 import {
-  HANDSHAKE_PAYLOAD_LIMIT, MAX_PAYLOAD_BYTES, MAX_VERSION, MIN_VERSION, MessageType, SUPPORTED_FEATURES, TARGET_ZEROED,
+  HANDSHAKE_PAYLOAD_LIMIT, MAX_PAYLOAD_BYTES, MAX_VERSION, MIN_VERSION, MessageType, STOP_AND_COPY, SUPPORTED_FEATURES,
+  TARGET_ZEROED,
   encodeRoundAck, encodeWelcome, expectEmpty, messageName, parseFinal, parseHello, parsePages, parseRoundMarker,
   type Hello,
 } from '../wire/messages.js';
@@ -229,14 +230,17 @@ export class MigrationTarget extends EventEmitter<TargetEvents> {
       let round = 0;
       let inRound = false;
       let roundRecords = 0;
+      let finalRound = false;
       for (;;) {
         const frame = await connection.receive(timeoutMs);
         if (frame.type === MessageType.RoundBegin) {
           const marker = parseRoundMarker(frame.payload, 'ROUND_BEGIN');
           if (inRound || marker.round !== round + 1) throw new ProtocolError(`ROUND_BEGIN ${marker.round} out of order after round ${round}`);
+          if (finalRound) throw new ProtocolError(`ROUND_BEGIN ${marker.round} after the stop-and-copy round`);
           round = marker.round;
           inRound = true;
           roundRecords = 0;
+          finalRound = (marker.flags & STOP_AND_COPY) !== 0;
         } else if (frame.type === MessageType.Pages) {
           if (!inRound) throw new ProtocolError('PAGES outside a round');
           const batch = parsePages(frame.payload);
@@ -251,9 +255,9 @@ export class MigrationTarget extends EventEmitter<TargetEvents> {
           }
           inRound = false;
           summary.rounds = round;
-          // A round is acknowledged once durable: the source's bandwidth figure then includes the disk,
-          // and the fsync before READY (inside the downtime) only has the last round's pages left.
-          image.persist();
+          // A pre-copy round is acknowledged once durable: the source's bandwidth figure then includes
+          // the disk, and the fsync before READY (inside the downtime) only has the last round's pages.
+          if (!finalRound) image.persist();
           await connection.send(MessageType.RoundAck, encodeRoundAck(round));
           refresh();
           this.emit('round', { round, pagesApplied: decoder.pagesApplied, bytesReceived: connection.bytesRead });
@@ -262,7 +266,7 @@ export class MigrationTarget extends EventEmitter<TargetEvents> {
           deviceState = Buffer.from(frame.payload);
           summary.deviceStateBytes = deviceState.length;
         } else if (frame.type === MessageType.Final) {
-          if (inRound || round === 0) throw new ProtocolError('FINAL before a complete round');
+          if (inRound || !finalRound) throw new ProtocolError('FINAL before a complete stop-and-copy round');
           const final = parseFinal(frame.payload);
           if (final.round !== round) throw new ProtocolError(`FINAL names round ${final.round}, last round was ${round}`);
           const digest = regionDigest(decoder.heldHashes);

@@ -176,20 +176,29 @@ export interface RoundMarker {
   round: number;
   /** ROUND_BEGIN: pages this round will carry; ROUND_END: records it carried. */
   pages: number;
+  /** ROUND_MARKER_* bits; only STOP_AND_COPY is defined, and only on ROUND_BEGIN. */
+  flags?: number;
 }
 
+/** ROUND_BEGIN flag: the source is paused; this is the last round before FINAL. */
+export const STOP_AND_COPY = 1;
+export const ROUND_MARKER_BYTES = 16;
+
 export function encodeRoundMarker(marker: RoundMarker): Buffer {
-  const b = Buffer.alloc(12);
+  const b = Buffer.alloc(ROUND_MARKER_BYTES);
   b.writeUInt32LE(marker.round, 0);
-  b.writeBigUInt64LE(BigInt(marker.pages), 4);
+  b.writeUInt32LE(marker.flags ?? 0, 4);
+  b.writeBigUInt64LE(BigInt(marker.pages), 8);
   return b;
 }
 
-export function parseRoundMarker(payload: Buffer, name: string): RoundMarker {
-  expectLength(payload, 12, name);
-  const pages = payload.readBigUInt64LE(4);
+export function parseRoundMarker(payload: Buffer, name: string): Required<RoundMarker> {
+  expectLength(payload, ROUND_MARKER_BYTES, name);
+  const flags = payload.readUInt32LE(4);
+  if ((flags & ~STOP_AND_COPY) !== 0) throw new ProtocolError(`${name} has unknown flags ${flags}`);
+  const pages = payload.readBigUInt64LE(8);
   if (pages > BigInt(Number.MAX_SAFE_INTEGER)) throw new ProtocolError(`${name} page count is out of range`);
-  return { round: payload.readUInt32LE(0), pages: Number(pages) };
+  return { round: payload.readUInt32LE(0), flags, pages: Number(pages) };
 }
 
 export function encodeRoundAck(round: number): Buffer {
