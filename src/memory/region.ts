@@ -1,7 +1,7 @@
 // A region is byteLength bytes in pages of pageSize. Every backing is handed to the addon as a
 // NativeRegion (a DataView or a mapping), so no code path ever needs one JS buffer over the whole region
 // and sizes are plain numbers (exact up to 2^53): 64 GiB and more work.
-import { closeSync, ftruncateSync, openSync, statSync } from 'node:fs';
+import { closeSync, ftruncateSync, openSync, rmSync, statSync } from 'node:fs';
 import { InvalidArgumentError, StorageError } from '../errors.js';
 import { native, type NativeMapping, type NativeRegion } from '../native/binding.js';
 
@@ -90,16 +90,21 @@ export class MemoryRegion {
   static mapFile(path: string, options: { pageSize?: number; create?: number } = {}): MemoryRegion {
     const pageSize = validatePageSize(options.pageSize ?? DEFAULT_PAGE_SIZE);
     let byteLength: number;
+    let created = false;
+    // A file this call created is removed again if mapping it fails, so no half-made file is left.
+    const unlinkCreated = () => { if (created) rmSync(path, { force: true }); };
     try {
       if (options.create !== undefined) {
         validateRegionSize(options.create, pageSize);
         const fd = openSync(path, 'wx');
+        created = true;
         try { ftruncateSync(fd, options.create); } finally { closeSync(fd); }
         byteLength = options.create;
       } else {
         byteLength = statSync(path).size;
       }
     } catch (cause) {
+      unlinkCreated();
       throw new StorageError(`cannot open ${path}: ${(cause as Error).message}`, { cause });
     }
     validateRegionSize(byteLength, pageSize);
@@ -108,6 +113,7 @@ export class MemoryRegion {
       // Always writable: a JS write through a view of a read-only mapping would crash the process.
       mapping = native().mapFile(path, byteLength, true);
     } catch (cause) {
+      unlinkCreated();
       throw new StorageError(`cannot map ${path}: ${(cause as Error).message}`, { cause });
     }
     return new MemoryRegion(byteLength, pageSize, () => mapping, mapping);

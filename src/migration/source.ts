@@ -50,8 +50,11 @@ export interface MigrationSourceOptions {
   batchPages?: number;
   /** Longest wait for any answer from the target, or for the socket to drain (default 30 s). */
   timeoutMs?: number;
-  /** Longest wait for READY, which covers the target's digest check and fsync of the image (default 5 min). */
-  readyTimeoutMs?: number;
+  /**
+   * Longest wait for an answer that follows a target fsync: ROUND_ACK (each pre-copy round is made
+   * durable before it is acknowledged) and READY (default 10 min).
+   */
+  persistTimeoutMs?: number;
   signal?: AbortSignal;
 }
 
@@ -83,7 +86,7 @@ export class MigrationSource extends EventEmitter<SourceEvents> {
   constructor(options: MigrationSourceOptions) {
     super();
     const filled = {
-      maxDowntimeMs: 300, maxRounds: 30, maxBandwidthBytesPerSec: 0, timeoutMs: 30_000, readyTimeoutMs: 300_000,
+      maxDowntimeMs: 300, maxRounds: 30, maxBandwidthBytesPerSec: 0, timeoutMs: 30_000, persistTimeoutMs: 600_000,
       batchPages: defaultBatchPages(options.region.pageSize),
       ...dropUndefined(options),
     };
@@ -92,7 +95,7 @@ export class MigrationSource extends EventEmitter<SourceEvents> {
     checkPositive('maxBandwidthBytesPerSec', filled.maxBandwidthBytesPerSec, true);
     checkPositive('batchPages', filled.batchPages);
     checkPositive('timeoutMs', filled.timeoutMs);
-    checkPositive('readyTimeoutMs', filled.readyTimeoutMs);
+    checkPositive('persistTimeoutMs', filled.persistTimeoutMs);
     if (filled.batchPages * (filled.region.pageSize + 20) > MAX_PAYLOAD_BYTES / 2) {
       throw new InvalidArgumentError(`batchPages ${filled.batchPages} makes frames larger than the protocol allows`);
     }
@@ -220,7 +223,7 @@ export class MigrationSource extends EventEmitter<SourceEvents> {
     summary.downtime.transferMs = finalSent - collected;
 
     this.setPhase('awaiting-ready');
-    expectEmpty(await connection.expect(MessageType.Ready, options.readyTimeoutMs), 'READY');
+    expectEmpty(await connection.expect(MessageType.Ready, options.persistTimeoutMs), 'READY');
     // The point of no return: the target holds a verified, durable image. From here on the source
     // never resumes by itself.
     this.handedOver = true;
@@ -266,7 +269,7 @@ export class MigrationSource extends EventEmitter<SourceEvents> {
       }
     }
     await connection.send(MessageType.RoundEnd, encodeRoundMarker({ round, pages: records }));
-    const acked = parseRoundAck(await connection.expect(MessageType.RoundAck, options.timeoutMs));
+    const acked = parseRoundAck(await connection.expect(MessageType.RoundAck, options.persistTimeoutMs));
     if (acked !== round) throw new ProtocolError(`target acknowledged round ${acked}, expected ${round}`);
     summary.rounds = round;
     summary.pagesTransferred += records;

@@ -118,7 +118,11 @@ export class FileTargetImage implements TargetImage {
     const kept = `${this.outPath}.pagewire-in-doubt-${this.migrationId}`;
     renameSync(this.tempPath, kept);
     this.tempPath = undefined;
-    fsyncDirectory(dirname(this.outPath));
+    try {
+      fsyncDirectory(dirname(this.outPath));
+    } catch {
+      // The image is at `kept` either way; what matters to the operator is where to find it.
+    }
     return kept;
   }
 

@@ -191,9 +191,14 @@ export class MigrationTarget extends EventEmitter<TargetEvents> {
     const { image, hooks, timeoutMs } = this.options;
     const started = performance.now();
     const migrationId = hello.migrationId.toString('hex');
+    if (this.active) {
+      const busy = new HandshakeError('this target is already serving a migration');
+      this.emit('refused', busy, connection.remote);
+      await connection.sendErrorAndClose(busy);
+      return;
+    }
     let region;
     try {
-      if (this.active) throw new HandshakeError('this target is already serving a migration');
       region = image.open({ regionSize: hello.regionSize, pageSize: hello.pageSize, migrationId });
     } catch (error) {
       // A refusal before the handshake completes: keep listening for a source we can serve.
@@ -250,6 +255,7 @@ export class MigrationTarget extends EventEmitter<TargetEvents> {
         } else if (frame.type === MessageType.RoundEnd) {
           const marker = parseRoundMarker(frame.payload, 'ROUND_END');
           if (!inRound || marker.round !== round) throw new ProtocolError(`ROUND_END ${marker.round} does not close round ${round}`);
+          if (marker.flags !== 0) throw new ProtocolError('ROUND_END carries flags');
           if (marker.pages !== roundRecords) {
             throw new ProtocolError(`round ${round} carried ${roundRecords} page records, the source says it sent ${marker.pages}`);
           }
