@@ -7,5 +7,6 @@ export default defineConfig({
     hookTimeout: 30_000,
     // The machine has 2 cores; migrations spawn processes and worker threads of their own.
     maxWorkers: 2,
+    reporters: ['default', './test/summary-reporter.ts'],
   },
 });
