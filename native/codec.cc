@@ -2,7 +2,16 @@
 //   0 u32 pageIndex | 4 u8 encoding (0 ZERO, 1 RAW) | 5 u8 reserved=0 | 6 u16 reserved=0 |
 //   8 u32 payloadLength | 12 u64 xxh64 of the page's final pageSize bytes | 20 payload
 // ZERO: payloadLength 0 and the zero-page hash. RAW: payloadLength = pageSize, payload = page bytes.
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <sys/uio.h>
+#include <unistd.h>
+
+#include <algorithm>
 #include <cstring>
+#include <string>
+#include <vector>
 
 #include "region.h"
 #include "xxhash64.h"
@@ -198,30 +207,21 @@ Napi::Value EncodePages(const Napi::CallbackInfo& info) {
 // applyPages(region, pageSize, pageCount, records, recordCount, heldHashes)
 //   -> [status, pageIndexOrRecordNumber, recordsApplied]
 // records comes from the network: every length and index in it is checked before use.
-Napi::Value ApplyPages(const Napi::CallbackInfo& info) {
-  Napi::Env env = info.Env();
-  RegionSpan region = GetRegion(Arg(info, 0));
-  uint64_t pageSize = ToPageSize(Arg(info, 1));
-  uint64_t pageCount = ToIndex(Arg(info, 2), "pageCount", kMaxPageCount);
-  TypedSpan<uint8_t> records = ToU8(Arg(info, 3), "records");
-  uint64_t recordCount = ToIndex(Arg(info, 4), "recordCount");
-  TypedSpan<uint64_t> held = ToBigU64(Arg(info, 5), "heldHashes");
-
-  if (!region.writable) ThrowType(env, "region is a read-only mapping");
-  uint64_t pagesBytes = CheckPages(env, region, pageSize, pageCount);
+// Parses, verifies and hands each record to `sink` (Raw(index, payload) / Zero(index)); a record is
+// verified before the sink sees it, so a bad page is never written. Shared by the memory and file paths.
+template <typename Sink>
+Napi::Value ApplyRecords(Napi::Env env, uint64_t pageSize, uint64_t pageCount, TypedSpan<uint8_t> records,
+                         uint64_t recordCount, TypedSpan<uint64_t> held, Sink& sink) {
   if (held.length < pageCount) {
     ThrowRange(env, "heldHashes has " + std::to_string(held.length) + " slots, fewer than pageCount " +
                         std::to_string(pageCount));
   }
-  if (Overlaps(records.data, records.length, region.data, pagesBytes)) {
-    ThrowRange(env, "records must not overlap the region's pages");
-  }
-
   const uint64_t zeroHash = Xxh64Zeros(static_cast<size_t>(pageSize));
   const uint64_t len = records.length;
   uint64_t pos = 0;
   uint64_t applied = 0;
   auto result = [&](uint32_t status, uint64_t value) {
+    sink.Flush(env);  // what was verified before the bad record is applied, as the contract says
     return NumberTuple(env, {static_cast<double>(status), static_cast<double>(value), static_cast<double>(applied)});
   };
 
@@ -243,14 +243,13 @@ Napi::Value ApplyPages(const Napi::CallbackInfo& info) {
     if (payloadLength != expected) return result(kBadLength, index);
     if (len - pos - kHeaderSize < payloadLength) return result(kTruncated, index);
 
-    uint8_t* page = region.data + static_cast<uint64_t>(index) * pageSize;
     const uint8_t* payload = rec + kHeaderSize;
     if (encoding == kEncRaw) {
       if (Xxh64(payload, static_cast<size_t>(pageSize)) != hash) return result(kChecksumMismatch, index);
-      std::memcpy(page, payload, static_cast<size_t>(pageSize));
+      sink.Raw(env, index, payload);
     } else {
       if (hash != zeroHash) return result(kChecksumMismatch, index);
-      std::memset(page, 0, static_cast<size_t>(pageSize));
+      sink.Zero(env, index);
     }
     held.data[index] = hash;
     pos += kHeaderSize + payloadLength;
@@ -260,6 +259,130 @@ Napi::Value ApplyPages(const Napi::CallbackInfo& info) {
   return result(kOk, 0);
 }
 
+struct MemorySink {
+  uint8_t* base;
+  uint64_t pageSize;
+  void Raw(Napi::Env, uint32_t index, const uint8_t* payload) {
+    std::memcpy(base + static_cast<uint64_t>(index) * pageSize, payload, static_cast<size_t>(pageSize));
+  }
+  void Zero(Napi::Env, uint32_t index) {
+    std::memset(base + static_cast<uint64_t>(index) * pageSize, 0, static_cast<size_t>(pageSize));
+  }
+  void Flush(Napi::Env) {}
+};
+
+// Writes pages with pwritev into the page cache: measured 5x-15x faster than storing through a
+// MAP_SHARED mapping of a new file, which takes a fault and a page_mkwrite per page. Runs of
+// consecutive pages go out in one call.
+class FileSink {
+ public:
+  FileSink(int fd, uint64_t pageSize) : fd_(fd), pageSize_(pageSize) {}
+  void Raw(Napi::Env env, uint32_t index, const uint8_t* payload) { Add(env, index, payload); }
+  void Zero(Napi::Env env, uint32_t index) {
+    if (zeros_.empty()) zeros_.assign(static_cast<size_t>(pageSize_), 0);
+    Add(env, index, zeros_.data());
+  }
+  void Flush(Napi::Env env) {
+    size_t done = 0;
+    uint64_t offset = first_ * pageSize_;
+    while (done < iov_.size()) {
+      const int count = static_cast<int>(std::min<size_t>(iov_.size() - done, IOV_MAX));
+      ssize_t n = pwritev(fd_, iov_.data() + done, count, static_cast<off_t>(offset));
+      if (n < 0) {
+        if (errno == EINTR) continue;
+        throw Napi::Error::New(env, std::string("writing pages failed: ") + strerror(errno));
+      }
+      offset += static_cast<uint64_t>(n);
+      // Skip what was written; a short write leaves part of one page to go again.
+      while (n > 0) {
+        iovec& v = iov_[done];
+        if (static_cast<size_t>(n) >= v.iov_len) {
+          n -= static_cast<ssize_t>(v.iov_len);
+          ++done;
+        } else {
+          v.iov_base = static_cast<uint8_t*>(v.iov_base) + n;
+          v.iov_len -= static_cast<size_t>(n);
+          n = 0;
+        }
+      }
+    }
+    iov_.clear();
+  }
+
+ private:
+  void Add(Napi::Env env, uint32_t index, const uint8_t* data) {
+    if (!iov_.empty() && index != first_ + iov_.size()) Flush(env);
+    if (iov_.empty()) first_ = index;
+    iov_.push_back({const_cast<uint8_t*>(data), static_cast<size_t>(pageSize_)});
+  }
+
+  int fd_;
+  uint64_t pageSize_;
+  uint64_t first_ = 0;
+  std::vector<iovec> iov_;
+  std::vector<uint8_t> zeros_;
+};
+
+Napi::Value ApplyPages(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  RegionSpan region = GetRegion(Arg(info, 0));
+  uint64_t pageSize = ToPageSize(Arg(info, 1));
+  uint64_t pageCount = ToIndex(Arg(info, 2), "pageCount", kMaxPageCount);
+  TypedSpan<uint8_t> records = ToU8(Arg(info, 3), "records");
+  uint64_t recordCount = ToIndex(Arg(info, 4), "recordCount");
+  TypedSpan<uint64_t> held = ToBigU64(Arg(info, 5), "heldHashes");
+
+  if (!region.writable) ThrowType(env, "region is a read-only mapping");
+  uint64_t pagesBytes = CheckPages(env, region, pageSize, pageCount);
+  if (Overlaps(records.data, records.length, region.data, pagesBytes)) {
+    ThrowRange(env, "records must not overlap the region's pages");
+  }
+  MemorySink sink{region.data, pageSize};
+  return ApplyRecords(env, pageSize, pageCount, records, recordCount, held, sink);
+}
+
+// applyPagesToFile(fd, pageSize, pageCount, records, recordCount, heldHashes): as applyPages, with the
+// pages written to the file at index * pageSize. Throws on a write error (ENOSPC, EIO, ...).
+Napi::Value ApplyPagesToFile(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  uint64_t fd = ToIndex(Arg(info, 0), "fd", INT32_MAX);
+  uint64_t pageSize = ToPageSize(Arg(info, 1));
+  uint64_t pageCount = ToIndex(Arg(info, 2), "pageCount", kMaxPageCount);
+  TypedSpan<uint8_t> records = ToU8(Arg(info, 3), "records");
+  uint64_t recordCount = ToIndex(Arg(info, 4), "recordCount");
+  TypedSpan<uint64_t> held = ToBigU64(Arg(info, 5), "heldHashes");
+  FileSink sink(static_cast<int>(fd), pageSize);
+  return ApplyRecords(env, pageSize, pageCount, records, recordCount, held, sink);
+}
+
+// startWriteback(fd): starts writing the file's dirty pages back (sync_file_range) on a libuv pool
+// thread, since submitting the I/O can block for long; the promise settles when the call returns.
+class WritebackWorker : public Napi::AsyncWorker {
+ public:
+  WritebackWorker(Napi::Env env, int fd)
+      : Napi::AsyncWorker(env, "pagewire:writeback"), fd_(fd), deferred_(Napi::Promise::Deferred::New(env)) {}
+  Napi::Promise Promise() { return deferred_.Promise(); }
+  void Execute() override {
+#ifdef __linux__
+    if (sync_file_range(fd_, 0, 0, SYNC_FILE_RANGE_WRITE) != 0) SetError(strerror(errno));
+#endif
+  }
+  void OnOK() override { deferred_.Resolve(Env().Undefined()); }
+  void OnError(const Napi::Error& e) override { deferred_.Reject(e.Value()); }
+
+ private:
+  int fd_;
+  Napi::Promise::Deferred deferred_;
+};
+
+Napi::Value StartWriteback(const Napi::CallbackInfo& info) {
+  uint64_t fd = ToIndex(Arg(info, 0), "fd", INT32_MAX);
+  auto* worker = new WritebackWorker(info.Env(), static_cast<int>(fd));
+  Napi::Promise promise = worker->Promise();
+  worker->Queue();
+  return promise;
+}
+
 }  // namespace
 
 void InitCodec(Napi::Env env, Napi::Object exports) {
@@ -267,6 +390,8 @@ void InitCodec(Napi::Env env, Napi::Object exports) {
   exports.Set("hashPages", Napi::Function::New<HashPages>(env, "hashPages"));
   exports.Set("encodePages", Napi::Function::New<EncodePages>(env, "encodePages"));
   exports.Set("applyPages", Napi::Function::New<ApplyPages>(env, "applyPages"));
+  exports.Set("applyPagesToFile", Napi::Function::New<ApplyPagesToFile>(env, "applyPagesToFile"));
+  exports.Set("startWriteback", Napi::Function::New<StartWriteback>(env, "startWriteback"));
 }
 
 }  // namespace pagewire

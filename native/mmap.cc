@@ -7,7 +7,6 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include <atomic>
 #include <memory>
 #include <string>
 
@@ -24,7 +23,6 @@ struct State {
   size_t length = 0;
   int fd = -1;
   bool writable = false;
-  std::atomic<bool> writebackQueued{false};
   ~State() {
     if (addr != nullptr) munmap(addr, length);
     if (fd >= 0) ::close(fd);
@@ -52,7 +50,6 @@ class Mapping : public Napi::ObjectWrap<Mapping> {
                            InstanceAccessor<&Mapping::ByteLength>("byteLength", napi_enumerable),
                            InstanceMethod<&Mapping::View>("view"),
                            InstanceMethod<&Mapping::Flush>("flush"),
-                           InstanceMethod<&Mapping::StartWriteback>("startWriteback"),
                            InstanceMethod<&Mapping::Close>("close"),
                        });
   }
@@ -114,34 +111,6 @@ class Mapping : public Napi::ObjectWrap<Mapping> {
     if (fsync(state_->fd) != 0) ThrowErrno(env, "fsync failed", errno);
     return env.Undefined();
   }
-
-  // Starts writing dirty pages back on a libuv pool thread (submitting the I/O can itself block for a
-  // long time), so a later flush() has little left to do. Errors surface at flush(), which fsyncs.
-  Napi::Value StartWriteback(const Napi::CallbackInfo& info) {
-    Napi::Env env = info.Env();
-    if (!state_) throw Napi::Error::New(env, "mapping is closed");
-    // One writeback at a time: a later call while one runs has nothing more to start.
-    if (state_->writebackQueued.exchange(true)) return env.Undefined();
-    (new WritebackWorker(env, state_))->Queue();
-    return env.Undefined();
-  }
-
-  class WritebackWorker : public Napi::AsyncWorker {
-   public:
-    WritebackWorker(Napi::Env env, std::shared_ptr<State> state)
-        : Napi::AsyncWorker(env, "pagewire:writeback"), state_(std::move(state)) {}
-    void Execute() override {
-#ifdef __linux__
-      sync_file_range(state_->fd, 0, 0, SYNC_FILE_RANGE_WRITE);
-#endif
-      state_->writebackQueued.store(false);
-    }
-    void OnOK() override {}
-    void OnError(const Napi::Error&) override {}
-
-   private:
-    std::shared_ptr<State> state_;  // keeps the file open until the writeback call returns
-  };
 
   Napi::Value Close(const Napi::CallbackInfo& info) {
     state_.reset();  // idempotent; views keep their own references

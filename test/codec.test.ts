@@ -1,9 +1,13 @@
 import { randomFillSync } from 'node:crypto';
+import { readFileSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
+import { tempDir } from './helpers.js';
 import { ChecksumError, MemoryRegion, ProtocolError } from '../dist/src/index.js';
 import { PageBatchEncoder } from '../dist/src/codec/page-batch-encoder.js';
 import { PageBatchDecoder } from '../dist/src/codec/page-batch-decoder.js';
 import { RECORD_HEADER_BYTES } from '../dist/src/codec/page-records.js';
+import { FilePageStore, RegionPageStore } from '../dist/src/memory/page-store.js';
 import { regionDigest } from '../dist/src/codec/page-hashes.js';
 
 const PAGE = 4096;
@@ -23,7 +27,7 @@ describe('page batch codec', () => {
     const source = mixedRegion(64);
     const target = MemoryRegion.fromMemory(Buffer.alloc(64 * PAGE));
     const encoder = new PageBatchEncoder(source);
-    const decoder = new PageBatchDecoder(target);
+    const decoder = new PageBatchDecoder(new RegionPageStore(target));
     const batch = encoder.encode(all(64), true);
     expect(batch.zeroSkipped).toBe(22);
     expect(batch.rawRecords).toBe(42);
@@ -32,12 +36,37 @@ describe('page batch codec', () => {
     expect(regionDigest(decoder.heldHashes)).toBe(regionDigest(encoder.sentHashes));
   });
 
+  it('writes verified pages into a file store: runs, gaps and zero records land at their offsets', () => {
+    const source = mixedRegion(40);
+    const dir = tempDir();
+    try {
+      const path = join(dir.dir, 'pages.img');
+      writeFileSync(join(dir.dir, 'taken.img'), 'x');
+      expect(() => FilePageStore.create(join(dir.dir, 'taken.img'), 40 * PAGE, PAGE)).toThrow(/cannot create/);
+      const store = FilePageStore.create(path, 40 * PAGE, PAGE);
+      const decoder = new PageBatchDecoder(store);
+      const encoder = new PageBatchEncoder(source);
+      // Out of order and with gaps, zero pages as ZERO records over pages that held data.
+      for (const pages of [[5, 6, 7, 8, 20, 2, 3, 39, 0], [1, 4, 9, 10, 11, 12, 13], [14, 15, 16, 17, 18, 19, 21, 22, 23, 24, 25, 26, 27, 28, 29, 30, 31, 32, 33, 34, 35, 36, 37, 38], [0, 3, 6]]) {
+        const batch = encoder.encode(Uint32Array.from(pages), false);
+        decoder.apply(batch.records, batch.recordCount);
+        encoder.release(batch);
+      }
+      store.sync();
+      store.close();
+      expect(readFileSync(path).equals(Buffer.from(source.view(0, 40 * PAGE)))).toBe(true);
+      expect(regionDigest(decoder.heldHashes)).toBe(regionDigest(encoder.sentHashes));
+    } finally {
+      dir.cleanup();
+    }
+  });
+
   it('sends a page that became zero as a ZERO record when not skipping', () => {
     const source = mixedRegion(4);
     const target = MemoryRegion.fromMemory(Buffer.alloc(4 * PAGE, 0xff));
     const batch = new PageBatchEncoder(source).encode(all(4), false);
     expect(batch.zeroRecords).toBe(2);
-    new PageBatchDecoder(target).apply(batch.records, batch.recordCount);
+    new PageBatchDecoder(new RegionPageStore(target)).apply(batch.records, batch.recordCount);
     expect(Buffer.from(target.view(0, 4 * PAGE)).equals(Buffer.from(source.view(0, 4 * PAGE)))).toBe(true);
   });
 
@@ -49,7 +78,7 @@ describe('page batch codec', () => {
     // Records: pages 1,2,4,5,7 (0,3,6 are zero and skipped). Flip a byte inside page 4's payload.
     const third = 2 * (RECORD_HEADER_BYTES + PAGE) + RECORD_HEADER_BYTES + 100;
     batch.records[third] ^= 1;
-    const decoder = new PageBatchDecoder(target);
+    const decoder = new PageBatchDecoder(new RegionPageStore(target));
     let error: unknown;
     try { decoder.apply(batch.records, batch.recordCount); } catch (e) { error = e; }
     expect(error).toBeInstanceOf(ChecksumError);
@@ -62,7 +91,7 @@ describe('page batch codec', () => {
     const source = mixedRegion(4);
     const target = MemoryRegion.fromMemory(Buffer.alloc(2 * PAGE));
     const batch = new PageBatchEncoder(source).encode(Uint32Array.of(1), false);
-    const decoder = new PageBatchDecoder(target);
+    const decoder = new PageBatchDecoder(new RegionPageStore(target));
     const outOfRange = Buffer.from(batch.records);
     outOfRange.writeUInt32LE(2, 0);
     expect(() => decoder.apply(outOfRange, 1)).toThrow(/page index 2 is outside/);
@@ -84,7 +113,7 @@ describe('page batch codec', () => {
       const mutated = Buffer.from(batch.records.subarray(0, rnd(batch.records.length + 1)));
       for (let k = 0; k < 1 + rnd(4); k++) if (mutated.length) mutated[rnd(mutated.length)] = rnd(256);
       const targetBytes = Buffer.alloc(16 * PAGE);
-      const decoder = new PageBatchDecoder(MemoryRegion.fromMemory(targetBytes));
+      const decoder = new PageBatchDecoder(new RegionPageStore(MemoryRegion.fromMemory(targetBytes)));
       try {
         decoder.apply(mutated, batch.recordCount);
       } catch (e) {

@@ -4,6 +4,7 @@ import { afterAll, describe, expect, it } from 'vitest';
 import { MemoryRegion } from '../dist/src/index.js';
 import { PageBatchEncoder } from '../dist/src/codec/page-batch-encoder.js';
 import { PageBatchDecoder } from '../dist/src/codec/page-batch-decoder.js';
+import { FilePageStore, RegionPageStore } from '../dist/src/memory/page-store.js';
 import { tempDir } from './helpers.js';
 
 const tmp = tempDir();
@@ -43,15 +44,24 @@ describe('MemoryRegion', () => {
         expect(probe[0]).toBe(page % 251 + 1);
       }
       closeSync(fd);
-      // Encode them out of the big region and apply them into a second big sparse region.
+      // Encode them out of the big region and apply them into a big sparse region and a big file store.
       const encoder = new PageBatchEncoder(region);
       const batch = encoder.encode(Uint32Array.from(pages), true);
       expect(batch.rawRecords).toBe(4);
-      const copyPath = join(tmp.dir, 'copy.img');
-      const copy = MemoryRegion.mapFile(copyPath, { create: size });
-      new PageBatchDecoder(copy).apply(batch.records, batch.recordCount);
+      const copy = MemoryRegion.mapFile(join(tmp.dir, 'copy.img'), { create: size });
+      new PageBatchDecoder(new RegionPageStore(copy)).apply(batch.records, batch.recordCount);
       for (const page of pages) expect(copy.view(page * 4096, 4096)[4095]).toBe(page % 251 + 1);
       copy.close();
+      const filePath = join(tmp.dir, 'store.img');
+      const store = FilePageStore.create(filePath, size, 4096);
+      new PageBatchDecoder(store).apply(batch.records, batch.recordCount);
+      store.close();
+      const storeFd = openSync(filePath, 'r');
+      for (const page of pages) {
+        readSync(storeFd, probe, 0, 1, page * 4096 + 4095);
+        expect(probe[0]).toBe(page % 251 + 1);
+      }
+      closeSync(storeFd);
     } finally {
       region.close();
     }

@@ -1,23 +1,21 @@
-import { ApplyStatus, native } from '../native/binding.js';
+import { ApplyStatus } from '../native/binding.js';
 import { ChecksumError, ProtocolError } from '../errors.js';
-import type { MemoryRegion } from '../memory/region.js';
+import type { PageStore } from '../memory/page-store.js';
 import { newPageHashes } from './page-hashes.js';
 
-/** Verifies and applies batches of wire records to the target's region, one native call per batch. */
+/** Verifies and applies batches of wire records to the target's pages, one native call per batch. */
 export class PageBatchDecoder {
-  /** The xxHash64 of each page the region holds, as verified on arrival. */
+  /** The xxHash64 of each page the store holds, as verified on arrival. */
   readonly heldHashes: BigUint64Array;
   pagesApplied = 0;
 
-  constructor(private readonly region: MemoryRegion) {
-    this.heldHashes = newPageHashes(region.pageCount, region.pageSize);
+  constructor(private readonly store: PageStore) {
+    this.heldHashes = newPageHashes(store.pageCount, store.pageSize);
   }
 
   /** Throws ProtocolError or ChecksumError naming the page; a bad page is never written. */
   apply(records: Uint8Array, recordCount: number): void {
-    const { region } = this;
-    const [status, where, applied] = native().applyPages(
-      region.native, region.pageSize, region.pageCount, records, recordCount, this.heldHashes);
+    const [status, where, applied] = this.store.applyRecords(records, recordCount, this.heldHashes);
     this.pagesApplied += applied;
     switch (status) {
       case ApplyStatus.Ok: return;
@@ -26,7 +24,7 @@ export class PageBatchDecoder {
       case ApplyStatus.Truncated:
         throw new ProtocolError('page batch is truncated: a record runs past the end of its frame');
       case ApplyStatus.IndexOutOfRange:
-        throw new ProtocolError(`page index ${where} is outside the region of ${region.pageCount} pages`);
+        throw new ProtocolError(`page index ${where} is outside the region of ${this.store.pageCount} pages`);
       case ApplyStatus.BadEncoding:
         throw new ProtocolError(`page ${where} has an unknown encoding`);
       case ApplyStatus.BadLength:

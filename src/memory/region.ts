@@ -134,15 +134,6 @@ export class MemoryRegion {
     }
   }
 
-  /** Starts writing a file region's dirty pages back in the background, so a later flush() is short. */
-  startWriteback(): void {
-    try {
-      this.mapping?.startWriteback();
-    } catch (cause) {
-      throw new StorageError(`cannot write the region's file back: ${(cause as Error).message}`, { cause });
-    }
-  }
-
   /** A byte window of the region for JS readers and writers, at most MAX_VIEW_BYTES long. */
   view(offset: number, length: number): Uint8Array {
     if (!Number.isSafeInteger(offset) || !Number.isSafeInteger(length) || offset < 0 || length <= 0 ||

@@ -4,7 +4,8 @@
 import { closeSync, fsyncSync, openSync, renameSync, statfsSync, unlinkSync } from 'node:fs';
 import { basename, dirname, join } from 'node:path';
 import { CapacityError, StorageError } from '../errors.js';
-import { MemoryRegion } from '../memory/region.js';
+import { FilePageStore, RegionPageStore, type PageStore } from '../memory/page-store.js';
+import type { MemoryRegion } from '../memory/region.js';
 
 export interface RegionOffer {
   regionSize: number;
@@ -13,8 +14,8 @@ export interface RegionOffer {
 }
 
 export interface TargetImage {
-  /** Refuses (CapacityError) or returns the region pages are written into. */
-  open(offer: RegionOffer): MemoryRegion;
+  /** Refuses (CapacityError) or returns where verified pages go. */
+  open(offer: RegionOffer): PageStore;
   /** True when the opened region starts all zeros, so the source may skip zero pages in round 1. */
   readonly zeroed: boolean;
   /** Pages were written (bytes of page data): a chance to start making them durable, so persist() is short. */
@@ -39,14 +40,14 @@ export interface FileTargetImageOptions {
 
 export class FileTargetImage implements TargetImage {
   readonly zeroed = true;
-  private region: MemoryRegion | undefined;
+  private store: FilePageStore | undefined;
   private tempPath: string | undefined;
   private migrationId = '';
   private unsynced = 0;
 
   constructor(readonly outPath: string, private readonly options: FileTargetImageOptions = {}) {}
 
-  open(offer: RegionOffer): MemoryRegion {
+  open(offer: RegionOffer): PageStore {
     const { maxRegionBytes } = this.options;
     if (maxRegionBytes !== undefined && offer.regionSize > maxRegionBytes) {
       throw new CapacityError(`region of ${offer.regionSize} bytes exceeds this target's limit of ${maxRegionBytes} bytes`);
@@ -65,9 +66,9 @@ export class FileTargetImage implements TargetImage {
     // Beside --out, so the final rename stays within one file system and is atomic.
     this.migrationId = offer.migrationId;
     const temp = join(dir, `.${basename(this.outPath)}.pagewire-${offer.migrationId}.tmp`);
-    this.region = MemoryRegion.mapFile(temp, { create: offer.regionSize, pageSize: offer.pageSize });
+    this.store = FilePageStore.create(temp, offer.regionSize, offer.pageSize);
     this.tempPath = temp;
-    return this.region;
+    return this.store;
   }
 
   noteWritten(bytes: number): void {
@@ -76,13 +77,13 @@ export class FileTargetImage implements TargetImage {
     this.unsynced += bytes;
     if (this.unsynced >= WRITEBACK_EVERY_BYTES) {
       this.unsynced = 0;
-      this.region?.startWriteback();
+      this.store?.startWriteback();
     }
   }
 
   persist(): void {
     this.unsynced = 0;
-    this.region?.flush();
+    this.store?.sync();
     // The temp file's own directory entry must be durable too before READY promises the image.
     fsyncDirectory(dirname(this.outPath));
   }
@@ -90,8 +91,7 @@ export class FileTargetImage implements TargetImage {
   commit(): void {
     const temp = this.requireTemp();
     try {
-      this.region?.close();
-      this.region = undefined;
+      this.closeStore();
       renameSync(temp, this.outPath);
       this.tempPath = undefined;
       fsyncDirectory(dirname(this.outPath));
@@ -101,8 +101,7 @@ export class FileTargetImage implements TargetImage {
   }
 
   discard(): void {
-    this.region?.close();
-    this.region = undefined;
+    this.closeStore();
     if (this.tempPath) {
       try { unlinkSync(this.tempPath); } catch { /* already gone */ }
       this.tempPath = undefined;
@@ -112,8 +111,7 @@ export class FileTargetImage implements TargetImage {
   keepInDoubt(): string {
     // Already renamed over --out: the failure came after the rename itself.
     if (!this.tempPath) return this.outPath;
-    this.region?.close();
-    this.region = undefined;
+    this.closeStore();
     // Named by migration id, so an earlier in-doubt image is never overwritten.
     const kept = `${this.outPath}.pagewire-in-doubt-${this.migrationId}`;
     renameSync(this.tempPath, kept);
@@ -126,6 +124,11 @@ export class FileTargetImage implements TargetImage {
     return kept;
   }
 
+  private closeStore(): void {
+    this.store?.close();
+    this.store = undefined;
+  }
+
   private requireTemp(): string {
     if (!this.tempPath) throw new StorageError('no image was opened');
     return this.tempPath;
@@ -136,13 +139,13 @@ export class FileTargetImage implements TargetImage {
 export class MemoryTargetImage implements TargetImage {
   constructor(private readonly region: MemoryRegion, readonly zeroed = false) {}
 
-  open(offer: RegionOffer): MemoryRegion {
+  open(offer: RegionOffer): PageStore {
     if (offer.regionSize !== this.region.byteLength || offer.pageSize !== this.region.pageSize) {
       throw new CapacityError(
         `source offers ${offer.regionSize} bytes in pages of ${offer.pageSize}; this target holds ` +
         `${this.region.byteLength} bytes in pages of ${this.region.pageSize}`);
     }
-    return this.region;
+    return new RegionPageStore(this.region);
   }
 
   noteWritten(): void {}

@@ -197,9 +197,9 @@ export class MigrationTarget extends EventEmitter<TargetEvents> {
       await connection.sendErrorAndClose(busy);
       return;
     }
-    let region;
+    let store;
     try {
-      region = image.open({ regionSize: hello.regionSize, pageSize: hello.pageSize, migrationId });
+      store = image.open({ regionSize: hello.regionSize, pageSize: hello.pageSize, migrationId });
     } catch (error) {
       // A refusal before the handshake completes: keep listening for a source we can serve.
       const refused = asPagewireError(error);
@@ -212,11 +212,11 @@ export class MigrationTarget extends EventEmitter<TargetEvents> {
     this.server.close();
     this.interrupt = (error) => connection.interrupt(error);
     const summary: TargetSummary = {
-      status: 'failed', migrationId, pageSize: hello.pageSize, pagesTotal: region.pageCount, pagesApplied: 0,
+      status: 'failed', migrationId, pageSize: hello.pageSize, pagesTotal: store.pageCount, pagesApplied: 0,
       rounds: 0, bytesReceived: 0, deviceStateBytes: 0, totalTimeMs: 0,
     };
     this.summaryNow = summary;
-    const decoder = new PageBatchDecoder(region);
+    const decoder = new PageBatchDecoder(store);
     let deviceState = Buffer.alloc(0);
     let stage: SwitchoverStage = 'receiving';
     const refresh = () => {

@@ -17,8 +17,6 @@ export interface NativeMapping {
   view(offset: number, length: number): ArrayBuffer;
   /** msync(MS_SYNC) the whole mapping, then fsync the file. */
   flush(): void;
-  /** Starts writeback of dirty pages (sync_file_range on Linux) without waiting for it. */
-  startWriteback(): void;
   /** Drops the owner's reference; the pages are unmapped once no view is reachable either. */
   close(): void;
 }
@@ -72,6 +70,13 @@ export interface NativeBinding {
    */
   applyPages(region: NativeRegion, pageSize: number, pageCount: number, records: Uint8Array,
     recordCount: number, heldHashes: BigUint64Array): [ApplyStatus, number, number];
+
+  /** As applyPages, writing each page into the file at pageIndex * pageSize (pwritev). Throws on I/O errors. */
+  applyPagesToFile(fd: number, pageSize: number, pageCount: number, records: Uint8Array,
+    recordCount: number, heldHashes: BigUint64Array): [ApplyStatus, number, number];
+
+  /** Starts writing the file's dirty pages back (sync_file_range) on a pool thread; settles when started. */
+  startWriteback(fd: number): Promise<void>;
 }
 
 function packageRoot(): string {
