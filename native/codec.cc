@@ -292,6 +292,7 @@ class FileSink {
         if (errno == EINTR) continue;
         throw Napi::Error::New(env, std::string("writing pages failed: ") + strerror(errno));
       }
+      if (n == 0) throw Napi::Error::New(env, "writing pages failed: the file took no bytes");
       offset += static_cast<uint64_t>(n);
       // Skip what was written; a short write leaves part of one page to go again.
       while (n > 0) {

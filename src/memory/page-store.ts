@@ -45,17 +45,19 @@ export class FilePageStore implements PageStore {
     try {
       ftruncateSync(fd, byteLength);
     } catch (cause) {
-      closeSync(fd);
-      rmSync(path, { force: true });
+      closeQuietly(fd);
+      try { rmSync(path, { force: true }); } catch { /* reported below; the name says what is left */ }
       throw new StorageError(`cannot size ${path} to ${byteLength} bytes: ${(cause as Error).message}`, { cause });
     }
     return new FilePageStore(path, fd, pageSize, byteLength);
   }
 
   applyRecords(records: Uint8Array, recordCount: number, heldHashes: BigUint64Array): [ApplyStatus, number, number] {
+    const fd = this.requireFd();
     try {
-      return native().applyPagesToFile(this.requireFd(), this.pageSize, this.pageCount, records, recordCount, heldHashes);
+      return native().applyPagesToFile(fd, this.pageSize, this.pageCount, records, recordCount, heldHashes);
     } catch (cause) {
+      // Arguments are ours and checked; what the addon throws here is the kernel refusing a write.
       throw new StorageError(`cannot write pages to ${this.path}: ${(cause as Error).message}`, { cause });
     }
   }
@@ -65,11 +67,13 @@ export class FilePageStore implements PageStore {
     if (this.writebackRunning || this.fd < 0) return;
     this.writebackRunning = true;
     const fd = this.fd;
-    native().startWriteback(fd).catch(() => {}).finally(() => {
+    const settled = () => {
       this.writebackRunning = false;
       // close() came while the pool thread still used the descriptor: close it now, not before.
-      if (this.fd < 0) closeSync(fd);
-    });
+      if (this.fd < 0) closeQuietly(fd);
+    };
+    // A writeback error needs no handling here: the fsync in sync() reports the same failure.
+    native().startWriteback(fd).then(settled, settled);
   }
 
   /** fsync: everything written so far is durable when this returns. */
@@ -82,12 +86,23 @@ export class FilePageStore implements PageStore {
   }
 
   close(): void {
-    if (this.fd >= 0 && !this.writebackRunning) closeSync(this.fd);
+    const fd = this.fd;
     this.fd = -1;
+    // With a writeback still running, its completion closes the descriptor.
+    if (fd < 0 || this.writebackRunning) return;
+    try {
+      closeSync(fd);
+    } catch (cause) {
+      throw new StorageError(`cannot close ${this.path}: ${(cause as Error).message}`, { cause });
+    }
   }
 
   private requireFd(): number {
     if (this.fd < 0) throw new StorageError(`${this.path} is closed`);
     return this.fd;
   }
+}
+
+function closeQuietly(fd: number): void {
+  try { closeSync(fd); } catch { /* nothing more to do with it */ }
 }

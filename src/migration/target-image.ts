@@ -1,6 +1,6 @@
 // Where the target puts what it receives. A file target writes into a sparse temp file beside --out
-// (mapped MAP_SHARED), makes it durable before READY, and renames it over --out only on GO, so the
-// previous --out is untouched by any failure before the switch-over commits.
+// (pwritev, through the page cache), makes each round durable, and renames the file over --out only on
+// GO, so the previous --out is untouched by any failure before the switch-over commits.
 import { closeSync, fsyncSync, openSync, renameSync, statfsSync, unlinkSync } from 'node:fs';
 import { basename, dirname, join } from 'node:path';
 import { CapacityError, StorageError } from '../errors.js';

@@ -251,7 +251,8 @@ export class MigrationTarget extends EventEmitter<TargetEvents> {
           const batch = parsePages(frame.payload);
           decoder.apply(batch.records, batch.recordCount);
           roundRecords += batch.recordCount;
-          image.noteWritten(batch.records.length);
+          // Every record writes a whole page, ZERO records included.
+          image.noteWritten(batch.recordCount * store.pageSize);
         } else if (frame.type === MessageType.RoundEnd) {
           const marker = parseRoundMarker(frame.payload, 'ROUND_END');
           if (!inRound || marker.round !== round) throw new ProtocolError(`ROUND_END ${marker.round} does not close round ${round}`);

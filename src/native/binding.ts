@@ -75,7 +75,7 @@ export interface NativeBinding {
   applyPagesToFile(fd: number, pageSize: number, pageCount: number, records: Uint8Array,
     recordCount: number, heldHashes: BigUint64Array): [ApplyStatus, number, number];
 
-  /** Starts writing the file's dirty pages back (sync_file_range) on a pool thread; settles when started. */
+  /** Writes the file's dirty pages back (sync_file_range, not waiting for the disk) on a pool thread; settles when that call returns. */
   startWriteback(fd: number): Promise<void>;
 }
 
