@@ -189,8 +189,9 @@ describe('library migration over 127.0.0.1', () => {
     expect(readFileSync(targetError.inDoubtImage!).equals(raw)).toBe(true);
   });
 
-  it('detects a byte corrupted in transit, names the page, and the source hears the reason', async () => {
-    const bytes = 1 * 2 ** 20;
+  it('detects a byte corrupted in transit, names the page, and the source hears the reason while still streaming', async () => {
+    // Large enough that the source is still sending round 1 when the target gives up.
+    const bytes = 32 * 2 ** 20;
     const raw = Buffer.alloc(bytes);
     randomFillSync(raw);
     const region = MemoryRegion.fromMemory(raw);

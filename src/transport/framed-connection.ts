@@ -9,6 +9,8 @@ import {
 } from '../wire/messages.js';
 
 const PAUSE_READING_AT = 16;
+/** Unread frames stop reading at this many payload bytes too, whatever their count. */
+const PAUSE_READING_BYTES = 64 * 1024 * 1024;
 const KEEPALIVE_DELAY_MS = 5_000;
 const RESUME_READING_AT = 4;
 
@@ -20,6 +22,7 @@ interface Waiter {
 export class FramedConnection {
   private readonly decoder: FrameDecoder;
   private readonly frames: Frame[] = [];
+  private queuedBytes = 0;
   private waiter: Waiter | undefined;
   private failure: PagewireError | undefined;
   private readonly drainWaiters = new Set<() => void>();
@@ -58,6 +61,7 @@ export class FramedConnection {
   receive(timeoutMs: number): Promise<Frame> {
     const frame = this.frames.shift();
     if (frame) {
+      this.queuedBytes -= frame.payload.length;
       this.afterShift();
       return Promise.resolve(frame).then(checkPeerError);
     }
@@ -134,6 +138,10 @@ export class FramedConnection {
     return new Promise<void>((resolve) => {
       const timer = setTimeout(() => { socket.destroy(); }, graceMs);
       socket.once('close', () => { clearTimeout(timer); resolve(); });
+      // Read (and drop) whatever still comes, so the peer's FIN is seen even if reading was paused.
+      socket.removeAllListeners('data');
+      socket.on('data', () => {});
+      socket.resume();
       socket.end();
     });
   }
@@ -165,19 +173,28 @@ export class FramedConnection {
       return;
     }
     for (const frame of frames) {
+      if (frame.type === MessageType.Error && !this.waiter) {
+        // The peer stops here. Surface its reason now, so a send in flight fails with it rather than
+        // with the bare connection loss that follows.
+        this.interrupt(peerErrorOf(frame));
+        continue;
+      }
       const waiter = this.waiter;
       if (waiter) {
         this.waiter = undefined;
         waiter.resolve(frame);
       } else {
         this.frames.push(frame);
+        this.queuedBytes += frame.payload.length;
       }
     }
-    if (this.frames.length >= PAUSE_READING_AT) this.socket.pause();
+    if (this.frames.length >= PAUSE_READING_AT || this.queuedBytes >= PAUSE_READING_BYTES) this.socket.pause();
   }
 
   private afterShift(): void {
-    if (this.frames.length <= RESUME_READING_AT && this.socket.isPaused()) this.socket.resume();
+    if (this.frames.length <= RESUME_READING_AT && this.queuedBytes < PAUSE_READING_BYTES && this.socket.isPaused()) {
+      this.socket.resume();
+    }
   }
 
   private wakeWriters(): void {
@@ -188,10 +205,17 @@ export class FramedConnection {
 }
 
 function checkPeerError(frame: Frame): Frame {
-  if (frame.type === MessageType.Error) {
-    const { code, reason } = parseError(frame.payload);
-    throw new PeerError(code, reason);
-  }
+  if (frame.type === MessageType.Error) throw peerErrorOf(frame);
   return frame;
+}
+
+/** The peer's ERROR as a PeerError; a malformed one as the ProtocolError saying so. */
+function peerErrorOf(frame: Frame): PagewireError {
+  try {
+    const { code, reason } = parseError(frame.payload);
+    return new PeerError(code, reason);
+  } catch (error) {
+    return asPagewireError(error);
+  }
 }
 
