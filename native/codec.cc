@@ -166,6 +166,9 @@ Napi::Value EncodePages(const Napi::CallbackInfo& info) {
   uint64_t pos = 0, zeroRecords = 0, rawRecords = 0, zeroSkipped = 0;
   for (uint64_t i = 0; i < indices.length; ++i) {
     const uint32_t index = indices.data[i];
+    // Checked again: writing `out` or `sentHashes` may have changed an index if the caller made them
+    // overlap, and an unchecked index would read outside the region.
+    if (index >= pageCount) ThrowRange(env, "page index " + std::to_string(index) + " changed during the batch");
     const uint8_t* page = region.data + static_cast<uint64_t>(index) * pageSize;
     const bool zero = IsZero(page, pageSize);
     if (zero && skipZero) {

@@ -67,7 +67,8 @@ describe('library migration over 127.0.0.1', () => {
     expect(summary.rounds).toBeGreaterThanOrEqual(3);
     expect(rounds.slice(1).some((r) => r.pendingPages > 0 && r.pagesSent > 0)).toBe(true);
     expect(summary.downtimeMs).toBeGreaterThan(0);
-    expect(summary.stopReason).toBe('round-cap');
+    // A zero budget never 'converges'; which of the other rules stops it depends on timing.
+    expect(['round-cap', 'not-converging', 'no-dirty-pages']).toContain(summary.stopReason);
     expect(writesAtPause).toBeGreaterThan(0);
     expect(targetSummary.status).toBe('completed');
     expect(Buffer.from(sab).equals(targetBytes)).toBe(true);

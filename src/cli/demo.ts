@@ -7,7 +7,7 @@ import { FileTargetImage } from '../migration/target-image.js';
 import { MigrationTarget } from '../migration/target.js';
 import { writeMixedImage } from '../workload/mixed-image.js';
 import { parseWorkloadSpec } from '../workload/workload-spec.js';
-import { optionalString, parseFlags, parseSize } from './args.js';
+import { optionalString, parseFlags, parsePositiveNumber, parseSize } from './args.js';
 import { fileSha256 } from './file-sha256.js';
 import { ProgressLine, printTable } from './output.js';
 import { runSource } from './run-source.js';
@@ -20,24 +20,25 @@ export async function demoCommand(argv: string[]): Promise<number> {
   const flags = parseFlags(argv, { size: 'string', workload: 'string', 'max-downtime': 'string' });
   const size = parseSize(optionalString(flags, 'size') ?? '256MiB', 'size');
   const workload = parseWorkloadSpec(optionalString(flags, 'workload') ?? 'rate=100MB/s,hot=0.05,seed=1');
-  const downtime = optionalString(flags, 'max-downtime');
+  const downtimeText = optionalString(flags, 'max-downtime');
+  const downtime = downtimeText === undefined ? undefined : parsePositiveNumber(downtimeText, 'max-downtime');
   const dir = mkdtempSync(join(tmpdir(), 'pagewire-demo-'));
   const signals = abortOnSignals();
   const say = (text: string) => process.stdout.write(text + '\n');
+  let target: MigrationTarget | undefined;
   try {
     const imagePath = join(dir, 'source.img');
     const outPath = join(dir, 'target.img');
     say(`pagewire demo: a ${(size / 2 ** 20).toFixed(0)} MiB image (40% zero, 30% text, 30% random pages),`);
     say(`a writer thread dirtying ${mbps(workload.rateBytesPerSec)} MB/s of pages (${workload.hot * 100}% hot), migrated over 127.0.0.1\n`);
     writeMixedImage(imagePath, { size });
-    const target = await MigrationTarget.listen({ image: new FileTargetImage(outPath), host: '127.0.0.1', port: 0, signal: signals.signal });
+    target = await MigrationTarget.listen({ image: new FileTargetImage(outPath), host: '127.0.0.1', port: 0, signal: signals.signal });
     const progress = new ProgressLine(process.stdout);
     const outcome = await runSource({
       imagePath, host: '127.0.0.1', port: target.address.port, workload, signal: signals.signal, progress,
-      ...(downtime ? { maxDowntimeMs: Number(downtime) } : {}),
+      ...(downtime === undefined ? {} : { maxDowntimeMs: downtime }),
     });
     if (outcome.error) {
-      target.stop();
       say(`\nmigration failed: ${outcome.error.message} (${outcome.error.code})`);
       return 1;
     }
@@ -65,6 +66,8 @@ export async function demoCommand(argv: string[]): Promise<number> {
     process.stderr.write(`pagewire demo: ${failure.message} (${failure.code})\n`);
     return 1;
   } finally {
+    // Whatever happened, the listening target must not keep the process alive.
+    if (target?.phase !== 'completed') target?.stop();
     signals.dispose();
     rmSync(dir, { recursive: true, force: true });
   }

@@ -3,6 +3,7 @@
 import { InvalidArgumentError, asPagewireError } from '../errors.js';
 import { DEMO_USAGE, demoCommand } from './demo.js';
 import { RECEIVE_USAGE, receiveCommand } from './receive.js';
+import { printJson } from './output.js';
 import { SEND_USAGE, sendCommand } from './send.js';
 
 const USAGE = `usage:\n  ${RECEIVE_USAGE}\n  ${SEND_USAGE}\n  ${DEMO_USAGE}\n`;
@@ -21,10 +22,13 @@ async function main(argv: string[]): Promise<number> {
   return run(rest);
 }
 
-main(process.argv.slice(2)).then((code) => {
+const argv = process.argv.slice(2);
+main(argv).then((code) => {
   process.exitCode = code;
 }, (error: unknown) => {
   const failure = asPagewireError(error);
   process.stderr.write(`pagewire: ${failure.message} (${failure.code})\n`);
+  // The --json contract holds for failures before a migration even starts (bad image, busy port).
+  if (argv.includes('--json')) printJson({ status: 'failed', error: failure.message, errorCode: failure.code });
   process.exitCode = failure instanceof InvalidArgumentError ? 2 : 1;
 });

@@ -46,7 +46,7 @@ export async function receiveCommand(argv: string[]): Promise<number> {
     const sha256 = await fileSha256(out);
     if (json) {
       printJson({
-        status: summary.status, pageSize: summary.pageSize, pagesTotal: summary.pagesTotal,
+        status: summary.status, error: null, pageSize: summary.pageSize, pagesTotal: summary.pagesTotal,
         bytesReceived: summary.bytesReceived, rounds: summary.rounds, pagesApplied: summary.pagesApplied,
         totalTimeMs: roundMs(summary.totalTimeMs), migrationId: summary.migrationId, sha256,
       });

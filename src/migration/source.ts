@@ -7,7 +7,7 @@ import { EventEmitter } from 'node:events';
 import { performance } from 'node:perf_hooks';
 import { setTimeout as sleep } from 'node:timers/promises';
 import {
-  AbortedError, InvalidArgumentError, PagewireError, ProtocolError, SwitchoverError, asPagewireError,
+  AbortedError, InvalidArgumentError, PagewireError, ProtocolError, SwitchoverError, TimeoutError, asPagewireError,
 } from '../errors.js';
 import { PageBatchEncoder, defaultBatchPages } from '../codec/page-batch-encoder.js';
 import { regionDigest } from '../codec/page-hashes.js';
@@ -46,6 +46,8 @@ export interface MigrationSourceOptions {
   maxRounds?: number;
   /** Bytes per second; 0 or absent for no cap. */
   maxBandwidthBytesPerSec?: number;
+  /** Longest wait for an embedder hook (pause, deviceState, resume) to settle (default 30 s). */
+  hookTimeoutMs?: number;
   /** Pages per PAGES frame (default: 1 MiB of pages, 256 at 4 KiB). */
   batchPages?: number;
   /** Longest wait for any answer from the target, or for the socket to drain (default 30 s). */
@@ -87,6 +89,7 @@ export class MigrationSource extends EventEmitter<SourceEvents> {
     super();
     const filled = {
       maxDowntimeMs: 300, maxRounds: 30, maxBandwidthBytesPerSec: 0, timeoutMs: 30_000, persistTimeoutMs: 600_000,
+      hookTimeoutMs: 30_000,
       batchPages: defaultBatchPages(options.region.pageSize),
       ...dropUndefined(options),
     };
@@ -96,6 +99,7 @@ export class MigrationSource extends EventEmitter<SourceEvents> {
     checkPositive('batchPages', filled.batchPages);
     checkPositive('timeoutMs', filled.timeoutMs);
     checkPositive('persistTimeoutMs', filled.persistTimeoutMs);
+    checkPositive('hookTimeoutMs', filled.hookTimeoutMs);
     if (filled.batchPages * (filled.region.pageSize + 20) > MAX_PAYLOAD_BYTES / 2) {
       throw new InvalidArgumentError(`batchPages ${filled.batchPages} makes frames larger than the protocol allows`);
     }
@@ -203,14 +207,15 @@ export class MigrationSource extends EventEmitter<SourceEvents> {
     this.pausedAt = performance.now();
     // Counted as paused from the call on: if the hook fails half-way, fail() still resumes.
     this.paused = true;
-    await options.hooks.pause();
+    await this.runHook('pause', () => options.hooks.pause());
     const synced = performance.now();
     summary.downtime.pauseMs = synced - this.pausedAt;
     const finalPages = this.tracker.collect();
     const collected = performance.now();
     summary.downtime.finalSyncMs = collected - synced;
     await this.sendRound(finalRound, finalPages, false, STOP_AND_COPY);
-    const state = options.hooks.deviceState ? await options.hooks.deviceState() : new Uint8Array(0);
+    const { deviceState } = options.hooks;
+    const state = deviceState ? await this.runHook('deviceState', () => deviceState()) : new Uint8Array(0);
     if (state.byteLength > MAX_DEVICE_STATE_BYTES) {
       throw new InvalidArgumentError(`device state of ${state.byteLength} bytes exceeds ${MAX_DEVICE_STATE_BYTES}`);
     }
@@ -283,6 +288,30 @@ export class MigrationSource extends EventEmitter<SourceEvents> {
     };
   }
 
+  /**
+   * Runs an embedder hook, which may never settle: it fails after hookTimeoutMs, or at once on abort
+   * (unless `abortable` is false, as for the resume that follows a failure).
+   */
+  private async runHook<T>(name: string, hook: () => Promise<T> | T, abortable = true): Promise<T> {
+    const { hookTimeoutMs, signal } = this.options;
+    let timer: NodeJS.Timeout | undefined;
+    let onAbort: (() => void) | undefined;
+    const stop = new Promise<never>((_, reject) => {
+      timer = setTimeout(() => reject(new TimeoutError(`the ${name} hook did not finish within ${hookTimeoutMs} ms`)), hookTimeoutMs);
+      if (abortable && signal) {
+        onAbort = () => reject(new AbortedError(`migration aborted while the ${name} hook ran`));
+        if (signal.aborted) onAbort();
+        else signal.addEventListener('abort', onAbort, { once: true });
+      }
+    });
+    try {
+      return await Promise.race([Promise.resolve().then(hook), stop]);
+    } finally {
+      clearTimeout(timer);
+      if (onAbort) signal?.removeEventListener('abort', onAbort);
+    }
+  }
+
   /** Waits for the bandwidth cap; an abort cuts the wait short and fails the next send. */
   private async pace(ms: number): Promise<void> {
     const { signal } = this.options;
@@ -315,7 +344,7 @@ export class MigrationSource extends EventEmitter<SourceEvents> {
     if (this.paused) {
       // Before READY the target discards everything, so the workload simply goes on here.
       try {
-        await this.options.hooks.resume();
+        await this.runHook('resume', () => this.options.hooks.resume(), false);
         this.paused = false;
       } catch (resumeError) {
         const wrapped = new SwitchoverError(

@@ -5,7 +5,7 @@ import { EventEmitter } from 'node:events';
 import { createServer, type AddressInfo, type Server, type Socket } from 'node:net';
 import { performance } from 'node:perf_hooks';
 import {
-  AbortedError, ChecksumError, HandshakeError, PagewireError, PeerError, ProtocolError, SwitchoverError, VersionError,
+  AbortedError, CapacityError, ChecksumError, HandshakeError, PagewireError, PeerError, ProtocolError, SwitchoverError, VersionError,
   asPagewireError,
 } from '../errors.js';
 import { PageBatchDecoder } from '../codec/page-batch-decoder.js';
@@ -41,6 +41,9 @@ export interface MigrationTargetOptions {
 }
 
 export type TargetPhase = 'listening' | 'receiving' | 'persisting' | 'ready-sent' | 'committing' | 'completed' | 'failed';
+
+/** 2^27 pages: 64 GiB in 512-byte pages, 512 GiB in 4 KiB pages; 1 GiB of page hashes. */
+const MAX_TARGET_PAGES = 2 ** 27;
 
 /** How far the switch-over got on this side: decides what a failure means. */
 type SwitchoverStage = 'receiving' | 'ready-sent' | 'go-received' | 'committed';
@@ -152,18 +155,18 @@ export class MigrationTarget extends EventEmitter<TargetEvents> {
       void connection.sendErrorAndClose(new HandshakeError('this target is already serving a migration'));
       return;
     }
-    this.handshake(connection).then((hello) => {
-      if (!hello) return;
-      void this.serve(connection, hello);
-    }, (error: unknown) => {
+    this.handshake(connection).then((hello) => this.serve(connection, hello).catch((error: unknown) => {
+      // serve() settles the migration itself; reaching here is a bug, which must not kill the process.
+      this.finish(asPagewireError(error));
+    }), (error: unknown) => {
       const refused = asPagewireError(error);
       this.emit('refused', refused, remote);
       void connection.sendErrorAndClose(refused);
     });
   }
 
-  /** Reads and checks HELLO; resolves undefined if another connection won the race meanwhile. */
-  private async handshake(connection: FramedConnection): Promise<Hello | undefined> {
+  /** Reads and checks HELLO. */
+  private async handshake(connection: FramedConnection): Promise<Hello> {
     let frame;
     try {
       frame = await connection.receive(this.options.handshakeTimeoutMs);
@@ -177,13 +180,17 @@ export class MigrationTarget extends EventEmitter<TargetEvents> {
       throw new VersionError(
         `source speaks protocol versions ${hello.minVersion}..${hello.maxVersion}; this target speaks ${MIN_VERSION}..${MAX_VERSION}`);
     }
+    let pages: number;
     try {
       validatePageSize(hello.pageSize);
-      validateRegionSize(hello.regionSize, hello.pageSize);
+      pages = validateRegionSize(hello.regionSize, hello.pageSize);
     } catch (error) {
       throw new HandshakeError(`invalid region in HELLO: ${(error as Error).message}`);
     }
-    if (this.active) throw new HandshakeError('this target is already serving a migration');
+    if (pages > MAX_TARGET_PAGES) {
+      // Each page costs the target 8 bytes of hash in memory: bound what an unknown peer can ask for.
+      throw new CapacityError(`region of ${pages} pages exceeds this target's limit of ${MAX_TARGET_PAGES}; use larger pages`);
+    }
     return hello;
   }
 
@@ -198,8 +205,10 @@ export class MigrationTarget extends EventEmitter<TargetEvents> {
       return;
     }
     let store;
+    let decoder;
     try {
       store = image.open({ regionSize: hello.regionSize, pageSize: hello.pageSize, migrationId });
+      decoder = new PageBatchDecoder(store);
     } catch (error) {
       // A refusal before the handshake completes: keep listening for a source we can serve.
       const refused = asPagewireError(error);
@@ -216,7 +225,6 @@ export class MigrationTarget extends EventEmitter<TargetEvents> {
       rounds: 0, bytesReceived: 0, deviceStateBytes: 0, totalTimeMs: 0,
     };
     this.summaryNow = summary;
-    const decoder = new PageBatchDecoder(store);
     let deviceState = Buffer.alloc(0);
     let stage: SwitchoverStage = 'receiving';
     const refresh = () => {
@@ -296,14 +304,16 @@ export class MigrationTarget extends EventEmitter<TargetEvents> {
       this.setPhase('committing');
       image.commit();
       stage = 'committed';
-      await hooks.onDeviceState?.(deviceState);
-      await hooks.resume?.();
+      // DONE means committed: the source's wait for it does not depend on how long the hooks take,
+      // and a hook that fails afterwards is this side's to report.
       try {
         await connection.send(MessageType.Done);
         await connection.close();
       } catch {
-        // This side has committed and resumed; a source that misses DONE reports it as unconfirmed.
+        // This side has committed; a source that misses DONE reports the hand-over as unconfirmed.
       }
+      await hooks.onDeviceState?.(deviceState);
+      await hooks.resume?.();
       refresh();
       summary.status = 'completed';
       this.setPhase('completed');

@@ -41,9 +41,13 @@ export class SyntheticWorkload {
     });
     worker.removeAllListeners('error');
     worker.removeAllListeners('exit');
-    worker.on('error', () => {});
+    worker.on('error', (error) => { workload.death = error; });
+    worker.on('exit', (code) => { workload.death ??= new Error(`workload worker exited with code ${code}`); });
     return workload;
   }
+
+  /** Why the writer thread is gone, if it died rather than stopped. */
+  private death: Error | undefined;
 
   /** Page writes done so far (wraps at 2^31). */
   get writes(): number {
@@ -76,6 +80,8 @@ export class SyntheticWorkload {
     for (;;) {
       const now = Atomics.load(this.control, ControlSlot.State);
       if (now === state || now === WorkloadState.Stopped) return;
+      // A dead writer writes nothing more, which is all a pause or a stop waits for.
+      if (this.death) return;
       const { async, value } = Atomics.waitAsync(this.control, ControlSlot.State, now, 1000);
       if (async) await value;
     }
