@@ -8,7 +8,7 @@ import {
   AbortedError, DirtyBitmap, FileTargetImage, MemoryRegion, MemoryTargetImage, MigrationSource, MigrationTarget,
   PeerError, SwitchoverError, SyntheticWorkload, type RoundReport, type TargetHooks,
 } from '../dist/src/index.js';
-import { tempDir } from './helpers.js';
+import { cuttingProxy, tempDir } from './helpers.js';
 
 const tmp = tempDir();
 afterAll(() => tmp.cleanup());
@@ -153,28 +153,11 @@ describe('library migration over 127.0.0.1', () => {
       image: new FileTargetImage(out), host: '127.0.0.1', port: 0, hooks: { resume: () => { resumed.push('target'); } },
     });
     const targetResult = target.result.catch((e: unknown) => e);
-    // A proxy that cuts both directions the moment the target's READY passes through.
-    const proxy: Server = createServer((client) => {
-      const upstream = connect(target.address.port, '127.0.0.1');
-      let pending = Buffer.alloc(0);
-      upstream.on('data', (chunk: Buffer) => {
-        pending = Buffer.concat([pending, chunk]);
-        while (pending.length >= 8 && pending.length >= 8 + pending.readUInt32LE(4)) {
-          const length = 8 + pending.readUInt32LE(4);
-          if (pending[0] === 10) { client.destroy(); upstream.destroy(); return; } // READY
-          client.write(pending.subarray(0, length));
-          pending = pending.subarray(length);
-        }
-      });
-      client.on('data', (d) => upstream.write(d));
-      client.on('error', () => upstream.destroy());
-      upstream.on('error', () => client.destroy());
-      client.on('close', () => upstream.destroy());
-    });
-    await new Promise<void>((r) => proxy.listen(0, '127.0.0.1', r));
+    // Both connections are cut the moment the target's READY would pass.
+    const proxy = await cuttingProxy(target.address.port, (direction, type) => direction === 'to-source' && type === 10);
     const calls: string[] = [];
     const source = new MigrationSource({
-      region, dirtyBitmap: new DirtyBitmap(region.pageCount), host: '127.0.0.1', port: (proxy.address() as { port: number }).port,
+      region, dirtyBitmap: new DirtyBitmap(region.pageCount), host: '127.0.0.1', port: proxy.port,
       hooks: { pause: () => { calls.push('pause'); }, resume: () => { calls.push('resume'); } },
     });
     const error = await source.run().catch((e: unknown) => e);
@@ -187,6 +170,35 @@ describe('library migration over 127.0.0.1', () => {
     expect(resumed).toEqual([]);
     expect(readFileSync(out, 'utf8')).toBe('previous state');
     expect(targetError.inDoubtImage).toMatch(/doubt\.img\.pagewire-in-doubt-[0-9a-f]{32}$/);
+    expect(readFileSync(targetError.inDoubtImage!).equals(raw)).toBe(true);
+  });
+
+  it('reports the exact state on both sides, and resumes neither, when GO is lost after READY', async () => {
+    const bytes = 1 * 2 ** 20;
+    const raw = Buffer.alloc(bytes);
+    randomFillSync(raw);
+    const region = MemoryRegion.fromMemory(raw);
+    const out = join(tmp.dir, 'go-lost.img');
+    writeFileSync(out, 'previous state');
+    const resumed: string[] = [];
+    const target = await MigrationTarget.listen({
+      image: new FileTargetImage(out), host: '127.0.0.1', port: 0, hooks: { resume: () => { resumed.push('target'); } },
+    });
+    const targetResult = target.result.catch((e: unknown) => e);
+    const proxy = await cuttingProxy(target.address.port, (direction, type) => direction === 'to-target' && type === 11);
+    const source = new MigrationSource({
+      region, dirtyBitmap: new DirtyBitmap(region.pageCount), host: '127.0.0.1', port: proxy.port,
+      hooks: { pause: () => {}, resume: () => { resumed.push('source'); } },
+    });
+    const error = await source.run().catch((e: unknown) => e) as SwitchoverError;
+    proxy.close();
+    expect(error).toBeInstanceOf(SwitchoverError);
+    expect(error.state).toBe('handed-over-unconfirmed');
+    expect(source.phase).toBe('failed');
+    const targetError = await targetResult as SwitchoverError;
+    expect(targetError.state).toBe('ready-sent-go-missing');
+    expect(resumed).toEqual([]);
+    expect(readFileSync(out, 'utf8')).toBe('previous state');
     expect(readFileSync(targetError.inDoubtImage!).equals(raw)).toBe(true);
   });
 

@@ -23,11 +23,11 @@ describe('frame decoding', () => {
   ]);
 
   it('yields the same frames whole, byte by byte and in random splits', () => {
-    const whole = new FrameDecoder(1 << 20).push(stream);
+    const whole = new FrameDecoder(1 << 20).push(stream).frames;
     expect(whole.map((f) => f.type)).toEqual([MessageType.Hello, MessageType.RoundBegin, MessageType.Go, MessageType.Pages]);
     const bytewise = new FrameDecoder(1 << 20);
     const frames = [];
-    for (let i = 0; i < stream.length; i++) frames.push(...bytewise.push(stream.subarray(i, i + 1)));
+    for (let i = 0; i < stream.length; i++) frames.push(...bytewise.push(stream.subarray(i, i + 1)).frames);
     expect(frames).toEqual(whole);
     let seed = 42;
     for (let trial = 0; trial < 50; trial++) {
@@ -36,7 +36,7 @@ describe('frame decoding', () => {
       for (let at = 0; at < stream.length;) {
         seed = (Math.imul(seed, 1103515245) + 12345) >>> 0;
         const n = 1 + (seed % 700);
-        out.push(...decoder.push(stream.subarray(at, at + n)));
+        out.push(...decoder.push(stream.subarray(at, at + n)).frames);
         at += n;
       }
       expect(out).toEqual(whole);
@@ -47,16 +47,26 @@ describe('frame decoding', () => {
   it('rejects an unknown type, non-zero reserved bytes and an oversized length before buffering the payload', () => {
     const bad = frameHeader(MessageType.Go, 0);
     bad.writeUInt8(99, 0);
-    expect(() => new FrameDecoder(100).push(bad)).toThrow(/unknown message type 99/);
+    expect(new FrameDecoder(100).push(bad).error?.message).toMatch(/unknown message type 99/);
     const reserved = frameHeader(MessageType.Go, 0);
     reserved.writeUInt8(1, 1);
-    expect(() => new FrameDecoder(100).push(reserved)).toThrow(/reserved/);
-    expect(() => new FrameDecoder(HELLO_BYTES).push(frameHeader(MessageType.Pages, 0xffffffff))).toThrow(/exceeds the limit/);
+    expect(new FrameDecoder(100).push(reserved).error?.message).toMatch(/reserved/);
+    const huge = new FrameDecoder(HELLO_BYTES).push(frameHeader(MessageType.Pages, 0xffffffff));
+    expect(huge.error?.message).toMatch(/exceeds the limit/);
+    expect(huge.frames).toEqual([]);
+  });
+
+  it('still yields the frames that came before a malformed header in the same chunk', () => {
+    const bad = frameHeader(MessageType.Go, 0);
+    bad.writeUInt8(99, 0);
+    const { frames, error } = new FrameDecoder(100).push(Buffer.concat([frame(MessageType.Go, Buffer.alloc(0)), frame(MessageType.Done, Buffer.alloc(0)), bad]));
+    expect(frames.map((f) => f.type)).toEqual([MessageType.Go, MessageType.Done]);
+    expect(error?.message).toMatch(/unknown message type 99/);
   });
 
   it('waits for the rest of a truncated frame without yielding it', () => {
     const decoder = new FrameDecoder(1 << 20);
-    expect(decoder.push(stream.subarray(0, 30))).toEqual([]);
+    expect(decoder.push(stream.subarray(0, 30))).toEqual({ frames: [] });
     expect(decoder.pendingBytes).toBe(30);
   });
 });

@@ -162,16 +162,17 @@ export class FramedConnection {
   }
 
   private onData(chunk: Buffer): void {
-    let frames: Frame[];
-    try {
-      frames = this.decoder.push(chunk);
-    } catch (error) {
+    const { frames, error } = this.decoder.push(chunk);
+    this.deliver(frames);
+    if (error) {
       // Malformed input: stop reading but keep the socket, so the owner can tell the peer why.
       this.socket.pause();
       this.socket.removeAllListeners('data');
-      this.interrupt(asPagewireError(error));
-      return;
+      this.interrupt(error);
     }
+  }
+
+  private deliver(frames: Frame[]): void {
     for (const frame of frames) {
       if (frame.type === MessageType.Error && !this.waiter) {
         // The peer stops here. Surface its reason now, so a send in flight fails with it rather than

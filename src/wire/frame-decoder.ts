@@ -10,11 +10,23 @@ export class FrameDecoder {
   /** The largest payload accepted now: small during the handshake, larger after it. */
   constructor(public maxPayload: number) {}
 
-  /** Adds bytes; returns the frames they complete. Throws ProtocolError on a malformed header. */
-  push(chunk: Buffer): Frame[] {
+  /**
+   * Adds bytes; returns the frames they complete and, at a malformed header, the ProtocolError that
+   * stops the stream (the frames before it still count). Nothing more may be pushed after an error.
+   */
+  push(chunk: Buffer): { frames: Frame[]; error?: ProtocolError } {
     this.chunks.push(chunk);
     this.buffered += chunk.length;
     const frames: Frame[] = [];
+    try {
+      this.cut(frames);
+    } catch (error) {
+      return { frames, error: error as ProtocolError };
+    }
+    return { frames };
+  }
+
+  private cut(frames: Frame[]): void {
     for (;;) {
       if (this.buffered < FRAME_HEADER_BYTES) break;
       const header = this.peek(FRAME_HEADER_BYTES);
@@ -31,7 +43,6 @@ export class FrameDecoder {
       this.take(FRAME_HEADER_BYTES);
       frames.push({ type, payload: this.take(length) });
     }
-    return frames;
   }
 
   /** Bytes received but not yet part of a whole frame. */

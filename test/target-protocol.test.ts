@@ -1,0 +1,113 @@
+// The target against a hand-driven source that breaks the protocol's rules after a valid handshake:
+// each run must fail with the right code, tell the peer why, and resume nothing.
+import { randomFillSync } from 'node:crypto';
+import { describe, expect, it } from 'vitest';
+import { MemoryRegion, MemoryTargetImage, MigrationTarget, type PagewireError } from '../dist/src/index.js';
+import { PageBatchEncoder } from '../dist/src/codec/page-batch-encoder.js';
+import { regionDigest } from '../dist/src/codec/page-hashes.js';
+import { native } from '../dist/src/native/binding.js';
+import {
+  MessageType, STOP_AND_COPY, encodeFinal, encodeHello, encodePagesHeader, encodeRoundMarker, frameHeader,
+} from '../dist/src/wire/messages.js';
+import { rawClient, withTimeout } from './helpers.js';
+
+const PAGE = 4096;
+const PAGES = 8;
+
+function frame(type: MessageType, payload: Buffer = Buffer.alloc(0)): Buffer {
+  return Buffer.concat([frameHeader(type, payload.length), payload]);
+}
+
+const source = (() => {
+  const bytes = Buffer.alloc(PAGES * PAGE);
+  randomFillSync(bytes);
+  return MemoryRegion.fromMemory(bytes);
+})();
+
+/** PAGES frames carrying every page, valid and verified, and the digest that goes with them. */
+function allPages(): { pages: Buffer; digest: bigint } {
+  const encoder = new PageBatchEncoder(source);
+  const batch = encoder.encode(Uint32Array.from({ length: PAGES }, (_, i) => i), false);
+  return {
+    pages: frame(MessageType.Pages, Buffer.concat([encodePagesHeader(batch.recordCount), batch.records])),
+    digest: regionDigest(encoder.sentHashes),
+  };
+}
+
+const begin = (round: number, flags = 0, pages = PAGES) => frame(MessageType.RoundBegin, encodeRoundMarker({ round, pages, flags }));
+const end = (round: number, pages = PAGES) => frame(MessageType.RoundEnd, encodeRoundMarker({ round, pages }));
+
+async function drive(script: (digest: bigint, pages: Buffer) => Buffer[]) {
+  const resumed: string[] = [];
+  const target = await MigrationTarget.listen({
+    image: new MemoryTargetImage(MemoryRegion.fromMemory(Buffer.alloc(PAGES * PAGE)), true), host: '127.0.0.1', port: 0,
+    hooks: { resume: () => { resumed.push('resume'); } },
+  });
+  const result = target.result.then(() => undefined, (e: PagewireError) => e);
+  const client = await rawClient(target.address.port);
+  client.socket.write(frame(MessageType.Hello, encodeHello({
+    minVersion: 1, maxVersion: 1, features: 0, pageSize: PAGE, regionSize: PAGES * PAGE, migrationId: Buffer.alloc(16, 9),
+  })));
+  // As a real source does: nothing but HELLO until WELCOME (8-byte header + 12) has come back.
+  await withTimeout(new Promise<void>((resolve) => {
+    const check = () => { if (client.received().length >= 20) { client.socket.off('data', check); resolve(); } };
+    client.socket.on('data', check);
+    check();
+  }), 5000, 'WELCOME');
+  const { pages, digest } = allPages();
+  for (const bytes of script(digest, pages)) client.socket.write(bytes);
+  const error = await withTimeout(result, 10_000, 'target result');
+  await withTimeout(client.closed, 10_000, 'connection close');
+  return { error, resumed, said: client.received().toString('latin1') };
+}
+
+describe('target against a source that breaks the rules', () => {
+  it.each([
+    ['PAGES outside a round', (_d: bigint, p: Buffer) => [p], 'PW_ERR_PROTOCOL', /PAGES outside a round/],
+    ['a round that does not start at 1', (_d: bigint, p: Buffer) => [begin(2), p], 'PW_ERR_PROTOCOL', /ROUND_BEGIN 2 out of order/],
+    ['ROUND_END counting other records than sent', (_d: bigint, p: Buffer) => [begin(1), p, end(1, PAGES + 1)], 'PW_ERR_PROTOCOL', /carried 8 page records, the source says it sent 9/],
+    ['FINAL without a stop-and-copy round', (d: bigint, p: Buffer) => [begin(1), p, end(1), frame(MessageType.Final, encodeFinal({ round: 1, regionDigest: d }))], 'PW_ERR_PROTOCOL', /FINAL before a complete stop-and-copy round/],
+    ['GO before READY', (_d: bigint, p: Buffer) => [begin(1), p, end(1), frame(MessageType.Go)], 'PW_ERR_PROTOCOL', /unexpected GO/],
+    ['a region digest that does not match the pages', (d: bigint, p: Buffer) => [
+      begin(1, STOP_AND_COPY), p, end(1), frame(MessageType.DeviceState), frame(MessageType.Final, encodeFinal({ round: 1, regionDigest: d ^ 1n })),
+    ], 'PW_ERR_CHECKSUM', /region digest differs/],
+    ['a page missing from an otherwise valid migration', (d: bigint) => [
+      begin(1, STOP_AND_COPY, 0), end(1, 0), frame(MessageType.DeviceState), frame(MessageType.Final, encodeFinal({ round: 1, regionDigest: d })),
+    ], 'PW_ERR_CHECKSUM', /region digest differs/],
+  ])('%s', async (_name, script, code, reason) => {
+    const { error, resumed, said } = await drive(script);
+    expect(error?.code).toBe(code);
+    expect(error?.message).toMatch(reason);
+    expect(said).toContain(code);
+    expect(resumed).toEqual([]);
+  });
+
+  it('completes when the same hand-driven source follows the rules', async () => {
+    const { error, resumed, said } = await drive((d, p) => [
+      begin(1, STOP_AND_COPY), p, end(1), frame(MessageType.DeviceState), frame(MessageType.Final, encodeFinal({ round: 1, regionDigest: d })),
+      // GO goes out only after READY in a real source; here the target reads it after READY anyway.
+      frame(MessageType.Go),
+    ]);
+    expect(error).toBeUndefined();
+    expect(resumed).toEqual(['resume']);
+    expect(said.length).toBeGreaterThan(0);
+  });
+});
+
+describe('XXH64', () => {
+  it('matches the reference implementation (xxhash-wasm) on known answers and random inputs of every small length', async () => {
+    const { default: xxhash } = await import('xxhash-wasm');
+    const reference = await xxhash();
+    expect(native().xxh64(new Uint8Array(0))).toBe(0xef46db3751d8e999n);
+    expect(native().xxh64(Buffer.from('abc'))).toBe(0x44bc2cf5ad770999n);
+    const data = Buffer.alloc(5000);
+    randomFillSync(data);
+    for (let length = 0; length <= 300; length++) {
+      const slice = data.subarray(7, 7 + length); // unaligned on purpose
+      expect(native().xxh64(slice), `length ${length}`).toBe(reference.h64Raw(slice));
+    }
+    for (const length of [1023, 1024, 4095, 4096, 4097, 4999]) {
+      expect(native().xxh64(data.subarray(0, length))).toBe(reference.h64Raw(data.subarray(0, length)));
+    }
+  });
+});
