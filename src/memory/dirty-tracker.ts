@@ -45,12 +45,24 @@ export class HashTracker implements DirtyTracker {
 
   start(): void {}
 
+  /**
+   * The last pending() pass, reusable by a collect() in the same synchronous turn: the source asks
+   * pending() and then, if it iterates, collect() right away, and one pass over a large region is
+   * costly. Any await in between (the pause before the final round) drops it, so the final round
+   * always hashes afresh. A page written between the two calls is still caught next round.
+   */
+  private lastPass: Uint32Array | undefined;
+
   pending(): number {
-    return this.changedPages().length;
+    const changed = this.changedPages();
+    this.lastPass = changed;
+    queueMicrotask(() => { this.lastPass = undefined; });
+    return changed.length;
   }
 
   collect(): PageList {
-    const changed = this.changedPages();
+    const changed = this.lastPass ?? this.changedPages();
+    this.lastPass = undefined;
     return {
       count: changed.length,
       *batches(batchPages: number) {

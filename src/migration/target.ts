@@ -86,6 +86,8 @@ export class MigrationTarget extends EventEmitter<TargetEvents> {
   private settle!: { resolve(s: TargetSummary): void; reject(e: PagewireError): void };
   private phaseNow: TargetPhase = 'listening';
   private summaryNow: TargetSummary | undefined;
+  /** Fails the migration in flight (set while one is served). */
+  private interrupt: ((error: PagewireError) => void) | undefined;
   /** Settles when the one migration this target serves has ended. */
   readonly result: Promise<TargetSummary>;
 
@@ -143,8 +145,6 @@ export class MigrationTarget extends EventEmitter<TargetEvents> {
       this.interrupt?.(reason);
     }
   }
-
-  private interrupt: ((error: PagewireError) => void) | undefined;
 
   private onConnection(socket: Socket): void {
     this.sockets.add(socket);
