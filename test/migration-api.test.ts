@@ -6,7 +6,7 @@ import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import {
   AbortedError, DirtyBitmap, FileTargetImage, MemoryRegion, MemoryTargetImage, MigrationSource, MigrationTarget,
-  PeerError, SwitchoverError, SyntheticWorkload, type RoundReport, type TargetHooks,
+  PeerError, SwitchoverError, SyntheticWorkload, type PagewireError, type RoundReport, type TargetHooks,
 } from '../dist/src/index.js';
 import { cuttingProxy, tempDir } from './helpers.js';
 
@@ -141,65 +141,53 @@ describe('library migration over 127.0.0.1', () => {
     expect((targetError as PeerError).remoteCode).toBe('PW_ERR_ABORTED');
   });
 
-  it('leaves the switch-over in doubt, never in split brain, when READY is lost: the source resumes, the target keeps the image aside', async () => {
-    const bytes = 1 * 2 ** 20;
-    const raw = Buffer.alloc(bytes);
+  /**
+   * A 1 MiB migration into a file target whose previous --out must survive, through a proxy that cuts
+   * both connections when `cutAt` says so. Records who calls which hook.
+   */
+  async function migrateThroughCut(name: string, cutAt: (direction: 'to-target' | 'to-source', type: number) => boolean) {
+    const raw = Buffer.alloc(2 ** 20);
     randomFillSync(raw);
     const region = MemoryRegion.fromMemory(raw);
-    const out = join(tmp.dir, 'doubt.img');
+    const out = join(tmp.dir, `${name}.img`);
     writeFileSync(out, 'previous state');
-    const resumed: string[] = [];
+    const calls: string[] = [];
     const target = await MigrationTarget.listen({
-      image: new FileTargetImage(out), host: '127.0.0.1', port: 0, hooks: { resume: () => { resumed.push('target'); } },
+      image: new FileTargetImage(out), host: '127.0.0.1', port: 0, hooks: { resume: () => { calls.push('target resume'); } },
     });
     const targetResult = target.result.catch((e: unknown) => e);
-    // Both connections are cut the moment the target's READY would pass.
-    const proxy = await cuttingProxy(target.address.port, (direction, type) => direction === 'to-source' && type === 10);
-    const calls: string[] = [];
+    const proxy = await cuttingProxy(target.address.port, cutAt);
     const source = new MigrationSource({
       region, dirtyBitmap: new DirtyBitmap(region.pageCount), host: '127.0.0.1', port: proxy.port,
-      hooks: { pause: () => { calls.push('pause'); }, resume: () => { calls.push('resume'); } },
+      hooks: { pause: () => { calls.push('source pause'); }, resume: () => { calls.push('source resume'); } },
     });
-    const error = await source.run().catch((e: unknown) => e);
+    const sourceError = await source.run().catch((e: unknown) => e) as PagewireError;
     proxy.close();
-    expect((error as { code: string }).code).toBe('PW_ERR_CONNECTION');
-    expect(calls).toEqual(['pause', 'resume']);
-    const targetError = await targetResult as SwitchoverError;
-    expect(targetError).toBeInstanceOf(SwitchoverError);
-    expect(targetError.state).toBe('ready-sent-go-missing');
-    expect(resumed).toEqual([]);
-    expect(readFileSync(out, 'utf8')).toBe('previous state');
-    expect(targetError.inDoubtImage).toMatch(/doubt\.img\.pagewire-in-doubt-[0-9a-f]{32}$/);
-    expect(readFileSync(targetError.inDoubtImage!).equals(raw)).toBe(true);
+    return { raw, out, calls, source, sourceError, targetError: await targetResult as SwitchoverError };
+  }
+
+  it('leaves the switch-over in doubt, never in split brain, when READY is lost: the source resumes, the target keeps the image aside', async () => {
+    // READY (type 10) never reaches the source.
+    const r = await migrateThroughCut('ready-lost', (direction, type) => direction === 'to-source' && type === 10);
+    expect(r.sourceError.code).toBe('PW_ERR_CONNECTION');
+    expect(r.calls).toEqual(['source pause', 'source resume']);
+    expect(r.targetError).toBeInstanceOf(SwitchoverError);
+    expect(r.targetError.state).toBe('ready-sent-go-missing');
+    expect(readFileSync(r.out, 'utf8')).toBe('previous state');
+    expect(r.targetError.inDoubtImage).toMatch(/ready-lost\.img\.pagewire-in-doubt-[0-9a-f]{32}$/);
+    expect(readFileSync(r.targetError.inDoubtImage!).equals(r.raw)).toBe(true);
   });
 
   it('reports the exact state on both sides, and resumes neither, when GO is lost after READY', async () => {
-    const bytes = 1 * 2 ** 20;
-    const raw = Buffer.alloc(bytes);
-    randomFillSync(raw);
-    const region = MemoryRegion.fromMemory(raw);
-    const out = join(tmp.dir, 'go-lost.img');
-    writeFileSync(out, 'previous state');
-    const resumed: string[] = [];
-    const target = await MigrationTarget.listen({
-      image: new FileTargetImage(out), host: '127.0.0.1', port: 0, hooks: { resume: () => { resumed.push('target'); } },
-    });
-    const targetResult = target.result.catch((e: unknown) => e);
-    const proxy = await cuttingProxy(target.address.port, (direction, type) => direction === 'to-target' && type === 11);
-    const source = new MigrationSource({
-      region, dirtyBitmap: new DirtyBitmap(region.pageCount), host: '127.0.0.1', port: proxy.port,
-      hooks: { pause: () => {}, resume: () => { resumed.push('source'); } },
-    });
-    const error = await source.run().catch((e: unknown) => e) as SwitchoverError;
-    proxy.close();
-    expect(error).toBeInstanceOf(SwitchoverError);
-    expect(error.state).toBe('handed-over-unconfirmed');
-    expect(source.phase).toBe('failed');
-    const targetError = await targetResult as SwitchoverError;
-    expect(targetError.state).toBe('ready-sent-go-missing');
-    expect(resumed).toEqual([]);
-    expect(readFileSync(out, 'utf8')).toBe('previous state');
-    expect(readFileSync(targetError.inDoubtImage!).equals(raw)).toBe(true);
+    // GO (type 11) never reaches the target.
+    const r = await migrateThroughCut('go-lost', (direction, type) => direction === 'to-target' && type === 11);
+    expect(r.sourceError).toBeInstanceOf(SwitchoverError);
+    expect((r.sourceError as SwitchoverError).state).toBe('handed-over-unconfirmed');
+    expect(r.source.phase).toBe('failed');
+    expect(r.calls).toEqual(['source pause']);
+    expect(r.targetError.state).toBe('ready-sent-go-missing');
+    expect(readFileSync(r.out, 'utf8')).toBe('previous state');
+    expect(readFileSync(r.targetError.inDoubtImage!).equals(r.raw)).toBe(true);
   });
 
   it('detects a byte corrupted in transit, names the page, and the source hears the reason while still streaming', async () => {
