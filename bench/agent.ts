@@ -12,7 +12,7 @@ import { asPagewireError } from '../src/errors.js';
 import { regionSha256 } from '../src/memory/region-sha256.js';
 import { MemoryRegion } from '../src/memory/region.js';
 import type { RoundReport } from '../src/migration/metrics.js';
-import { FileTargetImage } from '../src/migration/target-image.js';
+import { FileTargetImage, MemoryTargetImage, type TargetImage } from '../src/migration/target-image.js';
 import { MigrationTarget } from '../src/migration/target.js';
 import type {
   AgentMessage, AgentRequest, AgentRole, BaselineReceiveResult, BaselineSendResult, DriverMessage, ErrorInfo,
@@ -57,7 +57,7 @@ const nowhere = { isTTY: false, write: () => true } as unknown as NodeJS.WriteSt
 // ---- target state ----
 let receiveBuffer: Buffer | undefined;
 let baselineDone: Promise<BaselineReceiveResult> | undefined;
-let migration: { target: MigrationTarget; outPath: string; controller: AbortController; timer: NodeJS.Timeout } | undefined;
+let migration: { target: MigrationTarget; outPath: string | undefined; controller: AbortController; timer: NodeJS.Timeout } | undefined;
 
 async function handle(request: AgentRequest): Promise<unknown> {
   switch (request.cmd) {
@@ -81,10 +81,16 @@ async function handle(request: AgentRequest): Promise<unknown> {
       if (migration) throw new Error('a migration target is already listening');
       const controller = new AbortController();
       const timer = setTimeout(() => controller.abort(new Error('bench step timed out')), request.timeoutMs);
-      const target = await MigrationTarget.listen({
-        image: new FileTargetImage(request.outPath), host: '127.0.0.1', port: 0, signal: controller.signal,
-      });
-      migration = { target, outPath: request.outPath, controller, timer };
+      let image: TargetImage;
+      if (request.into === 'memory') {
+        if (!receiveBuffer) throw new Error('migrate-listen into memory before init');
+        // The baseline's pre-faulted buffer, not zeroed: the source then sends zero pages as records.
+        image = new MemoryTargetImage(MemoryRegion.fromMemory(receiveBuffer), false);
+      } else {
+        image = new FileTargetImage(request.outPath);
+      }
+      const target = await MigrationTarget.listen({ image, host: '127.0.0.1', port: 0, signal: controller.signal });
+      migration = { target, outPath: request.into === 'memory' ? undefined : request.outPath, controller, timer };
       return { port: target.address.port };
     }
     case 'migrate-result': {
@@ -92,7 +98,7 @@ async function handle(request: AgentRequest): Promise<unknown> {
       const { target, outPath, timer } = migration;
       try {
         const summary = await target.result;
-        const sha256 = await fileSha256(outPath);
+        const sha256 = outPath ? await fileSha256(outPath) : createHash('sha256').update(receiveBuffer!).digest('hex');
         return { summary, sha256 } satisfies MigrateReceiveResult;
       } catch (error) {
         const summary = target.metrics;
@@ -100,7 +106,7 @@ async function handle(request: AgentRequest): Promise<unknown> {
       } finally {
         clearTimeout(timer);
         migration = undefined;
-        rmSync(outPath, { force: true });
+        if (outPath) rmSync(outPath, { force: true });
       }
     }
     case 'migrate-send': {

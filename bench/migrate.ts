@@ -20,7 +20,7 @@ import {
 import { startCpuNoise } from './cpu-noise.js';
 import { formatTable, median, round } from './stats.js';
 
-const USAGE = 'npm run bench -- [--size 1GiB] [--reps 3] [--scenarios idle,workload200] [--warmup 1] [--verbose]';
+const USAGE = 'npm run bench -- [--size 1GiB] [--reps 3] [--scenarios idle,workload200[,idle-memory,workload200-memory]] [--warmup 1] [--verbose]';
 const AGENT_PATH = fileURLToPath(new URL('./agent.js', import.meta.url));
 const RESULTS_DIR = fileURLToPath(new URL('../../bench/results/', import.meta.url));
 const IMAGE = { zero: 0.4, text: 0.3, seed: 12345 };
@@ -40,6 +40,8 @@ interface Scenario {
   name: string;
   /** Dirty rate in bytes/s, or 0 for no workload. */
   rateBytesPerSec: number;
+  /** 'memory': the target is the pre-faulted buffer the baseline fills (no disk), for a like-for-like ratio. */
+  into: 'file' | 'memory';
 }
 
 interface RepRecord {
@@ -96,10 +98,12 @@ function parseOptions(argv: string[]): Options {
   const names = (optionalString(flags, 'scenarios') ?? 'idle,workload200').split(',').map((s) => s.trim()).filter(Boolean);
   if (names.length === 0) throw new Error('--scenarios: name at least one scenario (idle, workload<MB/s>)');
   const scenarios = names.map((name): Scenario => {
-    if (name === 'idle') return { name, rateBytesPerSec: 0 };
-    const match = /^workload(\d+(?:\.\d+)?)$/.exec(name);
-    if (match && Number(match[1]) > 0) return { name, rateBytesPerSec: Number(match[1]) * 1e6 };
-    throw new Error(`--scenarios: unknown scenario '${name}' (known: idle, workload<MB/s> such as workload200)`);
+    const match = /^(?:idle|workload(\d+(?:\.\d+)?))(-memory)?$/.exec(name);
+    const rate = match?.[1] === undefined ? 0 : Number(match[1]);
+    if (match && (name.startsWith('idle') || rate > 0)) {
+      return { name, rateBytesPerSec: rate * 1e6, into: match[2] ? 'memory' : 'file' };
+    }
+    throw new Error(`--scenarios: unknown scenario '${name}' (known: idle, workload<MB/s> such as workload200, each with -memory for a target in memory)`);
   });
   if (new Set(names).size !== names.length) throw new Error('--scenarios: a scenario is named twice');
   return { size, reps, scenarios, warmup, verbose: flags.has('verbose') };
@@ -200,7 +204,7 @@ async function main(): Promise<number> {
       const workload: WorkloadSpec | undefined = scenario.rateBytesPerSec > 0
         ? { rateBytesPerSec: scenario.rateBytesPerSec, hot: HOT, seed: rep + 1 } : undefined;
       const outPath = join(dir, `target-${scenario.name}-${rep}.img`);
-      const { port } = await target.request<{ port: number }>({ cmd: 'migrate-listen', outPath, timeoutMs: stepTimeoutMs }, stepTimeoutMs);
+      const { port } = await target.request<{ port: number }>({ cmd: 'migrate-listen', outPath, into: scenario.into, timeoutMs: stepTimeoutMs }, stepTimeoutMs);
       const received = target.request<MigrateReceiveResult>({ cmd: 'migrate-result' }, stepTimeoutMs + 30_000);
       received.catch(() => {});
       const migrated = await source.request<MigrateSendResult>({

@@ -17,7 +17,7 @@ export type AgentRequest =
   // source: map the image, copy it over a plain socket, wait for the target's one-byte ack
   | { cmd: 'baseline-send'; port: number; imagePath: string; timeoutMs: number }
   // target: MigrationTarget.listen with a FileTargetImage; replies with the port
-  | { cmd: 'migrate-listen'; outPath: string; timeoutMs: number }
+  | { cmd: 'migrate-listen'; outPath: string; into: 'file' | 'memory'; timeoutMs: number }
   // target: resolves when the migration ended (either way), with the committed file's sha256
   | { cmd: 'migrate-result' }
   // source: runSource() on the image, with or without the synthetic workload
