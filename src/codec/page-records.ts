@@ -1,11 +1,6 @@
 // The per-page record as the addon writes and reads it (docs/PROTOCOL.md, "Page records").
 export const RECORD_HEADER_BYTES = 20;
 
-export enum PageEncoding {
-  Zero = 0,
-  Raw = 1,
-}
-
 /** The most bytes a batch of `pages` records can take. */
 export function maxRecordBytes(pages: number, pageSize: number): number {
   return pages * (RECORD_HEADER_BYTES + pageSize);

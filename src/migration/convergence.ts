@@ -5,13 +5,6 @@
 // workload that dirties memory faster than it can be moved still finishes, with a longer pause that
 // the metrics report. (Throttling the workload instead is a later step.)
 
-export interface RoundFigures {
-  /** Pages the round just finished carried, and the bytes and time that took. */
-  pagesSent: number;
-  bytesSent: number;
-  durationMs: number;
-}
-
 export interface ConvergenceInput {
   /** Rounds completed so far (round 1 is the full copy). */
   round: number;
@@ -70,6 +63,6 @@ export function stalledRounds(pendingAfterEachRound: readonly number[]): number 
 }
 
 /** Bytes per second of a round; a round too short to time is measured as at least 1 ms. */
-export function roundBandwidth(round: RoundFigures): number {
-  return (round.bytesSent * 1000) / Math.max(round.durationMs, 1);
+export function roundBandwidth(bytesSent: number, durationMs: number): number {
+  return (bytesSent * 1000) / Math.max(durationMs, 1);
 }

@@ -282,7 +282,7 @@ export class MigrationSource extends EventEmitter<SourceEvents> {
     const bytesSent = connection.bytesWritten - bytesBefore;
     return {
       round, pagesSent: records, bytesSent, durationMs,
-      bandwidthBytesPerSec: roundBandwidth({ pagesSent: records, bytesSent, durationMs }),
+      bandwidthBytesPerSec: roundBandwidth(bytesSent, durationMs),
       dirtyRateBytesPerSec: 0, pendingPages: 0, expectedDowntimeMs: 0,
       elapsedMs: performance.now() - this.startedAt,
     };

@@ -5,7 +5,6 @@ import { HandshakeError, ProtocolError } from '../errors.js';
 
 export const FRAME_HEADER_BYTES = 8;
 export const MAGIC = Buffer.from('PAGEWIRE', 'latin1');
-export const PROTOCOL_VERSION = 1;
 /** The window of versions this build speaks. */
 export const MIN_VERSION = 1;
 export const MAX_VERSION = 1;
