@@ -6,6 +6,7 @@
 namespace {
 
 Napi::Object Init(Napi::Env env, Napi::Object exports) {
+  exports.Set("kind", Napi::String::New(env, "addon"));
   pagewire::InitMmap(env, exports);
   pagewire::InitBitmap(env, exports);
   pagewire::InitCodec(env, exports);

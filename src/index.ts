@@ -16,4 +16,9 @@ export { formatRoundLine } from './migration/metrics.js';
 export { regionSha256 } from './memory/region-sha256.js';
 export { SyntheticWorkload, type WorkloadMemory } from './workload/synthetic-workload.js';
 export { parseWorkloadSpec, type WorkloadSpec } from './workload/workload-spec.js';
-export { writeMixedImage, type MixedImageOptions } from './workload/mixed-image.js';
+export { mixedImage, writeMixedImage, type MixedImageOptions } from './workload/mixed-image.js';
+export {
+  PageBatchEncoder, DEFAULT_PAGE_CACHE_BYTES, type EncodedBatch, type EncodingCounts, type PageBatchEncoderOptions,
+} from './codec/page-batch-encoder.js';
+export { PageBatchDecoder } from './codec/page-batch-decoder.js';
+export { codecKind } from './native/engine.js';

@@ -28,7 +28,7 @@ function frame(type: MessageType, payload: Buffer): Buffer {
 
 function hello(overrides: Partial<Parameters<typeof encodeHello>[0]> = {}): Buffer {
   return frame(MessageType.Hello, encodeHello({
-    minVersion: 1, maxVersion: 1, features: 0, pageSize: 4096, regionSize: 1 << 20, migrationId: Buffer.alloc(16, 1),
+    minVersion: 2, maxVersion: 2, features: 0, pageSize: 4096, regionSize: 1 << 20, migrationId: Buffer.alloc(16, 1),
     ...overrides,
   }));
 }

@@ -28,7 +28,7 @@ describe('MemoryRegion', () => {
     expect(() => MemoryRegion.fromMemory(Buffer.alloc(0))).toThrow(/positive/);
   });
 
-  it('maps a 64 GiB sparse file: pages beyond 4 GiB and 32 GiB are written, read, encoded and land in the file', () => {
+  it('maps a 64 GiB sparse file: pages beyond 4 GiB and 32 GiB are written, read, encoded and land in the file', async () => {
     const path = join(tmp.dir, 'big.img');
     const size = 64 * 2 ** 30;
     const region = MemoryRegion.mapFile(path, { create: size });
@@ -46,15 +46,19 @@ describe('MemoryRegion', () => {
       closeSync(fd);
       // Encode them out of the big region and apply them into a big sparse region and a big file store.
       const encoder = new PageBatchEncoder(region);
-      const batch = encoder.encode(Uint32Array.from(pages), true);
-      expect(batch.rawRecords).toBe(4);
+      const batch = await encoder.encode(Uint32Array.from(pages), true);
+      expect(batch.recordCount).toBe(4);
       const copy = MemoryRegion.mapFile(join(tmp.dir, 'copy.img'), { create: size });
-      new PageBatchDecoder(new RegionPageStore(copy)).apply(batch.records, batch.recordCount);
+      const intoCopy = new PageBatchDecoder(new RegionPageStore(copy));
+      intoCopy.enqueue(batch.records, batch.recordCount);
+      await intoCopy.settled();
       for (const page of pages) expect(copy.view(page * 4096, 4096)[4095]).toBe(page % 251 + 1);
       copy.close();
       const filePath = join(tmp.dir, 'store.img');
       const store = FilePageStore.create(filePath, size, 4096);
-      new PageBatchDecoder(store).apply(batch.records, batch.recordCount);
+      const intoStore = new PageBatchDecoder(store);
+      intoStore.enqueue(batch.records, batch.recordCount);
+      await intoStore.settled();
       store.close();
       const storeFd = openSync(filePath, 'r');
       for (const page of pages) {

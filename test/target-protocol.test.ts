@@ -5,7 +5,7 @@ import { describe, expect, it } from 'vitest';
 import { MemoryRegion, MemoryTargetImage, MigrationTarget, type PagewireError } from '../dist/src/index.js';
 import { PageBatchEncoder } from '../dist/src/codec/page-batch-encoder.js';
 import { regionDigest } from '../dist/src/codec/page-hashes.js';
-import { native } from '../dist/src/native/binding.js';
+import { binding } from '../dist/src/native/engine.js';
 import {
   MessageType, STOP_AND_COPY, encodeFinal, encodeHello, encodePagesHeader, encodeRoundMarker, frameHeader,
 } from '../dist/src/wire/messages.js';
@@ -25,9 +25,9 @@ const source = (() => {
 })();
 
 /** PAGES frames carrying every page, valid and verified, and the digest that goes with them. */
-function allPages(): { pages: Buffer; digest: bigint } {
+async function allPages(): Promise<{ pages: Buffer; digest: bigint }> {
   const encoder = new PageBatchEncoder(source);
-  const batch = encoder.encode(Uint32Array.from({ length: PAGES }, (_, i) => i), false);
+  const batch = await encoder.encode(Uint32Array.from({ length: PAGES }, (_, i) => i), false);
   return {
     pages: frame(MessageType.Pages, Buffer.concat([encodePagesHeader(batch.recordCount), batch.records])),
     digest: regionDigest(encoder.sentHashes),
@@ -46,7 +46,7 @@ async function drive(script: (digest: bigint, pages: Buffer) => Buffer[]) {
   const result = target.result.then(() => undefined, (e: PagewireError) => e);
   const client = await rawClient(target.address.port);
   client.socket.write(frame(MessageType.Hello, encodeHello({
-    minVersion: 1, maxVersion: 1, features: 0, pageSize: PAGE, regionSize: PAGES * PAGE, migrationId: Buffer.alloc(16, 9),
+    minVersion: 2, maxVersion: 2, features: 0, pageSize: PAGE, regionSize: PAGES * PAGE, migrationId: Buffer.alloc(16, 9),
   })));
   // As a real source does: nothing but HELLO until WELCOME (8-byte header + 12) has come back.
   await withTimeout(new Promise<void>((resolve) => {
@@ -54,7 +54,7 @@ async function drive(script: (digest: bigint, pages: Buffer) => Buffer[]) {
     client.socket.on('data', check);
     check();
   }), 5000, 'WELCOME');
-  const { pages, digest } = allPages();
+  const { pages, digest } = await allPages();
   for (const bytes of script(digest, pages)) client.socket.write(bytes);
   const error = await withTimeout(result, 10_000, 'target result');
   await withTimeout(client.closed, 10_000, 'connection close');
@@ -98,16 +98,16 @@ describe('XXH64', () => {
   it('matches the reference implementation (xxhash-wasm) on known answers and random inputs of every small length', async () => {
     const { default: xxhash } = await import('xxhash-wasm');
     const reference = await xxhash();
-    expect(native().xxh64(new Uint8Array(0))).toBe(0xef46db3751d8e999n);
-    expect(native().xxh64(Buffer.from('abc'))).toBe(0x44bc2cf5ad770999n);
+    expect(binding().xxh64(new Uint8Array(0))).toBe(0xef46db3751d8e999n);
+    expect(binding().xxh64(Buffer.from('abc'))).toBe(0x44bc2cf5ad770999n);
     const data = Buffer.alloc(5000);
     randomFillSync(data);
     for (let length = 0; length <= 300; length++) {
       const slice = data.subarray(7, 7 + length); // unaligned on purpose
-      expect(native().xxh64(slice), `length ${length}`).toBe(reference.h64Raw(slice));
+      expect(binding().xxh64(slice), `length ${length}`).toBe(reference.h64Raw(slice));
     }
     for (const length of [1023, 1024, 4095, 4096, 4097, 4999]) {
-      expect(native().xxh64(data.subarray(0, length))).toBe(reference.h64Raw(data.subarray(0, length)));
+      expect(binding().xxh64(data.subarray(0, length))).toBe(reference.h64Raw(data.subarray(0, length)));
     }
   });
 });

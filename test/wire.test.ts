@@ -6,7 +6,7 @@ import {
 } from '../dist/src/wire/messages.js';
 
 const hello = {
-  minVersion: 1, maxVersion: 1, features: 0, pageSize: 4096, regionSize: 64 * 2 ** 30,
+  minVersion: 2, maxVersion: 2, features: 0, pageSize: 4096, regionSize: 64 * 2 ** 30,
   migrationId: Buffer.alloc(16, 7),
 };
 

@@ -1,6 +1,7 @@
 // Shared by `send` and `demo`: map an image, start the synthetic workload on it, migrate it, and
 // report the region's SHA-256 at the pause point (the workload stays paused after a hand-over).
 import { asPagewireError, type PagewireError } from '../errors.js';
+import { codecKind } from '../native/engine.js';
 import { DirtyBitmap } from '../memory/dirty-bitmap.js';
 import { regionSha256 } from '../memory/region-sha256.js';
 import { MemoryRegion } from '../memory/region.js';
@@ -18,6 +19,7 @@ export interface SourceRun {
   maxDowntimeMs?: number;
   maxBandwidthBytesPerSec?: number;
   maxRounds?: number;
+  pageCacheBytes?: number;
   signal: AbortSignal;
   progress: ProgressLine;
 }
@@ -35,11 +37,17 @@ export async function runSource(run: SourceRun): Promise<SourceOutcome> {
   const bitmap = new DirtyBitmap(region.pageCount);
   let workload: SyntheticWorkload | undefined;
   try {
-    if (run.workload) workload = await SyntheticWorkload.start({ path: run.imagePath }, bitmap, region.pageSize, run.workload);
+    if (run.workload) {
+      // Without the addon the image is a copy in shared memory (written back at the end), not a mapping.
+      const shared = region.sharedMemory;
+      const memory = shared ? { buffer: shared } : { path: run.imagePath };
+      workload = await SyntheticWorkload.start(memory, bitmap, region.pageSize, run.workload);
+    }
     const source = new MigrationSource({
       region, dirtyBitmap: bitmap, host: run.host, port: run.port, signal: run.signal,
       hooks: { pause: () => workload?.pause(), resume: () => workload?.resume() },
       maxDowntimeMs: run.maxDowntimeMs, maxBandwidthBytesPerSec: run.maxBandwidthBytesPerSec, maxRounds: run.maxRounds,
+      pageCacheBytes: run.pageCacheBytes,
     });
     let dirtyRate = 0;
     source.on('progress', (p) => run.progress.progress(p, dirtyRate));
@@ -80,6 +88,6 @@ export function sourceJson(outcome: Pick<SourceOutcome, 'summary' | 'sha256' | '
     pagesTransferred: s.pagesTransferred, zeroPages: s.zeroPages, deltaPages: s.deltaPages, lz4Pages: s.lz4Pages,
     rawPages: s.rawPages, dupPages: s.dupPages, bytesTransferred: s.bytesTransferred,
     deviceStateBytes: s.deviceStateBytes, workloadWrites: outcome.workloadWrites, migrationId: s.migrationId,
-    sha256: outcome.sha256,
+    codec: codecKind(), sha256: outcome.sha256,
   };
 }

@@ -1,18 +1,18 @@
 import { resolve } from 'node:path';
 import { InvalidArgumentError } from '../errors.js';
 import { parseRate, parseWorkloadSpec } from '../workload/workload-spec.js';
-import { optionalString, parseFlags, parseHostPort, parsePositiveNumber, requireString } from './args.js';
+import { optionalString, parseFlags, parseHostPort, parsePositiveNumber, parseSize, requireString } from './args.js';
 import { ProgressLine, printJson, printTable } from './output.js';
 import { runSource, sourceJson } from './run-source.js';
 import { abortOnSignals } from './signals.js';
 
 export const SEND_USAGE = 'pagewire send --connect HOST:PORT --image FILE [--workload rate=200MB/s,hot=0.05,seed=1] ' +
-  '[--max-downtime MS] [--max-bandwidth MB/s] [--max-rounds N] [--streams 1] [--json]';
+  '[--max-downtime MS] [--max-bandwidth MB/s] [--max-rounds N] [--cache-size 64MiB] [--streams 1] [--json]';
 
 export async function sendCommand(argv: string[]): Promise<number> {
   const flags = parseFlags(argv, {
     connect: 'string', image: 'string', workload: 'string', 'max-downtime': 'string', 'max-bandwidth': 'string',
-    'max-rounds': 'string', streams: 'string', 'psk-file': 'string', json: 'boolean',
+    'max-rounds': 'string', 'cache-size': 'string', streams: 'string', 'psk-file': 'string', json: 'boolean',
   });
   const { host, port } = parseHostPort(requireString(flags, 'connect'), 'connect');
   if (port === 0) throw new InvalidArgumentError('--connect: port 0 is not a port to connect to');
@@ -29,6 +29,7 @@ export async function sendCommand(argv: string[]): Promise<number> {
   const downtime = optionalString(flags, 'max-downtime');
   const bandwidth = optionalString(flags, 'max-bandwidth');
   const rounds = optionalString(flags, 'max-rounds');
+  const cacheSize = optionalString(flags, 'cache-size');
   const signals = abortOnSignals();
   const progress = new ProgressLine();
   try {
@@ -38,6 +39,8 @@ export async function sendCommand(argv: string[]): Promise<number> {
       ...(downtime ? { maxDowntimeMs: parsePositiveNumber(downtime, 'max-downtime') } : {}),
       ...(bandwidth ? { maxBandwidthBytesPerSec: parseRate(bandwidth) } : {}),
       ...(rounds ? { maxRounds: parsePositiveNumber(rounds, 'max-rounds', true) } : {}),
+      // 0 turns the page cache (and with it DELTA and DUP) off.
+      ...(cacheSize ? { pageCacheBytes: cacheSize.trim() === '0' ? 0 : parseSize(cacheSize, 'cache-size') } : {}),
     });
     const s = outcome.summary;
     if (outcome.error) process.stderr.write(`pagewire send: ${outcome.error.message} (${outcome.error.code})\n`);
@@ -46,7 +49,8 @@ export async function sendCommand(argv: string[]): Promise<number> {
       process.stdout.write(`migration ${s.migrationId} completed\n`);
       printTable([
         ['rounds', s.rounds], ['total time', `${s.totalTimeMs.toFixed(0)} ms`], ['downtime', `${s.downtimeMs.toFixed(1)} ms`],
-        ['pages sent', `${s.pagesTransferred} of ${s.pagesTotal} (${s.zeroPages} zero, ${s.rawPages} raw)`],
+        ['pages sent', `${s.pagesTransferred} of ${s.pagesTotal}`],
+        ['encodings', `${s.zeroPages} zero, ${s.deltaPages} delta, ${s.dupPages} dup, ${s.lz4Pages} lz4, ${s.rawPages} raw`],
         ['bytes sent', s.bytesTransferred], ['sha256', outcome.sha256],
       ]);
     }

@@ -3,19 +3,53 @@ import { ChecksumError, ProtocolError } from '../errors.js';
 import type { PageStore } from '../memory/page-store.js';
 import { newPageHashes } from './page-hashes.js';
 
-/** Verifies and applies batches of wire records to the target's pages, one native call per batch. */
+/**
+ * Verifies and applies batches of wire records to the target's pages, one native call per batch on a
+ * pool thread. Batches queue up and are applied strictly in arrival order (DELTA and DUP records read
+ * what earlier ones wrote), while the caller goes on reading the socket.
+ */
 export class PageBatchDecoder {
   /** The xxHash64 of each page the store holds, as verified on arrival. */
   readonly heldHashes: BigUint64Array;
   pagesApplied = 0;
+  private queue: Promise<void> = Promise.resolve();
+  /** One promise per queued batch, oldest first; none of them rejects (failures land in `failure`). */
+  private readonly inflight: Promise<void>[] = [];
+  private failure: Error | undefined;
 
   constructor(private readonly store: PageStore) {
     this.heldHashes = newPageHashes(store.pageCount, store.pageSize);
   }
 
-  /** Throws ProtocolError or ChecksumError naming the page; a bad page is never written. */
-  apply(records: Uint8Array, recordCount: number): void {
-    const [status, where, applied] = this.store.applyRecords(records, recordCount, this.heldHashes);
+  /**
+   * Queues a batch behind the others. The records buffer must stay untouched until settled() resolves.
+   * Throws the error of an earlier batch, if one failed.
+   */
+  enqueue(records: Uint8Array, recordCount: number): void {
+    if (this.failure) throw this.failure;
+    this.queue = this.queue.then(async () => {
+      try {
+        if (!this.failure) await this.apply(records, recordCount);
+      } catch (error) {
+        this.failure = error as Error;
+      }
+    });
+    this.inflight.push(this.queue);
+  }
+
+  /** Waits until at most `max` batches are still queued; throws the first failure, if any. */
+  async drainTo(max: number): Promise<void> {
+    while (this.inflight.length > max) await this.inflight.shift();
+    if (this.failure) throw this.failure;
+  }
+
+  /** Resolves once every queued batch is applied; throws ProtocolError, ChecksumError or StorageError otherwise. */
+  settled(): Promise<void> {
+    return this.drainTo(0);
+  }
+
+  private async apply(records: Uint8Array, recordCount: number): Promise<void> {
+    const [status, where, applied] = await this.store.applyRecords(records, recordCount, this.heldHashes);
     this.pagesApplied += applied;
     switch (status) {
       case ApplyStatus.Ok: return;
@@ -29,6 +63,8 @@ export class PageBatchDecoder {
         throw new ProtocolError(`page ${where} has an unknown encoding`);
       case ApplyStatus.BadLength:
         throw new ProtocolError(`page ${where} has a payload length its encoding does not allow`);
+      case ApplyStatus.BadPayload:
+        throw new ProtocolError(`page ${where} has a malformed DELTA or LZ4 payload`);
       case ApplyStatus.TrailingBytes:
         throw new ProtocolError('page batch has bytes after its last record');
       default:

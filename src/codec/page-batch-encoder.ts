@@ -1,23 +1,46 @@
 import { InvalidArgumentError } from '../errors.js';
-import { native } from '../native/binding.js';
+import type { NativePageEncoder } from '../native/binding.js';
+import { binding } from '../native/engine.js';
 import type { MemoryRegion } from '../memory/region.js';
 import { maxRecordBytes } from './page-records.js';
 import { newPageHashes } from './page-hashes.js';
 
-export interface EncodedBatch {
-  /** The records, ready to frame. Hand the batch back with release() once the socket has written it. */
-  records: Buffer;
-  recordCount: number;
+/** Records of one batch, by encoding. */
+export interface EncodingCounts {
   zeroRecords: number;
+  deltaRecords: number;
+  dupRecords: number;
+  lz4Records: number;
   rawRecords: number;
   /** Zero pages left out because the target already holds zeros there. */
   zeroSkipped: number;
 }
 
-/** Turns batches of page indices into wire records in one native call each, and remembers what it sent. */
+export interface EncodedBatch extends EncodingCounts {
+  /** The records, ready to frame. Hand the batch back with release() once the socket has written it. */
+  records: Buffer;
+  recordCount: number;
+}
+
+/** QEMU's default xbzrle-cache-size. */
+export const DEFAULT_PAGE_CACHE_BYTES = 64 * 1024 * 1024;
+
+export interface PageBatchEncoderOptions {
+  /** Pages per batch at most (default: about 1 MiB of pages). */
+  batchPages?: number;
+  /** Bytes of page cache for DELTA and DUP (default 64 MiB; 0 turns both off). */
+  cacheBytes?: number;
+}
+
+/**
+ * Turns batches of page indices into wire records, one native call per batch on a pool thread, and
+ * remembers what it sent. Its page cache is state: batches must be sent in the order they are encoded.
+ */
 export class PageBatchEncoder {
   /** The xxHash64 of each page as last sent (the target's contents, once it has applied them). */
   readonly sentHashes: BigUint64Array;
+  readonly batchPages: number;
+  private readonly engine: NativePageEncoder;
 
   /**
    * Output buffers written by the socket and handed back. Reusing them matters: a fresh buffer per
@@ -25,20 +48,38 @@ export class PageBatchEncoder {
    */
   private readonly spare: Buffer[] = [];
 
-  constructor(private readonly region: MemoryRegion, private readonly batchPages = defaultBatchPages(region.pageSize)) {
+  constructor(private readonly region: MemoryRegion, options: PageBatchEncoderOptions = {}) {
+    this.batchPages = options.batchPages ?? defaultBatchPages(region.pageSize);
+    const cacheBytes = options.cacheBytes ?? DEFAULT_PAGE_CACHE_BYTES;
+    if (!Number.isSafeInteger(cacheBytes) || cacheBytes < 0) {
+      throw new InvalidArgumentError(`page cache size must be a non-negative integer of bytes, got ${cacheBytes}`);
+    }
     this.sentHashes = newPageHashes(region.pageCount, region.pageSize);
+    this.engine = new (binding().PageEncoder)(region.pageSize, region.pageCount, cacheBytes);
   }
 
-  /** Encodes up to batchPages pages into a pooled buffer. */
-  encode(indices: Uint32Array, skipZero: boolean): EncodedBatch {
-    const { region } = this;
+  /** Pages the cache holds at most. */
+  get cacheSlots(): number {
+    return this.engine.cacheSlots;
+  }
+
+  /** Encodes up to batchPages pages into a pooled buffer, off the JavaScript thread. */
+  async encode(indices: Uint32Array, skipZero: boolean): Promise<EncodedBatch> {
     if (indices.length > this.batchPages) {
       throw new InvalidArgumentError(`batch of ${indices.length} pages exceeds the encoder's ${this.batchPages}`);
     }
-    const out = this.spare.pop() ?? Buffer.allocUnsafeSlow(maxRecordBytes(this.batchPages, region.pageSize));
-    const [bytes, recordCount, zeroRecords, rawRecords, zeroSkipped] = native().encodePages(
-      region.native, region.pageSize, region.pageCount, indices, skipZero, out, this.sentHashes);
-    return { records: out.subarray(0, bytes), recordCount, zeroRecords, rawRecords, zeroSkipped };
+    const out = this.spare.pop() ?? Buffer.allocUnsafeSlow(maxRecordBytes(this.batchPages, this.region.pageSize));
+    try {
+      const [bytes, recordCount, zeroRecords, deltaRecords, dupRecords, lz4Records, rawRecords, zeroSkipped] =
+        await this.engine.encode(this.region.native, indices, skipZero, out, this.sentHashes);
+      return {
+        records: out.subarray(0, bytes), recordCount,
+        zeroRecords, deltaRecords, dupRecords, lz4Records, rawRecords, zeroSkipped,
+      };
+    } catch (error) {
+      this.spare.push(out);
+      throw error;
+    }
   }
 
   /** Returns a batch's buffer to the pool; the caller must not touch the batch afterwards. */

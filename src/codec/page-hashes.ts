@@ -1,14 +1,14 @@
 // Per-page xxHash64s: what the source last sent, what the target holds. Both start as the hash of a zero
 // page, since a target's fresh image starts zeroed; the region digest is the XXH64 of the whole array
 // (little-endian u64s), so comparing two digests compares every page's latest version at once.
-import { native } from '../native/binding.js';
+import { binding } from '../native/engine.js';
 
 const zeroHashes = new Map<number, bigint>();
 
 export function zeroPageHash(pageSize: number): bigint {
   let hash = zeroHashes.get(pageSize);
   if (hash === undefined) {
-    hash = native().xxh64(new Uint8Array(pageSize));
+    hash = binding().xxh64(new Uint8Array(pageSize));
     zeroHashes.set(pageSize, hash);
   }
   return hash;
@@ -19,5 +19,5 @@ export function newPageHashes(pageCount: number, pageSize: number): BigUint64Arr
 }
 
 export function regionDigest(hashes: BigUint64Array): bigint {
-  return native().xxh64(new Uint8Array(hashes.buffer, hashes.byteOffset, hashes.byteLength));
+  return binding().xxh64(new Uint8Array(hashes.buffer, hashes.byteOffset, hashes.byteLength));
 }

@@ -3,7 +3,7 @@
 // snapshot. A writer must write the page first and mark it second; then a write that races a send is
 // always seen by the next sync and sent again.
 import { InvalidArgumentError } from '../errors.js';
-import { native } from '../native/binding.js';
+import { binding } from '../native/engine.js';
 
 const BITS_PER_WORD = 32;
 
@@ -50,13 +50,13 @@ export class DirtyBitmap {
 
   /** Pages marked since the last sync, without clearing them. */
   count(): number {
-    return native().dirtyCount(this.words, 0, this.words.length);
+    return binding().dirtyCount(this.words, 0, this.words.length);
   }
 
   /** Atomically takes and clears every mark; returns the pages that were marked. */
   sync(): DirtyPages {
     this.snapshot ??= new Uint32Array(this.words.length);
-    const count = native().dirtySync(this.words, this.snapshot, 0, this.words.length);
+    const count = binding().dirtySync(this.words, this.snapshot, 0, this.words.length);
     return new DirtyPages(this.snapshot, count);
   }
 }
@@ -73,7 +73,7 @@ export class DirtyPages {
     const out = new Uint32Array(Math.max(batchPages, BITS_PER_WORD));
     let word = 0;
     while (word < this.snapshot.length) {
-      const [written, next] = native().dirtyScan(this.snapshot, word, this.snapshot.length, out);
+      const [written, next] = binding().dirtyScan(this.snapshot, word, this.snapshot.length, out);
       word = next;
       if (written > 0) yield out.subarray(0, written);
     }

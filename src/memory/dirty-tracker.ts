@@ -1,6 +1,6 @@
 // How the source learns which pages changed since it last sent them: a dirty bitmap that writers set,
 // or, for regions without write hooks, xxHash64 of every page compared with the hash last sent.
-import { native } from '../native/binding.js';
+import { binding } from '../native/engine.js';
 import type { DirtyBitmap } from './dirty-bitmap.js';
 import type { MemoryRegion } from './region.js';
 
@@ -73,10 +73,10 @@ export class HashTracker implements DirtyTracker {
 
   private changedPages(): Uint32Array {
     const { region, current, sentHashes } = this;
-    const binding = native();
+    const engine = binding();
     for (let first = 0; first < region.pageCount; first += HASH_CHUNK_PAGES) {
       const count = Math.min(HASH_CHUNK_PAGES, region.pageCount - first);
-      binding.hashPages(region.native, region.pageSize, first, count, current, first);
+      engine.hashPages(region.native, region.pageSize, first, count, current, first);
     }
     const changed: number[] = [];
     for (let page = 0; page < region.pageCount; page++) {

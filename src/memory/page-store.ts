@@ -2,14 +2,18 @@
 // page cache, which measured 5x-15x faster than storing through a MAP_SHARED mapping of a new file).
 import { closeSync, fsyncSync, ftruncateSync, openSync, rmSync } from 'node:fs';
 import { StorageError } from '../errors.js';
-import { native, type ApplyStatus } from '../native/binding.js';
+import type { ApplyResult } from '../native/binding.js';
+import { binding } from '../native/engine.js';
 import { validatePageSize, validateRegionSize, type MemoryRegion } from './region.js';
 
 export interface PageStore {
   readonly pageSize: number;
   readonly pageCount: number;
-  /** Verifies and stores a batch of wire records; returns [status, pageIndexOrRecordNo, recordsApplied]. */
-  applyRecords(records: Uint8Array, recordCount: number, heldHashes: BigUint64Array): [ApplyStatus, number, number];
+  /**
+   * Verifies and stores a batch of wire records on a pool thread; resolves [status,
+   * pageIndexOrRecordNo, recordsApplied]. Batches must be applied one after another, in stream order.
+   */
+  applyRecords(records: Uint8Array, recordCount: number, heldHashes: BigUint64Array): Promise<ApplyResult>;
 }
 
 export class RegionPageStore implements PageStore {
@@ -19,13 +23,16 @@ export class RegionPageStore implements PageStore {
     this.pageSize = region.pageSize;
     this.pageCount = region.pageCount;
   }
-  applyRecords(records: Uint8Array, recordCount: number, heldHashes: BigUint64Array): [ApplyStatus, number, number] {
-    return native().applyPages(this.region.native, this.pageSize, this.pageCount, records, recordCount, heldHashes);
+  applyRecords(records: Uint8Array, recordCount: number, heldHashes: BigUint64Array): Promise<ApplyResult> {
+    return binding().applyPages(this.region.native, this.pageSize, this.pageCount, records, recordCount, heldHashes);
   }
 }
 
 export class FilePageStore implements PageStore {
   readonly pageCount: number;
+  /** Pool-thread calls (applies, writeback) still using the descriptor; close() waits for them. */
+  private poolCalls = 0;
+  private closePending = false;
   private writebackRunning = false;
 
   private constructor(readonly path: string, private fd: number, readonly pageSize: number, byteLength: number) {
@@ -38,7 +45,8 @@ export class FilePageStore implements PageStore {
     validateRegionSize(byteLength, pageSize);
     let fd: number;
     try {
-      fd = openSync(path, 'wx');
+      // Read-write: DELTA and DUP records read pages back.
+      fd = openSync(path, 'wx+');
     } catch (cause) {
       throw new StorageError(`cannot create ${path}: ${(cause as Error).message}`, { cause });
     }
@@ -52,12 +60,12 @@ export class FilePageStore implements PageStore {
     return new FilePageStore(path, fd, pageSize, byteLength);
   }
 
-  applyRecords(records: Uint8Array, recordCount: number, heldHashes: BigUint64Array): [ApplyStatus, number, number] {
+  async applyRecords(records: Uint8Array, recordCount: number, heldHashes: BigUint64Array): Promise<ApplyResult> {
     const fd = this.requireFd();
     try {
-      return native().applyPagesToFile(fd, this.pageSize, this.pageCount, records, recordCount, heldHashes);
+      return await this.onPool(fd, binding().applyPages(fd, this.pageSize, this.pageCount, records, recordCount, heldHashes));
     } catch (cause) {
-      // Arguments are ours and checked; what the addon throws here is the kernel refusing a write.
+      // Arguments are ours and checked; what the addon throws here is the kernel refusing a write or read.
       throw new StorageError(`cannot write pages to ${this.path}: ${(cause as Error).message}`, { cause });
     }
   }
@@ -66,14 +74,23 @@ export class FilePageStore implements PageStore {
   startWriteback(): void {
     if (this.writebackRunning || this.fd < 0) return;
     this.writebackRunning = true;
-    const fd = this.fd;
-    const settled = () => {
-      this.writebackRunning = false;
-      // close() came while the pool thread still used the descriptor: close it now, not before.
-      if (this.fd < 0) closeQuietly(fd);
-    };
+    const settled = () => { this.writebackRunning = false; };
     // A writeback error needs no handling here: the fsync in sync() reports the same failure.
-    native().startWriteback(fd).then(settled, settled);
+    this.onPool(this.fd, binding().startWriteback(this.fd)).then(settled, settled);
+  }
+
+  /** Counts a pool-thread call on fd; a close() that came meanwhile closes fd once the last one settles. */
+  private async onPool<T>(fd: number, call: Promise<T>): Promise<T> {
+    this.poolCalls += 1;
+    try {
+      return await call;
+    } finally {
+      this.poolCalls -= 1;
+      if (this.poolCalls === 0 && this.fd < 0 && this.closePending) {
+        this.closePending = false;
+        closeQuietly(fd);
+      }
+    }
   }
 
   /** fsync: everything written so far is durable when this returns. */
@@ -88,8 +105,12 @@ export class FilePageStore implements PageStore {
   close(): void {
     const fd = this.fd;
     this.fd = -1;
-    // With a writeback still running, its completion closes the descriptor.
-    if (fd < 0 || this.writebackRunning) return;
+    if (fd < 0) return;
+    // With a pool thread still using the descriptor, the last one to finish closes it.
+    if (this.poolCalls > 0) {
+      this.closePending = true;
+      return;
+    }
     try {
       closeSync(fd);
     } catch (cause) {

@@ -1,9 +1,10 @@
 // A region is byteLength bytes in pages of pageSize. Every backing is handed to the addon as a
 // NativeRegion (a DataView or a mapping), so no code path ever needs one JS buffer over the whole region
 // and sizes are plain numbers (exact up to 2^53): 64 GiB and more work.
-import { closeSync, ftruncateSync, openSync, rmSync, statSync } from 'node:fs';
+import { closeSync, fsyncSync, ftruncateSync, openSync, readSync, rmSync, statSync, writeSync } from 'node:fs';
 import { InvalidArgumentError, StorageError } from '../errors.js';
-import { native, type NativeMapping, type NativeRegion } from '../native/binding.js';
+import type { NativeMapping, NativeRegion } from '../native/binding.js';
+import { binding } from '../native/engine.js';
 
 export const DEFAULT_PAGE_SIZE = 4096;
 export const MIN_PAGE_SIZE = 512;
@@ -54,13 +55,17 @@ export class MemoryRegion {
   readonly byteLength: number;
   private readonly source: () => NativeRegion;
   private readonly mapping: NativeMapping | undefined;
+  /** Without the addon, a "mapped" file is a copy in shared memory, written back by flush(). */
+  private readonly fileCopy: { path: string; buffer: SharedArrayBuffer } | undefined;
 
-  private constructor(byteLength: number, pageSize: number, source: () => NativeRegion, mapping?: NativeMapping) {
+  private constructor(byteLength: number, pageSize: number, source: () => NativeRegion,
+    backing: { mapping?: NativeMapping; fileCopy?: { path: string; buffer: SharedArrayBuffer } } = {}) {
     this.pageSize = validatePageSize(pageSize);
     this.pageCount = validateRegionSize(byteLength, pageSize);
     this.byteLength = byteLength;
     this.source = source;
-    this.mapping = mapping;
+    this.mapping = backing.mapping;
+    this.fileCopy = backing.fileCopy;
   }
 
   /** Wraps memory the embedder owns. A WebAssembly.Memory is read through its current buffer each time. */
@@ -108,15 +113,42 @@ export class MemoryRegion {
       throw new StorageError(`cannot open ${path}: ${(cause as Error).message}`, { cause });
     }
     validateRegionSize(byteLength, pageSize);
+    if (binding().kind === 'twin') return MemoryRegion.copyOfFile(path, byteLength, pageSize);
     let mapping: NativeMapping;
     try {
       // Always writable: a JS write through a view of a read-only mapping would crash the process.
-      mapping = native().mapFile(path, byteLength, true);
+      mapping = binding().mapFile(path, byteLength, true);
     } catch (cause) {
       unlinkCreated();
       throw new StorageError(`cannot map ${path}: ${(cause as Error).message}`, { cause });
     }
-    return new MemoryRegion(byteLength, pageSize, () => mapping, mapping);
+    return new MemoryRegion(byteLength, pageSize, () => mapping, { mapping });
+  }
+
+  /** mapFile without the addon: the file read into shared memory; flush() writes it back. */
+  private static copyOfFile(path: string, byteLength: number, pageSize: number): MemoryRegion {
+    const buffer = new SharedArrayBuffer(byteLength);
+    const bytes = new Uint8Array(buffer);
+    const fd = openSync(path, 'r');
+    try {
+      for (let at = 0; at < byteLength;) {
+        const n = readSync(fd, bytes, at, Math.min(MAX_VIEW_BYTES, byteLength - at), at);
+        if (n === 0) throw new StorageError(`${path} ended at ${at} of ${byteLength} bytes while reading it`);
+        at += n;
+      }
+    } finally {
+      closeSync(fd);
+    }
+    const view = new DataView(buffer);
+    return new MemoryRegion(byteLength, pageSize, () => view, { fileCopy: { path, buffer } });
+  }
+
+  /** The SharedArrayBuffer that is this whole region, if it is one (worker threads can write into it). */
+  get sharedMemory(): SharedArrayBuffer | undefined {
+    if (this.fileCopy) return this.fileCopy.buffer;
+    const memory = this.mapping ? undefined : this.source();
+    const whole = memory instanceof DataView && memory.byteOffset === 0 && memory.byteLength === memory.buffer.byteLength;
+    return whole && memory.buffer instanceof SharedArrayBuffer ? memory.buffer : undefined;
   }
 
   /** The handle the addon's batch calls take. */
@@ -126,6 +158,10 @@ export class MemoryRegion {
 
   /** Writes mapped pages back to their file and fsyncs it; a no-op for memory regions. */
   flush(): void {
+    if (this.fileCopy) {
+      writeBack(this.fileCopy.path, new Uint8Array(this.fileCopy.buffer));
+      return;
+    }
     if (!this.mapping) return;
     try {
       this.mapping.flush();
@@ -155,5 +191,19 @@ export class MemoryRegion {
   /** Unmaps a file region (once no view of it is reachable); memory regions stay the embedder's. */
   close(): void {
     this.mapping?.close();
+  }
+}
+
+function writeBack(path: string, bytes: Uint8Array): void {
+  try {
+    const fd = openSync(path, 'r+');
+    try {
+      for (let at = 0; at < bytes.length;) at += writeSync(fd, bytes, at, Math.min(MAX_VIEW_BYTES, bytes.length - at), at);
+      fsyncSync(fd);
+    } finally {
+      closeSync(fd);
+    }
+  } catch (cause) {
+    throw new StorageError(`cannot write the region back to ${path}: ${(cause as Error).message}`, { cause });
   }
 }

@@ -9,7 +9,9 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import {
   AbortedError, InvalidArgumentError, PagewireError, ProtocolError, SwitchoverError, TimeoutError, asPagewireError,
 } from '../errors.js';
-import { PageBatchEncoder, defaultBatchPages } from '../codec/page-batch-encoder.js';
+import {
+  DEFAULT_PAGE_CACHE_BYTES, PageBatchEncoder, defaultBatchPages, type EncodedBatch,
+} from '../codec/page-batch-encoder.js';
 import { regionDigest } from '../codec/page-hashes.js';
 import { BitmapTracker, HashTracker, type DirtyTracker, type PageList } from '../memory/dirty-tracker.js';
 import type { DirtyBitmap } from '../memory/dirty-bitmap.js';
@@ -50,6 +52,11 @@ export interface MigrationSourceOptions {
   hookTimeoutMs?: number;
   /** Pages per PAGES frame (default: 1 MiB of pages, 256 at 4 KiB). */
   batchPages?: number;
+  /**
+   * Bytes of page cache holding the last sent copy of pages, the base of DELTA (XBZRLE) and DUP
+   * records (default 64 MiB, as QEMU's xbzrle-cache-size; 0 turns both off).
+   */
+  pageCacheBytes?: number;
   /** Longest wait for any answer from the target, or for the socket to drain (default 30 s). */
   timeoutMs?: number;
   /**
@@ -90,7 +97,7 @@ export class MigrationSource extends EventEmitter<SourceEvents> {
     const filled = {
       maxDowntimeMs: 300, maxRounds: 30, maxBandwidthBytesPerSec: 0, timeoutMs: 30_000, persistTimeoutMs: 600_000,
       hookTimeoutMs: 30_000,
-      batchPages: defaultBatchPages(options.region.pageSize),
+      batchPages: defaultBatchPages(options.region.pageSize), pageCacheBytes: DEFAULT_PAGE_CACHE_BYTES,
       ...dropUndefined(options),
     };
     checkPositive('maxDowntimeMs', filled.maxDowntimeMs, true);
@@ -109,7 +116,7 @@ export class MigrationSource extends EventEmitter<SourceEvents> {
     }
     this.options = filled;
     const { region } = filled;
-    this.encoder = new PageBatchEncoder(region, filled.batchPages);
+    this.encoder = new PageBatchEncoder(region, { batchPages: filled.batchPages, cacheBytes: filled.pageCacheBytes });
     this.tracker = filled.dirtyBitmap ? new BitmapTracker(filled.dirtyBitmap) : new HashTracker(region, this.encoder.sentHashes);
     this.summary = {
       status: 'failed', migrationId: this.migrationId.toString('hex'), totalTimeMs: 0, setupTimeMs: 0, downtimeMs: 0,
@@ -250,28 +257,43 @@ export class MigrationSource extends EventEmitter<SourceEvents> {
     await connection.send(MessageType.RoundBegin, encodeRoundMarker({ round, pages: pages.count, flags }));
     let records = 0;
     let done = 0;
-    for (const batch of pages.batches(options.batchPages)) {
-      done += batch.length;
-      const encoded = encoder.encode(batch, skipZero);
-      summary.zeroPages += encoded.zeroRecords + encoded.zeroSkipped;
-      summary.rawPages += encoded.rawRecords;
-      if (encoded.recordCount > 0) {
-        await connection.sendThen(() => encoder.release(encoded), MessageType.Pages,
-          encodePagesHeader(encoded.recordCount), encoded.records);
-        records += encoded.recordCount;
-      } else {
-        encoder.release(encoded);
+    const batches = pages.batches(options.batchPages)[Symbol.iterator]();
+    // Pipelined: the pool thread encodes batch k+1 while the socket sends batch k. The generator may
+    // reuse its index array, so the next batch is taken only once the previous encode has settled.
+    const first = batches.next();
+    let next = first.done ? undefined : this.encodeBatch(first.value, skipZero);
+    try {
+      while (next) {
+        const { encoded, pages: batchLength } = await next;
+        const following = batches.next();
+        next = following.done ? undefined : this.encodeBatch(following.value, skipZero);
+        done += batchLength;
+        summary.zeroPages += encoded.zeroRecords + encoded.zeroSkipped;
+        summary.deltaPages += encoded.deltaRecords;
+        summary.dupPages += encoded.dupRecords;
+        summary.lz4Pages += encoded.lz4Records;
+        summary.rawPages += encoded.rawRecords;
+        if (encoded.recordCount > 0) {
+          await connection.sendThen(() => encoder.release(encoded), MessageType.Pages,
+            encodePagesHeader(encoded.recordCount), encoded.records);
+          records += encoded.recordCount;
+        } else {
+          encoder.release(encoded);
+        }
+        const elapsedMs = performance.now() - started;
+        const bytesSent = connection.bytesWritten - bytesBefore;
+        this.emit('progress', {
+          round, pagesPlanned: pages.count, pagesLeft: pages.count - done, recordsSent: records, bytesSent,
+          bytesPerSec: (bytesSent * 1000) / Math.max(elapsedMs, 1), elapsedMs,
+        });
+        if (options.maxBandwidthBytesPerSec > 0) {
+          const dueMs = (bytesSent * 1000) / options.maxBandwidthBytesPerSec;
+          if (dueMs > elapsedMs + 1) await this.pace(dueMs - elapsedMs);
+        }
       }
-      const elapsedMs = performance.now() - started;
-      const bytesSent = connection.bytesWritten - bytesBefore;
-      this.emit('progress', {
-        round, pagesPlanned: pages.count, pagesLeft: pages.count - done, recordsSent: records, bytesSent,
-        bytesPerSec: (bytesSent * 1000) / Math.max(elapsedMs, 1), elapsedMs,
-      });
-      if (options.maxBandwidthBytesPerSec > 0) {
-        const dueMs = (bytesSent * 1000) / options.maxBandwidthBytesPerSec;
-        if (dueMs > elapsedMs + 1) await this.pace(dueMs - elapsedMs);
-      }
+    } finally {
+      // A failed send leaves the encode in flight; it settles on its own, and nothing waits for it.
+      next?.then((late) => encoder.release(late.encoded), () => undefined);
     }
     await connection.send(MessageType.RoundEnd, encodeRoundMarker({ round, pages: records }));
     const acked = parseRoundAck(await connection.expect(MessageType.RoundAck, options.persistTimeoutMs));
@@ -286,6 +308,11 @@ export class MigrationSource extends EventEmitter<SourceEvents> {
       dirtyRateBytesPerSec: 0, pendingPages: 0, expectedDowntimeMs: 0,
       elapsedMs: performance.now() - this.startedAt,
     };
+  }
+
+  private async encodeBatch(indices: Uint32Array, skipZero: boolean): Promise<{ encoded: EncodedBatch; pages: number }> {
+    const pages = indices.length;
+    return { encoded: await this.encoder.encode(indices, skipZero), pages };
   }
 
   /**

@@ -44,6 +44,8 @@ export type TargetPhase = 'listening' | 'receiving' | 'persisting' | 'ready-sent
 
 /** 2^27 pages: 64 GiB in 512-byte pages, 512 GiB in 4 KiB pages; 1 GiB of page hashes. */
 const MAX_TARGET_PAGES = 2 ** 27;
+/** PAGES frames received but not yet applied, beyond which the target stops reading (about 4 MiB). */
+const MAX_QUEUED_BATCHES = 4;
 
 /** How far the switch-over got on this side: decides what a failure means. */
 type SwitchoverStage = 'receiving' | 'ready-sent' | 'go-received' | 'committed';
@@ -257,10 +259,12 @@ export class MigrationTarget extends EventEmitter<TargetEvents> {
         } else if (frame.type === MessageType.Pages) {
           if (!inRound) throw new ProtocolError('PAGES outside a round');
           const batch = parsePages(frame.payload);
-          decoder.apply(batch.records, batch.recordCount);
+          decoder.enqueue(batch.records, batch.recordCount);
           roundRecords += batch.recordCount;
           // Every record writes a whole page, ZERO records included.
           image.noteWritten(batch.recordCount * store.pageSize);
+          // Reading goes on while the pool thread decodes; past a few queued batches the socket waits.
+          await decoder.drainTo(MAX_QUEUED_BATCHES);
         } else if (frame.type === MessageType.RoundEnd) {
           const marker = parseRoundMarker(frame.payload, 'ROUND_END');
           if (!inRound || marker.round !== round) throw new ProtocolError(`ROUND_END ${marker.round} does not close round ${round}`);
@@ -269,6 +273,7 @@ export class MigrationTarget extends EventEmitter<TargetEvents> {
             throw new ProtocolError(`round ${round} carried ${roundRecords} page records, the source says it sent ${marker.pages}`);
           }
           inRound = false;
+          await decoder.settled();
           summary.rounds = round;
           // A pre-copy round is acknowledged once durable: the source's bandwidth figure then includes
           // the disk, and the fsync before READY (inside the downtime) only has the last round's pages.
@@ -320,6 +325,10 @@ export class MigrationTarget extends EventEmitter<TargetEvents> {
       this.finish(undefined, summary);
     } catch (error) {
       let failure = asPagewireError(error);
+      // No pool thread may still write into the image once this side reports the failure. A batch that
+      // failed there came first, and explains more than what followed (often the peer hanging up).
+      const decodeFailure = await decoder.settled().then(() => undefined, (e: unknown) => e);
+      if (decodeFailure) failure = asPagewireError(decodeFailure);
       if (stage === 'receiving' || (stage === 'ready-sent' && failure instanceof PeerError)) {
         // Before READY, or the source said it gave up (it sends ERROR only before it hands over):
         // the source keeps running, so this side drops what it received.

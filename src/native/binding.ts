@@ -1,6 +1,7 @@
-// Types and loader for the raw C++ layer (native/*.cc). Everything here is batch-shaped: one call per
-// batch of pages, buffers passed in and written in place, tuples instead of objects for returns.
-// Policy (what to send, when, how big a batch is) lives in the callers, never here.
+// Types and loader for the raw C++ layer (native/*.cc), which src/native/twin mirrors in TypeScript.
+// Everything here is batch-shaped: one call per batch of pages, buffers passed in and written in place,
+// tuples instead of objects for returns. Policy (what to send, when, how big a batch is) lives in the
+// callers, never here. Callers get one implementation or the other from engine.ts.
 import { createRequire } from 'node:module';
 import { existsSync } from 'node:fs';
 import { dirname, join } from 'node:path';
@@ -24,20 +25,54 @@ export interface NativeMapping {
 /** What native calls accept as a region: a DataView over (Shared)ArrayBuffer memory, or a mapping. */
 export type NativeRegion = DataView | ArrayBufferView | ArrayBuffer | NativeMapping;
 
-/** Status codes of applyPages, in the order native/codec.cc defines them. */
+/** Status codes of applyPages, in the order native/codec.cc defines them (docs/PROTOCOL.md section 4). */
 export enum ApplyStatus {
   Ok = 0,
   /** A header (value: record number) or a payload (value: page index) runs past the end. */
   Truncated = 1,
+  /** The value is the offending index: the record's page, or a DUP record's fromIndex. */
   IndexOutOfRange = 2,
   BadEncoding = 3,
   BadLength = 4,
   ChecksumMismatch = 5,
   /** Bytes follow the last record; the value is recordCount. */
   TrailingBytes = 6,
+  /** A DELTA (XBZRLE) or LZ4 payload is malformed, or LZ4 does not give exactly one page. */
+  BadPayload = 7,
 }
 
+/** [bytesWritten, records, zeroRecords, deltaRecords, dupRecords, lz4Records, rawRecords, zeroSkipped] */
+export type EncodeResult = [number, number, number, number, number, number, number, number];
+/** [status, pageIndexOrRecordNumber, recordsApplied] */
+export type ApplyResult = [ApplyStatus, number, number];
+
+/**
+ * The source's page encoder for one migration: the page cache (DELTA and DUP bases) is its state, so
+ * batches must be encoded in the order they are sent, and one at a time.
+ */
+export interface NativePageEncoder {
+  /** Cache slots: min(pageCount, floor(cacheBytes / pageSize)). */
+  readonly cacheSlots: number;
+  /**
+   * Encodes the listed pages as wire records into out from offset 0 (docs/PROTOCOL.md section 4),
+   * on a pool thread. out must hold indices.length * (pageSize + 20) bytes. Records sentHashes[page]
+   * for every page. Arguments are checked before the work starts (a bad one throws, nothing changes);
+   * calling again before the promise settles throws.
+   */
+  encode(region: NativeRegion, indices: Uint32Array, skipZero: boolean, out: Uint8Array,
+    sentHashes: BigUint64Array): Promise<EncodeResult>;
+  /** The same work on the calling thread. */
+  encodeSync(region: NativeRegion, indices: Uint32Array, skipZero: boolean, out: Uint8Array,
+    sentHashes: BigUint64Array): EncodeResult;
+}
+
+/** Where applyPages writes: a writable region in memory, or a file descriptor (pages at index * pageSize). */
+export type PageSink = NativeRegion | number;
+
 export interface NativeBinding {
+  /** 'addon' for the C++ addon, 'twin' for the TypeScript twin (src/native/twin). */
+  readonly kind: 'addon' | 'twin';
+
   mapFile(path: string, byteLength: number, writable: boolean): NativeMapping;
 
   /** XXH64 (seed 0) of bytes. */
@@ -56,27 +91,51 @@ export interface NativeBinding {
    */
   dirtyScan(snapshot: Uint32Array, wordStart: number, wordEnd: number, out: Uint32Array): [number, number];
 
-  /**
-   * Encodes the listed pages as wire records (docs/PROTOCOL.md) into out from offset 0, records
-   * sentHashes[page] for every page, and skips zero pages entirely when skipZero is set.
-   * Returns [bytesWritten, records, zeroRecords, rawRecords, zeroSkipped].
-   */
-  encodePages(region: NativeRegion, pageSize: number, pageCount: number, indices: Uint32Array,
-    skipZero: boolean, out: Uint8Array, sentHashes: BigUint64Array): [number, number, number, number, number];
+  /** A page encoder with a page cache of cacheBytes (0: no DELTA or DUP). */
+  PageEncoder: new (pageSize: number, pageCount: number, cacheBytes: number) => NativePageEncoder;
 
   /**
-   * Verifies and applies recordCount records from records into region, recording heldHashes[page].
-   * Stops at the first bad record. Returns [status, pageIndexOrRecordNumber, recordsApplied].
+   * Verifies and applies recordCount records from records to sink, recording heldHashes[page], on a
+   * pool thread. Stops at the first bad record (a bad page is never written). Rejects on a write error.
    */
-  applyPages(region: NativeRegion, pageSize: number, pageCount: number, records: Uint8Array,
-    recordCount: number, heldHashes: BigUint64Array): [ApplyStatus, number, number];
-
-  /** As applyPages, writing each page into the file at pageIndex * pageSize (pwritev). Throws on I/O errors. */
-  applyPagesToFile(fd: number, pageSize: number, pageCount: number, records: Uint8Array,
-    recordCount: number, heldHashes: BigUint64Array): [ApplyStatus, number, number];
+  applyPages(sink: PageSink, pageSize: number, pageCount: number, records: Uint8Array,
+    recordCount: number, heldHashes: BigUint64Array): Promise<ApplyResult>;
+  /** The same work on the calling thread; throws on a write error. */
+  applyPagesSync(sink: PageSink, pageSize: number, pageCount: number, records: Uint8Array,
+    recordCount: number, heldHashes: BigUint64Array): ApplyResult;
 
   /** Writes the file's dirty pages back (sync_file_range, not waiting for the disk) on a pool thread; settles when that call returns. */
   startWriteback(fd: number): Promise<void>;
+
+  // Kernels, batch-shaped, for the micro-benchmarks and the shared test vectors. Page k of a buffer
+  // is bytes [k * pageSize, (k + 1) * pageSize); pages = floor(byteLength / pageSize).
+
+  /** How many of the pages are all zero bytes. */
+  zeroPageCount(pages: Uint8Array, pageSize: number): number;
+  /**
+   * XBZRLE of each page pair (oldPages[k] -> newPages[k]) into out at k * limit; lengths[k] = its
+   * length, or -1 when it would pass limit bytes. Returns the sum of the lengths that fit.
+   */
+  xbzrleEncodePages(oldPages: Uint8Array, newPages: Uint8Array, pageSize: number, limit: number,
+    out: Uint8Array, lengths: Int32Array): number;
+  /**
+   * Applies encoding k (encoded[k * stride, + lengths[k])) to pages[k] in place; pages whose length is
+   * negative (did not fit) are skipped. Returns -1 when all decoded, else the number of the first
+   * malformed one (pages from it on are left as they were).
+   */
+  xbzrleDecodePages(encoded: Uint8Array, stride: number, lengths: Int32Array, pages: Uint8Array,
+    pageSize: number): number;
+  /**
+   * LZ4 block of each page (the lz4 package's compressBlock) into out at k * stride; lengths[k] = its
+   * length, or 0 when no match was found or it is longer than stride. Returns the sum of the lengths.
+   */
+  lz4CompressPages(pages: Uint8Array, pageSize: number, out: Uint8Array, stride: number, lengths: Int32Array): number;
+  /**
+   * Decompresses block k into pages[k]; pages whose length is 0 (not compressed) are skipped. Returns -1
+   * when all gave exactly pageSize bytes, else the first bad k.
+   */
+  lz4DecompressPages(encoded: Uint8Array, stride: number, lengths: Int32Array, pages: Uint8Array,
+    pageSize: number): number;
 }
 
 function packageRoot(): string {
@@ -91,8 +150,8 @@ function packageRoot(): string {
 
 let loaded: NativeBinding | undefined;
 
-/** The addon, loaded once. Throws NativeUnavailableError with a build hint when it is missing. */
-export function native(): NativeBinding {
+/** The C++ addon, loaded once. Throws NativeUnavailableError with a build hint when it is missing. */
+export function loadAddon(): NativeBinding {
   if (loaded) return loaded;
   const root = packageRoot();
   const path = join(root, 'build', 'Release', 'pagewire.node');

@@ -1,4 +1,4 @@
-// Wire protocol v1 messages (docs/PROTOCOL.md is the source of truth). Every frame is an 8-byte header
+// Wire protocol v2 messages (docs/PROTOCOL.md is the source of truth). Every frame is an 8-byte header
 // (u8 type, u8 reserved, u16 reserved, u32 payload length, little-endian) and a payload. Parsers check
 // every length, enum and range here, at the boundary; nothing past this file sees an unchecked field.
 import { HandshakeError, ProtocolError } from '../errors.js';
@@ -6,9 +6,9 @@ import { HandshakeError, ProtocolError } from '../errors.js';
 export const FRAME_HEADER_BYTES = 8;
 export const MAGIC = Buffer.from('PAGEWIRE', 'latin1');
 /** The window of versions this build speaks. */
-export const MIN_VERSION = 1;
-export const MAX_VERSION = 1;
-/** Feature bits; v1 defines none. Unknown offered bits are dropped by the target's answer. */
+export const MIN_VERSION = 2;
+export const MAX_VERSION = 2;
+/** Feature bits; v2 defines none. Unknown offered bits are dropped by the target's answer. */
 export const SUPPORTED_FEATURES = 0;
 /** WELCOME flag: the target's image starts all zeros, so round 1 may skip zero pages. */
 export const TARGET_ZEROED = 1;

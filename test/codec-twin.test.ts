@@ -1,0 +1,170 @@
+// The addon and its TypeScript twin against the shared vectors (test/vectors/codec.json), against each
+// other on random workloads, and against hostile batches.
+import { readFileSync } from 'node:fs';
+import { describe, expect, it } from 'vitest';
+import { loadAddon, type NativeBinding } from '../dist/src/native/binding.js';
+import { twin } from '../dist/src/native/twin/index.js';
+
+interface Vectors {
+  xxh64: { input: string; hash: string }[];
+  xbzrle: { name: string; pageSize: number; old: string; new: string; limit: number; encoded: string | null }[];
+  lz4: { name: string; page: string; compressed: string | null }[];
+  batches: {
+    pageSize: number; pageCount: number; cacheBytes: number;
+    steps: { region: string; indices: number[]; skipZero: boolean; records: string; result: number[]; sentDigest: string }[];
+  };
+}
+
+const vectors = JSON.parse(readFileSync(new URL('./vectors/codec.json', import.meta.url), 'utf8')) as Vectors;
+const addon = loadAddon();
+const implementations: [string, NativeBinding][] = [['addon', addon], ['twin', twin]];
+const bytes = (hex: string) => new Uint8Array(Buffer.from(hex, 'hex'));
+const hex = (data: Uint8Array) => Buffer.from(data.buffer, data.byteOffset, data.byteLength).toString('hex');
+
+describe.each(implementations)('%s against the shared vectors', (_, engine) => {
+  it('hashes as XXH64', () => {
+    for (const v of vectors.xxh64) expect(engine.xxh64(bytes(v.input)).toString(16).padStart(16, '0')).toBe(v.hash);
+  });
+
+  it('encodes and decodes every XBZRLE vector, QEMU\'s documented example included', () => {
+    expect(vectors.xbzrle[0]!.encoded).toBe('e9070f0102030405060708090a0b0c0d0e0f030167010169');
+    for (const v of vectors.xbzrle) {
+      const out = new Uint8Array(v.limit);
+      const lengths = new Int32Array(1);
+      engine.xbzrleEncodePages(bytes(v.old), bytes(v.new), v.pageSize, v.limit, out, lengths);
+      expect(lengths[0]! < 0 ? null : hex(out.subarray(0, lengths[0])), v.name).toBe(v.encoded);
+      if (v.encoded === null) continue;
+      const page = bytes(v.old);
+      expect(engine.xbzrleDecodePages(bytes(v.encoded), v.limit, Int32Array.of(v.encoded.length / 2), page, v.pageSize)).toBe(-1);
+      expect(hex(page), v.name).toBe(v.new);
+    }
+  });
+
+  it('compresses and decompresses every LZ4 vector', () => {
+    for (const v of vectors.lz4) {
+      const page = bytes(v.page);
+      const out = new Uint8Array(page.length);
+      const lengths = new Int32Array(1);
+      engine.lz4CompressPages(page, page.length, out, page.length, lengths);
+      expect(lengths[0] === 0 ? null : hex(out.subarray(0, lengths[0])), v.name).toBe(v.compressed);
+      if (v.compressed === null) continue;
+      const back = new Uint8Array(page.length);
+      expect(engine.lz4DecompressPages(bytes(v.compressed), page.length, Int32Array.of(v.compressed.length / 2), back, page.length)).toBe(-1);
+      expect(hex(back)).toBe(v.page);
+    }
+  });
+
+  it('replays the batch vectors byte for byte, and each batch applies to the image it describes', () => {
+    const { pageSize, pageCount, cacheBytes, steps } = vectors.batches;
+    const encoder = new engine.PageEncoder(pageSize, pageCount, cacheBytes);
+    const sent = new BigUint64Array(pageCount);
+    const target = new Uint8Array(pageCount * pageSize);
+    const held = new BigUint64Array(pageCount);
+    for (const [n, step] of steps.entries()) {
+      const region = bytes(step.region);
+      const out = new Uint8Array(step.indices.length * (pageSize + 20));
+      const result = encoder.encodeSync(new DataView(region.buffer), Uint32Array.from(step.indices), step.skipZero, out, sent);
+      expect(result, `step ${n + 1}`).toEqual(step.result);
+      expect(hex(out.subarray(0, result[0])), `step ${n + 1}`).toBe(step.records);
+      expect(engine.xxh64(new Uint8Array(sent.buffer)).toString(16)).toBe(step.sentDigest);
+      const [status] = engine.applyPagesSync(target, pageSize, pageCount, bytes(step.records), result[1], held);
+      expect(status).toBe(0);
+      for (const page of step.indices) {
+        expect(hex(target.subarray(page * pageSize, (page + 1) * pageSize))).toBe(hex(region.subarray(page * pageSize, (page + 1) * pageSize)));
+      }
+    }
+  });
+});
+
+/** A seeded workload of edits on a region: small runs, zeroed pages, copies, text, fresh random pages. */
+function randomWorkload(seed: number, pageSize: number, pageCount: number) {
+  let state = seed >>> 0;
+  // The high bits: an LCG's low bits repeat with short periods.
+  const rnd = (n: number) => Math.floor(((state = (Math.imul(state, 1664525) + 1013904223) >>> 0) / 2 ** 32) * n);
+  const region = new Uint8Array(pageSize * pageCount);
+  const page = (p: number) => region.subarray(p * pageSize, (p + 1) * pageSize);
+  const edit = (p = rnd(pageCount), kind = rnd(6)) => {
+    switch (kind) {
+      case 0: { const at = rnd(pageSize - 64); for (let i = 0; i < 1 + rnd(64); i++) page(p)[at + i] = rnd(256); break; }
+      case 1: page(p).fill(0); break;
+      case 2: page(p).set(page(rnd(pageCount)).slice()); break;
+      case 3: page(p).set(Buffer.alloc(pageSize, `line ${rnd(1000)} of some text; `)); break;
+      case 4: for (let i = 0; i < pageSize; i++) page(p)[i] = rnd(256); break;
+      default: page(p)[rnd(pageSize)] ^= 1 + rnd(255);
+    }
+  };
+  /** Some pages, in a random order, each once. */
+  const someIndices = () => {
+    const picked = [...new Set(Array.from({ length: 1 + rnd(pageCount) }, () => rnd(pageCount)))];
+    return Uint32Array.from(picked);
+  };
+  return { region, edit, someIndices, rnd };
+}
+
+describe('addon and twin', () => {
+  it('produce byte-identical batches on random workloads, and each decodes the other\'s', () => {
+    for (const [pageSize, pageCount, cacheSlots, seed] of [[4096, 96, 32, 1], [512, 200, 50, 2], [4096, 64, 0, 3], [1024, 80, 200, 4]] as const) {
+      const work = randomWorkload(seed, pageSize, pageCount);
+      const encoders = [new addon.PageEncoder(pageSize, pageCount, cacheSlots * pageSize), new twin.PageEncoder(pageSize, pageCount, cacheSlots * pageSize)];
+      const sent = [new BigUint64Array(pageCount), new BigUint64Array(pageCount)];
+      // targets[0] receives the addon's batches decoded by the twin, targets[1] the twin's decoded by the addon.
+      const targets = [new Uint8Array(pageSize * pageCount), new Uint8Array(pageSize * pageCount)];
+      const held = [new BigUint64Array(pageCount), new BigUint64Array(pageCount)];
+      const seen = new Set<string>();
+      for (let p = 0; p < 4; p++) work.edit(p, 4); // some random pages, which only RAW can carry
+      work.region.copyWithin(5 * pageSize, 0, pageSize); // and a copy of one, for DUP
+      for (let round = 0; round < 12; round++) {
+        for (let e = 0; e < 1 + work.rnd(40); e++) work.edit();
+        const indices = round === 0 ? Uint32Array.from({ length: pageCount }, (_, i) => i) : work.someIndices();
+        const outs = [0, 1].map(() => new Uint8Array(indices.length * (pageSize + 20)));
+        const view = new DataView(work.region.buffer);
+        const results = [0, 1].map((i) => encoders[i]!.encodeSync(view, indices, false, outs[i]!, sent[i]!));
+        expect(results[1], `seed ${seed} round ${round}`).toEqual(results[0]);
+        expect(hex(outs[1]!.subarray(0, results[1]![0])), `seed ${seed} round ${round}`).toBe(hex(outs[0]!.subarray(0, results[0]![0])));
+        ['zero', 'delta', 'dup', 'lz4', 'raw'].forEach((name, i) => { if (results[0]![2 + i]! > 0) seen.add(name); });
+        for (const [i, decoder] of [twin, addon].entries()) {
+          const [status] = decoder.applyPagesSync(targets[i]!, pageSize, pageCount, outs[i]!.subarray(0, results[i]![0]), results[i]![1], held[i]!);
+          expect(status).toBe(0);
+          for (const p of indices) {
+            expect(hex(targets[i]!.subarray(p * pageSize, (p + 1) * pageSize))).toBe(hex(work.region.subarray(p * pageSize, (p + 1) * pageSize)));
+          }
+        }
+      }
+      // Every encoding occurred (DELTA and DUP only with a cache).
+      expect([...seen].sort()).toEqual(cacheSlots > 0 ? ['delta', 'dup', 'lz4', 'raw', 'zero'] : ['lz4', 'raw', 'zero']);
+    }
+  });
+
+  it.each(implementations)('%s survives thousands of mutated and truncated batches: an error or verified pages, never a crash', (_, engine) => {
+    const pageSize = 1024;
+    const pageCount = 48;
+    const work = randomWorkload(99, pageSize, pageCount);
+    for (let e = 0; e < 200; e++) work.edit();
+    const encoder = new addon.PageEncoder(pageSize, pageCount, 16 * pageSize);
+    const sent = new BigUint64Array(pageCount);
+    const first = new Uint8Array(pageCount * (pageSize + 20));
+    const all = Uint32Array.from({ length: pageCount }, (_, i) => i);
+    const [firstLength, firstCount] = encoder.encodeSync(new DataView(work.region.buffer), all, false, first, sent);
+    const before = work.region.slice();
+    for (let e = 0; e < 60; e++) work.edit();
+    const second = new Uint8Array(pageCount * (pageSize + 20));
+    const [length, count] = encoder.encodeSync(new DataView(work.region.buffer), all, false, second, sent);
+    const valid = second.subarray(0, length);
+    let failures = 0;
+    for (let trial = 0; trial < 2000; trial++) {
+      // The target holds the first round; the second round's batch arrives mutated.
+      const target = before.slice();
+      const held = new BigUint64Array(pageCount);
+      expect(engine.applyPagesSync(target, pageSize, pageCount, first.subarray(0, firstLength), firstCount, held)[0]).toBe(0);
+      const mutated = valid.slice(0, trial % 5 === 0 ? work.rnd(valid.length + 1) : valid.length);
+      for (let k = 0; k < 1 + work.rnd(4); k++) if (mutated.length) mutated[work.rnd(mutated.length)] = work.rnd(256);
+      const [status] = engine.applyPagesSync(target, pageSize, pageCount, mutated, count, held);
+      if (status !== 0) failures++;
+      // Every page holds the bytes its verified hash names: nothing unverified was written.
+      for (let p = 0; p < pageCount; p++) {
+        expect(engine.xxh64(target.subarray(p * pageSize, (p + 1) * pageSize))).toBe(held[p]);
+      }
+    }
+    expect(failures).toBeGreaterThan(1500);
+  });
+});
