@@ -13,7 +13,10 @@ export interface ConvergenceInput {
   /** pendingPages as measured after each earlier round, oldest first (this round's not included). */
   pendingHistory: readonly number[];
   pageSize: number;
-  /** Bytes per second measured over the last round (delivered and acknowledged). */
+  /**
+   * Bytes of pages per second over the last round (delivered and acknowledged): pages × pageSize,
+   * not wire bytes, since pendingPages will travel encoded just as those did.
+   */
   bandwidthBytesPerSec: number;
   maxDowntimeMs: number;
   maxRounds: number;

@@ -55,7 +55,13 @@ export interface RoundReport {
   pagesSent: number;
   bytesSent: number;
   durationMs: number;
+  /** Bytes on the wire per second. */
   bandwidthBytesPerSec: number;
+  /**
+   * Bytes of pages moved per second (pages sent × pageSize): what the stop rule divides the pending
+   * pages by. Pages travel encoded (zero, delta, LZ4), so this is usually far above the wire's rate.
+   */
+  pageBandwidthBytesPerSec: number;
   /** Pages written during the round, as a rate (bytes of pages per second). */
   dirtyRateBytesPerSec: number;
   /** Pages dirty when the round ended. */
@@ -64,9 +70,10 @@ export interface RoundReport {
   elapsedMs: number;
 }
 
-/** The per-round log line: round= pages= bytes= bw= dirty= est_downtime= elapsed= */
+/** The per-round log line: round= pages= bytes= bw= page_bw= dirty= pending= est_downtime= elapsed= */
 export function formatRoundLine(r: RoundReport): string {
   return `round=${r.round} pages=${r.pagesSent} bytes=${r.bytesSent} bw=${mbps(r.bandwidthBytesPerSec)}MB/s ` +
+    `page_bw=${mbps(r.pageBandwidthBytesPerSec)}MB/s ` +
     `dirty=${mbps(r.dirtyRateBytesPerSec)}MB/s pending=${r.pendingPages} ` +
     `est_downtime=${Number.isFinite(r.expectedDowntimeMs) ? r.expectedDowntimeMs.toFixed(1) : 'inf'}ms ` +
     `elapsed=${r.elapsedMs.toFixed(0)}ms`;

@@ -189,7 +189,7 @@ export class MigrationSource extends EventEmitter<SourceEvents> {
     for (;;) {
       const pendingPages = this.tracker.pending();
       const decision = decideNextRound({
-        round, pendingPages, pendingHistory, pageSize: region.pageSize, bandwidthBytesPerSec: report.bandwidthBytesPerSec,
+        round, pendingPages, pendingHistory, pageSize: region.pageSize, bandwidthBytesPerSec: report.pageBandwidthBytesPerSec,
         maxDowntimeMs: options.maxDowntimeMs, maxRounds: options.maxRounds,
       });
       pendingHistory.push(pendingPages);
@@ -305,6 +305,7 @@ export class MigrationSource extends EventEmitter<SourceEvents> {
     return {
       round, pagesSent: records, bytesSent, durationMs,
       bandwidthBytesPerSec: roundBandwidth(bytesSent, durationMs),
+      pageBandwidthBytesPerSec: roundBandwidth(records * this.options.region.pageSize, durationMs),
       dirtyRateBytesPerSec: 0, pendingPages: 0, expectedDowntimeMs: 0,
       elapsedMs: performance.now() - this.startedAt,
     };
