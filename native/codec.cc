@@ -22,6 +22,7 @@
 #include <string>
 #include <vector>
 
+#include "bytes.h"
 #include "page_lz4.h"
 #include "region.h"
 #include "xbzrle.h"
@@ -52,43 +53,6 @@ enum ApplyStatus : uint32_t {
   kTrailingBytes = 6,
   kBadPayload = 7,
 };
-
-inline void Store32(uint8_t* p, uint32_t v) {
-#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_BIG_ENDIAN__
-  v = __builtin_bswap32(v);
-#endif
-  std::memcpy(p, &v, 4);
-}
-inline void Store64(uint8_t* p, uint64_t v) {
-#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_BIG_ENDIAN__
-  v = __builtin_bswap64(v);
-#endif
-  std::memcpy(p, &v, 8);
-}
-inline uint16_t Load16(const uint8_t* p) {
-  uint16_t v;
-  std::memcpy(&v, p, 2);
-#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_BIG_ENDIAN__
-  v = __builtin_bswap16(v);
-#endif
-  return v;
-}
-inline uint32_t Load32(const uint8_t* p) {
-  uint32_t v;
-  std::memcpy(&v, p, 4);
-#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_BIG_ENDIAN__
-  v = __builtin_bswap32(v);
-#endif
-  return v;
-}
-inline uint64_t Load64(const uint8_t* p) {
-  uint64_t v;
-  std::memcpy(&v, p, 8);
-#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_BIG_ENDIAN__
-  v = __builtin_bswap64(v);
-#endif
-  return v;
-}
 
 // True when all n bytes are zero. 64-byte chunks of eight OR-reduced 64-bit loads, leaving at the
 // first chunk that is not zero.
@@ -557,6 +521,19 @@ EncodeJob PageEncoder::Prepare(const Napi::CallbackInfo& info, Keep* keep) {
   return job;
 }
 
+// Queues a worker and hands back its promise; a worker that could not be queued is freed here.
+template <typename Worker>
+Napi::Promise QueueWorker(Worker* worker) {
+  Napi::Promise promise = worker->Promise();
+  try {
+    worker->Queue();
+  } catch (...) {
+    delete worker;
+    throw;
+  }
+  return promise;
+}
+
 class EncodeWorker : public Napi::AsyncWorker {
  public:
   EncodeWorker(Napi::Env env, PageEncoder* encoder, Napi::Object encoderObject, EncodeJob job, Keep keep)
@@ -590,14 +567,7 @@ Napi::Value PageEncoder::Encode(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   Keep keep;
   EncodeJob job = Prepare(info, &keep);
-  auto* worker = new EncodeWorker(env, this, Value(), std::move(job), std::move(keep));
-  Napi::Promise promise = worker->Promise();
-  try {
-    worker->Queue();
-  } catch (...) {
-    delete worker;
-    throw;
-  }
+  Napi::Promise promise = QueueWorker(new EncodeWorker(env, this, Value(), std::move(job), std::move(keep)));
   busy_ = true;
   return promise;
 }
@@ -937,15 +907,7 @@ class ApplyWorker : public Napi::AsyncWorker {
 Napi::Value ApplyPages(const Napi::CallbackInfo& info) {
   Keep keep;
   ApplyJob job = PrepareApply(info, &keep);
-  auto* worker = new ApplyWorker(info.Env(), job, std::move(keep));
-  Napi::Promise promise = worker->Promise();
-  try {
-    worker->Queue();
-  } catch (...) {
-    delete worker;
-    throw;
-  }
-  return promise;
+  return QueueWorker(new ApplyWorker(info.Env(), job, std::move(keep)));
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -971,10 +933,7 @@ class WritebackWorker : public Napi::AsyncWorker {
 
 Napi::Value StartWriteback(const Napi::CallbackInfo& info) {
   uint64_t fd = ToIndex(Arg(info, 0), "fd", INT32_MAX);
-  auto* worker = new WritebackWorker(info.Env(), static_cast<int>(fd));
-  Napi::Promise promise = worker->Promise();
-  worker->Queue();
-  return promise;
+  return QueueWorker(new WritebackWorker(info.Env(), static_cast<int>(fd)));
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1053,31 +1012,6 @@ Napi::Value XbzrleEncodePages(const Napi::CallbackInfo& info) {
   return Napi::Number::New(env, static_cast<double>(sum));
 }
 
-// xbzrleDecodePages(encoded, stride, lengths, pages, pageSize) -> -1, or the first malformed page
-Napi::Value XbzrleDecodePages(const Napi::CallbackInfo& info) {
-  Napi::Env env = info.Env();
-  TypedSpan<uint8_t> encoded = ToU8(Arg(info, 0), "encoded");
-  const uint64_t stride = ToIndex(Arg(info, 1), "stride");
-  TypedSpan<int32_t> lengths = ToI32(Arg(info, 2), "lengths");
-  TypedSpan<uint8_t> pages = ToU8(Arg(info, 3), "pages");
-  const uint64_t P = ToPageSize(Arg(info, 4));
-  const uint64_t count = pages.length / P;
-  if (Overlaps(pages.data, pages.length, encoded.data, encoded.length) ||
-      Overlaps(pages.data, pages.length, lengths.data, lengths.length * 4)) {
-    ThrowRange(env, "pages must not overlap encoded or lengths");
-  }
-  CheckEncodedRanges(env, encoded, stride, lengths, count, true);
-  for (uint64_t k = 0; k < count; ++k) {
-    const int32_t n = lengths.data[k];
-    if (n < 0) continue;  // did not fit: not encoded
-    if (!EncodedRange(encoded, stride, k, n)) ThrowRange(env, "lengths changed during the call");
-    if (!XbzrleDecode(encoded.data + k * stride, static_cast<size_t>(n), pages.data + k * P, static_cast<size_t>(P))) {
-      return Napi::Number::New(env, static_cast<double>(k));
-    }
-  }
-  return Napi::Number::New(env, -1);
-}
-
 // lz4CompressPages(pages, pageSize, out, stride, lengths) -> sum of the lengths
 Napi::Value Lz4CompressPages(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
@@ -1123,8 +1057,12 @@ Napi::Value Lz4CompressPages(const Napi::CallbackInfo& info) {
   return Napi::Number::New(env, static_cast<double>(sum));
 }
 
-// lz4DecompressPages(encoded, stride, lengths, pages, pageSize) -> -1, or the first bad block
-Napi::Value Lz4DecompressPages(const Napi::CallbackInfo& info) {
+// The two decode kernels: (encoded, stride, lengths, pages, pageSize) -> -1, or the first block that
+// does not decode. Block k is encoded[k * stride, + lengths[k]) and decodes into pages[k] in place.
+// XBZRLE skips negative lengths (did not fit; 0 is an unchanged page), LZ4 skips 0 (not compressed).
+using DecodeOne = bool (*)(const uint8_t* payload, size_t length, uint8_t* page, size_t pageSize);
+
+Napi::Value DecodePagesKernel(const Napi::CallbackInfo& info, bool negativeSkips, DecodeOne decode) {
   Napi::Env env = info.Env();
   TypedSpan<uint8_t> encoded = ToU8(Arg(info, 0), "encoded");
   const uint64_t stride = ToIndex(Arg(info, 1), "stride");
@@ -1136,17 +1074,21 @@ Napi::Value Lz4DecompressPages(const Napi::CallbackInfo& info) {
       Overlaps(pages.data, pages.length, lengths.data, lengths.length * 4)) {
     ThrowRange(env, "pages must not overlap encoded or lengths");
   }
-  CheckEncodedRanges(env, encoded, stride, lengths, count, false);
+  CheckEncodedRanges(env, encoded, stride, lengths, count, negativeSkips);
   for (uint64_t k = 0; k < count; ++k) {
     const int32_t n = lengths.data[k];
-    if (n == 0) continue;  // not compressed
+    if (negativeSkips ? n < 0 : n == 0) continue;
     if (n < 0 || !EncodedRange(encoded, stride, k, n)) ThrowRange(env, "lengths changed during the call");
-    if (!Lz4DecompressPage(encoded.data + k * stride, static_cast<size_t>(n), pages.data + k * P, static_cast<size_t>(P))) {
+    if (!decode(encoded.data + k * stride, static_cast<size_t>(n), pages.data + k * P, static_cast<size_t>(P))) {
       return Napi::Number::New(env, static_cast<double>(k));
     }
   }
   return Napi::Number::New(env, -1);
 }
+
+Napi::Value XbzrleDecodePages(const Napi::CallbackInfo& info) { return DecodePagesKernel(info, true, XbzrleDecode); }
+Napi::Value Lz4DecompressPages(const Napi::CallbackInfo& info) { return DecodePagesKernel(info, false, Lz4DecompressPage); }
+
 
 }  // namespace
 

@@ -5,6 +5,7 @@
 #include <climits>
 #include <cstring>
 
+#include "bytes.h"
 #include "lz4.h"
 
 namespace pagewire {
@@ -19,23 +20,6 @@ constexpr uint32_t kSkipStrength = 6;
 constexpr size_t kMlMask = 15;
 constexpr size_t kRunMask = 15;
 constexpr uint32_t kHasher = 2654435761u;
-
-inline uint32_t LoadLE32(const uint8_t* p) {
-  uint32_t v;
-  std::memcpy(&v, p, 4);
-#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_BIG_ENDIAN__
-  v = __builtin_bswap32(v);
-#endif
-  return v;
-}
-inline uint64_t LoadLE64(const uint8_t* p) {
-  uint64_t v;
-  std::memcpy(&v, p, 8);
-#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_BIG_ENDIAN__
-  v = __builtin_bswap64(v);
-#endif
-  return v;
-}
 
 // A literal or match length past the token's 15: 255s, then the rest (JS: `len > 254` loop).
 inline size_t PutLength(uint8_t* dst, size_t dpos, size_t rest) {
@@ -70,13 +54,13 @@ size_t Lz4CompressPage(const uint8_t* src, size_t len, uint8_t* dst, Lz4Table& t
   const size_t srcLength = len - kMfLimit;  // the last bytes stay literals
 
   while (pos + kMinMatch < srcLength) {
-    const uint32_t sequence = LoadLE32(src + pos);
+    const uint32_t sequence = Load32(src + pos);
     const uint32_t hash = (sequence * kHasher) >> kHashShift;  // Math.imul(seq, hasher) >>> hashShift
     const uint32_t stored = hashTable[hash];
     hashTable[hash] = base + static_cast<uint32_t>(pos) + 1;
     // JS: ref = hashTable[hash] - 1; no match if ref < 0, pos - ref >= 64 KiB, or other bytes.
     size_t ref = static_cast<size_t>(stored - base) - 1;
-    if (stored <= base || pos - ref > 0xffff || LoadLE32(src + ref) != sequence) {
+    if (stored <= base || pos - ref > 0xffff || Load32(src + ref) != sequence) {
       pos += findMatchAttempts++ >> kSkipStrength;  // step
       continue;
     }
@@ -90,7 +74,7 @@ size_t Lz4CompressPage(const uint8_t* src, size_t len, uint8_t* dst, Lz4Table& t
     const size_t matchStart = pos;
     for (;;) {
       if (srcLength - pos >= 8) {
-        const uint64_t x = LoadLE64(src + pos) ^ LoadLE64(src + ref);
+        const uint64_t x = Load64(src + pos) ^ Load64(src + ref);
         if (x != 0) {
           pos += static_cast<size_t>(__builtin_ctzll(x)) >> 3;
           break;

@@ -5,19 +5,12 @@
 
 #include <cstring>
 
+#include "bytes.h"
+
 namespace pagewire {
 namespace {
 
-// Little-endian loads, so that the lowest set bit is always the lowest-addressed byte.
-inline uint64_t LoadLE64(const uint8_t* p) {
-  uint64_t v;
-  std::memcpy(&v, p, 8);
-#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_BIG_ENDIAN__
-  v = __builtin_bswap64(v);
-#endif
-  return v;
-}
-
+// Little-endian loads (bytes.h), so that the lowest set bit is always the lowest-addressed byte.
 inline size_t FirstByte(uint64_t nonZero) { return static_cast<size_t>(__builtin_ctzll(nonZero)) >> 3; }
 
 constexpr uint64_t kOnes = 0x0101010101010101ULL;
@@ -26,10 +19,10 @@ constexpr uint64_t kHighs = 0x8080808080808080ULL;
 // The first i in [pos, end) with a[i] != b[i], or end. 32 bytes per step: unchanged runs are long.
 inline size_t SkipEqual(const uint8_t* a, const uint8_t* b, size_t pos, size_t end) {
   while (end - pos >= 32) {
-    const uint64_t x0 = LoadLE64(a + pos) ^ LoadLE64(b + pos);
-    const uint64_t x1 = LoadLE64(a + pos + 8) ^ LoadLE64(b + pos + 8);
-    const uint64_t x2 = LoadLE64(a + pos + 16) ^ LoadLE64(b + pos + 16);
-    const uint64_t x3 = LoadLE64(a + pos + 24) ^ LoadLE64(b + pos + 24);
+    const uint64_t x0 = Load64(a + pos) ^ Load64(b + pos);
+    const uint64_t x1 = Load64(a + pos + 8) ^ Load64(b + pos + 8);
+    const uint64_t x2 = Load64(a + pos + 16) ^ Load64(b + pos + 16);
+    const uint64_t x3 = Load64(a + pos + 24) ^ Load64(b + pos + 24);
     if ((x0 | x1 | x2 | x3) != 0) {
       if (x0 != 0) return pos + FirstByte(x0);
       if (x1 != 0) return pos + 8 + FirstByte(x1);
@@ -39,7 +32,7 @@ inline size_t SkipEqual(const uint8_t* a, const uint8_t* b, size_t pos, size_t e
     pos += 32;
   }
   while (end - pos >= 8) {
-    const uint64_t x = LoadLE64(a + pos) ^ LoadLE64(b + pos);
+    const uint64_t x = Load64(a + pos) ^ Load64(b + pos);
     if (x != 0) return pos + FirstByte(x);
     pos += 8;
   }
@@ -51,7 +44,7 @@ inline size_t SkipEqual(const uint8_t* a, const uint8_t* b, size_t pos, size_t e
 // has a zero byte, and its lowest set bit is exactly in the lowest zero byte (borrows only run upward).
 inline size_t SkipDiffer(const uint8_t* a, const uint8_t* b, size_t pos, size_t end) {
   while (end - pos >= 8) {
-    const uint64_t x = LoadLE64(a + pos) ^ LoadLE64(b + pos);
+    const uint64_t x = Load64(a + pos) ^ Load64(b + pos);
     const uint64_t z = (x - kOnes) & ~x & kHighs;
     if (z != 0) return pos + FirstByte(z);
     pos += 8;

@@ -4,6 +4,8 @@
 
 #include <cstring>
 
+#include "bytes.h"
+
 namespace pagewire {
 namespace {
 
@@ -14,24 +16,6 @@ constexpr uint64_t kP4 = 0x85EBCA77C2B2AE63ULL;
 constexpr uint64_t kP5 = 0x27D4EB2F165667C5ULL;
 
 inline uint64_t Rotl(uint64_t x, unsigned r) { return (x << r) | (x >> (64 - r)); }
-
-inline uint64_t Load64(const unsigned char* p) {
-  uint64_t v;
-  std::memcpy(&v, p, sizeof v);
-#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_BIG_ENDIAN__
-  v = __builtin_bswap64(v);
-#endif
-  return v;
-}
-
-inline uint32_t Load32(const unsigned char* p) {
-  uint32_t v;
-  std::memcpy(&v, p, sizeof v);
-#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_BIG_ENDIAN__
-  v = __builtin_bswap32(v);
-#endif
-  return v;
-}
 
 inline uint64_t Round(uint64_t acc, uint64_t lane) {
   acc += lane * kP2;

@@ -15,6 +15,7 @@ interface Vectors {
   };
 }
 
+const REGENERATE = 'if the format changed on purpose, regenerate with `npm run build && node test/vectors/generate.mjs`';
 const vectors = JSON.parse(readFileSync(new URL('./vectors/codec.json', import.meta.url), 'utf8')) as Vectors;
 const addon = loadAddon();
 const implementations: [string, NativeBinding][] = [['addon', addon], ['twin', twin]];
@@ -32,7 +33,7 @@ describe.each(implementations)('%s against the shared vectors', (_, engine) => {
       const out = new Uint8Array(v.limit);
       const lengths = new Int32Array(1);
       engine.xbzrleEncodePages(bytes(v.old), bytes(v.new), v.pageSize, v.limit, out, lengths);
-      expect(lengths[0]! < 0 ? null : hex(out.subarray(0, lengths[0])), v.name).toBe(v.encoded);
+      expect(lengths[0]! < 0 ? null : hex(out.subarray(0, lengths[0])), `${v.name}; ${REGENERATE}`).toBe(v.encoded);
       if (v.encoded === null) continue;
       const page = bytes(v.old);
       expect(engine.xbzrleDecodePages(bytes(v.encoded), v.limit, Int32Array.of(v.encoded.length / 2), page, v.pageSize)).toBe(-1);
@@ -46,7 +47,7 @@ describe.each(implementations)('%s against the shared vectors', (_, engine) => {
       const out = new Uint8Array(page.length);
       const lengths = new Int32Array(1);
       engine.lz4CompressPages(page, page.length, out, page.length, lengths);
-      expect(lengths[0] === 0 ? null : hex(out.subarray(0, lengths[0])), v.name).toBe(v.compressed);
+      expect(lengths[0] === 0 ? null : hex(out.subarray(0, lengths[0])), `${v.name}; ${REGENERATE}`).toBe(v.compressed);
       if (v.compressed === null) continue;
       const back = new Uint8Array(page.length);
       expect(engine.lz4DecompressPages(bytes(v.compressed), page.length, Int32Array.of(v.compressed.length / 2), back, page.length)).toBe(-1);
@@ -64,8 +65,8 @@ describe.each(implementations)('%s against the shared vectors', (_, engine) => {
       const region = bytes(step.region);
       const out = new Uint8Array(step.indices.length * (pageSize + 20));
       const result = encoder.encodeSync(new DataView(region.buffer), Uint32Array.from(step.indices), step.skipZero, out, sent);
-      expect(result, `step ${n + 1}`).toEqual(step.result);
-      expect(hex(out.subarray(0, result[0])), `step ${n + 1}`).toBe(step.records);
+      expect(result, `step ${n + 1}; ${REGENERATE}`).toEqual(step.result);
+      expect(hex(out.subarray(0, result[0])), `step ${n + 1}; ${REGENERATE}`).toBe(step.records);
       expect(engine.xxh64(new Uint8Array(sent.buffer)).toString(16)).toBe(step.sentDigest);
       const [status] = engine.applyPagesSync(target, pageSize, pageCount, bytes(step.records), result[1], held);
       expect(status).toBe(0);

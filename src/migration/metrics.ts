@@ -70,13 +70,12 @@ export interface RoundReport {
   elapsedMs: number;
 }
 
-/** The per-round log line: round= pages= bytes= bw= page_bw= dirty= pending= est_downtime= elapsed= */
+/** The per-round log line: round= pages= bytes= bw= dirty= pending= est_downtime= page_bw= elapsed= */
 export function formatRoundLine(r: RoundReport): string {
   return `round=${r.round} pages=${r.pagesSent} bytes=${r.bytesSent} bw=${mbps(r.bandwidthBytesPerSec)}MB/s ` +
-    `page_bw=${mbps(r.pageBandwidthBytesPerSec)}MB/s ` +
     `dirty=${mbps(r.dirtyRateBytesPerSec)}MB/s pending=${r.pendingPages} ` +
     `est_downtime=${Number.isFinite(r.expectedDowntimeMs) ? r.expectedDowntimeMs.toFixed(1) : 'inf'}ms ` +
-    `elapsed=${r.elapsedMs.toFixed(0)}ms`;
+    `page_bw=${mbps(r.pageBandwidthBytesPerSec)}MB/s elapsed=${r.elapsedMs.toFixed(0)}ms`;
 }
 
 export function mbps(bytesPerSec: number): string {

@@ -72,31 +72,6 @@ export function xbzrleEncodePages(oldPages: Uint8Array, newPages: Uint8Array, pa
   return total;
 }
 
-/**
- * Applies encoding k to pages[k] in place; a negative length (did not fit) leaves the page alone. Returns
- * -1, or the first malformed k (that page and the following ones are left as they were).
- */
-export function xbzrleDecodePages(encoded: Uint8Array, stride: number, lengths: Int32Array, pages: Uint8Array,
-  pageSize: number): number {
-  const source = toU8(encoded, 'encoded');
-  const step = toIndex(stride, 'stride');
-  const lengthOf = toI32(lengths, 'lengths');
-  const target = toU8(pages, 'pages');
-  const size = toPageSize(pageSize);
-  const count = Math.floor(target.length / size);
-  checkNoOverlap('pages must not overlap encoded or lengths', [[target, source], [target, lengthOf]]);
-  checkEncodedRanges(source, step, lengthOf, count, true);
-  const scratch = new Uint8Array(size);
-  for (let k = 0; k < count; k++) {
-    if (lengthOf[k] < 0) continue;
-    const page = pageAt(target, size, k);
-    scratch.set(page);
-    if (!xbzrleDecode(source.subarray(k * step, k * step + lengthOf[k]), scratch)) return k;
-    page.set(scratch);
-  }
-  return -1;
-}
-
 /** The LZ4 block of each page into out at k * stride; lengths[k] = 0 when none or longer than stride. */
 export function lz4CompressPages(pages: Uint8Array, pageSize: number, out: Uint8Array, stride: number,
   lengths: Int32Array): number {
@@ -122,13 +97,16 @@ export function lz4CompressPages(pages: Uint8Array, pageSize: number, out: Uint8
   return total;
 }
 
+type DecodeOne = (payload: Uint8Array, page: Uint8Array) => boolean;
+
 /**
- * Decompresses block k into pages[k]; a length of 0 (no block) leaves the page alone. Returns -1, or
- * the first k whose block is malformed or does not give exactly pageSize bytes (that page may be partly
- * written, the following ones are left as they were).
+ * The two decode kernels: block k (encoded[k * stride, + lengths[k])) decodes into pages[k] in place.
+ * Returns -1, or the first k that does not decode. XBZRLE skips negative lengths (did not fit; 0 is an
+ * unchanged page) and leaves a bad page as it was; LZ4 skips 0 (not compressed) and may leave a bad page
+ * partly written. The pages after a bad one are left as they were.
  */
-export function lz4DecompressPages(encoded: Uint8Array, stride: number, lengths: Int32Array, pages: Uint8Array,
-  pageSize: number): number {
+function decodePages(encoded: Uint8Array, stride: number, lengths: Int32Array, pages: Uint8Array, pageSize: number,
+  negativeSkips: boolean, decode: DecodeOne): number {
   const source = toU8(encoded, 'encoded');
   const step = toIndex(stride, 'stride');
   const lengthOf = toI32(lengths, 'lengths');
@@ -136,10 +114,29 @@ export function lz4DecompressPages(encoded: Uint8Array, stride: number, lengths:
   const size = toPageSize(pageSize);
   const count = Math.floor(target.length / size);
   checkNoOverlap('pages must not overlap encoded or lengths', [[target, source], [target, lengthOf]]);
-  checkEncodedRanges(source, step, lengthOf, count, false);
+  checkEncodedRanges(source, step, lengthOf, count, negativeSkips);
   for (let k = 0; k < count; k++) {
-    if (lengthOf[k] === 0) continue;
-    if (!lz4Decompress(source.subarray(k * step, k * step + lengthOf[k]), pageAt(target, size, k))) return k;
+    if (negativeSkips ? lengthOf[k]! < 0 : lengthOf[k] === 0) continue;
+    if (!decode(source.subarray(k * step, k * step + lengthOf[k]!), pageAt(target, size, k))) return k;
   }
   return -1;
+}
+
+export function xbzrleDecodePages(encoded: Uint8Array, stride: number, lengths: Int32Array, pages: Uint8Array,
+  pageSize: number): number {
+  let scratch: Uint8Array | undefined;
+  // Decoded into a copy first, so that a malformed payload leaves the page as it was.
+  const decodeWhole: DecodeOne = (payload, page) => {
+    scratch ??= new Uint8Array(page.length);
+    scratch.set(page);
+    if (!xbzrleDecode(payload, scratch)) return false;
+    page.set(scratch);
+    return true;
+  };
+  return decodePages(encoded, stride, lengths, pages, pageSize, true, decodeWhole);
+}
+
+export function lz4DecompressPages(encoded: Uint8Array, stride: number, lengths: Int32Array, pages: Uint8Array,
+  pageSize: number): number {
+  return decodePages(encoded, stride, lengths, pages, pageSize, false, lz4Decompress);
 }

@@ -1,0 +1,37 @@
+// Little-endian loads and stores of the wire's integers, whatever the host's byte order.
+#pragma once
+#include <cstdint>
+#include <cstring>
+
+namespace pagewire {
+
+template <typename T>
+inline T FromLittleEndian(T v) {
+#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_BIG_ENDIAN__
+  if constexpr (sizeof(T) == 2) return __builtin_bswap16(v);
+  if constexpr (sizeof(T) == 4) return __builtin_bswap32(v);
+  if constexpr (sizeof(T) == 8) return __builtin_bswap64(v);
+#endif
+  return v;
+}
+
+template <typename T>
+inline T LoadLE(const uint8_t* p) {
+  T v;
+  std::memcpy(&v, p, sizeof(T));
+  return FromLittleEndian(v);
+}
+
+template <typename T>
+inline void StoreLE(uint8_t* p, T v) {
+  v = FromLittleEndian(v);  // the swap is its own inverse
+  std::memcpy(p, &v, sizeof(T));
+}
+
+inline uint16_t Load16(const uint8_t* p) { return LoadLE<uint16_t>(p); }
+inline uint32_t Load32(const uint8_t* p) { return LoadLE<uint32_t>(p); }
+inline uint64_t Load64(const uint8_t* p) { return LoadLE<uint64_t>(p); }
+inline void Store32(uint8_t* p, uint32_t v) { StoreLE(p, v); }
+inline void Store64(uint8_t* p, uint64_t v) { StoreLE(p, v); }
+
+}  // namespace pagewire
