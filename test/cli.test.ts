@@ -59,6 +59,27 @@ describe('pagewire receive / send', () => {
     noTempFiles(c.dir);
   });
 
+  it.each([
+    ['the TypeScript twin receives from the addon', { PAGEWIRE_NO_NATIVE: '1' }, {}],
+    ['the addon receives from the TypeScript twin', {}, { PAGEWIRE_NO_NATIVE: '1' }],
+  ])('%s under a workload: the same bytes in both JSONs, --out and the image', async (_name, receiverEnv, senderEnv) => {
+    const c = setup(8);
+    const receiver = await startReceiver(c.out, [], receiverEnv);
+    const sender = spawnCli(['send', '--connect', `127.0.0.1:${receiver.port}`, '--image', c.image,
+      '--workload', 'rate=20MB/s,hot=0.05,seed=3', '--max-downtime', '5', '--json'], senderEnv);
+    expect(await withTimeout(sender.exit, 60_000, 'send')).toBe(0);
+    expect(await withTimeout(receiver.exit, 30_000, 'receive')).toBe(0);
+    const s = lastJson(sender.stdout());
+    expect(s).toMatchObject({ status: 'completed', codec: senderEnv.PAGEWIRE_NO_NATIVE ? 'twin' : 'addon' });
+    expect(s.lz4Pages as number).toBeGreaterThan(0);
+    expect(s.rawPages as number).toBeGreaterThan(0);
+    expect(s.zeroPages as number).toBeGreaterThan(0);
+    if ((s.rounds as number) > 2) expect(s.deltaPages as number).toBeGreaterThan(0);
+    expect(s.sha256).toBe(lastJson(receiver.stdout()).sha256);
+    expect(sha256File(c.out)).toBe(s.sha256);
+    expect(sha256File(c.image)).toBe(s.sha256);
+  });
+
   it('migrates under a 100 MB/s workload in several rounds and reports the downtime', async () => {
     const c = setup(32);
     const receiver = await startReceiver(c.out);

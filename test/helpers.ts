@@ -28,8 +28,8 @@ export interface Spawned {
   waitForStderr(pattern: RegExp, timeoutMs?: number): Promise<RegExpMatchArray>;
 }
 
-export function spawnCli(args: string[]): Spawned {
-  const child = spawn(process.execPath, [BIN, ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
+export function spawnCli(args: string[], env: NodeJS.ProcessEnv = {}): Spawned {
+  const child = spawn(process.execPath, [BIN, ...args], { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, ...env } });
   let out = '';
   let err = '';
   child.stdout!.on('data', (d: Buffer) => { out += d.toString(); });
@@ -58,8 +58,8 @@ export function lastJson(text: string): Record<string, unknown> {
 }
 
 /** Starts `pagewire receive` on a free port and returns it with the port it printed. */
-export async function startReceiver(out: string, extra: string[] = []): Promise<Spawned & { port: number }> {
-  const receiver = spawnCli(['receive', '--listen', '127.0.0.1:0', '--out', out, '--json', ...extra]);
+export async function startReceiver(out: string, extra: string[] = [], env: NodeJS.ProcessEnv = {}): Promise<Spawned & { port: number }> {
+  const receiver = spawnCli(['receive', '--listen', '127.0.0.1:0', '--out', out, '--json', ...extra], env);
   const match = await receiver.waitForStderr(/listening on [^\s]+:(\d+)/);
   return Object.assign(receiver, { port: Number(match[1]) });
 }
