@@ -1,4 +1,4 @@
-// npm run bench:codec [-- --size 16MiB --ops zero,xxh64,... --min-time 0.5]
+// npm run bench:codec [-- --size 64MiB --ops zero,xxh64,... --min-time 0.5]
 //
 // Micro-benchmarks of the byte-level layer with the `benchmark` package: each operation runs on the C++
 // addon and on the TypeScript twin, and is reported in GB/s of page data next to Buffer.copy of the
@@ -9,12 +9,12 @@ import { randomFillSync } from 'node:crypto';
 import { fileURLToPath } from 'node:url';
 import Benchmark from 'benchmark';
 import { optionalString, parseFlags, parseSize } from '../src/cli/args.js';
-import { loadAddon, type NativeBinding } from '../src/native/binding.js';
+import { loadAddon, type NativeBinding, type NativePageEncoder } from '../src/native/binding.js';
 import { twin } from '../src/native/twin/index.js';
 import { mixedImage } from '../src/workload/mixed-image.js';
 import { formatTable, median } from './stats.js';
 
-const USAGE = 'npm run bench:codec -- [--size 16MiB] [--ops copy,bitmap,zero,xxh64,xbzrle-encode,...] [--min-time 0.5]';
+const USAGE = 'npm run bench:codec -- [--size 64MiB] [--ops bitmap,zero,xxh64,xbzrle-encode,...] [--min-time 0.5]';
 const RESULTS_DIR = fileURLToPath(new URL('../../bench/results/', import.meta.url));
 const PAGE = 4096;
 const CHANGED_BYTES = 64;
@@ -42,7 +42,7 @@ function main(): void {
     process.stdout.write(`${USAGE}\n`);
     return;
   }
-  const size = parseSize(optionalString(flags, 'size') ?? '16MiB', 'size');
+  const size = parseSize(optionalString(flags, 'size') ?? '64MiB', 'size');
   const minTime = Number(optionalString(flags, 'min-time') ?? '0.5');
   const ops = buildOps(size);
   const wanted = optionalString(flags, 'ops')?.split(',');
@@ -64,12 +64,38 @@ function main(): void {
       const gb = op.bytes / result.seconds / 1e9;
       rows.push({ op: op.name, impl, gbPerSec: gb, ofCopy: gb / copyGb, samples: result.samples });
     }
-    printRows(rows.slice(-3));
+    process.stderr.write(`${op.name} done\n`);
   }
+  printRows(rows);
+  const sizes = encodedSizes(size, addon);
+  process.stdout.write(`\nencoded size (addon): a mixed image's round 1 is ${(sizes.mixedRound1 * 100).toFixed(1)}% of its bytes; ` +
+    `a round where every page changed in ${CHANGED_BYTES} bytes is ${(sizes.deltaRound * 100).toFixed(1)}%\n`);
   mkdirSync(RESULTS_DIR, { recursive: true });
   const file = `${RESULTS_DIR}codec-${new Date().toISOString().replace(/[:.]/g, '-')}.json`;
-  writeFileSync(file, `${JSON.stringify({ size, pageSize: PAGE, minTime, rows }, null, 2)}\n`);
+  writeFileSync(file, `${JSON.stringify({ size, pageSize: PAGE, minTime, rows, encodedSizes: sizes }, null, 2)}\n`);
   process.stdout.write(`\nresults: ${file}\n`);
+}
+
+/**
+ * Encoded bytes over region bytes: round 1 of a mixed image (40% zero, 30% text, 30% random; zero pages
+ * skipped, as for a zeroed target), and a second round of a random image where every page changed in
+ * CHANGED_BYTES bytes (default 64 MiB cache, so every page is cached).
+ */
+function encodedSizes(size: number, engine: NativeBinding): { mixedRound1: number; deltaRound: number } {
+  const pages = Math.floor(size / PAGE);
+  const bytes = pages * PAGE;
+  const all = Uint32Array.from({ length: pages }, (_, i) => i);
+  const out = new Uint8Array(pages * (PAGE + 20));
+  const mixed = mixedImage({ size: bytes, pageSize: PAGE, zero: 0.4, text: 0.3, seed: 11 });
+  const round1 = new engine.PageEncoder(PAGE, pages, 64 * 2 ** 20)
+    .encodeSync(new DataView(mixed.buffer, mixed.byteOffset, bytes), all, true, out, new BigUint64Array(pages))[0];
+  const image = randomFillSync(new Uint8Array(bytes));
+  const encoder = new engine.PageEncoder(PAGE, pages, Math.max(bytes, 64 * 2 ** 20));
+  const sent = new BigUint64Array(pages);
+  encoder.encodeSync(new DataView(image.buffer), all, false, out, sent);
+  for (let p = 0; p < pages; p++) for (let i = 0; i < CHANGED_BYTES; i++) image[p * PAGE + 1000 + i] ^= 0x5a;
+  const round2 = encoder.encodeSync(new DataView(image.buffer), all, false, out, sent)[0];
+  return { mixedRound1: round1 / bytes, deltaRound: round2 / bytes };
 }
 
 /** Median seconds per call over the benchmark's samples. */
@@ -81,13 +107,9 @@ function measure(name: string, fn: () => unknown, minTime: number): { seconds: n
   return { seconds: median(sample), samples: sample.length };
 }
 
-let header = false;
 function printRows(rows: Row[]): void {
   const table = rows.map((r) => [r.op, r.impl, r.gbPerSec.toFixed(2), `${r.ofCopy.toFixed(2)}x`, String(r.samples)]);
-  const text = formatTable([['operation', 'implementation', 'GB/s', 'of copy', 'samples'], ...table], [false, false, true, true, true]);
-  const lines = text.split('\n');
-  process.stdout.write(`${(header ? lines.slice(2) : lines).join('\n')}\n`);
-  header = true;
+  process.stdout.write(`${formatTable([['operation', 'implementation', 'GB/s', 'of copy', 'samples'], ...table], [false, false, true, true, true])}\n`);
 }
 
 function buildOps(size: number): Op[] {
@@ -113,7 +135,29 @@ function buildOps(size: number): Op[] {
   const bitmapWords = Math.ceil(bytes / PAGE / 32) * 32; // a bitmap for a region 32 times larger
   const bitmap = new Int32Array(new SharedArrayBuffer(bitmapWords * 4));
   const snapshot = new Uint32Array(bitmapWords);
+  for (let w = 0; w < snapshot.length; w += 20) snapshot[w] = 0xffffffff;
+  const spareSnapshot = new Uint32Array(bitmapWords);
   const scanOut = new Uint32Array(bitmapWords * 32);
+
+  const randomView = new DataView(random.buffer, random.byteOffset, random.byteLength);
+  const editedView = new DataView(edited.buffer, edited.byteOffset, edited.byteLength);
+  const flips = new Map<NativeBinding, number>();
+  const encoders = new Map<string, NativePageEncoder>();
+  const encoderFor = (engine: NativeBinding, use: string, cacheBytes: number) => {
+    const key = `${engine.kind} ${use}`;
+    let encoder = encoders.get(key);
+    if (!encoder) {
+      encoder = new engine.PageEncoder(PAGE, pages, cacheBytes);
+      encoders.set(key, encoder);
+    }
+    return encoder;
+  };
+  const sentHashes = new Map<NativeBinding, BigUint64Array>();
+  const sentFor = (engine: NativeBinding) => {
+    let sent = sentHashes.get(engine);
+    if (!sent) sentHashes.set(engine, sent = new BigUint64Array(pages));
+    return sent;
+  };
 
   // Prepared outputs that the decode operations consume, one per implementation.
   const prepared = new Map<NativeBinding, { deltaLengths: Int32Array; lz4: Uint8Array; lz4Lengths: Int32Array; records: Uint8Array; count: number }>();
@@ -135,11 +179,11 @@ function buildOps(size: number): Op[] {
 
   return [
     {
+      // The round's sync (atomic fetch-and-clear of a clean bitmap) and the scan of a snapshot with 5% of
+      // its bits set, as a 5% hot set leaves it; bytes are the bitmap's.
       name: 'bitmap', bytes: bitmap.byteLength,
       run: (engine) => {
-        // 5% of the bits set, as a 5% hot set marks them, then sync and scan.
-        for (let w = 0; w < bitmap.length; w += 20) bitmap[w] = -1;
-        engine.dirtySync(bitmap, snapshot, 0, bitmap.length);
+        engine.dirtySync(bitmap, spareSnapshot, 0, bitmap.length);
         return engine.dirtyScan(snapshot, 0, snapshot.length, scanOut)[0];
       },
     },
@@ -170,11 +214,19 @@ function buildOps(size: number): Op[] {
       },
     },
     {
-      // Round 1 of a mixed region: a fresh encoder (64 MiB page cache) per call, as a migration starts.
+      // Round 1 of a mixed region, in steady state: one encoder whose cache (a quarter of the region, as
+      // 64 MiB is of 256 MiB) has forgotten each page by the time it comes round again.
       name: 'batch-encode-mixed', bytes,
+      run: (engine) => encoderFor(engine, 'round1', bytes / 4).encodeSync(region, all, false, out, sentFor(engine))[0],
+    },
+    {
+      // A later round: every page differs from its cached copy in 64 bytes (alternating two images).
+      name: 'batch-encode-delta', bytes,
       run: (engine) => {
-        const encoder = new engine.PageEncoder(PAGE, pages, 64 * 2 ** 20);
-        return encoder.encodeSync(region, all, false, out, new BigUint64Array(pages))[0];
+        const flip = (flips.get(engine) ?? 0) + 1;
+        flips.set(engine, flip);
+        const image = flip % 2 === 0 ? randomView : editedView;
+        return encoderFor(engine, 'delta', bytes).encodeSync(image, all, false, out, sentFor(engine))[0];
       },
     },
     {
