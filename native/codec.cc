@@ -4,7 +4,7 @@
 //   0 u32 pageIndex | 4 u8 encoding (0 ZERO, 1 RAW, 2 DELTA, 3 DUP, 4 LZ4) | 5 u8 reserved=0 |
 //   6 u16 reserved=0 | 8 u32 payloadLength | 12 u64 xxh64 of the page's pageSize bytes after the
 //   record is applied | 20 payload
-// The encoder follows the spec's state machine step for step: the TypeScript twin (src/codec/twin)
+// The encoder follows the spec's state machine step for step: the TypeScript twin (src/native/twin)
 // implements the same one, and both must produce byte-identical batches.
 #include <errno.h>
 #include <fcntl.h>

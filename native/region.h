@@ -53,11 +53,12 @@ inline uint64_t ToIndex(const Napi::Value& v, const char* name, uint64_t max = k
   return u;
 }
 
-// A power of two in [1, 2^31] (RAW payload lengths are u32 on the wire).
+// A power of two in [1, 2^27]: an XBZRLE run length of a page that size fits the 4 ULEB128 bytes
+// the decoder accepts (migrations use 512 .. 1 MiB).
 inline uint64_t ToPageSize(const Napi::Value& v) {
-  uint64_t ps = ToIndex(v, "pageSize", uint64_t{1} << 31);
+  uint64_t ps = ToIndex(v, "pageSize", uint64_t{1} << 27);
   if (ps == 0 || (ps & (ps - 1)) != 0) {
-    ThrowRange(v.Env(), "pageSize must be a power of two between 1 and 2^31");
+    ThrowRange(v.Env(), "pageSize must be a power of two between 1 and 2^27");
   }
   return ps;
 }

@@ -104,6 +104,9 @@ export class MigrationSource extends EventEmitter<SourceEvents> {
     checkPositive('maxRounds', filled.maxRounds);
     checkPositive('maxBandwidthBytesPerSec', filled.maxBandwidthBytesPerSec, true);
     checkPositive('batchPages', filled.batchPages);
+    for (const name of ['batchPages', 'maxRounds'] as const) {
+      if (!Number.isSafeInteger(filled[name])) throw new InvalidArgumentError(`${name} must be a whole number, got ${filled[name]}`);
+    }
     checkPositive('timeoutMs', filled.timeoutMs);
     checkPositive('persistTimeoutMs', filled.persistTimeoutMs);
     checkPositive('hookTimeoutMs', filled.hookTimeoutMs);
@@ -262,11 +265,14 @@ export class MigrationSource extends EventEmitter<SourceEvents> {
     // reuse its index array, so the next batch is taken only once the previous encode has settled.
     const first = batches.next();
     let next = first.done ? undefined : this.encodeBatch(first.value, skipZero);
+    // An encode may fail while the loop waits on the socket; the await below still sees the error.
+    next?.catch(() => undefined);
     try {
       while (next) {
         const { encoded, pages: batchLength } = await next;
         const following = batches.next();
         next = following.done ? undefined : this.encodeBatch(following.value, skipZero);
+        next?.catch(() => undefined);
         done += batchLength;
         summary.zeroPages += encoded.zeroRecords + encoded.zeroSkipped;
         summary.deltaPages += encoded.deltaRecords;

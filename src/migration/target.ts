@@ -245,6 +245,7 @@ export class MigrationTarget extends EventEmitter<TargetEvents> {
       let round = 0;
       let inRound = false;
       let roundRecords = 0;
+      let roundAnnounced = 0;
       let finalRound = false;
       for (;;) {
         const frame = await connection.receive(timeoutMs);
@@ -252,13 +253,22 @@ export class MigrationTarget extends EventEmitter<TargetEvents> {
           const marker = parseRoundMarker(frame.payload, 'ROUND_BEGIN');
           if (inRound || marker.round !== round + 1) throw new ProtocolError(`ROUND_BEGIN ${marker.round} out of order after round ${round}`);
           if (finalRound) throw new ProtocolError(`ROUND_BEGIN ${marker.round} after the stop-and-copy round`);
+          // A round sends each page at most once: a larger announcement can only be an attack, since a
+          // 20-byte ZERO record costs this side a whole page of writing.
+          if (marker.pages > store.pageCount) {
+            throw new ProtocolError(`ROUND_BEGIN ${marker.round} announces ${marker.pages} pages, the region has ${store.pageCount}`);
+          }
           round = marker.round;
           inRound = true;
           roundRecords = 0;
+          roundAnnounced = marker.pages;
           finalRound = (marker.flags & STOP_AND_COPY) !== 0;
         } else if (frame.type === MessageType.Pages) {
           if (!inRound) throw new ProtocolError('PAGES outside a round');
           const batch = parsePages(frame.payload);
+          if (roundRecords + batch.recordCount > roundAnnounced) {
+            throw new ProtocolError(`round ${round} carries more page records than the ${roundAnnounced} its ROUND_BEGIN announced`);
+          }
           decoder.enqueue(batch.records, batch.recordCount);
           roundRecords += batch.recordCount;
           // Every record writes a whole page, ZERO records included.

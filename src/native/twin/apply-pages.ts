@@ -1,6 +1,7 @@
 // The target's page decoder (docs/PROTOCOL.md section 4, "Verify-before-write"): every record is
 // checked, built in a scratch page and verified against its hash before the sink sees it, in the
-// spec's order and with its status codes, so that the twin and the addon judge a batch alike.
+// spec's order and with its status codes. The addon judges a batch alike except for malformed LZ4
+// blocks that its C decoder tolerates (PROTOCOL.md section 4); neither ever writes an unverified page.
 import { ApplyStatus, type ApplyResult, type PageSink as SinkArgument } from '../binding.js';
 import {
   MAX_FD, MAX_PAGE_COUNT, checkPerPage, overlaps, regionPages, toBigU64, toIndex, toPageSize, toU8,

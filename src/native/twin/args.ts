@@ -20,9 +20,9 @@ export function toIndex(value: unknown, name: string, max = Number.MAX_SAFE_INTE
 
 /** A power of two in [1, 2^31] (RAW payload lengths are u32 on the wire). */
 export function toPageSize(value: unknown): number {
-  const size = toIndex(value, 'pageSize', 2 ** 31);
+  const size = toIndex(value, 'pageSize', 2 ** 27);
   if (size === 0 || (size & (size - 1)) !== 0) {
-    throw new RangeError('pageSize must be a power of two between 1 and 2^31');
+    throw new RangeError('pageSize must be a power of two between 1 and 2^27');
   }
   return size;
 }
