@@ -49,6 +49,11 @@ export type ApplyResult = [ApplyStatus, number, number];
 /**
  * The source's page encoder for one migration: the page cache (DELTA and DUP bases) is its state, so
  * batches must be encoded in the order they are sent, and one at a time.
+ *
+ * The asynchronous calls here and in applyPages work on the caller's buffers in place from a pool
+ * thread: until the promise settles, none of them may be transferred (detached), and records must not
+ * be changed (the file sink writes RAW payloads from them after verifying them). PageBatchEncoder,
+ * PageBatchDecoder and the page stores own their buffers and keep to this.
  */
 export interface NativePageEncoder {
   /** Cache slots: min(pageCount, floor(cacheBytes / pageSize)). */
