@@ -5,6 +5,7 @@ import { closeSync, fsyncSync, ftruncateSync, openSync, readSync, rmSync, statSy
 import { InvalidArgumentError, StorageError } from '../errors.js';
 import type { NativeMapping, NativeRegion } from '../native/binding.js';
 import { binding } from '../native/engine.js';
+import { MAX_TWIN_BYTES } from '../native/twin/regions.js';
 
 export const DEFAULT_PAGE_SIZE = 4096;
 export const MIN_PAGE_SIZE = 512;
@@ -127,6 +128,10 @@ export class MemoryRegion {
 
   /** mapFile without the addon: the file read into shared memory; flush() writes it back. */
   private static copyOfFile(path: string, byteLength: number, pageSize: number): MemoryRegion {
+    if (byteLength > MAX_TWIN_BYTES) {
+      throw new StorageError(`cannot open ${path} without the C++ addon: it is ${byteLength} bytes, and the TypeScript ` +
+        `twin handles at most ${MAX_TWIN_BYTES}; build the addon with 'npm ci' (or 'npx node-gyp rebuild')`);
+    }
     const buffer = new SharedArrayBuffer(byteLength);
     const bytes = new Uint8Array(buffer);
     const fd = openSync(path, 'r');
