@@ -23,6 +23,11 @@ export class NativeUnavailableError extends PagewireError {
   override readonly code = 'PW_ERR_NATIVE';
 }
 
+/** The peer did not prove it holds the pre-shared key, or only one side has a key. */
+export class AuthError extends PagewireError {
+  override readonly code = 'PW_ERR_AUTH';
+}
+
 /** The first bytes of a connection are not a pagewire handshake (garbage, wrong magic, wrong order). */
 export class HandshakeError extends PagewireError {
   override readonly code = 'PW_ERR_HANDSHAKE';

@@ -203,6 +203,55 @@ describe('pagewire receive / send', () => {
     expect(existsSync(c.out)).toBe(true);
   });
 
+  it('authenticates both ways with a pre-shared key, and refuses a source with the wrong key or none while it keeps listening', async () => {
+    const c = setup(4);
+    const key = join(c.dir, 'key');
+    const wrong = join(c.dir, 'wrong-key');
+    writeFileSync(key, 'a3f1c9e07b2d4c58a1e6f0b9d3c7e215\n');
+    writeFileSync(wrong, 'a3f1c9e07b2d4c58a1e6f0b9d3c7e216\n');
+    const receiver = await startReceiver(c.out, ['--psk-file', key]);
+    const send = (...extra: string[]) => spawnCli(['send', '--connect', `127.0.0.1:${receiver.port}`, '--image', c.image, '--json', ...extra]);
+
+    const unkeyed = send();
+    expect(await withTimeout(unkeyed.exit, 15_000, 'send without a key')).toBe(1);
+    expect(unkeyed.stderr()).toMatch(/this target requires a pre-shared key/);
+    const mismatched = send('--psk-file', wrong);
+    expect(await withTimeout(mismatched.exit, 15_000, 'send with the wrong key')).toBe(1);
+    expect(lastJson(mismatched.stdout())).toMatchObject({ status: 'failed', errorCode: 'PW_ERR_PEER' });
+    expect(mismatched.stderr()).toMatch(/does not hold this target's pre-shared key/);
+    await receiver.waitForStderr(/refused .*PW_ERR_AUTH[\s\S]*refused .*does not hold .*PW_ERR_AUTH/);
+    expect(sha256File(c.out)).toBe(c.before);
+
+    const keyed = send('--psk-file', key);
+    expect(await withTimeout(keyed.exit, 30_000, 'send with the key')).toBe(0);
+    expect(await withTimeout(receiver.exit, 30_000, 'receive')).toBe(0);
+    expect(sha256File(c.out)).toBe(lastJson(keyed.stdout()).sha256);
+
+    // A keyed source never sends pages to a target that cannot prove it holds the key.
+    const d = setup(1);
+    const open = await startReceiver(d.out);
+    const wary = spawnCli(['send', '--connect', `127.0.0.1:${open.port}`, '--image', d.image, '--psk-file', key, '--json']);
+    expect(await withTimeout(wary.exit, 15_000, 'keyed send to an unkeyed target')).toBe(1);
+    expect(wary.stderr()).toMatch(/this target has no pre-shared key/);
+    open.child.kill('SIGKILL');
+    expect(sha256File(d.out)).toBe(d.before);
+  });
+
+  it('refuses to listen beyond loopback without a key unless --insecure, and refuses short keys', async () => {
+    const c = setup(1);
+    const exposed = spawnCli(['receive', '--listen', '0.0.0.0:0', '--out', c.out]);
+    expect(await withTimeout(exposed.exit, 10_000, 'receive on 0.0.0.0')).toBe(2);
+    expect(exposed.stderr()).toMatch(/--listen 0\.0\.0\.0: anyone who reaches this address .*--psk-file.*--insecure/);
+    const insecure = spawnCli(['receive', '--listen', '0.0.0.0:0', '--out', c.out, '--insecure']);
+    await insecure.waitForStderr(/listening on 0\.0\.0\.0:\d+/);
+    insecure.child.kill('SIGKILL');
+    const short = join(c.dir, 'short-key');
+    writeFileSync(short, 'too short');
+    const weak = spawnCli(['receive', '--listen', '127.0.0.1:0', '--out', c.out, '--psk-file', short]);
+    expect(await withTimeout(weak.exit, 10_000, 'receive with a short key')).toBe(2);
+    expect(weak.stderr()).toMatch(/pre-shared key has 9 bytes; use at least 16/);
+  });
+
   it('rejects bad arguments with one line and a usage exit code', async () => {
     for (const args of [
       ['send', '--connect', 'nowhere', '--image', 'x'],

@@ -7,18 +7,24 @@ import { optionalString, parseFlags, parseHostPort, parsePositiveNumber, parseSi
 import { fileSha256 } from './file-sha256.js';
 import { printJson, printTable, roundMs } from './output.js';
 import { abortOnSignals } from './signals.js';
+import { readPskFile } from '../transport/psk-auth.js';
 
-export const RECEIVE_USAGE = 'pagewire receive --listen HOST:PORT --out FILE [--max-size SIZE] [--timeout MS] [--json]';
+export const RECEIVE_USAGE = 'pagewire receive --listen HOST:PORT --out FILE [--psk-file F | --insecure] [--max-size SIZE] ' +
+  '[--timeout MS] [--json]';
 
 export async function receiveCommand(argv: string[]): Promise<number> {
   const flags = parseFlags(argv, {
-    listen: 'string', out: 'string', 'psk-file': 'string', json: 'boolean', 'max-size': 'string', timeout: 'string',
+    listen: 'string', out: 'string', 'psk-file': 'string', insecure: 'boolean', json: 'boolean', 'max-size': 'string',
+    timeout: 'string',
   });
   const { host, port } = parseHostPort(requireString(flags, 'listen'), 'listen');
   const out = resolve(requireString(flags, 'out'));
   const json = flags.has('json');
-  if (flags.has('psk-file')) {
-    throw new InvalidArgumentError('--psk-file: authentication is not available in this version yet; run without it on a trusted network');
+  const pskFile = optionalString(flags, 'psk-file');
+  const psk = pskFile ? readPskFile(pskFile) : undefined;
+  if (!psk && !flags.has('insecure') && !isLoopback(host)) {
+    throw new InvalidArgumentError(`--listen ${host}: anyone who reaches this address could write --out; give --psk-file ` +
+      '(the same key as the source\'s), or --insecure on a network you trust');
   }
   const maxSize = optionalString(flags, 'max-size');
   const timeout = optionalString(flags, 'timeout');
@@ -30,7 +36,7 @@ export async function receiveCommand(argv: string[]): Promise<number> {
   const image = new FileTargetImage(out, maxSize ? { maxRegionBytes: parseSize(maxSize, 'max-size') } : {});
   const signals = abortOnSignals();
   const target = await MigrationTarget.listen({
-    image, host, port, signal: signals.signal,
+    image, host, port, signal: signals.signal, psk,
     ...(timeout ? { timeoutMs: parsePositiveNumber(timeout, 'timeout', true) } : {}),
   });
   const bound = target.address;
@@ -73,4 +79,9 @@ export async function receiveCommand(argv: string[]): Promise<number> {
   } finally {
     signals.dispose();
   }
+}
+
+/** 127.0.0.0/8, ::1 and localhost: only this machine can connect. */
+function isLoopback(host: string): boolean {
+  return host === 'localhost' || host === '::1' || /^127\.\d+\.\d+\.\d+$/.test(host);
 }

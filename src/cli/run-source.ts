@@ -20,6 +20,7 @@ export interface SourceRun {
   maxBandwidthBytesPerSec?: number;
   maxRounds?: number;
   pageCacheBytes?: number;
+  psk?: Uint8Array;
   signal: AbortSignal;
   progress: ProgressLine;
 }
@@ -47,7 +48,7 @@ export async function runSource(run: SourceRun): Promise<SourceOutcome> {
       region, dirtyBitmap: bitmap, host: run.host, port: run.port, signal: run.signal,
       hooks: { pause: () => workload?.pause(), resume: () => workload?.resume() },
       maxDowntimeMs: run.maxDowntimeMs, maxBandwidthBytesPerSec: run.maxBandwidthBytesPerSec, maxRounds: run.maxRounds,
-      pageCacheBytes: run.pageCacheBytes,
+      pageCacheBytes: run.pageCacheBytes, psk: run.psk,
     });
     let dirtyRate = 0;
     source.on('progress', (p) => run.progress.progress(p, dirtyRate));

@@ -5,9 +5,10 @@ import { optionalString, parseFlags, parseHostPort, parsePositiveNumber, parseSi
 import { ProgressLine, printJson, printTable } from './output.js';
 import { runSource, sourceJson } from './run-source.js';
 import { abortOnSignals } from './signals.js';
+import { readPskFile } from '../transport/psk-auth.js';
 
 export const SEND_USAGE = 'pagewire send --connect HOST:PORT --image FILE [--workload rate=200MB/s,hot=0.05,seed=1] ' +
-  '[--max-downtime MS] [--max-bandwidth MB/s] [--max-rounds N] [--cache-size 64MiB] [--streams 1] [--json]';
+  '[--max-downtime MS] [--max-bandwidth MB/s] [--max-rounds N] [--cache-size 64MiB] [--streams 1] [--psk-file F] [--json]';
 
 export async function sendCommand(argv: string[]): Promise<number> {
   const flags = parseFlags(argv, {
@@ -18,9 +19,8 @@ export async function sendCommand(argv: string[]): Promise<number> {
   if (port === 0) throw new InvalidArgumentError('--connect: port 0 is not a port to connect to');
   const imagePath = resolve(requireString(flags, 'image'));
   const json = flags.has('json');
-  if (flags.has('psk-file')) {
-    throw new InvalidArgumentError('--psk-file: authentication is not available in this version yet; run without it on a trusted network');
-  }
+  const pskFile = optionalString(flags, 'psk-file');
+  const psk = pskFile ? readPskFile(pskFile) : undefined;
   const streams = optionalString(flags, 'streams');
   if (streams !== undefined && parsePositiveNumber(streams, 'streams', true) !== 1) {
     throw new InvalidArgumentError('--streams: this version migrates over one stream; use --streams 1 or leave it out');
@@ -34,7 +34,7 @@ export async function sendCommand(argv: string[]): Promise<number> {
   const progress = new ProgressLine();
   try {
     const outcome = await runSource({
-      imagePath, host, port, signal: signals.signal, progress,
+      imagePath, host, port, signal: signals.signal, progress, psk,
       ...(workloadText ? { workload: parseWorkloadSpec(workloadText) } : {}),
       ...(downtime ? { maxDowntimeMs: parsePositiveNumber(downtime, 'max-downtime') } : {}),
       ...(bandwidth ? { maxBandwidthBytesPerSec: parseRate(bandwidth) } : {}),

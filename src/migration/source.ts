@@ -18,8 +18,9 @@ import type { DirtyBitmap } from '../memory/dirty-bitmap.js';
 import type { MemoryRegion } from '../memory/region.js';
 import { connectTcp } from '../transport/connect.js';
 import { FramedConnection } from '../transport/framed-connection.js';
+import { authenticateTarget, checkPsk } from '../transport/psk-auth.js';
 import {
-  HANDSHAKE_PAYLOAD_LIMIT, MAX_PAYLOAD_BYTES, MAX_VERSION, MIN_VERSION, MessageType, STOP_AND_COPY, SUPPORTED_FEATURES,
+  FEATURE_PSK, HANDSHAKE_PAYLOAD_LIMIT, MAX_PAYLOAD_BYTES, MAX_VERSION, MIN_VERSION, MessageType, STOP_AND_COPY,
   TARGET_ZEROED,
   encodeFinal, encodeHello, encodePagesHeader, encodeRoundMarker, expectEmpty, parseRoundAck, parseWelcome,
 } from '../wire/messages.js';
@@ -57,6 +58,8 @@ export interface MigrationSourceOptions {
    * records (default 64 MiB, as QEMU's xbzrle-cache-size; 0 turns both off).
    */
   pageCacheBytes?: number;
+  /** The pre-shared key the target must prove it holds (and asks this source to prove). */
+  psk?: Uint8Array;
   /** Longest wait for any answer from the target, or for the socket to drain (default 30 s). */
   timeoutMs?: number;
   /**
@@ -79,8 +82,8 @@ const MAX_DEVICE_STATE_BYTES = MAX_PAYLOAD_BYTES;
 
 export class MigrationSource extends EventEmitter<SourceEvents> {
   readonly migrationId = randomBytes(16);
-  private readonly options: Required<Omit<MigrationSourceOptions, 'dirtyBitmap' | 'signal'>> &
-    Pick<MigrationSourceOptions, 'dirtyBitmap' | 'signal'>;
+  private readonly options: Required<Omit<MigrationSourceOptions, 'dirtyBitmap' | 'signal' | 'psk'>> &
+    Pick<MigrationSourceOptions, 'dirtyBitmap' | 'signal' | 'psk'>;
   private readonly encoder: PageBatchEncoder;
   private readonly tracker: DirtyTracker;
   private phaseNow: SourcePhase = 'connecting';
@@ -117,6 +120,7 @@ export class MigrationSource extends EventEmitter<SourceEvents> {
       throw new InvalidArgumentError(
         `dirty bitmap covers ${filled.dirtyBitmap.pageCount} pages, the region has ${filled.region.pageCount}`);
     }
+    if (filled.psk) checkPsk(filled.psk);
     this.options = filled;
     const { region } = filled;
     this.encoder = new PageBatchEncoder(region, { batchPages: filled.batchPages, cacheBytes: filled.pageCacheBytes });
@@ -176,9 +180,10 @@ export class MigrationSource extends EventEmitter<SourceEvents> {
     this.connection = connection;
     if (options.signal?.aborted) throw new AbortedError('migration aborted while connecting');
     await connection.send(MessageType.Hello, encodeHello({
-      minVersion: MIN_VERSION, maxVersion: MAX_VERSION, features: SUPPORTED_FEATURES,
+      minVersion: MIN_VERSION, maxVersion: MAX_VERSION, features: options.psk ? FEATURE_PSK : 0,
       pageSize: region.pageSize, regionSize: region.byteLength, migrationId: this.migrationId,
     }));
+    if (options.psk) await authenticateTarget(connection, options.psk, this.migrationId, options.timeoutMs);
     const welcome = parseWelcome(await connection.expect(MessageType.Welcome, options.timeoutMs));
     connection.maxPayload = MAX_PAYLOAD_BYTES;
     this.summary.setupTimeMs = performance.now() - this.startedAt;

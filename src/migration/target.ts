@@ -5,15 +5,16 @@ import { EventEmitter } from 'node:events';
 import { createServer, type AddressInfo, type Server, type Socket } from 'node:net';
 import { performance } from 'node:perf_hooks';
 import {
-  AbortedError, CapacityError, ChecksumError, HandshakeError, PagewireError, PeerError, ProtocolError, SwitchoverError, VersionError,
+  AbortedError, AuthError, CapacityError, ChecksumError, HandshakeError, PagewireError, PeerError, ProtocolError, SwitchoverError, VersionError,
   asPagewireError,
 } from '../errors.js';
 import { PageBatchDecoder } from '../codec/page-batch-decoder.js';
 import { regionDigest } from '../codec/page-hashes.js';
 import { validatePageSize, validateRegionSize } from '../memory/region.js';
 import { FramedConnection } from '../transport/framed-connection.js';
+import { authenticateSource, checkPsk } from '../transport/psk-auth.js';
 import {
-  HANDSHAKE_PAYLOAD_LIMIT, MAX_PAYLOAD_BYTES, MAX_VERSION, MIN_VERSION, MessageType, STOP_AND_COPY, SUPPORTED_FEATURES,
+  FEATURE_PSK, HANDSHAKE_PAYLOAD_LIMIT, MAX_PAYLOAD_BYTES, MAX_VERSION, MIN_VERSION, MessageType, STOP_AND_COPY, SUPPORTED_FEATURES,
   TARGET_ZEROED,
   encodeRoundAck, encodeWelcome, expectEmpty, messageName, parseFinal, parseHello, parsePages, parseRoundMarker,
   type Hello,
@@ -37,6 +38,11 @@ export interface MigrationTargetOptions {
   timeoutMs?: number;
   /** Longest wait for a complete HELLO after a connection opens (default 5 s). */
   handshakeTimeoutMs?: number;
+  /**
+   * The pre-shared key: with it, a source must prove it holds the same key before an image is opened or
+   * a page accepted, and this target proves it in turn. Without it, only sources without a key connect.
+   */
+  psk?: Uint8Array;
   signal?: AbortSignal;
 }
 
@@ -81,8 +87,8 @@ interface TargetEvents {
 
 export class MigrationTarget extends EventEmitter<TargetEvents> {
   private readonly server: Server;
-  private readonly options: Required<Omit<MigrationTargetOptions, 'signal' | 'hooks'>> &
-    Pick<MigrationTargetOptions, 'signal'> & { hooks: TargetHooks };
+  private readonly options: Required<Omit<MigrationTargetOptions, 'signal' | 'hooks' | 'psk'>> &
+    Pick<MigrationTargetOptions, 'signal' | 'psk'> & { hooks: TargetHooks };
   private active = false;
   private readonly sockets = new Set<Socket>();
   private settle!: { resolve(s: TargetSummary): void; reject(e: PagewireError): void };
@@ -99,6 +105,7 @@ export class MigrationTarget extends EventEmitter<TargetEvents> {
       host: '127.0.0.1', port: 0, timeoutMs: 30_000, handshakeTimeoutMs: 5_000, hooks: {},
       ...Object.fromEntries(Object.entries(options).filter(([, v]) => v !== undefined)),
     } as MigrationTarget['options'];
+    if (this.options.psk) checkPsk(this.options.psk);
     this.result = new Promise((resolve, reject) => { this.settle = { resolve, reject }; });
     this.result.catch(() => {});
     this.server = createServer((socket) => this.onConnection(socket));
@@ -193,6 +200,11 @@ export class MigrationTarget extends EventEmitter<TargetEvents> {
       // Each page costs the target 8 bytes of hash in memory: bound what an unknown peer can ask for.
       throw new CapacityError(`region of ${pages} pages exceeds this target's limit of ${MAX_TARGET_PAGES}; use larger pages`);
     }
+    const { psk, handshakeTimeoutMs } = this.options;
+    const offersPsk = (hello.features & FEATURE_PSK) !== 0;
+    if (psk && !offersPsk) throw new AuthError('this target requires a pre-shared key: give the source --psk-file with its key');
+    if (!psk && offersPsk) throw new AuthError('this target has no pre-shared key: start it with --psk-file, or the source without one');
+    if (psk) await authenticateSource(connection, psk, hello.migrationId, handshakeTimeoutMs);
     return hello;
   }
 

@@ -8,8 +8,9 @@ export const MAGIC = Buffer.from('PAGEWIRE', 'latin1');
 /** The window of versions this build speaks. */
 export const MIN_VERSION = 2;
 export const MAX_VERSION = 2;
-/** Feature bits; v2 defines none. Unknown offered bits are dropped by the target's answer. */
-export const SUPPORTED_FEATURES = 0;
+/** Feature bits. Unknown offered bits are dropped by the target's answer. */
+export const FEATURE_PSK = 1;
+export const SUPPORTED_FEATURES = FEATURE_PSK;
 /** WELCOME flag: the target's image starts all zeros, so round 1 may skip zero pages. */
 export const TARGET_ZEROED = 1;
 /** Largest payload accepted after the handshake. */
@@ -36,11 +37,12 @@ export enum MessageType {
   Ready = 10,
   Go = 11,
   Done = 12,
+  Auth = 13,
 }
 
 const TYPE_NAMES: Record<number, string> = {
   1: 'HELLO', 2: 'WELCOME', 3: 'ERROR', 4: 'ROUND_BEGIN', 5: 'PAGES', 6: 'ROUND_END', 7: 'ROUND_ACK',
-  8: 'DEVICE_STATE', 9: 'FINAL', 10: 'READY', 11: 'GO', 12: 'DONE',
+  8: 'DEVICE_STATE', 9: 'FINAL', 10: 'READY', 11: 'GO', 12: 'DONE', 13: 'AUTH',
 };
 
 export function messageName(type: number): string {
