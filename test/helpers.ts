@@ -110,3 +110,28 @@ export async function cuttingProxy(targetPort: number, cutAt: (direction: 'to-ta
   await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
   return { port: (server.address() as { port: number }).port, close: () => server.close() };
 }
+
+/** A seeded workload of edits on a region: small runs, zeroed pages, copies, text, fresh random pages. */
+export function randomWorkload(seed: number, pageSize: number, pageCount: number) {
+  let state = seed >>> 0;
+  // The high bits: an LCG's low bits repeat with short periods.
+  const rnd = (n: number) => Math.floor(((state = (Math.imul(state, 1664525) + 1013904223) >>> 0) / 2 ** 32) * n);
+  const region = new Uint8Array(pageSize * pageCount);
+  const page = (p: number) => region.subarray(p * pageSize, (p + 1) * pageSize);
+  const edit = (p = rnd(pageCount), kind = rnd(6)) => {
+    switch (kind) {
+      case 0: { const at = rnd(pageSize - 64); for (let i = 0; i < 1 + rnd(64); i++) page(p)[at + i] = rnd(256); break; }
+      case 1: page(p).fill(0); break;
+      case 2: page(p).set(page(rnd(pageCount)).slice()); break;
+      case 3: page(p).set(Buffer.alloc(pageSize, `line ${rnd(1000)} of some text; `)); break;
+      case 4: for (let i = 0; i < pageSize; i++) page(p)[i] = rnd(256); break;
+      default: page(p)[rnd(pageSize)] ^= 1 + rnd(255);
+    }
+  };
+  /** Some pages, in a random order, each once. */
+  const someIndices = () => {
+    const picked = [...new Set(Array.from({ length: 1 + rnd(pageCount) }, () => rnd(pageCount)))];
+    return Uint32Array.from(picked);
+  };
+  return { region, edit, someIndices, rnd };
+}
