@@ -33,6 +33,15 @@ function hello(overrides: Partial<Parameters<typeof encodeHello>[0]> = {}): Buff
   }));
 }
 
+/** A key file, and one that differs from it in one byte. */
+function keyFiles(dir: string): { key: string; wrong: string } {
+  const key = join(dir, 'key');
+  const wrong = join(dir, 'wrong-key');
+  writeFileSync(key, 'a3f1c9e07b2d4c58a1e6f0b9d3c7e215\n');
+  writeFileSync(wrong, 'a3f1c9e07b2d4c58a1e6f0b9d3c7e216\n');
+  return { key, wrong };
+}
+
 function noTempFiles(dir: string): void {
   expect(readdirSync(dir).filter((f) => f.includes('.pagewire-'))).toEqual([]);
 }
@@ -205,10 +214,7 @@ describe('pagewire receive / send', () => {
 
   it('authenticates both ways with a pre-shared key, and refuses a source with the wrong key or none while it keeps listening', async () => {
     const c = setup(4);
-    const key = join(c.dir, 'key');
-    const wrong = join(c.dir, 'wrong-key');
-    writeFileSync(key, 'a3f1c9e07b2d4c58a1e6f0b9d3c7e215\n');
-    writeFileSync(wrong, 'a3f1c9e07b2d4c58a1e6f0b9d3c7e216\n');
+    const { key, wrong } = keyFiles(c.dir);
     const receiver = await startReceiver(c.out, ['--psk-file', key]);
     const send = (...extra: string[]) => spawnCli(['send', '--connect', `127.0.0.1:${receiver.port}`, '--image', c.image, '--json', ...extra]);
 
@@ -235,6 +241,25 @@ describe('pagewire receive / send', () => {
     expect(wary.stderr()).toMatch(/this target has no pre-shared key/);
     open.child.kill('SIGKILL');
     expect(sha256File(d.out)).toBe(d.before);
+  });
+
+  it('migrates over TLS-PSK, and refuses a source with the wrong key or without TLS while it keeps listening', async () => {
+    const c = setup(4);
+    const { key, wrong } = keyFiles(c.dir);
+    const receiver = await startReceiver(c.out, ['--psk-file', key, '--tls']);
+    const send = (...extra: string[]) => spawnCli(['send', '--connect', `127.0.0.1:${receiver.port}`, '--image', c.image, '--json', ...extra]);
+    const mismatched = send('--psk-file', wrong, '--tls');
+    expect(await withTimeout(mismatched.exit, 15_000, 'TLS with the wrong key')).toBe(1);
+    expect(mismatched.stderr()).toMatch(/TLS-PSK handshake with .* failed.*\(PW_ERR_AUTH\)/);
+    const clear = send('--psk-file', key);
+    expect(await withTimeout(clear.exit, 15_000, 'no TLS')).toBe(1);
+    await receiver.waitForStderr(/refused .*TLS-PSK handshake failed[\s\S]*refused .*TLS-PSK handshake failed/);
+    expect(sha256File(c.out)).toBe(c.before);
+    const good = send('--psk-file', key, '--tls');
+    expect(await withTimeout(good.exit, 30_000, 'TLS with the key')).toBe(0);
+    expect(await withTimeout(receiver.exit, 30_000, 'receive')).toBe(0);
+    expect(sha256File(c.out)).toBe(lastJson(good.stdout()).sha256);
+    expect(sha256File(c.image)).toBe(lastJson(good.stdout()).sha256);
   });
 
   it('refuses to listen beyond loopback without a key unless --insecure, and refuses short keys', async () => {

@@ -9,12 +9,12 @@ import { printJson, printTable, roundMs } from './output.js';
 import { abortOnSignals } from './signals.js';
 import { readPskFile } from '../transport/psk-auth.js';
 
-export const RECEIVE_USAGE = 'pagewire receive --listen HOST:PORT --out FILE [--psk-file F | --insecure] [--max-size SIZE] ' +
+export const RECEIVE_USAGE = 'pagewire receive --listen HOST:PORT --out FILE [--psk-file F [--tls] | --insecure] [--max-size SIZE] ' +
   '[--timeout MS] [--json]';
 
 export async function receiveCommand(argv: string[]): Promise<number> {
   const flags = parseFlags(argv, {
-    listen: 'string', out: 'string', 'psk-file': 'string', insecure: 'boolean', json: 'boolean', 'max-size': 'string',
+    listen: 'string', out: 'string', 'psk-file': 'string', tls: 'boolean', insecure: 'boolean', json: 'boolean', 'max-size': 'string',
     timeout: 'string',
   });
   const { host, port } = parseHostPort(requireString(flags, 'listen'), 'listen');
@@ -22,6 +22,7 @@ export async function receiveCommand(argv: string[]): Promise<number> {
   const json = flags.has('json');
   const pskFile = optionalString(flags, 'psk-file');
   const psk = pskFile ? readPskFile(pskFile) : undefined;
+  if (flags.has('tls') && !psk) throw new InvalidArgumentError('--tls: TLS-PSK needs the key: give --psk-file too');
   if (!psk && !flags.has('insecure') && !isLoopback(host)) {
     throw new InvalidArgumentError(`--listen ${host}: anyone who reaches this address could write --out; give --psk-file ` +
       '(the same key as the source\'s), or --insecure on a network you trust');
@@ -36,7 +37,7 @@ export async function receiveCommand(argv: string[]): Promise<number> {
   const image = new FileTargetImage(out, maxSize ? { maxRegionBytes: parseSize(maxSize, 'max-size') } : {});
   const signals = abortOnSignals();
   const target = await MigrationTarget.listen({
-    image, host, port, signal: signals.signal, psk,
+    image, host, port, signal: signals.signal, psk, tls: flags.has('tls'),
     ...(timeout ? { timeoutMs: parsePositiveNumber(timeout, 'timeout', true) } : {}),
   });
   const bound = target.address;

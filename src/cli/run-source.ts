@@ -21,6 +21,7 @@ export interface SourceRun {
   maxRounds?: number;
   pageCacheBytes?: number;
   psk?: Uint8Array;
+  tls?: boolean;
   signal: AbortSignal;
   progress: ProgressLine;
 }
@@ -48,7 +49,7 @@ export async function runSource(run: SourceRun): Promise<SourceOutcome> {
       region, dirtyBitmap: bitmap, host: run.host, port: run.port, signal: run.signal,
       hooks: { pause: () => workload?.pause(), resume: () => workload?.resume() },
       maxDowntimeMs: run.maxDowntimeMs, maxBandwidthBytesPerSec: run.maxBandwidthBytesPerSec, maxRounds: run.maxRounds,
-      pageCacheBytes: run.pageCacheBytes, psk: run.psk,
+      pageCacheBytes: run.pageCacheBytes, psk: run.psk, tls: run.tls,
     });
     let dirtyRate = 0;
     source.on('progress', (p) => run.progress.progress(p, dirtyRate));

@@ -8,12 +8,12 @@ import { abortOnSignals } from './signals.js';
 import { readPskFile } from '../transport/psk-auth.js';
 
 export const SEND_USAGE = 'pagewire send --connect HOST:PORT --image FILE [--workload rate=200MB/s,hot=0.05,seed=1] ' +
-  '[--max-downtime MS] [--max-bandwidth MB/s] [--max-rounds N] [--cache-size 64MiB] [--streams 1] [--psk-file F] [--json]';
+  '[--max-downtime MS] [--max-bandwidth MB/s] [--max-rounds N] [--cache-size 64MiB] [--streams 1] [--psk-file F [--tls]] [--json]';
 
 export async function sendCommand(argv: string[]): Promise<number> {
   const flags = parseFlags(argv, {
     connect: 'string', image: 'string', workload: 'string', 'max-downtime': 'string', 'max-bandwidth': 'string',
-    'max-rounds': 'string', 'cache-size': 'string', streams: 'string', 'psk-file': 'string', json: 'boolean',
+    'max-rounds': 'string', 'cache-size': 'string', streams: 'string', tls: 'boolean', 'psk-file': 'string', json: 'boolean',
   });
   const { host, port } = parseHostPort(requireString(flags, 'connect'), 'connect');
   if (port === 0) throw new InvalidArgumentError('--connect: port 0 is not a port to connect to');
@@ -21,6 +21,7 @@ export async function sendCommand(argv: string[]): Promise<number> {
   const json = flags.has('json');
   const pskFile = optionalString(flags, 'psk-file');
   const psk = pskFile ? readPskFile(pskFile) : undefined;
+  if (flags.has('tls') && !psk) throw new InvalidArgumentError('--tls: TLS-PSK needs the key: give --psk-file too');
   const streams = optionalString(flags, 'streams');
   if (streams !== undefined && parsePositiveNumber(streams, 'streams', true) !== 1) {
     throw new InvalidArgumentError('--streams: this version migrates over one stream; use --streams 1 or leave it out');
@@ -34,7 +35,7 @@ export async function sendCommand(argv: string[]): Promise<number> {
   const progress = new ProgressLine();
   try {
     const outcome = await runSource({
-      imagePath, host, port, signal: signals.signal, progress, psk,
+      imagePath, host, port, signal: signals.signal, progress, psk, tls: flags.has('tls'),
       ...(workloadText ? { workload: parseWorkloadSpec(workloadText) } : {}),
       ...(downtime ? { maxDowntimeMs: parsePositiveNumber(downtime, 'max-downtime') } : {}),
       ...(bandwidth ? { maxBandwidthBytesPerSec: parseRate(bandwidth) } : {}),

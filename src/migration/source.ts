@@ -60,6 +60,8 @@ export interface MigrationSourceOptions {
   pageCacheBytes?: number;
   /** The pre-shared key the target must prove it holds (and asks this source to prove). */
   psk?: Uint8Array;
+  /** Encrypt and authenticate every frame with TLS 1.2 PSK under `psk` (the target must use it too). */
+  tls?: boolean;
   /** Longest wait for any answer from the target, or for the socket to drain (default 30 s). */
   timeoutMs?: number;
   /**
@@ -82,8 +84,8 @@ const MAX_DEVICE_STATE_BYTES = MAX_PAYLOAD_BYTES;
 
 export class MigrationSource extends EventEmitter<SourceEvents> {
   readonly migrationId = randomBytes(16);
-  private readonly options: Required<Omit<MigrationSourceOptions, 'dirtyBitmap' | 'signal' | 'psk'>> &
-    Pick<MigrationSourceOptions, 'dirtyBitmap' | 'signal' | 'psk'>;
+  private readonly options: Required<Omit<MigrationSourceOptions, 'dirtyBitmap' | 'signal' | 'psk' | 'tls'>> &
+    Pick<MigrationSourceOptions, 'dirtyBitmap' | 'signal' | 'psk' | 'tls'>;
   private readonly encoder: PageBatchEncoder;
   private readonly tracker: DirtyTracker;
   private phaseNow: SourcePhase = 'connecting';
@@ -121,6 +123,7 @@ export class MigrationSource extends EventEmitter<SourceEvents> {
         `dirty bitmap covers ${filled.dirtyBitmap.pageCount} pages, the region has ${filled.region.pageCount}`);
     }
     if (filled.psk) checkPsk(filled.psk);
+    if (filled.tls && !filled.psk) throw new InvalidArgumentError('tls needs a pre-shared key (psk): TLS-PSK encrypts with it');
     this.options = filled;
     const { region } = filled;
     this.encoder = new PageBatchEncoder(region, { batchPages: filled.batchPages, cacheBytes: filled.pageCacheBytes });
@@ -175,7 +178,8 @@ export class MigrationSource extends EventEmitter<SourceEvents> {
     const { options } = this;
     const { region } = options;
     this.setPhase('connecting');
-    const socket = await connectTcp(options.host, options.port, options.timeoutMs, options.signal);
+    const socket = await connectTcp(options.host, options.port, options.timeoutMs, options.signal,
+      options.tls ? options.psk : undefined);
     const connection = new FramedConnection(socket, HANDSHAKE_PAYLOAD_LIMIT, options.timeoutMs);
     this.connection = connection;
     if (options.signal?.aborted) throw new AbortedError('migration aborted while connecting');

@@ -3,16 +3,18 @@
 // READY, and commits only on GO (docs/PROTOCOL.md has the state table).
 import { EventEmitter } from 'node:events';
 import { createServer, type AddressInfo, type Server, type Socket } from 'node:net';
+import { createServer as createTlsServer } from 'node:tls';
 import { performance } from 'node:perf_hooks';
 import {
-  AbortedError, AuthError, CapacityError, ChecksumError, HandshakeError, PagewireError, PeerError, ProtocolError, SwitchoverError, VersionError,
-  asPagewireError,
+  AbortedError, AuthError, CapacityError, ChecksumError, HandshakeError, InvalidArgumentError, PagewireError, PeerError,
+  ProtocolError, SwitchoverError, VersionError, asPagewireError,
 } from '../errors.js';
 import { PageBatchDecoder } from '../codec/page-batch-decoder.js';
 import { regionDigest } from '../codec/page-hashes.js';
 import { validatePageSize, validateRegionSize } from '../memory/region.js';
 import { FramedConnection } from '../transport/framed-connection.js';
 import { authenticateSource, checkPsk } from '../transport/psk-auth.js';
+import { TLS_PSK_IDENTITY, tlsPskOptions } from '../transport/tls-psk.js';
 import {
   FEATURE_PSK, HANDSHAKE_PAYLOAD_LIMIT, MAX_PAYLOAD_BYTES, MAX_VERSION, MIN_VERSION, MessageType, STOP_AND_COPY, SUPPORTED_FEATURES,
   TARGET_ZEROED,
@@ -43,6 +45,8 @@ export interface MigrationTargetOptions {
    * a page accepted, and this target proves it in turn. Without it, only sources without a key connect.
    */
   psk?: Uint8Array;
+  /** Accept only TLS 1.2 PSK connections under `psk`: every frame encrypted and authenticated. */
+  tls?: boolean;
   signal?: AbortSignal;
 }
 
@@ -87,8 +91,8 @@ interface TargetEvents {
 
 export class MigrationTarget extends EventEmitter<TargetEvents> {
   private readonly server: Server;
-  private readonly options: Required<Omit<MigrationTargetOptions, 'signal' | 'hooks' | 'psk'>> &
-    Pick<MigrationTargetOptions, 'signal' | 'psk'> & { hooks: TargetHooks };
+  private readonly options: Required<Omit<MigrationTargetOptions, 'signal' | 'hooks' | 'psk' | 'tls'>> &
+    Pick<MigrationTargetOptions, 'signal' | 'psk' | 'tls'> & { hooks: TargetHooks };
   private active = false;
   private readonly sockets = new Set<Socket>();
   private settle!: { resolve(s: TargetSummary): void; reject(e: PagewireError): void };
@@ -105,10 +109,25 @@ export class MigrationTarget extends EventEmitter<TargetEvents> {
       host: '127.0.0.1', port: 0, timeoutMs: 30_000, handshakeTimeoutMs: 5_000, hooks: {},
       ...Object.fromEntries(Object.entries(options).filter(([, v]) => v !== undefined)),
     } as MigrationTarget['options'];
-    if (this.options.psk) checkPsk(this.options.psk);
+    const { psk, tls } = this.options;
+    if (psk) checkPsk(psk);
+    if (tls && !psk) throw new InvalidArgumentError('tls needs a pre-shared key (psk): TLS-PSK encrypts with it');
     this.result = new Promise((resolve, reject) => { this.settle = { resolve, reject }; });
     this.result.catch(() => {});
-    this.server = createServer((socket) => this.onConnection(socket));
+    this.server = tls && psk ? this.tlsServer(psk) : createServer((socket) => this.onConnection(socket));
+  }
+
+  /** A TLS-PSK server: a client without the key (or without TLS) fails the TLS handshake and is refused. */
+  private tlsServer(psk: Uint8Array): Server {
+    const key = Buffer.from(psk);
+    const server = createTlsServer({
+      ...tlsPskOptions(), pskIdentityHint: TLS_PSK_IDENTITY,
+      pskCallback: (_socket, identity) => (identity === TLS_PSK_IDENTITY ? key : null),
+    }, (socket) => this.onConnection(socket));
+    server.on('tlsClientError', (error, socket) => this.emit('refused', new AuthError(
+      `TLS-PSK handshake failed (${(error as Error & { code?: string }).code ?? 'no TLS'}): the source does not hold this ` +
+      'key or does not use --tls', { cause: error }), `${socket.remoteAddress ?? '?'}:${socket.remotePort ?? '?'}`));
+    return server;
   }
 
   /** Starts listening; the returned target's `result` settles after one migration. */
