@@ -6,7 +6,7 @@ import { writeMixedImage } from '../dist/src/index.js';
 import {
   MessageType, encodeHello, encodePagesHeader, encodeRoundMarker, frameHeader,
 } from '../dist/src/wire/messages.js';
-import { lastJson, rawClient, sha256File, spawnCli, startReceiver, tempDir, withTimeout } from './helpers.js';
+import { frame, lastJson, rawClient, sha256File, spawnCli, startReceiver, tempDir, withTimeout } from './helpers.js';
 
 const tmp = tempDir();
 afterAll(() => tmp.cleanup());
@@ -20,10 +20,6 @@ function setup(sizeMiB: number) {
   writeMixedImage(image, { size: sizeMiB * 2 ** 20, seed: n });
   writeFileSync(out, 'previous target state\n');
   return { dir, image, out, before: sha256File(out) };
-}
-
-function frame(type: MessageType, payload: Buffer): Buffer {
-  return Buffer.concat([frameHeader(type, payload.length), payload]);
 }
 
 function hello(overrides: Partial<Parameters<typeof encodeHello>[0]> = {}): Buffer {

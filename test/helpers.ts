@@ -6,6 +6,7 @@ import { connect, type Socket } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { frameHeader } from '../dist/src/wire/messages.js';
 
 export const ROOT = fileURLToPath(new URL('..', import.meta.url));
 export const BIN = join(ROOT, 'dist', 'src', 'cli', 'main.js');
@@ -134,4 +135,9 @@ export function randomWorkload(seed: number, pageSize: number, pageCount: number
     return Uint32Array.from(picked);
   };
   return { region, edit, someIndices, rnd };
+}
+
+/** One wire frame: header and payload, as a source or target would write it. */
+export function frame(type: number, payload: Buffer = Buffer.alloc(0)): Buffer {
+  return Buffer.concat([frameHeader(type, payload.length), payload]);
 }

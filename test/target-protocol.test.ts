@@ -7,16 +7,12 @@ import { PageBatchEncoder } from '../dist/src/codec/page-batch-encoder.js';
 import { regionDigest } from '../dist/src/codec/page-hashes.js';
 import { binding } from '../dist/src/native/engine.js';
 import {
-  MessageType, STOP_AND_COPY, encodeFinal, encodeHello, encodePagesHeader, encodeRoundMarker, frameHeader,
+  MessageType, STOP_AND_COPY, encodeFinal, encodeHello, encodePagesHeader, encodeRoundMarker,
 } from '../dist/src/wire/messages.js';
-import { rawClient, withTimeout } from './helpers.js';
+import { frame, rawClient, withTimeout } from './helpers.js';
 
 const PAGE = 4096;
 const PAGES = 8;
-
-function frame(type: MessageType, payload: Buffer = Buffer.alloc(0)): Buffer {
-  return Buffer.concat([frameHeader(type, payload.length), payload]);
-}
 
 const source = (() => {
   const bytes = Buffer.alloc(PAGES * PAGE);

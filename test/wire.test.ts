@@ -1,5 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import { FrameDecoder } from '../dist/src/wire/frame-decoder.js';
+import { frame } from './helpers.js';
 import {
   HELLO_BYTES, MAGIC, MessageType, encodeError, encodeFinal, encodeHello, encodeRoundMarker, frameHeader,
   parseError, parseFinal, parseHello, parsePages, parseRoundMarker, parseWelcome, encodeWelcome, STOP_AND_COPY,
@@ -9,10 +10,6 @@ const hello = {
   minVersion: 2, maxVersion: 2, features: 0, pageSize: 4096, regionSize: 64 * 2 ** 30,
   migrationId: Buffer.alloc(16, 7),
 };
-
-function frame(type: number, payload: Buffer): Buffer {
-  return Buffer.concat([frameHeader(type, payload.length), payload]);
-}
 
 describe('frame decoding', () => {
   const stream = Buffer.concat([

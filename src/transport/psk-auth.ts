@@ -12,7 +12,7 @@ import type { FramedConnection } from './framed-connection.js';
 const NONCE_BYTES = 32;
 const PROOF_BYTES = 32;
 /** Short keys are guessable offline from one recorded exchange. */
-export const MIN_PSK_BYTES = 16;
+const MIN_PSK_BYTES = 16;
 
 type Role = 'source' | 'target';
 

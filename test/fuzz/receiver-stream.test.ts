@@ -8,9 +8,9 @@ import { MemoryRegion, MemoryTargetImage, MigrationTarget, PagewireError, mixedI
 import { PageBatchEncoder } from '../../dist/src/codec/page-batch-encoder.js';
 import { regionDigest } from '../../dist/src/codec/page-hashes.js';
 import {
-  MessageType, STOP_AND_COPY, encodeFinal, encodeHello, encodePagesHeader, encodeRoundMarker, frameHeader,
+  MessageType, STOP_AND_COPY, encodeFinal, encodeHello, encodePagesHeader, encodeRoundMarker,
 } from '../../dist/src/wire/messages.js';
-import { rawClient, withTimeout } from '../helpers.js';
+import { frame, rawClient, withTimeout } from '../helpers.js';
 
 const PAGE = 4096;
 const PAGES = 24;
@@ -19,7 +19,6 @@ const HELLO_FRAME_BYTES = 8 + 48;
 const HANG_UP_AFTER_MS = 100;
 const PARALLEL = 8;
 
-const frame = (type: MessageType, payload: Buffer = Buffer.alloc(0)) => Buffer.concat([frameHeader(type, payload.length), payload]);
 
 /** A complete, valid two-round stream (every encoding occurs) and the image it must leave behind. */
 async function validStream(): Promise<{ hello: Buffer; rest: Buffer; image: Buffer }> {
