@@ -65,6 +65,11 @@ export class TimeoutError extends PagewireError {
 }
 
 /** The caller aborted (AbortSignal, SIGINT, SIGTERM). */
+/** The rounds stopped converging and the source was told to give up rather than pause for longer. */
+export class ConvergenceError extends PagewireError {
+  override readonly code = 'PW_ERR_NOT_CONVERGING';
+}
+
 export class AbortedError extends PagewireError {
   override readonly code = 'PW_ERR_ABORTED';
 }

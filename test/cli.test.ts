@@ -24,7 +24,7 @@ function setup(sizeMiB: number) {
 
 function hello(overrides: Partial<Parameters<typeof encodeHello>[0]> = {}): Buffer {
   return frame(MessageType.Hello, encodeHello({
-    minVersion: 2, maxVersion: 2, features: 0, pageSize: 4096, regionSize: 1 << 20, migrationId: Buffer.alloc(16, 1),
+    minVersion: 3, maxVersion: 3, extraStreams: 0, features: 0, pageSize: 4096, regionSize: 1 << 20, migrationId: Buffer.alloc(16, 1),
     ...overrides,
   }));
 }

@@ -42,7 +42,7 @@ async function drive(script: (digest: bigint, pages: Buffer) => Buffer[]) {
   const result = target.result.then(() => undefined, (e: PagewireError) => e);
   const client = await rawClient(target.address.port);
   client.socket.write(frame(MessageType.Hello, encodeHello({
-    minVersion: 2, maxVersion: 2, features: 0, pageSize: PAGE, regionSize: PAGES * PAGE, migrationId: Buffer.alloc(16, 9),
+    minVersion: 3, maxVersion: 3, extraStreams: 0, features: 0, pageSize: PAGE, regionSize: PAGES * PAGE, migrationId: Buffer.alloc(16, 9),
   })));
   // As a real source does: nothing but HELLO until WELCOME (8-byte header + 12) has come back.
   await withTimeout(new Promise<void>((resolve) => {

@@ -7,7 +7,7 @@ import {
 } from '../dist/src/wire/messages.js';
 
 const hello = {
-  minVersion: 2, maxVersion: 2, features: 0, pageSize: 4096, regionSize: 64 * 2 ** 30,
+  minVersion: 3, maxVersion: 3, extraStreams: 0, features: 0, pageSize: 4096, regionSize: 64 * 2 ** 30,
   migrationId: Buffer.alloc(16, 7),
 };
 
@@ -78,7 +78,7 @@ describe('messages', () => {
     wrongMagic.write('NOTPAGEW', 0, 'latin1');
     expect(() => parseHello(wrongMagic)).toThrow(/wrong magic/);
     expect(() => parseHello(encodeHello(hello).subarray(0, 40))).toThrow(/expected 48/);
-    expect(() => parseHello(encodeHello({ ...hello, minVersion: 3, maxVersion: 2 }))).toThrow(/version window/);
+    expect(() => parseHello(encodeHello({ ...hello, minVersion: 4, maxVersion: 3 }))).toThrow(/version window/);
     const huge = encodeHello(hello);
     huge.writeBigUInt64LE(2n ** 60n, 24);
     expect(() => parseHello(huge)).toThrow(/too large/);
@@ -98,7 +98,7 @@ describe('messages', () => {
     expect(() => parseRoundMarker(encodeRoundMarker({ round: 4, pages: 1, flags: 6 }), 'ROUND_BEGIN')).toThrow(/unknown flags/);
     expect(() => parseRoundMarker(Buffer.alloc(12), 'ROUND_END')).toThrow(/expected 16/);
     expect(parseFinal(encodeFinal({ round: 4, regionDigest: 0xdeadbeefcafef00dn }))).toEqual({ round: 4, regionDigest: 0xdeadbeefcafef00dn });
-    expect(() => parseWelcome(encodeWelcome({ version: 9, features: 0, flags: 0 }))).toThrow(/version 9/);
+    expect(() => parseWelcome(encodeWelcome({ version: 9, extraStreams: 0, features: 0, flags: 0 }))).toThrow(/version 9/);
     expect(() => parsePages(Buffer.alloc(4))).toThrow(/shorter/);
   });
 });

@@ -16,12 +16,14 @@ export class ProgressLine {
     const now = Date.now();
     if (now - this.lastDraw < 100) return;
     this.lastDraw = now;
-    this.draw(`round ${p.round} | pages left ${p.pagesLeft} | ${mbps(p.bytesPerSec)} MB/s | dirty ${mbps(dirtyRate)} MB/s`);
+    this.draw(`round ${p.round} | pages left ${p.pagesLeft} | ${mbps(p.bytesPerSec)} MB/s | dirty ${mbps(dirtyRate)} MB/s` +
+      (p.throttlePercent > 0 ? ` | throttle ${p.throttlePercent}%` : ''));
   }
 
   round(r: RoundReport): void {
     if (this.tty) this.draw(`round ${r.round} done | ${r.pendingPages} pages dirty | ${mbps(r.bandwidthBytesPerSec)} MB/s | ` +
-      `dirty ${mbps(r.dirtyRateBytesPerSec)} MB/s | est. downtime ${r.expectedDowntimeMs.toFixed(0)} ms`);
+      `dirty ${mbps(r.dirtyRateBytesPerSec)} MB/s | est. downtime ${r.expectedDowntimeMs.toFixed(0)} ms` +
+      (r.throttlePercent > 0 ? ` | throttle ${r.throttlePercent}%` : ''));
     else this.stream.write(formatRoundLine(r) + '\n');
   }
 

@@ -5,6 +5,7 @@ import { codecKind } from '../native/engine.js';
 import { DirtyBitmap } from '../memory/dirty-bitmap.js';
 import { regionSha256 } from '../memory/region-sha256.js';
 import { MemoryRegion } from '../memory/region.js';
+import type { StallPolicy } from '../migration/convergence.js';
 import type { SourceSummary } from '../migration/metrics.js';
 import { MigrationSource } from '../migration/source.js';
 import { SyntheticWorkload } from '../workload/synthetic-workload.js';
@@ -20,6 +21,8 @@ export interface SourceRun {
   maxBandwidthBytesPerSec?: number;
   maxRounds?: number;
   pageCacheBytes?: number;
+  streams?: number;
+  onStall?: StallPolicy;
   psk?: Uint8Array;
   tls?: boolean;
   signal: AbortSignal;
@@ -47,9 +50,11 @@ export async function runSource(run: SourceRun): Promise<SourceOutcome> {
     }
     const source = new MigrationSource({
       region, dirtyBitmap: bitmap, host: run.host, port: run.port, signal: run.signal,
-      hooks: { pause: () => workload?.pause(), resume: () => workload?.resume() },
+      hooks: {
+        pause: () => workload?.pause(), resume: () => workload?.resume(), throttle: (percent) => workload?.throttle(percent),
+      },
       maxDowntimeMs: run.maxDowntimeMs, maxBandwidthBytesPerSec: run.maxBandwidthBytesPerSec, maxRounds: run.maxRounds,
-      pageCacheBytes: run.pageCacheBytes, psk: run.psk, tls: run.tls,
+      pageCacheBytes: run.pageCacheBytes, psk: run.psk, tls: run.tls, streams: run.streams, onStall: run.onStall,
     });
     let dirtyRate = 0;
     source.on('progress', (p) => run.progress.progress(p, dirtyRate));
@@ -84,12 +89,18 @@ export function sourceJson(outcome: Pick<SourceOutcome, 'summary' | 'sha256' | '
     totalTimeMs: ms(s.totalTimeMs), setupTimeMs: ms(s.setupTimeMs), downtimeMs: ms(s.downtimeMs),
     downtimeBreakdownMs: {
       pause: ms(s.downtime.pauseMs), finalSync: ms(s.downtime.finalSyncMs), transfer: ms(s.downtime.transferMs),
-      verifyAndPersist: ms(s.downtime.verifyAndPersistMs),
+      verify: ms(s.downtime.verifyMs), persist: ms(s.downtime.persistMs), handshake: ms(s.downtime.handshakeMs),
     },
-    rounds: s.rounds, stopReason: s.stopReason, pageSize: s.pageSize, pagesTotal: s.pagesTotal,
+    rounds: s.rounds, stopReason: s.stopReason, streams: s.streams, throttlePercent: s.throttlePercent,
+    dirtyRateMBps: mbpsNumber(s.dirtyRateBytesPerSec), bandwidthMBps: mbpsNumber(s.bandwidthBytesPerSec),
+    expectedDowntimeMs: Number.isFinite(s.expectedDowntimeMs) ? ms(s.expectedDowntimeMs) : null, pageSize: s.pageSize, pagesTotal: s.pagesTotal,
     pagesTransferred: s.pagesTransferred, zeroPages: s.zeroPages, deltaPages: s.deltaPages, lz4Pages: s.lz4Pages,
     rawPages: s.rawPages, dupPages: s.dupPages, bytesTransferred: s.bytesTransferred,
     deviceStateBytes: s.deviceStateBytes, workloadWrites: outcome.workloadWrites, migrationId: s.migrationId,
     codec: codecKind(), sha256: outcome.sha256,
   };
+}
+
+function mbpsNumber(bytesPerSec: number): number {
+  return Math.round(bytesPerSec / 1e5) / 10;
 }

@@ -6,14 +6,25 @@ import { ProgressLine, printJson, printTable } from './output.js';
 import { runSource, sourceJson } from './run-source.js';
 import { abortOnSignals } from './signals.js';
 import { readPskFile } from '../transport/psk-auth.js';
+import type { StallPolicy } from '../migration/convergence.js';
+import { MAX_STREAMS } from '../wire/streams.js';
+
+const STALL_POLICIES: StallPolicy[] = ['throttle', 'stop', 'fail'];
+
+function parseStreams(text: string): number {
+  const streams = parsePositiveNumber(text, 'streams', true);
+  if (streams > MAX_STREAMS) throw new InvalidArgumentError(`--streams: at most ${MAX_STREAMS}, got ${streams}`);
+  return streams;
+}
 
 export const SEND_USAGE = 'pagewire send --connect HOST:PORT --image FILE [--workload rate=200MB/s,hot=0.05,seed=1] ' +
-  '[--max-downtime MS] [--max-bandwidth MB/s] [--max-rounds N] [--cache-size 64MiB] [--streams 1] [--psk-file F [--tls]] [--json]';
+  '[--max-downtime MS] [--max-bandwidth MB/s] [--max-rounds N] [--on-stall throttle|stop|fail] [--cache-size 64MiB] ' +
+  '[--streams N] [--psk-file F [--tls]] [--json]';
 
 export async function sendCommand(argv: string[]): Promise<number> {
   const flags = parseFlags(argv, {
     connect: 'string', image: 'string', workload: 'string', 'max-downtime': 'string', 'max-bandwidth': 'string',
-    'max-rounds': 'string', 'cache-size': 'string', streams: 'string', tls: 'boolean', 'psk-file': 'string', json: 'boolean',
+    'max-rounds': 'string', 'cache-size': 'string', streams: 'string', 'on-stall': 'string', tls: 'boolean', 'psk-file': 'string', json: 'boolean',
   });
   const { host, port } = parseHostPort(requireString(flags, 'connect'), 'connect');
   if (port === 0) throw new InvalidArgumentError('--connect: port 0 is not a port to connect to');
@@ -23,8 +34,9 @@ export async function sendCommand(argv: string[]): Promise<number> {
   const psk = pskFile ? readPskFile(pskFile) : undefined;
   if (flags.has('tls') && !psk) throw new InvalidArgumentError('--tls: TLS-PSK needs the key: give --psk-file too');
   const streams = optionalString(flags, 'streams');
-  if (streams !== undefined && parsePositiveNumber(streams, 'streams', true) !== 1) {
-    throw new InvalidArgumentError('--streams: this version migrates over one stream; use --streams 1 or leave it out');
+  const onStall = optionalString(flags, 'on-stall');
+  if (onStall !== undefined && !STALL_POLICIES.includes(onStall as StallPolicy)) {
+    throw new InvalidArgumentError(`--on-stall: expected throttle, stop or fail, got '${onStall}'`);
   }
   const workloadText = optionalString(flags, 'workload');
   const downtime = optionalString(flags, 'max-downtime');
@@ -40,6 +52,8 @@ export async function sendCommand(argv: string[]): Promise<number> {
       ...(downtime ? { maxDowntimeMs: parsePositiveNumber(downtime, 'max-downtime') } : {}),
       ...(bandwidth ? { maxBandwidthBytesPerSec: parseRate(bandwidth) } : {}),
       ...(rounds ? { maxRounds: parsePositiveNumber(rounds, 'max-rounds', true) } : {}),
+      ...(streams ? { streams: parseStreams(streams) } : {}),
+      ...(onStall ? { onStall: onStall as StallPolicy } : {}),
       // 0 turns the page cache (and with it DELTA and DUP) off.
       ...(cacheSize ? { pageCacheBytes: cacheSize.trim() === '0' ? 0 : parseSize(cacheSize, 'cache-size') } : {}),
     });
@@ -49,7 +63,7 @@ export async function sendCommand(argv: string[]): Promise<number> {
     else if (!outcome.error) {
       process.stdout.write(`migration ${s.migrationId} completed\n`);
       printTable([
-        ['rounds', s.rounds], ['total time', `${s.totalTimeMs.toFixed(0)} ms`], ['downtime', `${s.downtimeMs.toFixed(1)} ms`],
+        ['rounds', s.rounds], ['streams', s.streams], ['throttle', `${s.throttlePercent}%`], ['total time', `${s.totalTimeMs.toFixed(0)} ms`], ['downtime', `${s.downtimeMs.toFixed(1)} ms`],
         ['pages sent', `${s.pagesTransferred} of ${s.pagesTotal}`],
         ['encodings', `${s.zeroPages} zero, ${s.deltaPages} delta, ${s.dupPages} dup, ${s.lz4Pages} lz4, ${s.rawPages} raw`],
         ['bytes sent', s.bytesTransferred], ['sha256', outcome.sha256],

@@ -17,8 +17,9 @@ export class PageBatchDecoder {
   private readonly inflight: Promise<void>[] = [];
   private failure: Error | undefined;
 
-  constructor(private readonly store: PageStore) {
-    this.heldHashes = newPageHashes(store.pageCount, store.pageSize);
+  /** heldHashes may be shared with the decoders of other streams, each writing only its own pages' entries. */
+  constructor(private readonly store: PageStore, heldHashes?: BigUint64Array) {
+    this.heldHashes = heldHashes ?? newPageHashes(store.pageCount, store.pageSize);
   }
 
   /**

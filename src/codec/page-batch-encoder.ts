@@ -30,6 +30,8 @@ export interface PageBatchEncoderOptions {
   batchPages?: number;
   /** Bytes of page cache for DELTA and DUP (default 64 MiB; 0 turns both off). */
   cacheBytes?: number;
+  /** Shared with the encoders of the other streams, each writing only its own pages' entries. */
+  sentHashes?: BigUint64Array;
 }
 
 /**
@@ -54,7 +56,7 @@ export class PageBatchEncoder {
     if (!Number.isSafeInteger(cacheBytes) || cacheBytes < 0) {
       throw new InvalidArgumentError(`page cache size must be a non-negative integer of bytes, got ${cacheBytes}`);
     }
-    this.sentHashes = newPageHashes(region.pageCount, region.pageSize);
+    this.sentHashes = options.sentHashes ?? newPageHashes(region.pageCount, region.pageSize);
     this.engine = new (binding().PageEncoder)(region.pageSize, region.pageCount, cacheBytes);
   }
 

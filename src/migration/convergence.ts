@@ -1,16 +1,19 @@
 // The stop rule, as a pure function of measured figures, so it can be tested alone with a table.
 // Like QEMU: stop iterating once the pages still dirty could be sent within the downtime budget at the
-// bandwidth just measured. Unlike QEMU, also stop when the rounds stop converging (the dirty set has
-// not shrunk by a tenth for a few rounds, as CRIU's P.Haul judges growth) or at a round cap, so a
-// workload that dirties memory faster than it can be moved still finishes, with a longer pause that
-// the metrics report. (Throttling the workload instead is a later step.)
+// bandwidth just measured. When the dirty set stops shrinking by a tenth (as CRIU's P.Haul judges
+// growth) for two rounds in a row, throttle the workload as QEMU's auto-converge does (20%, then +10%
+// per step, at most 99%), or give up cleanly, or stop and copy with a longer pause that the metrics
+// report; also stop at a round cap, so every migration ends.
 
 export interface ConvergenceInput {
   /** Rounds completed so far (round 1 is the full copy). */
   round: number;
   /** Pages dirtied since the last round began, not yet sent. */
   pendingPages: number;
-  /** pendingPages as measured after each earlier round, oldest first (this round's not included). */
+  /**
+   * pendingPages as measured after each earlier round, oldest first (this round's not included), since
+   * the throttle last changed: the round that changed it is the first entry.
+   */
   pendingHistory: readonly number[];
   pageSize: number;
   /**
@@ -20,17 +23,38 @@ export interface ConvergenceInput {
   bandwidthBytesPerSec: number;
   maxDowntimeMs: number;
   maxRounds: number;
+  /** What to do once the rounds stop converging ('throttle' only if the workload can be throttled). */
+  onStall: StallPolicy;
+  /** The workload's throttle now, in percent (0 = unthrottled). */
+  throttlePercent: number;
 }
+
+/**
+ * throttle: slow the workload down step by step, then stop and copy if even 99% does not help;
+ * stop: stop and copy now, with a longer pause; fail: give up, the workload keeps running here.
+ */
+export type StallPolicy = 'throttle' | 'stop' | 'fail';
 
 export type ConvergenceDecision =
   | { action: 'iterate'; expectedDowntimeMs: number }
-  | { action: 'stop-and-copy'; expectedDowntimeMs: number; reason: StopReason };
+  | { action: 'throttle'; expectedDowntimeMs: number; throttlePercent: number }
+  | { action: 'stop-and-copy'; expectedDowntimeMs: number; reason: StopReason }
+  | { action: 'fail'; expectedDowntimeMs: number };
 
 export type StopReason = 'converged' | 'no-dirty-pages' | 'not-converging' | 'round-cap';
 
 /** Rounds in a row without the dirty set shrinking below 90% of its smallest size so far. */
-export const STALLED_ROUNDS = 3;
+export const STALLED_ROUNDS = 2;
 const SHRINK_FACTOR = 0.9;
+/** QEMU's cpu-throttle-initial, cpu-throttle-increment and max-cpu-throttle. */
+export const THROTTLE_INITIAL_PERCENT = 20;
+export const THROTTLE_STEP_PERCENT = 10;
+export const THROTTLE_MAX_PERCENT = 99;
+
+/** The next auto-converge step after `percent`. */
+export function nextThrottlePercent(percent: number): number {
+  return percent <= 0 ? THROTTLE_INITIAL_PERCENT : Math.min(THROTTLE_MAX_PERCENT, percent + THROTTLE_STEP_PERCENT);
+}
 
 export function expectedDowntimeMs(pendingPages: number, pageSize: number, bandwidthBytesPerSec: number): number {
   if (pendingPages === 0) return 0;
@@ -42,10 +66,14 @@ export function decideNextRound(input: ConvergenceInput): ConvergenceDecision {
   const downtime = expectedDowntimeMs(input.pendingPages, input.pageSize, input.bandwidthBytesPerSec);
   if (input.pendingPages === 0) return { action: 'stop-and-copy', expectedDowntimeMs: 0, reason: 'no-dirty-pages' };
   if (downtime <= input.maxDowntimeMs) return { action: 'stop-and-copy', expectedDowntimeMs: downtime, reason: 'converged' };
+  if (input.round >= input.maxRounds) return { action: 'stop-and-copy', expectedDowntimeMs: downtime, reason: 'round-cap' };
   if (stalledRounds([...input.pendingHistory, input.pendingPages]) >= STALLED_ROUNDS) {
+    if (input.onStall === 'fail') return { action: 'fail', expectedDowntimeMs: downtime };
+    if (input.onStall === 'throttle' && input.throttlePercent < THROTTLE_MAX_PERCENT) {
+      return { action: 'throttle', expectedDowntimeMs: downtime, throttlePercent: nextThrottlePercent(input.throttlePercent) };
+    }
     return { action: 'stop-and-copy', expectedDowntimeMs: downtime, reason: 'not-converging' };
   }
-  if (input.round >= input.maxRounds) return { action: 'stop-and-copy', expectedDowntimeMs: downtime, reason: 'round-cap' };
   return { action: 'iterate', expectedDowntimeMs: downtime };
 }
 

@@ -5,10 +5,14 @@ export interface DowntimeBreakdown {
   pauseMs: number;
   /** The final dirty-bitmap sync (or hash scan). */
   finalSyncMs: number;
-  /** Sending the last dirty pages and the device state until the target acknowledged them. */
+  /** Sending the last dirty pages (until the target applied them all) and the device state. */
   transferMs: number;
-  /** From FINAL until READY: the target verifying the region digest and persisting the image. */
-  verifyAndPersistMs: number;
+  /** The target checking the region digest (READY reports it). */
+  verifyMs: number;
+  /** The target making the image durable (READY reports it). */
+  persistMs: number;
+  /** The rest: FINAL out, READY back and GO out, over the network and through both event loops. */
+  handshakeMs: number;
 }
 
 export interface SourceSummary {
@@ -22,6 +26,8 @@ export interface SourceSummary {
   downtimeMs: number;
   downtime: DowntimeBreakdown;
   rounds: number;
+  /** TCP connections that carried pages. */
+  streams: number;
   pageSize: number;
   pagesTotal: number;
   /** Page records sent, all rounds (zero pages skipped in round 1 are not records). */
@@ -35,6 +41,13 @@ export interface SourceSummary {
   bytesTransferred: number;
   deviceStateBytes: number;
   stopReason: string;
+  /** Auto-converge's last throttle of the workload, in percent (0 = never throttled). */
+  throttlePercent: number;
+  /** As measured after the last pre-copy round: */
+  dirtyRateBytesPerSec: number;
+  bandwidthBytesPerSec: number;
+  /** The stop rule's estimate for the final round, when it decided to stop. */
+  expectedDowntimeMs: number;
 }
 
 export interface RoundProgress {
@@ -48,6 +61,8 @@ export interface RoundProgress {
   /** Bytes per second so far in this round. */
   bytesPerSec: number;
   elapsedMs: number;
+  /** Auto-converge's throttle of the workload, in percent. */
+  throttlePercent: number;
 }
 
 export interface RoundReport {
@@ -67,15 +82,17 @@ export interface RoundReport {
   /** Pages dirty when the round ended. */
   pendingPages: number;
   expectedDowntimeMs: number;
+  /** Auto-converge's throttle of the workload during the round, in percent. */
+  throttlePercent: number;
   elapsedMs: number;
 }
 
-/** The per-round log line: round= pages= bytes= bw= dirty= pending= est_downtime= page_bw= elapsed= */
+/** The per-round log line: round= pages= bytes= bw= dirty= pending= est_downtime= page_bw= throttle= elapsed= */
 export function formatRoundLine(r: RoundReport): string {
   return `round=${r.round} pages=${r.pagesSent} bytes=${r.bytesSent} bw=${mbps(r.bandwidthBytesPerSec)}MB/s ` +
     `dirty=${mbps(r.dirtyRateBytesPerSec)}MB/s pending=${r.pendingPages} ` +
     `est_downtime=${Number.isFinite(r.expectedDowntimeMs) ? r.expectedDowntimeMs.toFixed(1) : 'inf'}ms ` +
-    `page_bw=${mbps(r.pageBandwidthBytesPerSec)}MB/s elapsed=${r.elapsedMs.toFixed(0)}ms`;
+    `page_bw=${mbps(r.pageBandwidthBytesPerSec)}MB/s throttle=${r.throttlePercent}% elapsed=${r.elapsedMs.toFixed(0)}ms`;
 }
 
 export function mbps(bytesPerSec: number): string {

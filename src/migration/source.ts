@@ -4,15 +4,17 @@
 // the source is handed over and never resumes on its own.
 import { randomBytes } from 'node:crypto';
 import { EventEmitter } from 'node:events';
+import { availableParallelism } from 'node:os';
 import { performance } from 'node:perf_hooks';
 import { setTimeout as sleep } from 'node:timers/promises';
 import {
-  AbortedError, InvalidArgumentError, PagewireError, ProtocolError, SwitchoverError, TimeoutError, asPagewireError,
+  AbortedError, ConvergenceError, InvalidArgumentError, PagewireError, ProtocolError, SwitchoverError, TimeoutError,
+  asPagewireError,
 } from '../errors.js';
 import {
   DEFAULT_PAGE_CACHE_BYTES, PageBatchEncoder, defaultBatchPages, type EncodedBatch,
 } from '../codec/page-batch-encoder.js';
-import { regionDigest } from '../codec/page-hashes.js';
+import { newPageHashes, regionDigest } from '../codec/page-hashes.js';
 import { BitmapTracker, HashTracker, type DirtyTracker, type PageList } from '../memory/dirty-tracker.js';
 import type { DirtyBitmap } from '../memory/dirty-bitmap.js';
 import type { MemoryRegion } from '../memory/region.js';
@@ -22,9 +24,11 @@ import { authenticateTarget, checkPsk } from '../transport/psk-auth.js';
 import {
   FEATURE_PSK, HANDSHAKE_PAYLOAD_LIMIT, MAX_PAYLOAD_BYTES, MAX_VERSION, MIN_VERSION, MessageType, STOP_AND_COPY,
   TARGET_ZEROED,
-  encodeFinal, encodeHello, encodePagesHeader, encodeRoundMarker, expectEmpty, parseRoundAck, parseWelcome,
+  encodeFinal, encodeHello, encodeJoin, encodePagesHeader, encodeRoundMarker, expectEmpty, parseReady, parseRoundAck,
+  parseWelcome,
 } from '../wire/messages.js';
-import { decideNextRound, roundBandwidth } from './convergence.js';
+import { MAX_STREAMS, STRIPE_PAGES, pagesOnStream, splitByStream } from '../wire/streams.js';
+import { decideNextRound, roundBandwidth, type StallPolicy } from './convergence.js';
 import type { RoundProgress, RoundReport, SourceSummary } from './metrics.js';
 
 export interface SourceHooks {
@@ -34,6 +38,11 @@ export interface SourceHooks {
   resume(): Promise<void> | void;
   /** The opaque device state, taken while paused and sent with the last pages. */
   deviceState?(): Promise<Uint8Array> | Uint8Array;
+  /**
+   * Auto-converge: slow the workload to (100 - percent)% of its speed (QEMU's cpu-throttle). Called
+   * with 20, 30, ... 99 when the rounds stop converging, and with 0 if the migration fails.
+   */
+  throttle?(percent: number): Promise<void> | void;
 }
 
 export interface MigrationSourceOptions {
@@ -47,8 +56,19 @@ export interface MigrationSourceOptions {
   maxDowntimeMs?: number;
   /** Pre-copy rounds before stop-and-copy is forced (default 30). */
   maxRounds?: number;
-  /** Bytes per second; 0 or absent for no cap. */
+  /** Bytes per second on the wire, all streams together; 0 or absent for no cap. */
   maxBandwidthBytesPerSec?: number;
+  /**
+   * TCP connections to carry the pages (default: the number of cores, at most 64), like QEMU's multifd,
+   * but with DELTA and DUP, and the last round too. The target may accept fewer.
+   */
+  streams?: number;
+  /**
+   * When two rounds in a row do not shrink the dirty set: 'throttle' the workload through
+   * hooks.throttle (the default; without the hook, 'stop'), 'stop' and copy with a longer pause, or
+   * 'fail' cleanly with PW_ERR_NOT_CONVERGING while the workload keeps running here.
+   */
+  onStall?: StallPolicy;
   /** Longest wait for an embedder hook (pause, deviceState, resume) to settle (default 30 s). */
   hookTimeoutMs?: number;
   /** Pages per PAGES frame (default: 1 MiB of pages, 256 at 4 KiB). */
@@ -82,14 +102,36 @@ interface SourceEvents {
 
 const MAX_DEVICE_STATE_BYTES = MAX_PAYLOAD_BYTES;
 
+/** One TCP connection of the migration, with the encoder (and page cache) of the pages it carries. */
+interface Stream {
+  index: number;
+  connection: FramedConnection;
+  encoder: PageBatchEncoder;
+}
+
+/** What the streams of one round share: the page count for progress, and the pace of the bandwidth cap. */
+interface RoundState {
+  round: number;
+  started: number;
+  planned: number;
+  done: number;
+  records: number;
+  bytesBefore: number;
+}
+
 export class MigrationSource extends EventEmitter<SourceEvents> {
   readonly migrationId = randomBytes(16);
   private readonly options: Required<Omit<MigrationSourceOptions, 'dirtyBitmap' | 'signal' | 'psk' | 'tls'>> &
     Pick<MigrationSourceOptions, 'dirtyBitmap' | 'signal' | 'psk' | 'tls'>;
-  private readonly encoder: PageBatchEncoder;
+  /** The xxHash64 of each page as last sent, shared by the streams' encoders. */
+  private readonly sentHashes: BigUint64Array;
   private readonly tracker: DirtyTracker;
   private phaseNow: SourcePhase = 'connecting';
-  private connection: FramedConnection | undefined;
+  /** Stream 0 first: it carries HELLO, the round markers' ROUND_ACK and the switch-over. */
+  private streams: Stream[] = [];
+  /** Connections opened so far, joined or not (all of them are closed on failure). */
+  private readonly connections: FramedConnection[] = [];
+  private throttlePercent = 0;
   private startedAt = 0;
   private pausedAt = 0;
   private paused = false;
@@ -103,12 +145,22 @@ export class MigrationSource extends EventEmitter<SourceEvents> {
       maxDowntimeMs: 300, maxRounds: 30, maxBandwidthBytesPerSec: 0, timeoutMs: 30_000, persistTimeoutMs: 600_000,
       hookTimeoutMs: 30_000,
       batchPages: defaultBatchPages(options.region.pageSize), pageCacheBytes: DEFAULT_PAGE_CACHE_BYTES,
+      streams: Math.min(MAX_STREAMS, availableParallelism()), onStall: options.hooks.throttle ? 'throttle' : 'stop',
       ...dropUndefined(options),
-    };
+    } as const;
     checkPositive('maxDowntimeMs', filled.maxDowntimeMs, true);
     checkPositive('maxRounds', filled.maxRounds);
     checkPositive('maxBandwidthBytesPerSec', filled.maxBandwidthBytesPerSec, true);
     checkPositive('batchPages', filled.batchPages);
+    if (!Number.isSafeInteger(filled.streams) || filled.streams < 1 || filled.streams > MAX_STREAMS) {
+      throw new InvalidArgumentError(`streams must be a whole number from 1 to ${MAX_STREAMS}, got ${filled.streams}`);
+    }
+    if (!['throttle', 'stop', 'fail'].includes(filled.onStall)) {
+      throw new InvalidArgumentError(`onStall must be 'throttle', 'stop' or 'fail', got '${filled.onStall}'`);
+    }
+    if (filled.onStall === 'throttle' && !filled.hooks.throttle) {
+      throw new InvalidArgumentError("onStall 'throttle' needs a throttle hook");
+    }
     for (const name of ['batchPages', 'maxRounds'] as const) {
       if (!Number.isSafeInteger(filled[name])) throw new InvalidArgumentError(`${name} must be a whole number, got ${filled[name]}`);
     }
@@ -126,13 +178,14 @@ export class MigrationSource extends EventEmitter<SourceEvents> {
     if (filled.tls && !filled.psk) throw new InvalidArgumentError('tls needs a pre-shared key (psk): TLS-PSK encrypts with it');
     this.options = filled;
     const { region } = filled;
-    this.encoder = new PageBatchEncoder(region, { batchPages: filled.batchPages, cacheBytes: filled.pageCacheBytes });
-    this.tracker = filled.dirtyBitmap ? new BitmapTracker(filled.dirtyBitmap) : new HashTracker(region, this.encoder.sentHashes);
+    this.sentHashes = newPageHashes(region.pageCount, region.pageSize);
+    this.tracker = filled.dirtyBitmap ? new BitmapTracker(filled.dirtyBitmap) : new HashTracker(region, this.sentHashes);
     this.summary = {
       status: 'failed', migrationId: this.migrationId.toString('hex'), totalTimeMs: 0, setupTimeMs: 0, downtimeMs: 0,
-      downtime: { pauseMs: 0, finalSyncMs: 0, transferMs: 0, verifyAndPersistMs: 0 }, rounds: 0,
-      pageSize: region.pageSize, pagesTotal: region.pageCount, pagesTransferred: 0, zeroPages: 0, deltaPages: 0,
-      lz4Pages: 0, rawPages: 0, dupPages: 0, bytesTransferred: 0, deviceStateBytes: 0, stopReason: '',
+      downtime: { pauseMs: 0, finalSyncMs: 0, transferMs: 0, verifyMs: 0, persistMs: 0, handshakeMs: 0 }, rounds: 0,
+      streams: 0, pageSize: region.pageSize, pagesTotal: region.pageCount, pagesTransferred: 0, zeroPages: 0,
+      deltaPages: 0, lz4Pages: 0, rawPages: 0, dupPages: 0, bytesTransferred: 0, deviceStateBytes: 0, stopReason: '',
+      throttlePercent: 0, dirtyRateBytesPerSec: 0, bandwidthBytesPerSec: 0, expectedDowntimeMs: 0,
     };
   }
 
@@ -164,64 +217,207 @@ export class MigrationSource extends EventEmitter<SourceEvents> {
     } finally {
       signal?.removeEventListener('abort', onAbort);
       this.summary.totalTimeMs = performance.now() - this.startedAt;
-      if (this.connection) this.summary.bytesTransferred = this.connection.bytesWritten;
+      this.summary.bytesTransferred = this.bytesWritten();
     }
   }
 
   private abort(): void {
     // Past READY the switch-over cannot be undone; an abort then changes nothing.
     if (this.handedOver) return;
-    this.connection?.interrupt(new AbortedError(`migration aborted during ${this.phaseNow}`));
+    this.interruptAll(new AbortedError(`migration aborted during ${this.phaseNow}`));
+  }
+
+  private interruptAll(error: PagewireError): void {
+    for (const connection of this.connections) connection.interrupt(error);
+  }
+
+  private bytesWritten(): number {
+    let bytes = 0;
+    for (const connection of this.connections) bytes += connection.bytesWritten;
+    return bytes;
+  }
+
+  /** The control connection: HELLO, ROUND_ACK and the switch-over travel on it. */
+  private get control(): FramedConnection {
+    return this.connections[0]!;
   }
 
   private async migrate(): Promise<void> {
     const { options } = this;
     const { region } = options;
     this.setPhase('connecting');
-    const socket = await connectTcp(options.host, options.port, options.timeoutMs, options.signal,
-      options.tls ? options.psk : undefined);
-    const connection = new FramedConnection(socket, HANDSHAKE_PAYLOAD_LIMIT, options.timeoutMs);
-    this.connection = connection;
-    if (options.signal?.aborted) throw new AbortedError('migration aborted while connecting');
+    const connection = await this.connect();
     await connection.send(MessageType.Hello, encodeHello({
       minVersion: MIN_VERSION, maxVersion: MAX_VERSION, features: options.psk ? FEATURE_PSK : 0,
       pageSize: region.pageSize, regionSize: region.byteLength, migrationId: this.migrationId,
+      extraStreams: this.wantedStreams() - 1,
     }));
     if (options.psk) await authenticateTarget(connection, options.psk, this.migrationId, options.timeoutMs);
     const welcome = parseWelcome(await connection.expect(MessageType.Welcome, options.timeoutMs));
+    if (welcome.extraStreams > this.wantedStreams() - 1) {
+      throw new ProtocolError(`target offered ${welcome.extraStreams} extra streams, ${this.wantedStreams() - 1} were asked for`);
+    }
     connection.maxPayload = MAX_PAYLOAD_BYTES;
+    // Every connection is open and authenticated before round 1: nothing of this is left for the pause.
+    await this.joinStreams(welcome.extraStreams);
     this.summary.setupTimeMs = performance.now() - this.startedAt;
 
     this.setPhase('precopy');
     const targetZeroed = (welcome.flags & TARGET_ZEROED) !== 0;
     this.tracker.start();
     let round = 1;
-    let report = await this.sendRound(round, allPages(region.pageCount), targetZeroed);
-    const pendingHistory: number[] = [];
+    let report = await this.sendRound(round, this.allPagesByStream(), targetZeroed);
+    let pendingHistory: number[] = [];
     for (;;) {
       const pendingPages = this.tracker.pending();
       const decision = decideNextRound({
         round, pendingPages, pendingHistory, pageSize: region.pageSize, bandwidthBytesPerSec: report.pageBandwidthBytesPerSec,
-        maxDowntimeMs: options.maxDowntimeMs, maxRounds: options.maxRounds,
+        maxDowntimeMs: options.maxDowntimeMs, maxRounds: options.maxRounds, onStall: options.onStall,
+        throttlePercent: this.throttlePercent,
       });
-      pendingHistory.push(pendingPages);
+      const dirtyRateBytesPerSec = (pendingPages * region.pageSize * 1000) / Math.max(report.durationMs, 1);
+      Object.assign(this.summary, {
+        dirtyRateBytesPerSec, bandwidthBytesPerSec: report.bandwidthBytesPerSec, expectedDowntimeMs: decision.expectedDowntimeMs,
+      });
       this.emit('round', {
-        ...report, pendingPages, expectedDowntimeMs: decision.expectedDowntimeMs,
-        dirtyRateBytesPerSec: (pendingPages * region.pageSize * 1000) / Math.max(report.durationMs, 1),
+        ...report, pendingPages, expectedDowntimeMs: decision.expectedDowntimeMs, dirtyRateBytesPerSec,
+        throttlePercent: this.throttlePercent,
       });
       if (decision.action === 'stop-and-copy') {
         this.summary.stopReason = decision.reason;
         break;
       }
+      if (decision.action === 'fail') {
+        throw new ConvergenceError(
+          `the dirty set stopped shrinking (${pendingPages} pages pending after round ${round}, expected downtime ` +
+          `${decision.expectedDowntimeMs.toFixed(0)} ms against a budget of ${options.maxDowntimeMs} ms); gave up as asked, ` +
+          'the workload keeps running here');
+      }
+      if (decision.action === 'throttle') {
+        await this.runHook('throttle', () => options.hooks.throttle!(decision.throttlePercent));
+        this.throttlePercent = decision.throttlePercent;
+        this.summary.throttlePercent = decision.throttlePercent;
+        // Convergence is judged afresh from here: the rounds before ran at the old speed.
+        pendingHistory = [pendingPages];
+      } else {
+        pendingHistory.push(pendingPages);
+      }
       round += 1;
-      report = await this.sendRound(round, this.tracker.collect(), false);
+      report = await this.sendRound(round, this.byStream(this.tracker.collect()), false);
     }
     await this.stopAndCopy(round + 1);
   }
 
+  private wantedStreams(): number {
+    // A stream carries whole stripes: more streams than stripes would idle.
+    return Math.max(1, Math.min(this.options.streams, Math.ceil(this.options.region.pageCount / STRIPE_PAGES)));
+  }
+
+  private async connect(): Promise<FramedConnection> {
+    const { options } = this;
+    const socket = await connectTcp(options.host, options.port, options.timeoutMs, options.signal,
+      options.tls ? options.psk : undefined);
+    const connection = new FramedConnection(socket, HANDSHAKE_PAYLOAD_LIMIT, options.timeoutMs);
+    this.connections.push(connection);
+    if (options.signal?.aborted) throw new AbortedError('migration aborted while connecting');
+    return connection;
+  }
+
+  /** Opens the extra connections, each joining this migration, and gives every stream its encoder. */
+  private async joinStreams(extra: number): Promise<void> {
+    const { options } = this;
+    const joins: Promise<FramedConnection>[] = [];
+    for (let stream = 1; stream <= extra; stream++) {
+      joins.push((async () => {
+        const connection = await this.connect();
+        await connection.send(MessageType.Join, encodeJoin({ version: MAX_VERSION, stream, migrationId: this.migrationId }));
+        if (options.psk) await authenticateTarget(connection, options.psk, this.migrationId, options.timeoutMs);
+        expectEmpty(await connection.expect(MessageType.Joined, options.timeoutMs), 'JOINED');
+        connection.maxPayload = MAX_PAYLOAD_BYTES;
+        return connection;
+      })());
+    }
+    const connections = [this.control, ...await this.allOrInterrupt(joins)];
+    const count = connections.length;
+    const cacheBytes = Math.floor(options.pageCacheBytes / count);
+    this.streams = [];
+    for (let index = 0; index < count; index++) {
+      this.streams.push({
+        index, connection: connections[index]!,
+        encoder: new PageBatchEncoder(options.region, { batchPages: options.batchPages, cacheBytes, sentHashes: this.sentHashes }),
+      });
+    }
+    this.summary.streams = count;
+  }
+
+  /**
+   * Waits for all; on the first failure, or a failure of the control connection (where the target's
+   * ERROR arrives), interrupts every connection so the others stop too, and throws it.
+   */
+  private async allOrInterrupt<T>(work: Promise<T>[]): Promise<T[]> {
+    let first: unknown;
+    const stop = (error: unknown) => {
+      if (first !== undefined) return;
+      first = error;
+      this.interruptAll(asPagewireError(error));
+    };
+    const all = Promise.allSettled(work.map((p) => p.catch((error: unknown) => {
+      stop(error);
+      throw error;
+    })));
+    try {
+      await this.control.guard(all);
+    } catch (error) {
+      stop(error);
+    }
+    if (first !== undefined) throw first;
+    return (await all).map((r) => (r as PromiseFulfilledResult<T>).value);
+  }
+
+  /** Round 1's lists: every page, each stream its own stripes, in order. */
+  private allPagesByStream(): PageList[] {
+    const { pageCount } = this.options.region;
+    const count = this.streams.length;
+    return this.streams.map(({ index }) => ({
+      count: pagesOnStream(index, count, pageCount),
+      *batches(batchPages: number) {
+        const out = new Uint32Array(batchPages);
+        let n = 0;
+        for (let stripe = index * STRIPE_PAGES; stripe < pageCount; stripe += count * STRIPE_PAGES) {
+          const end = Math.min(pageCount, stripe + STRIPE_PAGES);
+          for (let page = stripe; page < end; page++) {
+            out[n++] = page;
+            if (n === batchPages) {
+              yield out;
+              n = 0;
+            }
+          }
+        }
+        if (n > 0) yield out.subarray(0, n);
+      },
+    }));
+  }
+
+  /** A round's dirty pages, split by the stream that carries each. */
+  private byStream(pages: PageList): PageList[] {
+    if (this.streams.length === 1) return [pages];
+    const all = new Uint32Array(pages.count);
+    let n = 0;
+    for (const batch of pages.batches(STRIPE_PAGES)) {
+      all.set(batch, n);
+      n += batch.length;
+    }
+    return splitByStream(all.subarray(0, n), this.streams.length).map((part) => ({
+      count: part.length,
+      *batches(batchPages: number) {
+        for (let i = 0; i < part.length; i += batchPages) yield part.subarray(i, i + batchPages);
+      },
+    }));
+  }
+
   private async stopAndCopy(finalRound: number): Promise<void> {
     const { options, summary } = this;
-    const connection = this.connection!;
+    const connection = this.control;
     this.setPhase('stop-and-copy');
     this.pausedAt = performance.now();
     // Counted as paused from the call on: if the hook fails half-way, fail() still resumes.
@@ -229,10 +425,12 @@ export class MigrationSource extends EventEmitter<SourceEvents> {
     await this.runHook('pause', () => options.hooks.pause());
     const synced = performance.now();
     summary.downtime.pauseMs = synced - this.pausedAt;
-    const finalPages = this.tracker.collect();
+    const finalPages = this.byStream(this.tracker.collect());
     const collected = performance.now();
     summary.downtime.finalSyncMs = collected - synced;
     await this.sendRound(finalRound, finalPages, false, STOP_AND_COPY);
+    // The extra streams have carried their last page.
+    await Promise.all(this.streams.slice(1).map(({ connection: extra }) => extra.close()));
     const { deviceState } = options.hooks;
     const state = deviceState ? await this.runHook('deviceState', () => deviceState()) : new Uint8Array(0);
     if (state.byteLength > MAX_DEVICE_STATE_BYTES) {
@@ -241,48 +439,80 @@ export class MigrationSource extends EventEmitter<SourceEvents> {
     summary.deviceStateBytes = state.byteLength;
     await connection.send(MessageType.DeviceState, Buffer.from(state.buffer, state.byteOffset, state.byteLength));
     await connection.send(MessageType.Final, encodeFinal({
-      round: finalRound, regionDigest: regionDigest(this.encoder.sentHashes),
+      round: finalRound, regionDigest: regionDigest(this.sentHashes),
     }));
     const finalSent = performance.now();
     summary.downtime.transferMs = finalSent - collected;
 
     this.setPhase('awaiting-ready');
-    expectEmpty(await connection.expect(MessageType.Ready, options.persistTimeoutMs), 'READY');
+    const ready = parseReady(await connection.expect(MessageType.Ready, options.persistTimeoutMs));
     // The point of no return: the target holds a verified, durable image. From here on the source
     // never resumes by itself.
     this.handedOver = true;
     this.setPhase('handed-over');
-    summary.downtime.verifyAndPersistMs = performance.now() - finalSent;
     await connection.send(MessageType.Go);
     summary.downtimeMs = performance.now() - this.pausedAt;
+    summary.downtime.verifyMs = ready.verifyMicros / 1000;
+    summary.downtime.persistMs = ready.persistMicros / 1000;
+    // What is left is waiting on the network and on both sides' event loops: FINAL out, READY back, GO out.
+    const { pauseMs, finalSyncMs, transferMs, verifyMs, persistMs } = summary.downtime;
+    summary.downtime.handshakeMs = Math.max(0, summary.downtimeMs - pauseMs - finalSyncMs - transferMs - verifyMs - persistMs);
     expectEmpty(await connection.expect(MessageType.Done, options.timeoutMs), 'DONE');
-    summary.bytesTransferred = connection.bytesWritten;
+    summary.bytesTransferred = this.bytesWritten();
     await connection.close();
   }
 
-  /** One round: ROUND_BEGIN, the pages in batches, ROUND_END, then the target's ROUND_ACK. */
-  private async sendRound(round: number, pages: PageList, skipZero: boolean, flags = 0): Promise<RoundReport> {
-    const { options, summary, encoder } = this;
-    const connection = this.connection!;
-    const started = performance.now();
-    const bytesBefore = connection.bytesWritten;
+  /**
+   * One round: on every stream ROUND_BEGIN, its pages in batches and ROUND_END, then the target's
+   * ROUND_ACK on stream 0, sent once every stream's pages of the round are applied (and durable).
+   */
+  private async sendRound(round: number, parts: PageList[], skipZero: boolean, flags = 0): Promise<RoundReport> {
+    const { options, summary } = this;
+    const state: RoundState = {
+      round, started: performance.now(), planned: parts.reduce((n, p) => n + p.count, 0), done: 0, records: 0,
+      bytesBefore: this.bytesWritten(),
+    };
+    await this.allOrInterrupt(this.streams.map((stream) => this.sendStreamRound(stream, state, parts[stream.index]!, skipZero, flags)));
+    const acked = parseRoundAck(await this.control.expect(MessageType.RoundAck, options.persistTimeoutMs));
+    if (acked !== round) throw new ProtocolError(`target acknowledged round ${acked}, expected ${round}`);
+    summary.rounds = round;
+    summary.pagesTransferred += state.records;
+    const durationMs = performance.now() - state.started;
+    const bytesSent = this.bytesWritten() - state.bytesBefore;
+    return {
+      round, pagesSent: state.records, bytesSent, durationMs,
+      bandwidthBytesPerSec: roundBandwidth(bytesSent, durationMs),
+      pageBandwidthBytesPerSec: roundBandwidth(state.records * options.region.pageSize, durationMs),
+      dirtyRateBytesPerSec: 0, pendingPages: 0, expectedDowntimeMs: 0, throttlePercent: this.throttlePercent,
+      elapsedMs: performance.now() - this.startedAt,
+    };
+  }
+
+  /** One stream's share of a round. */
+  private async sendStreamRound(stream: Stream, state: RoundState, pages: PageList, skipZero: boolean, flags: number): Promise<void> {
+    const { options, summary } = this;
+    const { connection, encoder } = stream;
+    const { round } = state;
     await connection.send(MessageType.RoundBegin, encodeRoundMarker({ round, pages: pages.count, flags }));
     let records = 0;
-    let done = 0;
     const batches = pages.batches(options.batchPages)[Symbol.iterator]();
-    // Pipelined: the pool thread encodes batch k+1 while the socket sends batch k. The generator may
+    // Pipelined: a pool thread encodes batch k+1 while the socket sends batch k. The generator may
     // reuse its index array, so the next batch is taken only once the previous encode has settled.
-    const first = batches.next();
-    let next = first.done ? undefined : this.encodeBatch(first.value, skipZero);
-    // An encode may fail while the loop waits on the socket; the await below still sees the error.
-    next?.catch(() => undefined);
+    const encode = (): Promise<{ encoded: EncodedBatch; pages: number }> | undefined => {
+      const following = batches.next();
+      if (following.done) return undefined;
+      const indices = following.value;
+      const encoding = encoder.encode(indices, skipZero).then((encoded) => ({ encoded, pages: indices.length }));
+      // An encode may fail while the loop waits on the socket; the await below still sees the error.
+      encoding.catch(() => undefined);
+      return encoding;
+    };
+    let next = encode();
     try {
       while (next) {
         const { encoded, pages: batchLength } = await next;
-        const following = batches.next();
-        next = following.done ? undefined : this.encodeBatch(following.value, skipZero);
-        next?.catch(() => undefined);
-        done += batchLength;
+        next = encode();
+        state.done += batchLength;
         summary.zeroPages += encoded.zeroRecords + encoded.zeroSkipped;
         summary.deltaPages += encoded.deltaRecords;
         summary.dupPages += encoded.dupRecords;
@@ -292,14 +522,15 @@ export class MigrationSource extends EventEmitter<SourceEvents> {
           await connection.sendThen(() => encoder.release(encoded), MessageType.Pages,
             encodePagesHeader(encoded.recordCount), encoded.records);
           records += encoded.recordCount;
+          state.records += encoded.recordCount;
         } else {
           encoder.release(encoded);
         }
-        const elapsedMs = performance.now() - started;
-        const bytesSent = connection.bytesWritten - bytesBefore;
+        const elapsedMs = performance.now() - state.started;
+        const bytesSent = this.bytesWritten() - state.bytesBefore;
         this.emit('progress', {
-          round, pagesPlanned: pages.count, pagesLeft: pages.count - done, recordsSent: records, bytesSent,
-          bytesPerSec: (bytesSent * 1000) / Math.max(elapsedMs, 1), elapsedMs,
+          round, pagesPlanned: state.planned, pagesLeft: state.planned - state.done, recordsSent: state.records, bytesSent,
+          bytesPerSec: (bytesSent * 1000) / Math.max(elapsedMs, 1), elapsedMs, throttlePercent: this.throttlePercent,
         });
         if (options.maxBandwidthBytesPerSec > 0) {
           const dueMs = (bytesSent * 1000) / options.maxBandwidthBytesPerSec;
@@ -311,24 +542,6 @@ export class MigrationSource extends EventEmitter<SourceEvents> {
       next?.then((late) => encoder.release(late.encoded), () => undefined);
     }
     await connection.send(MessageType.RoundEnd, encodeRoundMarker({ round, pages: records }));
-    const acked = parseRoundAck(await connection.expect(MessageType.RoundAck, options.persistTimeoutMs));
-    if (acked !== round) throw new ProtocolError(`target acknowledged round ${acked}, expected ${round}`);
-    summary.rounds = round;
-    summary.pagesTransferred += records;
-    const durationMs = performance.now() - started;
-    const bytesSent = connection.bytesWritten - bytesBefore;
-    return {
-      round, pagesSent: records, bytesSent, durationMs,
-      bandwidthBytesPerSec: roundBandwidth(bytesSent, durationMs),
-      pageBandwidthBytesPerSec: roundBandwidth(records * this.options.region.pageSize, durationMs),
-      dirtyRateBytesPerSec: 0, pendingPages: 0, expectedDowntimeMs: 0,
-      elapsedMs: performance.now() - this.startedAt,
-    };
-  }
-
-  private async encodeBatch(indices: Uint32Array, skipZero: boolean): Promise<{ encoded: EncodedBatch; pages: number }> {
-    const pages = indices.length;
-    return { encoded: await this.encoder.encode(indices, skipZero), pages };
   }
 
   /**
@@ -372,8 +585,9 @@ export class MigrationSource extends EventEmitter<SourceEvents> {
     this.summary.errorCode = error.code;
     const phase = this.phaseNow;
     this.setPhase('failed');
-    const connection = this.connection;
+    const [connection, ...extra] = this.connections;
     if (this.handedOver) {
+      for (const other of extra) other.fail(error);
       connection?.fail(error);
       const state = phase === 'handed-over' ? 'handed-over-unconfirmed' : phase;
       const wrapped = error instanceof SwitchoverError ? error : new SwitchoverError(
@@ -383,7 +597,19 @@ export class MigrationSource extends EventEmitter<SourceEvents> {
       this.summary.errorCode = wrapped.code;
       return wrapped;
     }
+    // The control connection tells the target why; the others close once it has heard it.
+    for (const other of extra) other.interrupt(error);
     if (connection) await connection.sendErrorAndClose(error);
+    for (const other of extra) other.fail(error);
+    if (this.throttlePercent > 0) {
+      // The workload stays here: give it its full speed back. A hook failing now changes nothing more.
+      try {
+        await this.runHook('throttle', () => this.options.hooks.throttle!(0), false);
+        this.throttlePercent = 0;
+      } catch {
+        // The failure being reported matters more; the summary still shows the throttle in force.
+      }
+    }
     if (this.paused) {
       // Before READY the target discards everything, so the workload simply goes on here.
       try {
@@ -405,21 +631,6 @@ export class MigrationSource extends EventEmitter<SourceEvents> {
     this.phaseNow = phase;
     this.emit('phase', phase);
   }
-}
-
-/** Round 1's list: every page, in order. */
-function allPages(pageCount: number): PageList {
-  return {
-    count: pageCount,
-    *batches(batchPages: number) {
-      const out = new Uint32Array(batchPages);
-      for (let first = 0; first < pageCount; first += batchPages) {
-        const n = Math.min(batchPages, pageCount - first);
-        for (let i = 0; i < n; i++) out[i] = first + i;
-        yield out.subarray(0, n);
-      }
-    },
-  };
 }
 
 function checkPositive(name: string, value: number, zeroAllowed = false): void {

@@ -1,13 +1,14 @@
 // The target side: listens, refuses any connection whose handshake fails (and keeps listening), then
 // serves exactly one migration: applies verified pages, checks the region digest, persists, answers
 // READY, and commits only on GO (docs/PROTOCOL.md has the state table).
+import { timingSafeEqual } from 'node:crypto';
 import { EventEmitter } from 'node:events';
 import { createServer, type AddressInfo, type Server, type Socket } from 'node:net';
 import { createServer as createTlsServer } from 'node:tls';
 import { performance } from 'node:perf_hooks';
 import {
   AbortedError, AuthError, CapacityError, ChecksumError, HandshakeError, InvalidArgumentError, PagewireError, PeerError,
-  ProtocolError, SwitchoverError, VersionError, asPagewireError,
+  ProtocolError, SwitchoverError, TimeoutError, VersionError, asPagewireError,
 } from '../errors.js';
 import { PageBatchDecoder } from '../codec/page-batch-decoder.js';
 import { regionDigest } from '../codec/page-hashes.js';
@@ -16,11 +17,13 @@ import { FramedConnection } from '../transport/framed-connection.js';
 import { authenticateSource, checkPsk } from '../transport/psk-auth.js';
 import { TLS_PSK_IDENTITY, tlsPskOptions } from '../transport/tls-psk.js';
 import {
-  FEATURE_PSK, HANDSHAKE_PAYLOAD_LIMIT, MAX_PAYLOAD_BYTES, MAX_VERSION, MIN_VERSION, MessageType, STOP_AND_COPY, SUPPORTED_FEATURES,
+  FEATURE_PSK, HANDSHAKE_PAYLOAD_LIMIT, MAX_PAYLOAD_BYTES, MAX_VERSION, MIN_VERSION, MessageType, SUPPORTED_FEATURES,
   TARGET_ZEROED,
-  encodeRoundAck, encodeWelcome, expectEmpty, messageName, parseFinal, parseHello, parsePages, parseRoundMarker,
-  type Hello,
+  encodeReady, encodeRoundAck, encodeWelcome, expectEmpty, messageName, parseFinal, parseHello, parseJoin,
+  type Hello, type Join,
 } from '../wire/messages.js';
+import { MAX_STREAMS } from '../wire/streams.js';
+import { ExtraStreamReader, StreamReceiver, type RoundEnd } from './stream-receiver.js';
 import type { TargetImage } from './target-image.js';
 
 export interface TargetHooks {
@@ -54,8 +57,16 @@ export type TargetPhase = 'listening' | 'receiving' | 'persisting' | 'ready-sent
 
 /** 2^27 pages: 64 GiB in 512-byte pages, 512 GiB in 4 KiB pages; 1 GiB of page hashes. */
 const MAX_TARGET_PAGES = 2 ** 27;
-/** PAGES frames received but not yet applied, beyond which the target stops reading (about 4 MiB). */
-const MAX_QUEUED_BATCHES = 4;
+
+/** The extra connections a migration being set up still waits for. */
+interface Joining {
+  migrationId: Buffer;
+  expected: number;
+  joined: Map<number, FramedConnection>;
+  complete(): void;
+}
+
+type FirstFrame = { kind: 'hello'; hello: Hello } | { kind: 'join'; join: Join };
 
 /** How far the switch-over got on this side: decides what a failure means. */
 type SwitchoverStage = 'receiving' | 'ready-sent' | 'go-received' | 'committed';
@@ -69,6 +80,8 @@ export interface TargetSummary {
   pagesTotal: number;
   pagesApplied: number;
   rounds: number;
+  /** TCP connections that carried pages. */
+  streams: number;
   bytesReceived: number;
   deviceStateBytes: number;
   /** Where the verified image was kept when the switch-over was left in doubt. */
@@ -94,6 +107,7 @@ export class MigrationTarget extends EventEmitter<TargetEvents> {
   private readonly options: Required<Omit<MigrationTargetOptions, 'signal' | 'hooks' | 'psk' | 'tls'>> &
     Pick<MigrationTargetOptions, 'signal' | 'psk' | 'tls'> & { hooks: TargetHooks };
   private active = false;
+  private joining: Joining | undefined;
   private readonly sockets = new Set<Socket>();
   private settle!: { resolve(s: TargetSummary): void; reject(e: PagewireError): void };
   private phaseNow: TargetPhase = 'listening';
@@ -179,22 +193,28 @@ export class MigrationTarget extends EventEmitter<TargetEvents> {
     socket.once('close', () => this.sockets.delete(socket));
     const connection = new FramedConnection(socket, HANDSHAKE_PAYLOAD_LIMIT, this.options.timeoutMs);
     const remote = connection.remote;
-    if (this.active) {
+    if (this.active && !this.joining) {
       void connection.sendErrorAndClose(new HandshakeError('this target is already serving a migration'));
       return;
     }
-    this.handshake(connection).then((hello) => this.serve(connection, hello).catch((error: unknown) => {
-      // serve() settles the migration itself; reaching here is a bug, which must not kill the process.
-      this.finish(asPagewireError(error));
-    }), (error: unknown) => {
+    this.handshake(connection).then((first) => {
+      if (first.kind === 'join') {
+        this.admit(connection, first.join);
+        return;
+      }
+      this.serve(connection, first.hello).catch((error: unknown) => {
+        // serve() settles the migration itself; reaching here is a bug, which must not kill the process.
+        this.finish(asPagewireError(error));
+      });
+    }, (error: unknown) => {
       const refused = asPagewireError(error);
       this.emit('refused', refused, remote);
       void connection.sendErrorAndClose(refused);
     });
   }
 
-  /** Reads and checks HELLO. */
-  private async handshake(connection: FramedConnection): Promise<Hello> {
+  /** Reads and checks HELLO, or the JOIN of an extra stream of the migration being set up. */
+  private async handshake(connection: FramedConnection): Promise<FirstFrame> {
     let frame;
     try {
       frame = await connection.receive(this.options.handshakeTimeoutMs);
@@ -202,12 +222,10 @@ export class MigrationTarget extends EventEmitter<TargetEvents> {
       const e = asPagewireError(error);
       throw e instanceof ProtocolError ? new HandshakeError(`not a pagewire handshake: ${e.message}`) : e;
     }
+    if (frame.type === MessageType.Join) return { kind: 'join', join: await this.checkJoin(connection, parseJoin(frame.payload)) };
     if (frame.type !== MessageType.Hello) throw new HandshakeError(`expected HELLO, received ${messageName(frame.type)}`);
     const hello = parseHello(frame.payload);
-    if (hello.maxVersion < MIN_VERSION || hello.minVersion > MAX_VERSION) {
-      throw new VersionError(
-        `source speaks protocol versions ${hello.minVersion}..${hello.maxVersion}; this target speaks ${MIN_VERSION}..${MAX_VERSION}`);
-    }
+    checkVersions(hello.minVersion, hello.maxVersion);
     let pages: number;
     try {
       validatePageSize(hello.pageSize);
@@ -224,7 +242,58 @@ export class MigrationTarget extends EventEmitter<TargetEvents> {
     if (psk && !offersPsk) throw new AuthError('this target requires a pre-shared key: give the source --psk-file with its key');
     if (!psk && offersPsk) throw new AuthError('this target has no pre-shared key: start it with --psk-file, or the source without one');
     if (psk) await authenticateSource(connection, psk, hello.migrationId, handshakeTimeoutMs);
-    return hello;
+    return { kind: 'hello', hello };
+  }
+
+  /** A JOIN names the migration being set up and a stream not yet joined, and proves the key. */
+  private async checkJoin(connection: FramedConnection, join: Join): Promise<Join> {
+    checkVersions(join.version, join.version);
+    const joining = this.joining;
+    if (!joining || !timingSafeEqual(joining.migrationId, join.migrationId)) {
+      throw new HandshakeError('JOIN names no migration this target is setting up');
+    }
+    if (join.stream < 1 || join.stream > joining.expected || joining.joined.has(join.stream)) {
+      throw new HandshakeError(`JOIN names stream ${join.stream}; streams 1..${joining.expected} may join, once each`);
+    }
+    const { psk, handshakeTimeoutMs } = this.options;
+    if (psk) await authenticateSource(connection, psk, join.migrationId, handshakeTimeoutMs);
+    return join;
+  }
+
+  private admit(connection: FramedConnection, join: Join): void {
+    const joining = this.joining;
+    // The migration may have failed, or the stream joined, while this one authenticated.
+    if (!joining || joining.joined.has(join.stream) || !joining.migrationId.equals(join.migrationId)) {
+      void connection.sendErrorAndClose(new HandshakeError('JOIN came too late: the migration is not waiting for it'));
+      return;
+    }
+    joining.joined.set(join.stream, connection);
+    connection.send(MessageType.Joined).then(() => {
+      connection.maxPayload = MAX_PAYLOAD_BYTES;
+      if (joining.joined.size === joining.expected) joining.complete();
+    }, () => undefined);
+  }
+
+  /** Waits until the extra streams HELLO announced have joined (within the handshake timeout). */
+  private async awaitJoins(migrationId: Buffer, expected: number): Promise<FramedConnection[]> {
+    if (expected === 0) return [];
+    const joined = new Map<number, FramedConnection>();
+    let timer: NodeJS.Timeout | undefined;
+    try {
+      await new Promise<void>((resolve, reject) => {
+        this.joining = { migrationId, expected, joined, complete: resolve };
+        const { handshakeTimeoutMs } = this.options;
+        timer = setTimeout(() => reject(new TimeoutError(
+          `only ${joined.size} of ${expected} extra streams joined within ${handshakeTimeoutMs} ms`)), handshakeTimeoutMs);
+      });
+    } catch (error) {
+      for (const connection of joined.values()) connection.fail(asPagewireError(error));
+      throw error;
+    } finally {
+      clearTimeout(timer);
+      this.joining = undefined;
+    }
+    return [...joined.keys()].sort((a, b) => a - b).map((stream) => joined.get(stream)!);
   }
 
   private async serve(connection: FramedConnection, hello: Hello): Promise<void> {
@@ -251,100 +320,100 @@ export class MigrationTarget extends EventEmitter<TargetEvents> {
       return;
     }
     this.active = true;
-    this.server.close();
-    this.interrupt = (error) => connection.interrupt(error);
+    const extraStreams = Math.min(hello.extraStreams, MAX_STREAMS - 1);
+    // Listening goes on only for the extra streams of this migration.
+    if (extraStreams === 0) this.server.close();
+    let extras: ExtraStreamReader[] = [];
+    let failedStream: PagewireError | undefined;
+    this.interrupt = (error) => {
+      connection.interrupt(error);
+      for (const extra of extras) extra.receiver.connection.interrupt(error);
+    };
     const summary: TargetSummary = {
       status: 'failed', migrationId, pageSize: hello.pageSize, pagesTotal: store.pageCount, pagesApplied: 0,
-      rounds: 0, bytesReceived: 0, deviceStateBytes: 0, totalTimeMs: 0,
+      rounds: 0, streams: 1 + extraStreams, bytesReceived: 0, deviceStateBytes: 0, totalTimeMs: 0,
     };
     this.summaryNow = summary;
     let deviceState = Buffer.alloc(0);
     let stage: SwitchoverStage = 'receiving';
+    const decoders = [decoder];
+    const bytesRead = () => extras.reduce((n, extra) => n + extra.receiver.connection.bytesRead, connection.bytesRead);
+    const pagesApplied = () => decoders.reduce((n, d) => n + d.pagesApplied, 0);
     const refresh = () => {
-      summary.pagesApplied = decoder.pagesApplied;
-      summary.bytesReceived = connection.bytesRead;
+      summary.pagesApplied = pagesApplied();
+      summary.bytesReceived = bytesRead();
       summary.totalTimeMs = performance.now() - started;
     };
+    const streams = 1 + extraStreams;
+    let verifyMicros = 0;
+    const noteWritten = (bytes: number) => image.noteWritten(bytes);
     try {
       this.emit('accepted', hello, connection.remote);
       await connection.send(MessageType.Welcome, encodeWelcome({
-        version: Math.min(hello.maxVersion, MAX_VERSION), features: hello.features & SUPPORTED_FEATURES,
+        version: Math.min(hello.maxVersion, MAX_VERSION), extraStreams, features: hello.features & SUPPORTED_FEATURES,
         flags: image.zeroed ? TARGET_ZEROED : 0,
       }));
       connection.maxPayload = MAX_PAYLOAD_BYTES;
-      this.setPhase('receiving');
-      let round = 0;
-      let inRound = false;
-      let roundRecords = 0;
-      let roundAnnounced = 0;
-      let finalRound = false;
+      const joined = await this.awaitJoins(hello.migrationId, extraStreams);
+      this.server.close();
+      extras = joined.map((extra, i) => {
+        const extraDecoder = new PageBatchDecoder(store, decoder.heldHashes);
+        decoders.push(extraDecoder);
+        const receiver = new StreamReceiver(i + 1, streams, extra, extraDecoder, store.pageCount, noteWritten, store.pageSize);
+        return new ExtraStreamReader(receiver, timeoutMs, (error) => {
+          // The first stream to fail explains the failure; the control connection stops with it.
+          failedStream ??= error;
+          connection.interrupt(error);
+        });
+      });
+      const control = new StreamReceiver(0, streams, connection, decoder, store.pageCount, noteWritten, store.pageSize);
+      let last: RoundEnd | undefined;
       for (;;) {
         const frame = await connection.receive(timeoutMs);
-        if (frame.type === MessageType.RoundBegin) {
-          const marker = parseRoundMarker(frame.payload, 'ROUND_BEGIN');
-          if (inRound || marker.round !== round + 1) throw new ProtocolError(`ROUND_BEGIN ${marker.round} out of order after round ${round}`);
-          if (finalRound) throw new ProtocolError(`ROUND_BEGIN ${marker.round} after the stop-and-copy round`);
-          // A round sends each page at most once: a larger announcement can only be an attack, since a
-          // 20-byte ZERO record costs this side a whole page of writing.
-          if (marker.pages > store.pageCount) {
-            throw new ProtocolError(`ROUND_BEGIN ${marker.round} announces ${marker.pages} pages, the region has ${store.pageCount}`);
-          }
-          round = marker.round;
-          inRound = true;
-          roundRecords = 0;
-          roundAnnounced = marker.pages;
-          finalRound = (marker.flags & STOP_AND_COPY) !== 0;
-        } else if (frame.type === MessageType.Pages) {
-          if (!inRound) throw new ProtocolError('PAGES outside a round');
-          const batch = parsePages(frame.payload);
-          if (roundRecords + batch.recordCount > roundAnnounced) {
-            throw new ProtocolError(`round ${round} carries more page records than the ${roundAnnounced} its ROUND_BEGIN announced`);
-          }
-          decoder.enqueue(batch.records, batch.recordCount);
-          roundRecords += batch.recordCount;
-          // Every record writes a whole page, ZERO records included.
-          image.noteWritten(batch.recordCount * store.pageSize);
-          // Reading goes on while the pool thread decodes; past a few queued batches the socket waits.
-          await decoder.drainTo(MAX_QUEUED_BATCHES);
-        } else if (frame.type === MessageType.RoundEnd) {
-          const marker = parseRoundMarker(frame.payload, 'ROUND_END');
-          if (!inRound || marker.round !== round) throw new ProtocolError(`ROUND_END ${marker.round} does not close round ${round}`);
-          if (marker.flags !== 0) throw new ProtocolError('ROUND_END carries flags');
-          if (marker.pages !== roundRecords) {
-            throw new ProtocolError(`round ${round} carried ${roundRecords} page records, the source says it sent ${marker.pages}`);
-          }
-          inRound = false;
-          await decoder.settled();
-          summary.rounds = round;
-          // A pre-copy round is acknowledged once durable: the source's bandwidth figure then includes
-          // the disk, and the fsync before READY (inside the downtime) only has the last round's pages.
-          if (!finalRound) image.persist();
-          await connection.send(MessageType.RoundAck, encodeRoundAck(round));
-          refresh();
-          this.emit('round', { round, pagesApplied: decoder.pagesApplied, bytesReceived: connection.bytesRead });
-        } else if (frame.type === MessageType.DeviceState) {
-          if (inRound) throw new ProtocolError('DEVICE_STATE inside a round');
+        if (frame.type === MessageType.DeviceState) {
+          if (control.inProgress) throw new ProtocolError('DEVICE_STATE inside a round');
           deviceState = Buffer.from(frame.payload);
           summary.deviceStateBytes = deviceState.length;
-        } else if (frame.type === MessageType.Final) {
-          if (inRound || !finalRound) throw new ProtocolError('FINAL before a complete stop-and-copy round');
+          continue;
+        }
+        if (frame.type === MessageType.Final) {
+          if (control.inProgress || !last?.final) throw new ProtocolError('FINAL before a complete stop-and-copy round');
           const final = parseFinal(frame.payload);
-          if (final.round !== round) throw new ProtocolError(`FINAL names round ${final.round}, last round was ${round}`);
+          if (final.round !== last.round) throw new ProtocolError(`FINAL names round ${final.round}, last round was ${last.round}`);
+          const verifyStarted = performance.now();
           const digest = regionDigest(decoder.heldHashes);
+          verifyMicros = (performance.now() - verifyStarted) * 1000;
           if (digest !== final.regionDigest) {
             throw new ChecksumError('region digest differs from the source\'s: a page is missing or stale', -1);
           }
           break;
-        } else {
-          throw new ProtocolError(`unexpected ${messageName(frame.type)} during the pre-copy`);
         }
+        const end = await control.take(frame);
+        if (!end) continue;
+        // Every stream must end the same round the same way before it counts as received.
+        for (const other of await connection.guard(Promise.all(extras.map((extra) => extra.roundEnded())))) {
+          if (other.round !== end.round || other.final !== end.final) {
+            throw new ProtocolError(`streams disagree on round ${end.round}: one ended round ${other.round}${other.final ? ' (stop-and-copy)' : ''}`);
+          }
+        }
+        last = end;
+        summary.rounds = end.round;
+        // A pre-copy round is acknowledged once durable: the source's bandwidth figure then includes
+        // the disk, and the fsync before READY (inside the downtime) only has the last round's pages.
+        if (!end.final) image.persist();
+        await connection.send(MessageType.RoundAck, encodeRoundAck(end.round));
+        for (const extra of extras) extra.acknowledge();
+        refresh();
+        this.emit('round', { round: end.round, pagesApplied: pagesApplied(), bytesReceived: bytesRead() });
       }
       this.setPhase('persisting');
+      const persistStarted = performance.now();
       image.persist();
+      const persistMicros = (performance.now() - persistStarted) * 1000;
       // Set before the write: once any byte of READY may be on the wire, the source may hand over.
       stage = 'ready-sent';
       this.setPhase('ready-sent');
-      await connection.send(MessageType.Ready);
+      await connection.send(MessageType.Ready, encodeReady({ verifyMicros, persistMicros }));
       expectEmpty(await connection.expect(MessageType.Go, timeoutMs), 'GO');
       stage = 'go-received';
       this.setPhase('committing');
@@ -365,10 +434,16 @@ export class MigrationTarget extends EventEmitter<TargetEvents> {
       this.setPhase('completed');
       this.finish(undefined, summary);
     } catch (error) {
-      let failure = asPagewireError(error);
+      let failure = failedStream ?? asPagewireError(error);
+      // The control connection tells the source why; the others close once it has heard it.
+      for (const extra of extras) {
+        extra.stop();
+        extra.receiver.connection.interrupt(failure);
+      }
       // No pool thread may still write into the image once this side reports the failure. A batch that
       // failed there came first, and explains more than what followed (often the peer hanging up).
-      const decodeFailure = await decoder.settled().then(() => undefined, (e: unknown) => e);
+      const decodeFailures = await Promise.all(decoders.map((d) => d.settled().then(() => undefined, (e: unknown) => e)));
+      const decodeFailure = decodeFailures.find((e) => e !== undefined);
       if (decodeFailure) failure = asPagewireError(decodeFailure);
       if (stage === 'receiving' || (stage === 'ready-sent' && failure instanceof PeerError)) {
         // Before READY, or the source said it gave up (it sends ERROR only before it hands over):
@@ -420,5 +495,11 @@ export class MigrationTarget extends EventEmitter<TargetEvents> {
   private setPhase(phase: TargetPhase): void {
     this.phaseNow = phase;
     this.emit('phase', phase);
+  }
+}
+
+function checkVersions(min: number, max: number): void {
+  if (max < MIN_VERSION || min > MAX_VERSION) {
+    throw new VersionError(`source speaks protocol versions ${min}..${max}; this target speaks ${MIN_VERSION}..${MAX_VERSION}`);
   }
 }

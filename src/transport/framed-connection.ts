@@ -26,6 +26,7 @@ export class FramedConnection {
   private waiter: Waiter | undefined;
   private failure: PagewireError | undefined;
   private readonly drainWaiters = new Set<() => void>();
+  private readonly failureListeners = new Set<(error: PagewireError) => void>();
 
   /** sendTimeoutMs bounds how long a send may wait for a peer that stops reading. */
   constructor(readonly socket: Socket, maxPayload: number, private readonly sendTimeoutMs = 30_000) {
@@ -85,6 +86,19 @@ export class FramedConnection {
       throw new ProtocolError(`expected ${messageName(type)}, received ${messageName(frame.type)}`);
     }
     return frame.payload;
+  }
+
+  /**
+   * `promise`, or this connection's failure if that comes first (a peer's ERROR included): for waits on
+   * other connections, so that the reason the peer sends here is heard at once.
+   */
+  guard<T>(promise: Promise<T>): Promise<T> {
+    if (this.failure) return Promise.reject(this.failure);
+    return new Promise<T>((resolve, reject) => {
+      const listener = (error: PagewireError) => reject(error);
+      this.failureListeners.add(listener);
+      promise.then(resolve, reject).finally(() => this.failureListeners.delete(listener));
+    });
   }
 
   /** Writes one frame; resolves once the socket can take more (real backpressure). */
@@ -154,7 +168,10 @@ export class FramedConnection {
 
   /** Rejects pending receives and sends with `error` but keeps the socket, so the owner can still tell the peer why. */
   interrupt(error: PagewireError): void {
-    if (!this.failure) this.failure = error;
+    if (!this.failure) {
+      this.failure = error;
+      for (const listener of this.failureListeners) listener(error);
+    }
     const waiter = this.waiter;
     this.waiter = undefined;
     waiter?.reject(this.failure);

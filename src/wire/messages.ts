@@ -1,4 +1,4 @@
-// Wire protocol v2 messages (docs/PROTOCOL.md is the source of truth). Every frame is an 8-byte header
+// Wire protocol v3 messages (docs/PROTOCOL.md is the source of truth). Every frame is an 8-byte header
 // (u8 type, u8 reserved, u16 reserved, u32 payload length, little-endian) and a payload. Parsers check
 // every length, enum and range here, at the boundary; nothing past this file sees an unchecked field.
 import { HandshakeError, ProtocolError } from '../errors.js';
@@ -6,8 +6,8 @@ import { HandshakeError, ProtocolError } from '../errors.js';
 export const FRAME_HEADER_BYTES = 8;
 export const MAGIC = Buffer.from('PAGEWIRE', 'latin1');
 /** The window of versions this build speaks. */
-export const MIN_VERSION = 2;
-export const MAX_VERSION = 2;
+export const MIN_VERSION = 3;
+export const MAX_VERSION = 3;
 /** Feature bits. Unknown offered bits are dropped by the target's answer. */
 export const FEATURE_PSK = 1;
 export const SUPPORTED_FEATURES = FEATURE_PSK;
@@ -38,11 +38,13 @@ export enum MessageType {
   Go = 11,
   Done = 12,
   Auth = 13,
+  Join = 14,
+  Joined = 15,
 }
 
 const TYPE_NAMES: Record<number, string> = {
   1: 'HELLO', 2: 'WELCOME', 3: 'ERROR', 4: 'ROUND_BEGIN', 5: 'PAGES', 6: 'ROUND_END', 7: 'ROUND_ACK',
-  8: 'DEVICE_STATE', 9: 'FINAL', 10: 'READY', 11: 'GO', 12: 'DONE', 13: 'AUTH',
+  8: 'DEVICE_STATE', 9: 'FINAL', 10: 'READY', 11: 'GO', 12: 'DONE', 13: 'AUTH', 14: 'JOIN', 15: 'JOINED',
 };
 
 export function messageName(type: number): string {
@@ -76,6 +78,8 @@ export interface Hello {
   pageSize: number;
   regionSize: number;
   migrationId: Buffer;
+  /** Connections the source asks to add to this one (docs/PROTOCOL.md, "Parallel streams"). */
+  extraStreams: number;
 }
 
 export function encodeHello(hello: Hello): Buffer {
@@ -85,6 +89,7 @@ export function encodeHello(hello: Hello): Buffer {
   b.writeUInt16LE(hello.maxVersion, 10);
   b.writeUInt32LE(hello.features >>> 0, 12);
   b.writeUInt32LE(hello.pageSize, 16);
+  b.writeUInt16LE(hello.extraStreams, 20);
   b.writeBigUInt64LE(BigInt(hello.regionSize), 24);
   hello.migrationId.copy(b, 32, 0, MIGRATION_ID_BYTES);
   return b;
@@ -96,7 +101,7 @@ export function parseHello(payload: Buffer): Hello {
   const minVersion = payload.readUInt16LE(8);
   const maxVersion = payload.readUInt16LE(10);
   if (minVersion > maxVersion) throw new HandshakeError(`HELLO offers an empty version window ${minVersion}..${maxVersion}`);
-  if (payload.readUInt32LE(20) !== 0) throw new HandshakeError('HELLO has non-zero reserved bytes');
+  if (payload.readUInt16LE(22) !== 0) throw new HandshakeError('HELLO has non-zero reserved bytes');
   const regionSize = payload.readBigUInt64LE(24);
   if (regionSize > BigInt(Number.MAX_SAFE_INTEGER)) throw new HandshakeError(`HELLO region size ${regionSize} is too large`);
   return {
@@ -106,6 +111,7 @@ export function parseHello(payload: Buffer): Hello {
     pageSize: payload.readUInt32LE(16),
     regionSize: Number(regionSize),
     migrationId: Buffer.from(payload.subarray(32, 32 + MIGRATION_ID_BYTES)),
+    extraStreams: payload.readUInt16LE(20),
   };
 }
 
@@ -113,6 +119,8 @@ export function parseHello(payload: Buffer): Hello {
 
 export interface Welcome {
   version: number;
+  /** Extra connections the target will accept: at most what HELLO asked for. */
+  extraStreams: number;
   features: number;
   flags: number;
 }
@@ -120,6 +128,7 @@ export interface Welcome {
 export function encodeWelcome(welcome: Welcome): Buffer {
   const b = Buffer.alloc(12);
   b.writeUInt16LE(welcome.version, 0);
+  b.writeUInt16LE(welcome.extraStreams, 2);
   b.writeUInt32LE(welcome.features >>> 0, 4);
   b.writeUInt32LE(welcome.flags >>> 0, 8);
   return b;
@@ -127,12 +136,43 @@ export function encodeWelcome(welcome: Welcome): Buffer {
 
 export function parseWelcome(payload: Buffer): Welcome {
   expectLength(payload, 12, 'WELCOME');
-  if (payload.readUInt16LE(2) !== 0) throw new ProtocolError('WELCOME has non-zero reserved bytes');
   const version = payload.readUInt16LE(0);
   if (version < MIN_VERSION || version > MAX_VERSION) {
     throw new ProtocolError(`target chose protocol version ${version}, outside ${MIN_VERSION}..${MAX_VERSION}`);
   }
-  return { version, features: payload.readUInt32LE(4), flags: payload.readUInt32LE(8) };
+  return { version, extraStreams: payload.readUInt16LE(2), features: payload.readUInt32LE(4), flags: payload.readUInt32LE(8) };
+}
+
+// ---- JOIN ----------------------------------------------------------------------------------------
+
+export const JOIN_BYTES = 32;
+
+/** The first frame of each extra connection: which migration it joins, as which stream. */
+export interface Join {
+  version: number;
+  /** 1..extraStreams (stream 0 is the connection that sent HELLO). */
+  stream: number;
+  migrationId: Buffer;
+}
+
+export function encodeJoin(join: Join): Buffer {
+  const b = Buffer.alloc(JOIN_BYTES);
+  MAGIC.copy(b, 0);
+  b.writeUInt16LE(join.version, 8);
+  b.writeUInt16LE(join.stream, 10);
+  join.migrationId.copy(b, 16, 0, MIGRATION_ID_BYTES);
+  return b;
+}
+
+export function parseJoin(payload: Buffer): Join {
+  if (payload.length !== JOIN_BYTES) throw new HandshakeError(`JOIN has ${payload.length} bytes, expected ${JOIN_BYTES}`);
+  if (!payload.subarray(0, 8).equals(MAGIC)) throw new HandshakeError('wrong magic: not a pagewire source');
+  if (payload.readUInt32LE(12) !== 0) throw new HandshakeError('JOIN has non-zero reserved bytes');
+  return {
+    version: payload.readUInt16LE(8),
+    stream: payload.readUInt16LE(10),
+    migrationId: Buffer.from(payload.subarray(16, 16 + MIGRATION_ID_BYTES)),
+  };
 }
 
 // ---- ERROR ---------------------------------------------------------------------------------------
@@ -251,6 +291,28 @@ export function parseFinal(payload: Buffer): Final {
   expectLength(payload, 16, 'FINAL');
   if (payload.readUInt32LE(4) !== 0) throw new ProtocolError('FINAL has non-zero reserved bytes');
   return { round: payload.readUInt32LE(0), regionDigest: payload.readBigUInt64LE(8) };
+}
+
+// ---- READY ---------------------------------------------------------------------------------------
+
+/** What the target spent between FINAL and READY, for the source's downtime split. */
+export interface Ready {
+  verifyMicros: number;
+  persistMicros: number;
+}
+
+const U32_MAX = 0xffffffff;
+
+export function encodeReady(ready: Ready): Buffer {
+  const b = Buffer.alloc(8);
+  b.writeUInt32LE(Math.min(U32_MAX, Math.max(0, Math.round(ready.verifyMicros))), 0);
+  b.writeUInt32LE(Math.min(U32_MAX, Math.max(0, Math.round(ready.persistMicros))), 4);
+  return b;
+}
+
+export function parseReady(payload: Buffer): Ready {
+  expectLength(payload, 8, 'READY');
+  return { verifyMicros: payload.readUInt32LE(0), persistMicros: payload.readUInt32LE(4) };
 }
 
 export function expectEmpty(payload: Buffer, name: string): void {

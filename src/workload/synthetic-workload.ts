@@ -1,6 +1,6 @@
 // A synthetic writer in a worker thread: it writes 64 random bytes at a random offset of a chosen page,
-// then marks the page in the shared dirty bitmap, at a set dirty rate. It obeys pause and resume
-// through a shared control word, and acknowledges a pause only once its last write is marked.
+// then marks the page in the shared dirty bitmap, at a set dirty rate. It obeys pause, resume and a
+// throttle through a shared control word, and acknowledges a pause only once its last write is marked.
 import { Worker } from 'node:worker_threads';
 import type { DirtyBitmap } from '../memory/dirty-bitmap.js';
 import type { WorkloadSpec } from './workload-spec.js';
@@ -8,7 +8,7 @@ import type { WorkloadSpec } from './workload-spec.js';
 export enum WorkloadCommand { Run = 0, Pause = 1, Stop = 2 }
 export enum WorkloadState { Starting = 0, Running = 1, Paused = 2, Stopped = 3 }
 /** Int32 slots of the control buffer. */
-export enum ControlSlot { Command = 0, State = 1, Writes = 2 }
+export enum ControlSlot { Command = 0, State = 1, Writes = 2, ThrottlePercent = 3 }
 
 /** Where the writer writes: a file it maps itself (MAP_SHARED), or shared memory. */
 export type WorkloadMemory = { path: string } | { buffer: SharedArrayBuffer };
@@ -62,6 +62,12 @@ export class SyntheticWorkload {
 
   resume(): void {
     this.command(WorkloadCommand.Run);
+  }
+
+  /** Auto-converge: write at (100 - percent)% of the set rate from now on, as QEMU's cpu-throttle does. */
+  throttle(percent: number): void {
+    Atomics.store(this.control, ControlSlot.ThrottlePercent, Math.max(0, Math.min(99, Math.round(percent))));
+    Atomics.notify(this.control, ControlSlot.Command);
   }
 
   /** Stops the writer for good and ends the thread. */

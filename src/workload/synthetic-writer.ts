@@ -65,7 +65,9 @@ function writeOnce(): void {
   bitmap.mark(page);
 }
 
-const writesPerMs = init.spec.rateBytesPerSec / pageSize / 1000;
+const fullWritesPerMs = init.spec.rateBytesPerSec / pageSize / 1000;
+let throttle = 0;
+let writesPerMs = fullWritesPerMs;
 let done = 0;
 let clock = performance.now();
 Atomics.store(control, ControlSlot.State, WorkloadState.Running);
@@ -86,6 +88,14 @@ for (;;) {
       done = 0;
     }
     continue;
+  }
+  const percent = Atomics.load(control, ControlSlot.ThrottlePercent);
+  if (percent !== throttle) {
+    // A new speed counts from now: no burst of writes owed at the old one.
+    throttle = percent;
+    writesPerMs = (fullWritesPerMs * (100 - percent)) / 100;
+    clock = performance.now();
+    done = 0;
   }
   const due = Math.floor((performance.now() - clock) * writesPerMs) - done;
   if (due <= 0) {

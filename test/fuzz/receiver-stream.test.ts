@@ -43,7 +43,7 @@ async function validStream(): Promise<{ hello: Buffer; rest: Buffer; image: Buff
   parts.push(frame(MessageType.Final, encodeFinal({ round: 2, regionDigest: regionDigest(encoder.sentHashes) })));
   parts.push(frame(MessageType.Go));
   const hello = frame(MessageType.Hello, encodeHello({
-    minVersion: 2, maxVersion: 2, features: 0, pageSize: PAGE, regionSize: PAGES * PAGE, migrationId: Buffer.alloc(16, 7),
+    minVersion: 3, maxVersion: 3, extraStreams: 0, features: 0, pageSize: PAGE, regionSize: PAGES * PAGE, migrationId: Buffer.alloc(16, 7),
   }));
   return { hello, rest: Buffer.concat(parts), image };
 }
