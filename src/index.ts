@@ -4,7 +4,8 @@ export { MemoryRegion, DEFAULT_PAGE_SIZE, type RegionBacking, type WasmMemory } 
 export { DirtyBitmap, DirtyPages } from './memory/dirty-bitmap.js';
 export { BitmapTracker, HashTracker, type DirtyTracker, type PageList } from './memory/dirty-tracker.js';
 export {
-  decideNextRound, expectedDowntimeMs, stalledRounds, type ConvergenceDecision, type ConvergenceInput, type StopReason,
+  decideNextRound, expectedDowntimeMs, nextThrottlePercent, stalledRounds, type ConvergenceDecision, type ConvergenceInput,
+  type StallPolicy, type StopReason,
 } from './migration/convergence.js';
 export { MigrationSource, type MigrationSourceOptions, type SourceHooks, type SourcePhase } from './migration/source.js';
 export {

@@ -89,12 +89,16 @@ describe('pagewire receive / send', () => {
     const c = setup(32);
     const receiver = await startReceiver(c.out);
     const sender = spawnCli(['send', '--connect', `127.0.0.1:${receiver.port}`, '--image', c.image,
-      '--workload', 'rate=100MB/s,hot=0.05,seed=1', '--max-downtime', '0.5', '--json']);
+      '--workload', 'rate=100MB/s,hot=0.05,seed=1', '--max-downtime', '0.5', '--streams', '3', '--json']);
     expect(await withTimeout(sender.exit, 60_000, 'send')).toBe(0);
     expect(await withTimeout(receiver.exit, 30_000, 'receive')).toBe(0);
     const s = lastJson(sender.stdout());
     const r = lastJson(receiver.stdout());
     expect(s.status).toBe('completed');
+    expect(s.streams).toBe(3);
+    for (const key of ['throttlePercent', 'dirtyRateMBps', 'bandwidthMBps', 'expectedDowntimeMs']) expect(typeof s[key], key).toBe('number');
+    expect(s.dirtyRateMBps as number).toBeGreaterThan(0);
+    expect(Object.keys(s.downtimeBreakdownMs as object)).toEqual(['pause', 'finalSync', 'transfer', 'verify', 'persist', 'handshake']);
     expect(s.rounds as number).toBeGreaterThanOrEqual(3);
     expect(s.workloadWrites as number).toBeGreaterThan(0);
     expect(s.downtimeMs as number).toBeGreaterThan(0);
@@ -280,6 +284,9 @@ describe('pagewire receive / send', () => {
       ['receive', '--listen', '127.0.0.1:0'],
       ['receive', '--listen', '127.0.0.1:0', '--out', '/nonexistent-dir/out.img'],
       ['send', '--bogus'],
+      ['send', '--connect', '127.0.0.1:1', '--image', 'x', '--streams', '0'],
+      ['send', '--connect', '127.0.0.1:1', '--image', 'x', '--streams', '65'],
+      ['send', '--connect', '127.0.0.1:1', '--image', 'x', '--on-stall', 'panic'],
       ['frobnicate'],
     ]) {
       const run = spawnCli(args);

@@ -1,7 +1,9 @@
 import { describe, expect, it } from 'vitest';
-import { decideNextRound, expectedDowntimeMs, stalledRounds } from '../dist/src/index.js';
+import { decideNextRound, expectedDowntimeMs, nextThrottlePercent, stalledRounds } from '../dist/src/index.js';
 
-const base = { pageSize: 4096, maxDowntimeMs: 300, maxRounds: 30, pendingHistory: [] as number[] };
+const base = {
+  pageSize: 4096, maxDowntimeMs: 300, maxRounds: 30, pendingHistory: [] as number[], onStall: 'stop' as const, throttlePercent: 0,
+};
 
 describe('decideNextRound (the stop rule)', () => {
   it.each([
@@ -34,10 +36,36 @@ describe('decideNextRound (the stop rule)', () => {
     expect(stalledRounds(history)).toBe(stalled);
   });
 
-  it('stops when the dirty set stops shrinking, before the round cap', () => {
+  it('stops when the dirty set has not shrunk for two rounds in a row, before the round cap', () => {
     const input = { ...base, round: 4, pendingPages: 980, bandwidthBytesPerSec: 1e6 };
-    expect(decideNextRound({ ...input, pendingHistory: [1000, 990, 970] })).toMatchObject({ action: 'stop-and-copy', reason: 'not-converging' });
+    expect(decideNextRound({ ...input, pendingHistory: [1000, 990] })).toMatchObject({ action: 'stop-and-copy', reason: 'not-converging' });
+    expect(decideNextRound({ ...input, pendingHistory: [1000] }).action).toBe('iterate');
     expect(decideNextRound({ ...input, pendingHistory: [2000, 1500, 1200] }).action).toBe('iterate');
+  });
+
+  it.each([
+    // policy, throttle now -> decision when two rounds in a row did not shrink the dirty set
+    { onStall: 'throttle', throttle: 0, expected: { action: 'throttle', throttlePercent: 20 } },
+    { onStall: 'throttle', throttle: 20, expected: { action: 'throttle', throttlePercent: 30 } },
+    { onStall: 'throttle', throttle: 90, expected: { action: 'throttle', throttlePercent: 99 } },
+    { onStall: 'throttle', throttle: 99, expected: { action: 'stop-and-copy', reason: 'not-converging' } },
+    { onStall: 'stop', throttle: 0, expected: { action: 'stop-and-copy', reason: 'not-converging' } },
+    { onStall: 'fail', throttle: 0, expected: { action: 'fail' } },
+  ] as const)('on a stall with onStall=$onStall at $throttle% -> $expected.action', ({ onStall, throttle, expected }) => {
+    const decision = decideNextRound({
+      ...base, onStall, throttlePercent: throttle, round: 5, pendingPages: 1000, pendingHistory: [1000, 1000], bandwidthBytesPerSec: 1e6,
+    });
+    expect(decision).toMatchObject(expected);
+    // Without a stall, nothing changes: keep iterating at the same throttle.
+    expect(decideNextRound({
+      ...base, onStall, throttlePercent: throttle, round: 5, pendingPages: 800, pendingHistory: [1000, 1000], bandwidthBytesPerSec: 1e6,
+    }).action).toBe('iterate');
+  });
+
+  it('steps the throttle as QEMU\'s auto-converge does: 20%, +10% per step, at most 99%', () => {
+    const steps = [0];
+    while (steps.at(-1)! < 99) steps.push(nextThrottlePercent(steps.at(-1)!));
+    expect(steps).toEqual([0, 20, 30, 40, 50, 60, 70, 80, 90, 99]);
   });
 
   it('computes the expected downtime as pending bytes over bandwidth', () => {

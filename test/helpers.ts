@@ -1,6 +1,6 @@
 // Shared by the tests: temp dirs, the CLI binary spawned as a user would, and a raw protocol client.
 import { spawn, type ChildProcess } from 'node:child_process';
-import { createHash } from 'node:crypto';
+import { createHash, randomFillSync } from 'node:crypto';
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { connect, type Socket } from 'node:net';
 import { tmpdir } from 'node:os';
@@ -140,4 +140,13 @@ export function randomWorkload(seed: number, pageSize: number, pageCount: number
 /** One wire frame: header and payload, as a source or target would write it. */
 export function frame(type: number, payload: Buffer = Buffer.alloc(0)): Buffer {
   return Buffer.concat([frameHeader(type, payload.length), payload]);
+}
+
+/** Random bytes in shared memory (a writer thread can share them), every `zeroEvery`-th 4 KiB page zero. */
+export function randomShared(bytes: number, zeroEvery = 4): SharedArrayBuffer {
+  const sab = new SharedArrayBuffer(bytes);
+  const view = new Uint8Array(sab);
+  for (let off = 0; off < bytes; off += 65536) randomFillSync(view, off, Math.min(65536, bytes - off));
+  for (let p = 0; p < bytes / 4096; p += zeroEvery) view.fill(0, p * 4096, (p + 1) * 4096);
+  return sab;
 }

@@ -8,20 +8,11 @@ import {
   AbortedError, DirtyBitmap, FileTargetImage, MemoryRegion, MemoryTargetImage, MigrationSource, MigrationTarget,
   PeerError, SwitchoverError, SyntheticWorkload, type PagewireError, type RoundReport, type TargetHooks,
 } from '../dist/src/index.js';
-import { cuttingProxy, tempDir } from './helpers.js';
+import { cuttingProxy, randomShared, tempDir } from './helpers.js';
 
 const tmp = tempDir();
 afterAll(() => tmp.cleanup());
 const PAGE = 4096;
-
-function randomShared(bytes: number): SharedArrayBuffer {
-  const sab = new SharedArrayBuffer(bytes);
-  const view = new Uint8Array(sab);
-  for (let off = 0; off < bytes; off += 65536) randomFillSync(view, off, Math.min(65536, bytes - off));
-  // A quarter of the pages zero, so the zero path is exercised too.
-  for (let p = 0; p < bytes / PAGE; p += 4) view.fill(0, p * PAGE, (p + 1) * PAGE);
-  return sab;
-}
 
 async function memoryTarget(bytes: number, hooks: TargetHooks = {}) {
   const targetBytes = Buffer.alloc(bytes);
@@ -200,11 +191,14 @@ describe('library migration over 127.0.0.1', () => {
     const targetResult = target.result.catch((e: unknown) => e);
     // A proxy that flips one byte inside the first page's payload (offset 212 of the source's stream:
     // HELLO frame 56, ROUND_BEGIN frame 20, PAGES headers 16, record header 20, then page 0's bytes).
+    // Only the first connection (stream 0) is corrupted; the others pass untouched.
+    let connections = 0;
     const proxy: Server = createServer((client) => {
       const upstream = connect(target.address.port, '127.0.0.1');
+      const corrupt = connections++ === 0;
       let seen = 0;
       client.on('data', (chunk: Buffer) => {
-        if (seen <= 212 && 212 < seen + chunk.length) chunk[212 - seen] ^= 0x40;
+        if (corrupt && seen <= 212 && 212 < seen + chunk.length) chunk[212 - seen] ^= 0x40;
         seen += chunk.length;
         upstream.write(chunk);
       });

@@ -1,0 +1,227 @@
+// Parallel streams and auto-converge, over 127.0.0.1 with real sockets and a real writer thread.
+import { randomFillSync } from 'node:crypto';
+import { describe, expect, it } from 'vitest';
+import {
+  ConvergenceError, DirtyBitmap, MemoryRegion, MemoryTargetImage, MigrationSource, MigrationTarget, SyntheticWorkload,
+  type PagewireError, type RoundReport,
+} from '../dist/src/index.js';
+import { PageBatchEncoder } from '../dist/src/codec/page-batch-encoder.js';
+import {
+  MessageType, encodeHello, encodeJoin, encodePagesHeader, encodeRoundMarker,
+} from '../dist/src/wire/messages.js';
+import { STRIPE_PAGES, pagesOnStream, splitByStream, streamOfPage } from '../dist/src/wire/streams.js';
+import { frame, randomShared, rawClient, withTimeout } from './helpers.js';
+
+const PAGE = 4096;
+
+async function memoryTarget(bytes: number, psk?: Buffer) {
+  const targetBytes = Buffer.alloc(bytes);
+  const target = await MigrationTarget.listen({
+    image: new MemoryTargetImage(MemoryRegion.fromMemory(targetBytes), true), host: '127.0.0.1', port: 0, ...(psk ? { psk } : {}),
+  });
+  return { target, targetBytes };
+}
+
+/** Waits until `count` bytes came back (a WELCOME or JOINED frame, say). */
+function receivedAtLeast(client: Awaited<ReturnType<typeof rawClient>>, count: number): Promise<void> {
+  return withTimeout(new Promise<void>((resolve) => {
+    const check = () => { if (client.received().length >= count) { client.socket.off('data', check); resolve(); } };
+    client.socket.on('data', check);
+    check();
+  }), 5000, `${count} bytes`);
+}
+
+describe('stripes', () => {
+  it('deals pages to streams in stripes of 256, and counts each stream\'s share', () => {
+    expect(streamOfPage(0, 3)).toBe(0);
+    expect(streamOfPage(STRIPE_PAGES - 1, 3)).toBe(0);
+    expect(streamOfPage(STRIPE_PAGES, 3)).toBe(1);
+    expect(streamOfPage(3 * STRIPE_PAGES + 5, 3)).toBe(0);
+    for (const [pageCount, streams] of [[1, 1], [1000, 3], [4096, 4], [4097, 4], [300, 2], [STRIPE_PAGES * 7 + 13, 5]] as const) {
+      const all = Uint32Array.from({ length: pageCount }, (_, i) => i);
+      const parts = splitByStream(all, streams);
+      expect(parts.reduce((n, p) => n + p.length, 0)).toBe(pageCount);
+      parts.forEach((part, stream) => {
+        expect(part.length, `${pageCount} pages, stream ${stream} of ${streams}`).toBe(pagesOnStream(stream, streams, pageCount));
+        expect(part.every((page) => streamOfPage(page, streams) === stream)).toBe(true);
+      });
+    }
+  });
+});
+
+describe('parallel streams', () => {
+  it.each([[3, undefined], [2, Buffer.alloc(32, 7)]])('migrates under a live writer over %i streams (psk: %s); the target equals the source at the pause point', async (streams, psk) => {
+    const bytes = 12 * 2 ** 20;
+    const sab = randomShared(bytes, 5);
+    const region = MemoryRegion.fromMemory(sab);
+    const bitmap = new DirtyBitmap(region.pageCount);
+    const workload = await SyntheticWorkload.start({ buffer: sab }, bitmap, PAGE, { rateBytesPerSec: 200e6, hot: 0.1, seed: 5 });
+    const { target, targetBytes } = await memoryTarget(bytes, psk);
+    const source = new MigrationSource({
+      region, dirtyBitmap: bitmap, host: '127.0.0.1', port: target.address.port, streams, maxDowntimeMs: 0, maxRounds: 4,
+      ...(psk ? { psk } : {}),
+      hooks: { pause: () => workload.pause(), resume: () => workload.resume() },
+    });
+    const summary = await source.run();
+    await workload.stop();
+    const targetSummary = await target.result;
+    expect(summary.streams).toBe(streams);
+    expect(targetSummary.streams).toBe(streams);
+    expect(summary.rounds).toBeGreaterThanOrEqual(3);
+    expect(summary.deltaPages).toBeGreaterThan(0);
+    expect(Buffer.from(sab).equals(targetBytes)).toBe(true);
+  });
+
+  it('uses fewer streams than asked when the region has fewer stripes', async () => {
+    const bytes = 2 * STRIPE_PAGES * PAGE;
+    const raw = Buffer.alloc(bytes);
+    randomFillSync(raw);
+    const { target, targetBytes } = await memoryTarget(bytes);
+    const source = new MigrationSource({
+      region: MemoryRegion.fromMemory(raw), host: '127.0.0.1', port: target.address.port, streams: 8,
+      hooks: { pause: () => {}, resume: () => {} },
+    });
+    expect((await source.run()).streams).toBe(2);
+    await target.result;
+    expect(targetBytes.equals(raw)).toBe(true);
+  });
+});
+
+describe('joining streams', () => {
+  const PAGES = 2 * STRIPE_PAGES;
+  const hello = (migrationId: Buffer, extraStreams: number) => frame(MessageType.Hello, encodeHello({
+    minVersion: 3, maxVersion: 3, extraStreams, features: 0, pageSize: PAGE, regionSize: PAGES * PAGE, migrationId,
+  }));
+
+  async function listen(handshakeTimeoutMs = 5000) {
+    const target = await MigrationTarget.listen({
+      image: new MemoryTargetImage(MemoryRegion.fromMemory(Buffer.alloc(PAGES * PAGE)), true), host: '127.0.0.1', port: 0,
+      handshakeTimeoutMs,
+    });
+    const refusals: PagewireError[] = [];
+    target.on('refused', (e) => refusals.push(e));
+    return { target, refusals, result: target.result.then(() => undefined, (e: PagewireError) => e) };
+  }
+
+  it('refuses a JOIN for a migration it is not setting up, and keeps listening', async () => {
+    const { target, refusals } = await listen();
+    const stray = await rawClient(target.address.port);
+    stray.socket.write(frame(MessageType.Join, encodeJoin({ version: 3, stream: 1, migrationId: Buffer.alloc(16, 1) })));
+    await withTimeout(stray.closed, 5000, 'refusal');
+    expect(stray.received().toString('latin1')).toContain('PW_ERR_HANDSHAKE');
+    expect(refusals[0]?.message).toMatch(/names no migration/);
+    expect(target.phase).toBe('listening');
+    target.stop();
+  });
+
+  it('fails the migration when an announced stream never joins', async () => {
+    const { target, result } = await listen(300);
+    const client = await rawClient(target.address.port);
+    client.socket.write(hello(Buffer.alloc(16, 2), 1));
+    const error = await withTimeout(result, 5000, 'target result');
+    expect(error?.code).toBe('PW_ERR_TIMEOUT');
+    expect(error?.message).toMatch(/only 0 of 1 extra streams joined/);
+  });
+
+  it('refuses a page sent on a stream it does not belong to', async () => {
+    const { target, result } = await listen();
+    const migrationId = Buffer.alloc(16, 3);
+    const control = await rawClient(target.address.port);
+    control.socket.write(hello(migrationId, 1));
+    await receivedAtLeast(control, 20);
+    const extra = await rawClient(target.address.port);
+    extra.socket.write(frame(MessageType.Join, encodeJoin({ version: 3, stream: 1, migrationId })));
+    await receivedAtLeast(extra, 8);
+    // Page 256 opens stream 1's first stripe; here it arrives on stream 0.
+    const bytes = Buffer.alloc(PAGES * PAGE);
+    randomFillSync(bytes);
+    const batch = await new PageBatchEncoder(MemoryRegion.fromMemory(bytes)).encode(Uint32Array.of(STRIPE_PAGES), false);
+    control.socket.write(Buffer.concat([
+      frame(MessageType.RoundBegin, encodeRoundMarker({ round: 1, pages: 1 })),
+      frame(MessageType.Pages, Buffer.concat([encodePagesHeader(batch.recordCount), batch.records])),
+    ]));
+    const error = await withTimeout(result, 5000, 'target result');
+    expect(error?.code).toBe('PW_ERR_PROTOCOL');
+    expect(error?.message).toMatch(/page 256 arrived on stream 0; it belongs to stream 1/);
+    await withTimeout(control.closed, 5000, 'close');
+    expect(control.received().toString('latin1')).toContain('belongs to stream 1');
+  });
+});
+
+describe('auto-converge', () => {
+  /**
+   * A writer on the main thread that dirties pages as the source sends (per progress event), at a rate
+   * the throttle scales: with a zero budget the rounds never converge, whatever the machine's speed.
+   */
+  async function stalledMigration(onStall: 'throttle' | 'fail') {
+    const bytes = 16 * 2 ** 20;
+    const sab = randomShared(bytes, 5);
+    const view = new Uint8Array(sab);
+    const region = MemoryRegion.fromMemory(sab);
+    const bitmap = new DirtyBitmap(region.pageCount);
+    const { target, targetBytes } = await memoryTarget(bytes);
+    const targetResult = target.result.catch((e: unknown) => e);
+    const calls: string[] = [];
+    const rounds: RoundReport[] = [];
+    let throttle = 0;
+    let paused = false;
+    let seed = 11;
+    const source = new MigrationSource({
+      region, dirtyBitmap: bitmap, host: '127.0.0.1', port: target.address.port, maxDowntimeMs: 0, maxRounds: 60, onStall,
+      hooks: {
+        pause: () => { calls.push('pause'); paused = true; },
+        resume: () => { calls.push('resume'); paused = false; },
+        throttle: (percent) => { calls.push(`throttle ${percent}`); throttle = percent; },
+      },
+    });
+    source.on('progress', () => {
+      if (paused) return;
+      for (let i = Math.ceil((200 * (100 - throttle)) / 100); i > 0; i--) {
+        const page = (seed = (Math.imul(seed, 1103515245) + 12345) >>> 0) % region.pageCount;
+        view[page * PAGE + (seed % PAGE)]! ^= 0xff;
+        bitmap.mark(page);
+      }
+    });
+    source.on('round', (r) => rounds.push(r));
+    const outcome = await source.run().then((summary) => ({ summary, error: undefined }), (error: PagewireError) => ({ summary: source.metrics, error }));
+    return { ...outcome, calls, rounds, sab, targetBytes, targetResult: await targetResult };
+  }
+
+  it('throttles the workload 20%, then +10% per step up to 99%, reports it, and still ends byte-exact', async () => {
+    const r = await stalledMigration('throttle');
+    expect(r.error).toBeUndefined();
+    const steps = r.calls.filter((c) => c.startsWith('throttle')).map((c) => Number(c.split(' ')[1]));
+    expect(steps).toEqual([20, 30, 40, 50, 60, 70, 80, 90, 99]);
+    expect(r.summary.stopReason).toBe('not-converging');
+    expect(r.summary.throttlePercent).toBe(99);
+    expect(r.rounds.at(-1)!.throttlePercent).toBe(99);
+    expect(r.rounds[0]!.throttlePercent).toBe(0);
+    expect(r.calls.at(-1)).toBe('pause');
+    expect(Buffer.from(r.sab).equals(r.targetBytes)).toBe(true);
+  });
+
+  it('gives up cleanly when told to: PW_ERR_NOT_CONVERGING, the workload was never paused, the target discards', async () => {
+    const r = await stalledMigration('fail');
+    expect(r.error).toBeInstanceOf(ConvergenceError);
+    expect(r.error!.code).toBe('PW_ERR_NOT_CONVERGING');
+    expect(r.calls).toEqual([]);
+    expect(r.summary.status).toBe('failed');
+    expect((r.targetResult as PagewireError).code).toBe('PW_ERR_PEER');
+  });
+
+  it('the synthetic workload writes far less once throttled', async () => {
+    const sab = new SharedArrayBuffer(4 * 2 ** 20);
+    const workload = await SyntheticWorkload.start({ buffer: sab }, new DirtyBitmap(1024), PAGE, { rateBytesPerSec: 50e6, hot: 1, seed: 1 });
+    const writesIn = async (ms: number) => {
+      const before = workload.writes;
+      await new Promise((resolve) => setTimeout(resolve, ms));
+      return workload.writes - before;
+    };
+    const full = await writesIn(300);
+    workload.throttle(90);
+    const throttled = await writesIn(300);
+    await workload.stop();
+    expect(full).toBeGreaterThan(1000);
+    expect(throttled).toBeLessThan(full / 2);
+  });
+});
