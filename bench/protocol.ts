@@ -16,12 +16,17 @@ export type AgentRequest =
   | { cmd: 'baseline-result' }
   // source: map the image, copy it over a plain socket, wait for the target's one-byte ack
   | { cmd: 'baseline-send'; port: number; imagePath: string; timeoutMs: number }
-  // target: MigrationTarget.listen with a FileTargetImage; replies with the port
+  // target: MigrationTarget.listen into the baseline's buffer ('memory') or a FileTargetImage at outPath
+  // ('file'); replies with the port. Its RSS is sampled from here until the migration ends.
   | { cmd: 'migrate-listen'; outPath: string; into: 'file' | 'memory'; timeoutMs: number }
-  // target: resolves when the migration ended (either way), with the committed file's sha256
+  // target: resolves when the migration ended (either way), with the image's sha256 and the RSS peak
   | { cmd: 'migrate-result' }
-  // source: runSource() on the image, with or without the synthetic workload
-  | { cmd: 'migrate-send'; port: number; imagePath: string; workload?: WorkloadSpec; timeoutMs: number; verbose: boolean };
+  // source: runSource() on the image, with or without the synthetic workload; streams and
+  // maxDowntimeMs left out mean runSource's defaults. Its RSS is sampled for the whole call.
+  | {
+    cmd: 'migrate-send'; port: number; imagePath: string; workload?: WorkloadSpec; streams?: number; maxDowntimeMs?: number;
+    timeoutMs: number; verbose: boolean;
+  };
 
 export interface BaselineSendResult {
   /** From connect() to the target's ack of the last byte (one extra loopback round trip). */
@@ -45,6 +50,25 @@ export interface ErrorInfo {
   code?: string;
 }
 
+/** An agent's own RSS (process.memoryUsage.rss()), sampled on a timer while it migrated. */
+export interface RssPeak {
+  /** At the start of the sampling, after a garbage collection. */
+  startBytes: number;
+  peakBytes: number;
+  /** The peak of anonymous + shared memory + file-backed pages up to one region: what the bound is about. */
+  peakCountedBytes: number;
+  /** /proc/self/status at the peak sample (Linux): anonymous memory, mapped files, shared memory. */
+  atPeak: { anonBytes: number; fileBytes: number; shmemBytes: number } | null;
+  /**
+   * /proc/self/smaps_rollup when sampling stopped (Linux): Pss splits a page mapped twice (say by the
+   * region and by the workload's own mapping of the same file) between its mappings, where Rss counts it twice.
+   */
+  atEnd: { rssBytes: number; pssBytes: number; pssAnonBytes: number; pssFileBytes: number } | null;
+  samples: number;
+  /** The longest time between two samples: a busy event loop can hide a short-lived peak. */
+  maxGapMs: number;
+}
+
 export interface MigrateSendResult {
   summary: SourceSummary;
   error?: ErrorInfo;
@@ -52,13 +76,15 @@ export interface MigrateSendResult {
   sha256: string;
   workloadWrites: number;
   rounds: RoundReport[];
+  rss: RssPeak;
 }
 
 export interface MigrateReceiveResult {
   summary?: TargetSummary;
   error?: ErrorInfo;
-  /** SHA-256 of the committed --out file (absent on failure). */
+  /** SHA-256 of the committed file or of the receive buffer (absent on failure). */
   sha256?: string;
+  rss: RssPeak;
 }
 
 export type AgentMessage =
@@ -112,7 +138,11 @@ export class AgentClient {
 
   /** Forks `node agentPath role` with an IPC channel; resolves once the agent says it is ready. */
   static async start(agentPath: string, role: AgentRole, timeoutMs: number): Promise<AgentClient> {
-    const child = fork(agentPath, [role], { stdio: ['ignore', 'inherit', 'inherit', 'ipc'], serialization: 'advanced' });
+    // --expose-gc: an agent collects before each migration, so the mappings of earlier steps (unmapped
+    // only once no view of them is reachable) are gone before its RSS is sampled.
+    const child = fork(agentPath, [role], {
+      stdio: ['ignore', 'inherit', 'inherit', 'ipc'], serialization: 'advanced', execArgv: [...process.execArgv, '--expose-gc'],
+    });
     const client = new AgentClient(role, child);
     await withTimeout(client.ready, timeoutMs, `${role} agent did not start within ${timeoutMs} ms`);
     return client;

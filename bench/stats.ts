@@ -7,6 +7,13 @@ export function median(values: number[]): number {
   return sorted.length % 2 === 1 ? sorted[mid]! : (sorted[mid - 1]! + sorted[mid]!) / 2;
 }
 
+/** The index of the median value (the lower of the middle two for an even count), or -1 when empty. */
+export function medianIndex(values: number[]): number {
+  if (values.length === 0) return -1;
+  const order = values.map((v, i) => [v, i] as const).sort((a, b) => a[0] - b[0]);
+  return order[(order.length - 1) >> 1]![1];
+}
+
 /** Rounds to `digits` decimals, for JSON. */
 export function round(value: number, digits = 1): number {
   const scale = 10 ** digits;

@@ -210,6 +210,7 @@ export class MigrationSource extends EventEmitter<SourceEvents> {
       if (signal?.aborted) throw new AbortedError('migration aborted before it started');
       await this.migrate();
       this.summary.status = 'completed';
+      this.summary.totalTimeMs = performance.now() - this.startedAt;
       this.setPhase('completed');
       return this.metrics;
     } catch (error) {
@@ -438,11 +439,11 @@ export class MigrationSource extends EventEmitter<SourceEvents> {
     }
     summary.deviceStateBytes = state.byteLength;
     await connection.send(MessageType.DeviceState, Buffer.from(state.buffer, state.byteOffset, state.byteLength));
+    // Transfer ends here: from FINAL on, the target's verify and persist overlap this side's wait.
+    summary.downtime.transferMs = performance.now() - collected;
     await connection.send(MessageType.Final, encodeFinal({
       round: finalRound, regionDigest: regionDigest(this.sentHashes),
     }));
-    const finalSent = performance.now();
-    summary.downtime.transferMs = finalSent - collected;
 
     this.setPhase('awaiting-ready');
     const ready = parseReady(await connection.expect(MessageType.Ready, options.persistTimeoutMs));
