@@ -231,6 +231,7 @@ struct EncodeJob {
   const uint8_t* region = nullptr;
   std::vector<uint32_t> indices;
   bool skipZero = false;
+  bool bulk = false;
   uint8_t* out = nullptr;
   uint64_t* sent = nullptr;
 };
@@ -241,6 +242,7 @@ class PageEncoder : public Napi::ObjectWrap<PageEncoder> {
     return DefineClass(env, "PageEncoder",
                        {
                            InstanceAccessor<&PageEncoder::CacheSlots>("cacheSlots", napi_enumerable),
+                           InstanceAccessor<&PageEncoder::Bulk, &PageEncoder::SetBulk>("bulk", napi_enumerable),
                            InstanceMethod<&PageEncoder::Encode>("encode"),
                            InstanceMethod<&PageEncoder::EncodeSync>("encodeSync"),
                        });
@@ -294,6 +296,11 @@ class PageEncoder : public Napi::ObjectWrap<PageEncoder> {
     return Napi::Number::New(info.Env(), static_cast<double>(slots_));
   }
 
+  // Bulk mode (the source's round 1): read when a batch is queued, so a change never reaches a batch
+  // already running.
+  Napi::Value Bulk(const Napi::CallbackInfo& info) { return Napi::Boolean::New(info.Env(), bulk_); }
+  void SetBulk(const Napi::CallbackInfo& info, const Napi::Value& value) { bulk_ = ToBool(value, "bulk"); }
+
   EncodeJob Prepare(const Napi::CallbackInfo& info, Keep* keep);
   Napi::Value Encode(const Napi::CallbackInfo& info);
   Napi::Value EncodeSync(const Napi::CallbackInfo& info) {
@@ -328,9 +335,12 @@ class PageEncoder : public Napi::ObjectWrap<PageEncoder> {
     slotOf_[i] = 0;
   }
 
-  // `unchanged`: S is known to equal the slot's bytes already (an empty DELTA), so no copy.
-  void Remember(uint32_t i, const uint8_t* snapshot, uint64_t hash, bool unchanged) {
+  // `unchanged`: S is known to equal the slot's bytes already (an empty DELTA), so no copy. In bulk
+  // mode a page not cached yet enters only an empty slot under the hand: round 1 fills the cache once
+  // and evicts nothing, rather than copying every page of the region through it.
+  void Remember(uint32_t i, const uint8_t* snapshot, uint64_t hash, bool unchanged, bool bulk) {
     if (slots_ == 0) return;
+    if (bulk && slotOf_[i] == 0 && slotPage_[hand_] != kNone) return;
     uint32_t s;
     if (slotOf_[i] != 0) {
       s = slotOf_[i] - 1;
@@ -348,6 +358,7 @@ class PageEncoder : public Napi::ObjectWrap<PageEncoder> {
   }
 
   uint64_t pageSize_ = 0, pageCount_ = 0, slots_ = 0, dupSize_ = 0, hand_ = 0;
+  bool bulk_ = false;
   uint64_t zeroHash_ = 0;
   CacheArena bytes_;                // slots_ x pageSize_: what the target holds for each slot's page
   Buffer<uint32_t> slotPage_;       // page index or kNone (EMPTY)
@@ -442,7 +453,7 @@ EncodeCounts PageEncoder::Run(const EncodeJob& job) {
     Store32(rec + 8, static_cast<uint32_t>(length));
     Store64(rec + 12, hash);
     job.sent[i] = hash;
-    Remember(i, snapshot, hash, encoding == kEncDelta && length == 0);
+    Remember(i, snapshot, hash, encoding == kEncDelta && length == 0, job.bulk);
     switch (encoding) {
       case kEncDelta:
         std::memcpy(snapshot, delta_.get(), static_cast<size_t>(length));
@@ -511,6 +522,7 @@ EncodeJob PageEncoder::Prepare(const Napi::CallbackInfo& info, Keep* keep) {
   }
   job.region = region.data;
   job.skipZero = skipZero;
+  job.bulk = bulk_;
   job.out = out.data;
   job.sent = sent.data;
   if (keep != nullptr) {

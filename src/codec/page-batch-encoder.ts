@@ -65,11 +65,15 @@ export class PageBatchEncoder {
     return this.engine.cacheSlots;
   }
 
-  /** Encodes up to batchPages pages into a pooled buffer, off the JavaScript thread. */
-  async encode(indices: Uint32Array, skipZero: boolean): Promise<EncodedBatch> {
+  /**
+   * Encodes up to batchPages pages into a pooled buffer, off the JavaScript thread. `bulk` for a first
+   * pass over the region: it fills the page cache once instead of streaming every page through it.
+   */
+  async encode(indices: Uint32Array, skipZero: boolean, bulk = false): Promise<EncodedBatch> {
     if (indices.length > this.batchPages) {
       throw new InvalidArgumentError(`batch of ${indices.length} pages exceeds the encoder's ${this.batchPages}`);
     }
+    this.engine.bulk = bulk;
     const out = this.spare.pop() ?? Buffer.allocUnsafeSlow(maxRecordBytes(this.batchPages, this.region.pageSize));
     try {
       const [bytes, recordCount, zeroRecords, deltaRecords, dupRecords, lz4Records, rawRecords, zeroSkipped] =

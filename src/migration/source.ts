@@ -267,7 +267,7 @@ export class MigrationSource extends EventEmitter<SourceEvents> {
     const targetZeroed = (welcome.flags & TARGET_ZEROED) !== 0;
     this.tracker.start();
     let round = 1;
-    let report = await this.sendRound(round, this.allPagesByStream(), targetZeroed);
+    let report = await this.sendRound(round, this.allPagesByStream(), targetZeroed, 0, true);
     let pendingHistory: number[] = [];
     for (;;) {
       const pendingPages = this.tracker.pending();
@@ -467,13 +467,13 @@ export class MigrationSource extends EventEmitter<SourceEvents> {
    * One round: on every stream ROUND_BEGIN, its pages in batches and ROUND_END, then the target's
    * ROUND_ACK on stream 0, sent once every stream's pages of the round are applied (and durable).
    */
-  private async sendRound(round: number, parts: PageList[], skipZero: boolean, flags = 0): Promise<RoundReport> {
+  private async sendRound(round: number, parts: PageList[], skipZero: boolean, flags = 0, bulk = false): Promise<RoundReport> {
     const { options, summary } = this;
     const state: RoundState = {
       round, started: performance.now(), planned: parts.reduce((n, p) => n + p.count, 0), done: 0, records: 0,
       bytesBefore: this.bytesWritten(),
     };
-    await this.allOrInterrupt(this.streams.map((stream) => this.sendStreamRound(stream, state, parts[stream.index]!, skipZero, flags)));
+    await this.allOrInterrupt(this.streams.map((stream) => this.sendStreamRound(stream, state, parts[stream.index]!, skipZero, flags, bulk)));
     const acked = parseRoundAck(await this.control.expect(MessageType.RoundAck, options.persistTimeoutMs));
     if (acked !== round) throw new ProtocolError(`target acknowledged round ${acked}, expected ${round}`);
     summary.rounds = round;
@@ -490,7 +490,9 @@ export class MigrationSource extends EventEmitter<SourceEvents> {
   }
 
   /** One stream's share of a round. */
-  private async sendStreamRound(stream: Stream, state: RoundState, pages: PageList, skipZero: boolean, flags: number): Promise<void> {
+  private async sendStreamRound(
+    stream: Stream, state: RoundState, pages: PageList, skipZero: boolean, flags: number, bulk: boolean,
+  ): Promise<void> {
     const { options, summary } = this;
     const { connection, encoder } = stream;
     const { round } = state;
@@ -503,7 +505,7 @@ export class MigrationSource extends EventEmitter<SourceEvents> {
       const following = batches.next();
       if (following.done) return undefined;
       const indices = following.value;
-      const encoding = encoder.encode(indices, skipZero).then((encoded) => ({ encoded, pages: indices.length }));
+      const encoding = encoder.encode(indices, skipZero, bulk).then((encoded) => ({ encoded, pages: indices.length }));
       // An encode may fail while the loop waits on the socket; the await below still sees the error.
       encoding.catch(() => undefined);
       return encoding;

@@ -59,6 +59,11 @@ export interface NativePageEncoder {
   /** Cache slots: min(pageCount, floor(cacheBytes / pageSize)). */
   readonly cacheSlots: number;
   /**
+   * Bulk mode (the source's round 1, as QEMU's bulk stage): a page not cached yet is remembered only in
+   * an empty slot, so one pass over the region evicts nothing. Taken when a batch is queued.
+   */
+  bulk: boolean;
+  /**
    * Encodes the listed pages as wire records into out from offset 0 (docs/PROTOCOL.md section 4),
    * on a pool thread. out must hold indices.length * (pageSize + 20) bytes. Records sentHashes[page]
    * for every page. Arguments are checked before the work starts (a bad one throws, nothing changes);

@@ -91,17 +91,18 @@ for (let p = 0; p < PAGES; p++) {
 const steps = [];
 const encoders = { addon: new addon.PageEncoder(PAGE, PAGES, CACHE), twin: new twin.PageEncoder(PAGE, PAGES, CACHE) };
 const sent = { addon: new BigUint64Array(PAGES), twin: new BigUint64Array(PAGES) };
-function step(indices, skipZero) {
+function step(indices, skipZero, bulk = false) {
   const run = (name, engine) => {
     const out = new Uint8Array(indices.length * (PAGE + 20));
+    encoders[name].bulk = bulk;
     const result = encoders[name].encodeSync(new DataView(region.buffer), Uint32Array.from(indices), skipZero, out, sent[name]);
     return { records: hex(out.subarray(0, result[0])), result, sentDigest: engine.xxh64(new Uint8Array(sent[name].buffer)).toString(16) };
   };
   const expected = same(`batch step ${steps.length + 1}`, run('addon', addon), run('twin', twin));
-  steps.push({ region: hex(region), indices, skipZero, ...expected });
+  steps.push({ region: hex(region), indices, skipZero, bulk, ...expected });
 }
 const all = Array.from({ length: PAGES }, (_, i) => i);
-step(all, true);
+step(all, true, true); // round 1: fills the 8 slots, evicts nothing
 for (const p of [1, 2, 5, 6]) for (let i = 0; i < 64; i++) region[p * PAGE + 100 + i] ^= 0x33; // small edits
 put(4, new Uint8Array(PAGE)); // a page becomes zero
 put(8, region.subarray(5 * PAGE, 6 * PAGE).slice()); // a copy of a page just edited

@@ -76,10 +76,14 @@ export class PageCache {
     this.slotOf[page] = NONE;
   }
 
-  /** Records bytes (hash `hash`) as what the target holds for page once this batch is applied. */
-  remember(page: number, bytes: Uint8Array, hash: bigint): void {
+  /**
+   * Records bytes (hash `hash`) as what the target holds for page once this batch is applied. In bulk
+   * mode a page not cached yet enters only an empty slot under the hand: nothing is evicted.
+   */
+  remember(page: number, bytes: Uint8Array, hash: bigint, bulk: boolean): void {
     if (!this.enabled) return;
     let slot = this.slotOf[page];
+    if (bulk && slot === NONE && this.slotPage[this.hand] !== NONE) return;
     if (slot === NONE) {
       slot = this.allocate();
       this.slotPage[slot] = page;

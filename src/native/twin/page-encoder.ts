@@ -19,6 +19,7 @@ interface Batch {
   pages: Uint8Array;
   indices: Uint32Array;
   skipZero: boolean;
+  bulk: boolean;
   out: Uint8Array;
   sentHashes: BigUint64Array;
 }
@@ -58,6 +59,7 @@ export class TwinPageEncoder implements NativePageEncoder {
   private readonly snapshot: Uint8Array;
   /** An encode() whose promise has not settled: the cache is its state until then. */
   private busy = false;
+  private bulkMode = false;
 
   constructor(pageSize: number, pageCount: number, cacheBytes: number) {
     this.pageSize = toPageSize(pageSize);
@@ -69,6 +71,15 @@ export class TwinPageEncoder implements NativePageEncoder {
 
   get cacheSlots(): number {
     return this.cache.slotCount;
+  }
+
+  get bulk(): boolean {
+    return this.bulkMode;
+  }
+
+  /** Read when a batch is queued, as the addon does. */
+  set bulk(on: boolean) {
+    this.bulkMode = toBool(on, 'bulk');
   }
 
   encode(region: NativeRegion, indices: Uint32Array, skipZero: boolean, out: Uint8Array,
@@ -90,6 +101,7 @@ export class TwinPageEncoder implements NativePageEncoder {
       pages: regionBytes(region),
       indices: toU32(indices, 'indices'),
       skipZero: toBool(skipZero, 'skipZero'),
+      bulk: this.bulkMode,
       out: toU8(out, 'out'),
       sentHashes: toBigU64(sentHashes, 'sentHashes'),
     };
@@ -115,7 +127,7 @@ export class TwinPageEncoder implements NativePageEncoder {
   }
 
   private encodeBatch(batch: Batch): EncodeResult {
-    const { pages, indices, skipZero, out, sentHashes } = batch;
+    const { pages, indices, skipZero, bulk, out, sentHashes } = batch;
     const size = this.pageSize;
     const view = new DataView(out.buffer, out.byteOffset, out.byteLength);
     const zeroHash = zeroPageHash(size);
@@ -143,7 +155,7 @@ export class TwinPageEncoder implements NativePageEncoder {
       counts.bytes = payloadAt + length;
       counts.count(encoding);
       sentHashes[index] = hash;
-      this.cache.remember(index, this.snapshot, hash);
+      this.cache.remember(index, this.snapshot, hash, bulk);
     }
     return counts.result();
   }
