@@ -34,4 +34,24 @@ inline uint64_t Load64(const uint8_t* p) { return LoadLE<uint64_t>(p); }
 inline void Store32(uint8_t* p, uint32_t v) { StoreLE(p, v); }
 inline void Store64(uint8_t* p, uint64_t v) { StoreLE(p, v); }
 
+// The encoder's test for pages LZ4 is not tried on (docs/PROTOCOL.md section 4): n = min(64, size)
+// bytes sampled at k * floor(size / n); more than 3/4 of them distinct looks like random data, which
+// LZ4 cannot shrink by the 1/8 it must save. About 64 loads, against a whole failed compression.
+inline bool LooksIncompressible(const uint8_t* page, size_t size) {
+  const size_t n = size < 64 ? size : 64;
+  if (n == 0) return false;
+  const size_t stride = size / n;
+  uint64_t seen[4] = {0, 0, 0, 0};
+  size_t distinct = 0;
+  for (size_t k = 0; k < n; ++k) {
+    const uint8_t b = page[k * stride];
+    const uint64_t bit = uint64_t{1} << (b & 63);
+    if ((seen[b >> 6] & bit) == 0) {
+      seen[b >> 6] |= bit;
+      ++distinct;
+    }
+  }
+  return 4 * distinct > 3 * n;
+}
+
 }  // namespace pagewire

@@ -436,7 +436,7 @@ EncodeCounts PageEncoder::Run(const EncodeJob& job) {
         }
       }
     }
-    if (encoding == kEncRaw && lz4Table_) {
+    if (encoding == kEncRaw && lz4Table_ && !LooksIncompressible(snapshot, ps)) {
       // Only when nothing else fits: DELTA and DUP are at most P/4, and LZ4 must save P/8.
       const size_t n = Lz4CompressPage(snapshot, ps, lz4Out_.get(), *lz4Table_);
       if (n != 0 && n <= lz4Limit) {

@@ -64,12 +64,12 @@ export class TimeoutError extends PagewireError {
   override readonly code = 'PW_ERR_TIMEOUT';
 }
 
-/** The caller aborted (AbortSignal, SIGINT, SIGTERM). */
 /** The rounds stopped converging and the source was told to give up rather than pause for longer. */
 export class ConvergenceError extends PagewireError {
   override readonly code = 'PW_ERR_NOT_CONVERGING';
 }
 
+/** The caller aborted (AbortSignal, SIGINT, SIGTERM). */
 export class AbortedError extends PagewireError {
   override readonly code = 'PW_ERR_ABORTED';
 }

@@ -75,7 +75,8 @@ export class DirtyPages {
     while (word < this.snapshot.length) {
       const [written, next] = binding().dirtyScan(this.snapshot, word, this.snapshot.length, out);
       word = next;
-      if (written > 0) yield out.subarray(0, written);
+      // The scanner fills whole words: below 32 pages a batch, split what it found.
+      for (let at = 0; at < written; at += batchPages) yield out.subarray(at, Math.min(written, at + batchPages));
     }
   }
 }

@@ -8,7 +8,7 @@ import { availableParallelism } from 'node:os';
 import { performance } from 'node:perf_hooks';
 import { setTimeout as sleep } from 'node:timers/promises';
 import {
-  AbortedError, ConvergenceError, InvalidArgumentError, PagewireError, ProtocolError, SwitchoverError, TimeoutError,
+  AbortedError, ConnectionError, ConvergenceError, InvalidArgumentError, PagewireError, ProtocolError, SwitchoverError, TimeoutError,
   asPagewireError,
 } from '../errors.js';
 import {
@@ -19,7 +19,7 @@ import { BitmapTracker, HashTracker, type DirtyTracker, type PageList } from '..
 import type { DirtyBitmap } from '../memory/dirty-bitmap.js';
 import type { MemoryRegion } from '../memory/region.js';
 import { connectTcp } from '../transport/connect.js';
-import { FramedConnection } from '../transport/framed-connection.js';
+import { FramedConnection, PEER_REASON_GRACE_MS } from '../transport/framed-connection.js';
 import { authenticateTarget, checkPsk } from '../transport/psk-auth.js';
 import {
   FEATURE_PSK, HANDSHAKE_PAYLOAD_LIMIT, MAX_PAYLOAD_BYTES, MAX_VERSION, MIN_VERSION, MessageType, STOP_AND_COPY,
@@ -132,6 +132,8 @@ export class MigrationSource extends EventEmitter<SourceEvents> {
   /** Connections opened so far, joined or not (all of them are closed on failure). */
   private readonly connections: FramedConnection[] = [];
   private throttlePercent = 0;
+  /** Set once the migration fails: a stream still connecting then closes at once. */
+  private failing = false;
   private startedAt = 0;
   private pausedAt = 0;
   private paused = false;
@@ -295,9 +297,10 @@ export class MigrationSource extends EventEmitter<SourceEvents> {
           'the workload keeps running here');
       }
       if (decision.action === 'throttle') {
-        await this.runHook('throttle', () => options.hooks.throttle!(decision.throttlePercent));
+        // Counted from the call on: if the hook fails half-way, fail() still gives the speed back.
         this.throttlePercent = decision.throttlePercent;
         this.summary.throttlePercent = decision.throttlePercent;
+        await this.runHook('throttle', () => options.hooks.throttle!(decision.throttlePercent));
         // Convergence is judged afresh from here: the rounds before ran at the old speed.
         pendingHistory = [pendingPages];
       } else {
@@ -319,6 +322,10 @@ export class MigrationSource extends EventEmitter<SourceEvents> {
     const socket = await connectTcp(options.host, options.port, options.timeoutMs, options.signal,
       options.tls ? options.psk : undefined);
     const connection = new FramedConnection(socket, HANDSHAKE_PAYLOAD_LIMIT, options.timeoutMs);
+    if (this.failing) {
+      socket.destroy();
+      throw new AbortedError('the migration failed while this stream connected');
+    }
     this.connections.push(connection);
     if (options.signal?.aborted) throw new AbortedError('migration aborted while connecting');
     return connection;
@@ -439,11 +446,10 @@ export class MigrationSource extends EventEmitter<SourceEvents> {
     }
     summary.deviceStateBytes = state.byteLength;
     await connection.send(MessageType.DeviceState, Buffer.from(state.buffer, state.byteOffset, state.byteLength));
+    const digest = regionDigest(this.sentHashes);
     // Transfer ends here: from FINAL on, the target's verify and persist overlap this side's wait.
     summary.downtime.transferMs = performance.now() - collected;
-    await connection.send(MessageType.Final, encodeFinal({
-      round: finalRound, regionDigest: regionDigest(this.sentHashes),
-    }));
+    await connection.send(MessageType.Final, encodeFinal({ round: finalRound, regionDigest: digest }));
 
     this.setPhase('awaiting-ready');
     const ready = parseReady(await connection.expect(MessageType.Ready, options.persistTimeoutMs));
@@ -582,7 +588,11 @@ export class MigrationSource extends EventEmitter<SourceEvents> {
   }
 
   /** Puts the source back in a safe state and returns the error to throw. */
-  private async fail(error: PagewireError): Promise<PagewireError> {
+  private async fail(failure: PagewireError): Promise<PagewireError> {
+    this.failing = true;
+    // A lost connection may only be the target tearing down after saying why on the control connection.
+    const error = failure instanceof ConnectionError && this.connections.length > 1
+      ? await this.control.peerError(PEER_REASON_GRACE_MS) ?? failure : failure;
     this.summary.status = 'failed';
     this.summary.error = error.message;
     this.summary.errorCode = error.code;

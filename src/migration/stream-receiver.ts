@@ -137,7 +137,10 @@ export class ExtraStreamReader {
 
   private async read(timeoutMs: number): Promise<void> {
     for (;;) {
-      const end = await this.receiver.take(await this.receiver.connection.receive(timeoutMs));
+      const frame = await this.receiver.connection.receive(timeoutMs);
+      // Frames read before the migration failed are dropped, not decoded into an image being discarded.
+      if (this.stopped) return;
+      const end = await this.receiver.take(frame);
       if (!end) continue;
       const acked = this.acked.promise;
       this.ended.resolve(end);

@@ -7,13 +7,13 @@ import { createServer, type AddressInfo, type Server, type Socket } from 'node:n
 import { createServer as createTlsServer } from 'node:tls';
 import { performance } from 'node:perf_hooks';
 import {
-  AbortedError, AuthError, CapacityError, ChecksumError, HandshakeError, InvalidArgumentError, PagewireError, PeerError,
+  AbortedError, AuthError, ConnectionError, CapacityError, ChecksumError, HandshakeError, InvalidArgumentError, PagewireError, PeerError,
   ProtocolError, SwitchoverError, TimeoutError, VersionError, asPagewireError,
 } from '../errors.js';
 import { PageBatchDecoder } from '../codec/page-batch-decoder.js';
 import { regionDigest } from '../codec/page-hashes.js';
 import { validatePageSize, validateRegionSize } from '../memory/region.js';
-import { FramedConnection } from '../transport/framed-connection.js';
+import { FramedConnection, PEER_REASON_GRACE_MS } from '../transport/framed-connection.js';
 import { authenticateSource, checkPsk } from '../transport/psk-auth.js';
 import { TLS_PSK_IDENTITY, tlsPskOptions } from '../transport/tls-psk.js';
 import {
@@ -22,7 +22,7 @@ import {
   encodeReady, encodeRoundAck, encodeWelcome, expectEmpty, messageName, parseFinal, parseHello, parseJoin,
   type Hello, type Join,
 } from '../wire/messages.js';
-import { MAX_STREAMS } from '../wire/streams.js';
+import { MAX_STREAMS, STRIPE_PAGES } from '../wire/streams.js';
 import { ExtraStreamReader, StreamReceiver, type RoundEnd } from './stream-receiver.js';
 import type { TargetImage } from './target-image.js';
 
@@ -50,6 +50,8 @@ export interface MigrationTargetOptions {
   psk?: Uint8Array;
   /** Accept only TLS 1.2 PSK connections under `psk`: every frame encrypted and authenticated. */
   tls?: boolean;
+  /** Connections one migration may use, the first included (default 16, at most 64). */
+  maxStreams?: number;
   signal?: AbortSignal;
 }
 
@@ -57,6 +59,8 @@ export type TargetPhase = 'listening' | 'receiving' | 'persisting' | 'ready-sent
 
 /** 2^27 pages: 64 GiB in 512-byte pages, 512 GiB in 4 KiB pages; 1 GiB of page hashes. */
 const MAX_TARGET_PAGES = 2 ** 27;
+/** Each stream may hold about 100 MiB of frames read ahead and 4 being decoded. */
+const DEFAULT_MAX_STREAMS = 16;
 
 /** The extra connections a migration being set up still waits for. */
 interface Joining {
@@ -120,10 +124,13 @@ export class MigrationTarget extends EventEmitter<TargetEvents> {
   private constructor(options: MigrationTargetOptions) {
     super();
     this.options = {
-      host: '127.0.0.1', port: 0, timeoutMs: 30_000, handshakeTimeoutMs: 5_000, hooks: {},
+      host: '127.0.0.1', port: 0, timeoutMs: 30_000, handshakeTimeoutMs: 5_000, hooks: {}, maxStreams: DEFAULT_MAX_STREAMS,
       ...Object.fromEntries(Object.entries(options).filter(([, v]) => v !== undefined)),
     } as MigrationTarget['options'];
-    const { psk, tls } = this.options;
+    const { psk, tls, maxStreams } = this.options;
+    if (!Number.isSafeInteger(maxStreams) || maxStreams < 1 || maxStreams > MAX_STREAMS) {
+      throw new InvalidArgumentError(`maxStreams must be a whole number from 1 to ${MAX_STREAMS}, got ${maxStreams}`);
+    }
     if (psk) checkPsk(psk);
     if (tls && !psk) throw new InvalidArgumentError('tls needs a pre-shared key (psk): TLS-PSK encrypts with it');
     this.result = new Promise((resolve, reject) => { this.settle = { resolve, reject }; });
@@ -271,21 +278,27 @@ export class MigrationTarget extends EventEmitter<TargetEvents> {
     connection.send(MessageType.Joined).then(() => {
       connection.maxPayload = MAX_PAYLOAD_BYTES;
       if (joining.joined.size === joining.expected) joining.complete();
-    }, () => undefined);
+    }, () => {
+      // The stream may join again on a new connection.
+      if (joining.joined.get(join.stream) === connection) joining.joined.delete(join.stream);
+    });
   }
 
-  /** Waits until the extra streams HELLO announced have joined (within the handshake timeout). */
-  private async awaitJoins(migrationId: Buffer, expected: number): Promise<FramedConnection[]> {
+  /**
+   * Waits until the extra streams WELCOME granted have joined (within the handshake timeout), while
+   * still hearing the control connection: a source's ERROR there, or stop(), ends the wait at once.
+   */
+  private async awaitJoins(control: FramedConnection, migrationId: Buffer, expected: number): Promise<FramedConnection[]> {
     if (expected === 0) return [];
     const joined = new Map<number, FramedConnection>();
     let timer: NodeJS.Timeout | undefined;
     try {
-      await new Promise<void>((resolve, reject) => {
+      await control.guard(new Promise<void>((resolve, reject) => {
         this.joining = { migrationId, expected, joined, complete: resolve };
         const { handshakeTimeoutMs } = this.options;
         timer = setTimeout(() => reject(new TimeoutError(
           `only ${joined.size} of ${expected} extra streams joined within ${handshakeTimeoutMs} ms`)), handshakeTimeoutMs);
-      });
+      }));
     } catch (error) {
       for (const connection of joined.values()) connection.fail(asPagewireError(error));
       throw error;
@@ -320,7 +333,8 @@ export class MigrationTarget extends EventEmitter<TargetEvents> {
       return;
     }
     this.active = true;
-    const extraStreams = Math.min(hello.extraStreams, MAX_STREAMS - 1);
+    // No more streams than stripes, nor than this target's limit: each costs it read buffers.
+    const extraStreams = Math.min(hello.extraStreams, this.options.maxStreams - 1, Math.ceil(store.pageCount / STRIPE_PAGES) - 1);
     // Listening goes on only for the extra streams of this migration.
     if (extraStreams === 0) this.server.close();
     let extras: ExtraStreamReader[] = [];
@@ -354,8 +368,9 @@ export class MigrationTarget extends EventEmitter<TargetEvents> {
         flags: image.zeroed ? TARGET_ZEROED : 0,
       }));
       connection.maxPayload = MAX_PAYLOAD_BYTES;
-      const joined = await this.awaitJoins(hello.migrationId, extraStreams);
+      const joined = await this.awaitJoins(connection, hello.migrationId, extraStreams);
       this.server.close();
+      this.setPhase('receiving');
       extras = joined.map((extra, i) => {
         const extraDecoder = new PageBatchDecoder(store, decoder.heldHashes);
         decoders.push(extraDecoder);
@@ -434,12 +449,19 @@ export class MigrationTarget extends EventEmitter<TargetEvents> {
       this.setPhase('completed');
       this.finish(undefined, summary);
     } catch (error) {
-      let failure = failedStream ?? asPagewireError(error);
+      let failure = asPagewireError(error);
+      // An extra stream that broke first explains more than the interruption it caused here; but a
+      // connection loss may only be the source tearing down after saying why on this connection.
+      if (!(failure instanceof PeerError)) failure = failedStream ?? failure;
+      if (failure instanceof ConnectionError && extras.length > 0) {
+        failure = await connection.peerError(PEER_REASON_GRACE_MS) ?? failure;
+      }
       // The control connection tells the source why; the others close once it has heard it.
       for (const extra of extras) {
         extra.stop();
         extra.receiver.connection.interrupt(failure);
       }
+      await Promise.all(extras.map((extra) => extra.done));
       // No pool thread may still write into the image once this side reports the failure. A batch that
       // failed there came first, and explains more than what followed (often the peer hanging up).
       const decodeFailures = await Promise.all(decoders.map((d) => d.settled().then(() => undefined, (e: unknown) => e)));

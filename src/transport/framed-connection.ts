@@ -13,6 +13,11 @@ const PAUSE_READING_AT = 16;
 const PAUSE_READING_BYTES = 64 * 1024 * 1024;
 const KEEPALIVE_DELAY_MS = 5_000;
 const RESUME_READING_AT = 4;
+/**
+ * How long a side with several connections waits for the peer's ERROR after one connection was lost:
+ * the peer says why on its first connection, then closes the others.
+ */
+export const PEER_REASON_GRACE_MS = 200;
 
 interface Waiter {
   resolve(frame: Frame): void;
@@ -27,6 +32,9 @@ export class FramedConnection {
   private failure: PagewireError | undefined;
   private readonly drainWaiters = new Set<() => void>();
   private readonly failureListeners = new Set<(error: PagewireError) => void>();
+  /** The peer's ERROR, kept even when it arrives after another failure. */
+  private peerFailure: PagewireError | undefined;
+  private readonly peerErrorWaiters = new Set<() => void>();
 
   /** sendTimeoutMs bounds how long a send may wait for a peer that stops reading. */
   constructor(readonly socket: Socket, maxPayload: number, private readonly sendTimeoutMs = 30_000) {
@@ -99,6 +107,26 @@ export class FramedConnection {
       this.failureListeners.add(listener);
       promise.then(resolve, reject).finally(() => this.failureListeners.delete(listener));
     });
+  }
+
+  /**
+   * The ERROR the peer sent on this connection, waiting up to graceMs for one: when another connection
+   * of the migration broke first, the peer's reason may still be on its way here.
+   */
+  async peerError(graceMs: number): Promise<PagewireError | undefined> {
+    if (!this.peerFailure && graceMs > 0) {
+      await new Promise<void>((resolve) => {
+        const timer = setTimeout(done, graceMs);
+        const waiters = this.peerErrorWaiters;
+        function done(): void {
+          clearTimeout(timer);
+          waiters.delete(done);
+          resolve();
+        }
+        waiters.add(done);
+      });
+    }
+    return this.peerFailure;
   }
 
   /** Writes one frame; resolves once the socket can take more (real backpressure). */
@@ -191,6 +219,10 @@ export class FramedConnection {
 
   private deliver(frames: Frame[]): void {
     for (const frame of frames) {
+      if (frame.type === MessageType.Error && !this.peerFailure) {
+        this.peerFailure = peerErrorOf(frame);
+        for (const wake of [...this.peerErrorWaiters]) wake();
+      }
       if (frame.type === MessageType.Error && !this.waiter) {
         // The peer stops here. Surface its reason now, so a send in flight fails with it rather than
         // with the bare connection loss that follows.

@@ -88,6 +88,9 @@ for (let p = 0; p < PAGES; p++) {
   else if (kind === 2) put(p, randomPage(PAGE));
   else if (kind === 3) put(p, region.subarray(2 * PAGE, 3 * PAGE).slice()); // duplicates of page 2
 }
+// Diverse bytes that LZ4 could still shrink: the encoder's sampling test sends it RAW, untried.
+const pattern = randomPage(255);
+put(21, Uint8Array.from({ length: PAGE }, (_, i) => pattern[i % 255]));
 const steps = [];
 const encoders = { addon: new addon.PageEncoder(PAGE, PAGES, CACHE), twin: new twin.PageEncoder(PAGE, PAGES, CACHE) };
 const sent = { addon: new BigUint64Array(PAGES), twin: new BigUint64Array(PAGES) };

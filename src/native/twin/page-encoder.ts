@@ -6,7 +6,7 @@ import {
   MAX_ENCODER_PAGE_COUNT, checkPerPage, overlaps, regionPages, toBigU64, toBool, toIndex, toPageSize, toU32, toU8,
 } from './args.js';
 import { Lz4PageCompressor } from './lz4.js';
-import { isZeroPage } from './page-bytes.js';
+import { isZeroPage, looksIncompressible } from './page-bytes.js';
 import { PageCache } from './page-cache.js';
 import { DUP_PAYLOAD_BYTES, Encoding, RECORD_HEADER_BYTES, writeRecordHeader } from './records.js';
 import { regionBytes } from './regions.js';
@@ -178,8 +178,8 @@ export class TwinPageEncoder implements NativePageEncoder {
     if (deltaLength >= 0) return [Encoding.Delta, deltaLength];
 
     // DELTA and DUP are at most P/4 bytes when they exist; LZ4 must save at least P/8 to be worth decoding.
-    const block = this.compressor.compress(this.snapshot);
-    if (block.length > 0 && block.length <= size - Math.floor(size / 8)) {
+    const block = looksIncompressible(this.snapshot) ? undefined : this.compressor.compress(this.snapshot);
+    if (block && block.length > 0 && block.length <= size - Math.floor(size / 8)) {
       out.set(block, at);
       return [Encoding.Lz4, block.length];
     }
