@@ -7,7 +7,7 @@ import {
 } from '../dist/src/index.js';
 import { PageBatchEncoder } from '../dist/src/codec/page-batch-encoder.js';
 import {
-  MessageType, encodeHello, encodeJoin, encodePagesHeader, encodeRoundMarker,
+  MessageType, encodeError, encodeHello, encodeJoin, encodePagesHeader, encodeRoundMarker,
 } from '../dist/src/wire/messages.js';
 import { STRIPE_PAGES, pagesOnStream, splitByStream, streamOfPage } from '../dist/src/wire/streams.js';
 import { frame, randomShared, rawClient, withTimeout } from './helpers.js';
@@ -57,6 +57,8 @@ describe('parallel streams', () => {
     const bitmap = new DirtyBitmap(region.pageCount);
     const workload = await SyntheticWorkload.start({ buffer: sab }, bitmap, PAGE, { rateBytesPerSec: 200e6, hot: 0.1, seed: 5 });
     const { target, targetBytes } = await memoryTarget(bytes, psk);
+    const phases: string[] = [];
+    target.on('phase', (phase) => phases.push(phase));
     const source = new MigrationSource({
       region, dirtyBitmap: bitmap, host: '127.0.0.1', port: target.address.port, streams, maxDowntimeMs: 0, maxRounds: 4,
       ...(psk ? { psk } : {}),
@@ -67,6 +69,7 @@ describe('parallel streams', () => {
     const targetSummary = await target.result;
     expect(summary.streams).toBe(streams);
     expect(targetSummary.streams).toBe(streams);
+    expect(phases).toEqual(['receiving', 'persisting', 'ready-sent', 'committing', 'completed']);
     expect(summary.rounds).toBeGreaterThanOrEqual(3);
     expect(summary.deltaPages).toBeGreaterThan(0);
     expect(Buffer.from(sab).equals(targetBytes)).toBe(true);
@@ -112,6 +115,19 @@ describe('joining streams', () => {
     expect(refusals[0]?.message).toMatch(/names no migration/);
     expect(target.phase).toBe('listening');
     target.stop();
+  });
+
+  it('hears the source on stream 0 while it waits for the joins', async () => {
+    const { target, result } = await listen(10_000);
+    const client = await rawClient(target.address.port);
+    client.socket.write(hello(Buffer.alloc(16, 4), 1));
+    await receivedAtLeast(client, 20);
+    const started = performance.now();
+    client.socket.write(frame(MessageType.Error, encodeError('PW_ERR_ABORTED', 'operator gave up')));
+    const error = await withTimeout(result, 5000, 'target result');
+    expect(error?.code).toBe('PW_ERR_PEER');
+    expect(error?.message).toMatch(/operator gave up/);
+    expect(performance.now() - started).toBeLessThan(2000);
   });
 
   it('fails the migration when an announced stream never joins', async () => {
