@@ -232,6 +232,7 @@ struct EncodeJob {
   std::vector<uint32_t> indices;
   bool skipZero = false;
   bool bulk = false;
+  bool lz4 = true;
   uint8_t* out = nullptr;
   uint64_t* sent = nullptr;
 };
@@ -243,6 +244,7 @@ class PageEncoder : public Napi::ObjectWrap<PageEncoder> {
                        {
                            InstanceAccessor<&PageEncoder::CacheSlots>("cacheSlots", napi_enumerable),
                            InstanceAccessor<&PageEncoder::Bulk, &PageEncoder::SetBulk>("bulk", napi_enumerable),
+                           InstanceAccessor<&PageEncoder::Lz4, &PageEncoder::SetLz4>("lz4", napi_enumerable),
                            InstanceMethod<&PageEncoder::Encode>("encode"),
                            InstanceMethod<&PageEncoder::EncodeSync>("encodeSync"),
                        });
@@ -300,6 +302,9 @@ class PageEncoder : public Napi::ObjectWrap<PageEncoder> {
   // already running.
   Napi::Value Bulk(const Napi::CallbackInfo& info) { return Napi::Boolean::New(info.Env(), bulk_); }
   void SetBulk(const Napi::CallbackInfo& info, const Napi::Value& value) { bulk_ = ToBool(value, "bulk"); }
+  // Whether LZ4 is tried at all (the source turns it off while encoding, not the link, is the limit).
+  Napi::Value Lz4(const Napi::CallbackInfo& info) { return Napi::Boolean::New(info.Env(), lz4_); }
+  void SetLz4(const Napi::CallbackInfo& info, const Napi::Value& value) { lz4_ = ToBool(value, "lz4"); }
 
   EncodeJob Prepare(const Napi::CallbackInfo& info, Keep* keep);
   Napi::Value Encode(const Napi::CallbackInfo& info);
@@ -359,6 +364,7 @@ class PageEncoder : public Napi::ObjectWrap<PageEncoder> {
 
   uint64_t pageSize_ = 0, pageCount_ = 0, slots_ = 0, dupSize_ = 0, hand_ = 0;
   bool bulk_ = false;
+  bool lz4_ = true;
   uint64_t zeroHash_ = 0;
   CacheArena bytes_;                // slots_ x pageSize_: what the target holds for each slot's page
   Buffer<uint32_t> slotPage_;       // page index or kNone (EMPTY)
@@ -436,7 +442,7 @@ EncodeCounts PageEncoder::Run(const EncodeJob& job) {
         }
       }
     }
-    if (encoding == kEncRaw && lz4Table_ && !LooksIncompressible(snapshot, ps)) {
+    if (encoding == kEncRaw && job.lz4 && lz4Table_ && !LooksIncompressible(snapshot, ps)) {
       // Only when nothing else fits: DELTA and DUP are at most P/4, and LZ4 must save P/8.
       const size_t n = Lz4CompressPage(snapshot, ps, lz4Out_.get(), *lz4Table_);
       if (n != 0 && n <= lz4Limit) {
@@ -523,6 +529,7 @@ EncodeJob PageEncoder::Prepare(const Napi::CallbackInfo& info, Keep* keep) {
   job.region = region.data;
   job.skipZero = skipZero;
   job.bulk = bulk_;
+  job.lz4 = lz4_;
   job.out = out.data;
   job.sent = sent.data;
   if (keep != nullptr) {

@@ -46,7 +46,7 @@ describe('pagewire receive / send', () => {
   it('migrates an image without a workload: both JSON sha256 fields, --out and the source image agree', async () => {
     const c = setup(8);
     const receiver = await startReceiver(c.out);
-    const sender = spawnCli(['send', '--connect', `127.0.0.1:${receiver.port}`, '--image', c.image, '--json']);
+    const sender = spawnCli(['send', '--connect', `127.0.0.1:${receiver.port}`, '--image', c.image, '--lz4', 'off', '--json']);
     expect(await withTimeout(sender.exit, 30_000, 'send')).toBe(0);
     expect(await withTimeout(receiver.exit, 30_000, 'receive')).toBe(0);
     const s = lastJson(sender.stdout());
@@ -56,6 +56,7 @@ describe('pagewire receive / send', () => {
       expect(typeof s[key]).toBe('number');
     }
     expect(s.zeroPages as number).toBeGreaterThan(0);
+    expect(s.lz4Pages).toBe(0);
     expect(r).toMatchObject({ status: 'completed', pageSize: 4096, pagesTotal: 2048 });
     expect(r.bytesReceived as number).toBeGreaterThan(0);
     expect(s.sha256).toBe(r.sha256);
@@ -71,7 +72,7 @@ describe('pagewire receive / send', () => {
     const c = setup(8);
     const receiver = await startReceiver(c.out, [], receiverEnv);
     const sender = spawnCli(['send', '--connect', `127.0.0.1:${receiver.port}`, '--image', c.image,
-      '--workload', 'rate=20MB/s,hot=0.05,seed=3', '--max-downtime', '5', '--json'], senderEnv);
+      '--workload', 'rate=20MB/s,hot=0.05,seed=3', '--max-downtime', '5', '--lz4', 'always', '--json'], senderEnv);
     expect(await withTimeout(sender.exit, 60_000, 'send')).toBe(0);
     expect(await withTimeout(receiver.exit, 30_000, 'receive')).toBe(0);
     const s = lastJson(sender.stdout());
@@ -287,6 +288,7 @@ describe('pagewire receive / send', () => {
       ['send', '--connect', '127.0.0.1:1', '--image', 'x', '--streams', '0'],
       ['send', '--connect', '127.0.0.1:1', '--image', 'x', '--streams', '65'],
       ['send', '--connect', '127.0.0.1:1', '--image', 'x', '--on-stall', 'panic'],
+      ['send', '--connect', '127.0.0.1:1', '--image', 'x', '--lz4', 'sometimes'],
       ['frobnicate'],
     ]) {
       const run = spawnCli(args);

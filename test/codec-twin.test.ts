@@ -66,6 +66,7 @@ describe.each(implementations)('%s against the shared vectors', (_, engine) => {
       const region = bytes(step.region);
       const out = new Uint8Array(step.indices.length * (pageSize + 20));
       encoder.bulk = step.bulk;
+      encoder.lz4 = step.lz4;
       const result = encoder.encodeSync(new DataView(region.buffer), Uint32Array.from(step.indices), step.skipZero, out, sent);
       expect(result, `step ${n + 1}; ${REGENERATE}`).toEqual(step.result);
       expect(hex(out.subarray(0, result[0])), `step ${n + 1}; ${REGENERATE}`).toBe(step.records);

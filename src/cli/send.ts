@@ -6,10 +6,12 @@ import { ProgressLine, printJson, printTable } from './output.js';
 import { runSource, sourceJson } from './run-source.js';
 import { abortOnSignals } from './signals.js';
 import { readPskFile } from '../transport/psk-auth.js';
+import type { Lz4Mode } from '../codec/lz4-policy.js';
 import type { StallPolicy } from '../migration/convergence.js';
 import { MAX_STREAMS } from '../wire/streams.js';
 
 const STALL_POLICIES: StallPolicy[] = ['throttle', 'stop', 'fail'];
+const LZ4_MODES: Lz4Mode[] = ['adaptive', 'always', 'off'];
 
 function parseStreams(text: string): number {
   const streams = parsePositiveNumber(text, 'streams', true);
@@ -19,12 +21,13 @@ function parseStreams(text: string): number {
 
 export const SEND_USAGE = 'pagewire send --connect HOST:PORT --image FILE [--workload rate=200MB/s,hot=0.05,seed=1] ' +
   '[--max-downtime MS] [--max-bandwidth MB/s] [--max-rounds N] [--on-stall throttle|stop|fail] [--cache-size 64MiB] ' +
+  '[--lz4 adaptive|always|off] ' +
   '[--streams N] [--psk-file F [--tls]] [--json]';
 
 export async function sendCommand(argv: string[]): Promise<number> {
   const flags = parseFlags(argv, {
     connect: 'string', image: 'string', workload: 'string', 'max-downtime': 'string', 'max-bandwidth': 'string',
-    'max-rounds': 'string', 'cache-size': 'string', streams: 'string', 'on-stall': 'string', tls: 'boolean', 'psk-file': 'string', json: 'boolean',
+    'max-rounds': 'string', 'cache-size': 'string', streams: 'string', 'on-stall': 'string', lz4: 'string', tls: 'boolean', 'psk-file': 'string', json: 'boolean',
   });
   const { host, port } = parseHostPort(requireString(flags, 'connect'), 'connect');
   if (port === 0) throw new InvalidArgumentError('--connect: port 0 is not a port to connect to');
@@ -34,6 +37,10 @@ export async function sendCommand(argv: string[]): Promise<number> {
   const psk = pskFile ? readPskFile(pskFile) : undefined;
   if (flags.has('tls') && !psk) throw new InvalidArgumentError('--tls: TLS-PSK needs the key: give --psk-file too');
   const streams = optionalString(flags, 'streams');
+  const lz4 = optionalString(flags, 'lz4');
+  if (lz4 !== undefined && !LZ4_MODES.includes(lz4 as Lz4Mode)) {
+    throw new InvalidArgumentError(`--lz4: expected adaptive, always or off, got '${lz4}'`);
+  }
   const onStall = optionalString(flags, 'on-stall');
   if (onStall !== undefined && !STALL_POLICIES.includes(onStall as StallPolicy)) {
     throw new InvalidArgumentError(`--on-stall: expected throttle, stop or fail, got '${onStall}'`);
@@ -54,6 +61,7 @@ export async function sendCommand(argv: string[]): Promise<number> {
       ...(rounds ? { maxRounds: parsePositiveNumber(rounds, 'max-rounds', true) } : {}),
       ...(streams ? { streams: parseStreams(streams) } : {}),
       ...(onStall ? { onStall: onStall as StallPolicy } : {}),
+      ...(lz4 ? { lz4: lz4 as Lz4Mode } : {}),
       // 0 turns the page cache (and with it DELTA and DUP) off.
       ...(cacheSize ? { pageCacheBytes: cacheSize.trim() === '0' ? 0 : parseSize(cacheSize, 'cache-size') } : {}),
     });

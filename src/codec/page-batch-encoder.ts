@@ -68,12 +68,14 @@ export class PageBatchEncoder {
   /**
    * Encodes up to batchPages pages into a pooled buffer, off the JavaScript thread. `bulk` for a first
    * pass over the region: it fills the page cache once instead of streaming every page through it.
+   * `lz4` false: pages that would go LZ4 go RAW, for when encoding rather than the link is the limit.
    */
-  async encode(indices: Uint32Array, skipZero: boolean, bulk = false): Promise<EncodedBatch> {
+  async encode(indices: Uint32Array, skipZero: boolean, bulk = false, lz4 = true): Promise<EncodedBatch> {
     if (indices.length > this.batchPages) {
       throw new InvalidArgumentError(`batch of ${indices.length} pages exceeds the encoder's ${this.batchPages}`);
     }
     this.engine.bulk = bulk;
+    this.engine.lz4 = lz4;
     const out = this.spare.pop() ?? Buffer.allocUnsafeSlow(maxRecordBytes(this.batchPages, this.region.pageSize));
     try {
       const [bytes, recordCount, zeroRecords, deltaRecords, dupRecords, lz4Records, rawRecords, zeroSkipped] =

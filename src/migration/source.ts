@@ -14,6 +14,7 @@ import {
 import {
   DEFAULT_PAGE_CACHE_BYTES, PageBatchEncoder, defaultBatchPages, type EncodedBatch,
 } from '../codec/page-batch-encoder.js';
+import { Lz4Policy, type Lz4Mode } from '../codec/lz4-policy.js';
 import { newPageHashes, regionDigest } from '../codec/page-hashes.js';
 import { BitmapTracker, HashTracker, type DirtyTracker, type PageList } from '../memory/dirty-tracker.js';
 import type { DirtyBitmap } from '../memory/dirty-bitmap.js';
@@ -69,6 +70,11 @@ export interface MigrationSourceOptions {
    * 'fail' cleanly with PW_ERR_NOT_CONVERGING while the workload keeps running here.
    */
   onStall?: StallPolicy;
+  /**
+   * 'adaptive' (default): a stream stops trying LZ4 while it waits on its encoder more than on its
+   * socket (a fast link), and tries again every 64 batches; 'always'; or 'off'.
+   */
+  lz4?: Lz4Mode;
   /** Longest wait for an embedder hook (pause, deviceState, resume) to settle (default 30 s). */
   hookTimeoutMs?: number;
   /** Pages per PAGES frame (default: 1 MiB of pages, 256 at 4 KiB). */
@@ -107,6 +113,7 @@ interface Stream {
   index: number;
   connection: FramedConnection;
   encoder: PageBatchEncoder;
+  lz4: Lz4Policy;
 }
 
 /** What the streams of one round share: the page count for progress, and the pace of the bandwidth cap. */
@@ -148,6 +155,7 @@ export class MigrationSource extends EventEmitter<SourceEvents> {
       hookTimeoutMs: 30_000,
       batchPages: defaultBatchPages(options.region.pageSize), pageCacheBytes: DEFAULT_PAGE_CACHE_BYTES,
       streams: Math.min(MAX_STREAMS, availableParallelism()), onStall: options.hooks.throttle ? 'throttle' : 'stop',
+      lz4: 'adaptive',
       ...dropUndefined(options),
     } as const;
     checkPositive('maxDowntimeMs', filled.maxDowntimeMs, true);
@@ -156,6 +164,9 @@ export class MigrationSource extends EventEmitter<SourceEvents> {
     checkPositive('batchPages', filled.batchPages);
     if (!Number.isSafeInteger(filled.streams) || filled.streams < 1 || filled.streams > MAX_STREAMS) {
       throw new InvalidArgumentError(`streams must be a whole number from 1 to ${MAX_STREAMS}, got ${filled.streams}`);
+    }
+    if (!['adaptive', 'always', 'off'].includes(filled.lz4)) {
+      throw new InvalidArgumentError(`lz4 must be 'adaptive', 'always' or 'off', got '${filled.lz4}'`);
     }
     if (!['throttle', 'stop', 'fail'].includes(filled.onStall)) {
       throw new InvalidArgumentError(`onStall must be 'throttle', 'stop' or 'fail', got '${filled.onStall}'`);
@@ -353,6 +364,7 @@ export class MigrationSource extends EventEmitter<SourceEvents> {
       this.streams.push({
         index, connection: connections[index]!,
         encoder: new PageBatchEncoder(options.region, { batchPages: options.batchPages, cacheBytes, sentHashes: this.sentHashes }),
+        lz4: new Lz4Policy(options.lz4),
       });
     }
     this.summary.streams = count;
@@ -507,11 +519,12 @@ export class MigrationSource extends EventEmitter<SourceEvents> {
     const batches = pages.batches(options.batchPages)[Symbol.iterator]();
     // Pipelined: a pool thread encodes batch k+1 while the socket sends batch k. The generator may
     // reuse its index array, so the next batch is taken only once the previous encode has settled.
-    const encode = (): Promise<{ encoded: EncodedBatch; pages: number }> | undefined => {
+    const encode = (): Promise<{ encoded: EncodedBatch; pages: number; lz4: boolean }> | undefined => {
       const following = batches.next();
       if (following.done) return undefined;
       const indices = following.value;
-      const encoding = encoder.encode(indices, skipZero, bulk).then((encoded) => ({ encoded, pages: indices.length }));
+      const lz4 = stream.lz4.enabled;
+      const encoding = encoder.encode(indices, skipZero, bulk, lz4).then((encoded) => ({ encoded, pages: indices.length, lz4 }));
       // An encode may fail while the loop waits on the socket; the await below still sees the error.
       encoding.catch(() => undefined);
       return encoding;
@@ -519,7 +532,9 @@ export class MigrationSource extends EventEmitter<SourceEvents> {
     let next = encode();
     try {
       while (next) {
-        const { encoded, pages: batchLength } = await next;
+        const waited = performance.now();
+        const { encoded, pages: batchLength, lz4 } = await next;
+        const encoderWaitMs = performance.now() - waited;
         next = encode();
         state.done += batchLength;
         summary.zeroPages += encoded.zeroRecords + encoded.zeroSkipped;
@@ -527,6 +542,8 @@ export class MigrationSource extends EventEmitter<SourceEvents> {
         summary.dupPages += encoded.dupRecords;
         summary.lz4Pages += encoded.lz4Records;
         summary.rawPages += encoded.rawRecords;
+        // Waiting for the socket or for the bandwidth cap both mean the link is the limit.
+        const sending = performance.now();
         if (encoded.recordCount > 0) {
           await connection.sendThen(() => encoder.release(encoded), MessageType.Pages,
             encodePagesHeader(encoded.recordCount), encoded.records);
@@ -545,6 +562,7 @@ export class MigrationSource extends EventEmitter<SourceEvents> {
           const dueMs = (bytesSent * 1000) / options.maxBandwidthBytesPerSec;
           if (dueMs > elapsedMs + 1) await this.pace(dueMs - elapsedMs);
         }
+        stream.lz4.record(encoderWaitMs, performance.now() - sending, lz4);
       }
     } finally {
       // A failed send leaves the encode in flight; it settles on its own, and nothing waits for it.

@@ -63,6 +63,8 @@ export interface NativePageEncoder {
    * an empty slot, so one pass over the region evicts nothing. Taken when a batch is queued.
    */
   bulk: boolean;
+  /** Whether LZ4 is tried (default true). Taken when a batch is queued. */
+  lz4: boolean;
   /**
    * Encodes the listed pages as wire records into out from offset 0 (docs/PROTOCOL.md section 4),
    * on a pool thread. out must hold indices.length * (pageSize + 20) bytes. Records sentHashes[page]

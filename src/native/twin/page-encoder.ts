@@ -20,6 +20,7 @@ interface Batch {
   indices: Uint32Array;
   skipZero: boolean;
   bulk: boolean;
+  lz4: boolean;
   out: Uint8Array;
   sentHashes: BigUint64Array;
 }
@@ -60,6 +61,7 @@ export class TwinPageEncoder implements NativePageEncoder {
   /** An encode() whose promise has not settled: the cache is its state until then. */
   private busy = false;
   private bulkMode = false;
+  private lz4Mode = true;
 
   constructor(pageSize: number, pageCount: number, cacheBytes: number) {
     this.pageSize = toPageSize(pageSize);
@@ -82,6 +84,14 @@ export class TwinPageEncoder implements NativePageEncoder {
     this.bulkMode = toBool(on, 'bulk');
   }
 
+  get lz4(): boolean {
+    return this.lz4Mode;
+  }
+
+  set lz4(on: boolean) {
+    this.lz4Mode = toBool(on, 'lz4');
+  }
+
   encode(region: NativeRegion, indices: Uint32Array, skipZero: boolean, out: Uint8Array,
     sentHashes: BigUint64Array): Promise<EncodeResult> {
     const batch = this.checkBatch(region, indices, skipZero, out, sentHashes);
@@ -102,6 +112,7 @@ export class TwinPageEncoder implements NativePageEncoder {
       indices: toU32(indices, 'indices'),
       skipZero: toBool(skipZero, 'skipZero'),
       bulk: this.bulkMode,
+      lz4: this.lz4Mode,
       out: toU8(out, 'out'),
       sentHashes: toBigU64(sentHashes, 'sentHashes'),
     };
@@ -150,7 +161,7 @@ export class TwinPageEncoder implements NativePageEncoder {
       this.snapshot.set(live);
       const hash = xxh64(this.snapshot);
       const payloadAt = counts.bytes + RECORD_HEADER_BYTES;
-      const [encoding, length] = this.writePayload(index, hash, out, view, payloadAt);
+      const [encoding, length] = this.writePayload(index, hash, out, view, payloadAt, batch.lz4);
       writeRecordHeader(view, counts.bytes, index, encoding, length, hash);
       counts.bytes = payloadAt + length;
       counts.count(encoding);
@@ -162,7 +173,7 @@ export class TwinPageEncoder implements NativePageEncoder {
 
   /** Writes the chosen payload of the snapshot (page `index`) at out[at]; returns its encoding and length. */
   private writePayload(index: number, hash: bigint, out: Uint8Array, view: DataView,
-    at: number): [Encoding, number] {
+    at: number, lz4: boolean): [Encoding, number] {
     const size = this.pageSize;
     const base = this.cache.deltaBase(index);
     const deltaLength = base ? xbzrleEncode(base, this.snapshot, out, at, Math.floor(size / 4)) : -1;
@@ -178,7 +189,7 @@ export class TwinPageEncoder implements NativePageEncoder {
     if (deltaLength >= 0) return [Encoding.Delta, deltaLength];
 
     // DELTA and DUP are at most P/4 bytes when they exist; LZ4 must save at least P/8 to be worth decoding.
-    const block = looksIncompressible(this.snapshot) ? undefined : this.compressor.compress(this.snapshot);
+    const block = !lz4 || looksIncompressible(this.snapshot) ? undefined : this.compressor.compress(this.snapshot);
     if (block && block.length > 0 && block.length <= size - Math.floor(size / 8)) {
       out.set(block, at);
       return [Encoding.Lz4, block.length];
