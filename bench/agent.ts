@@ -203,7 +203,7 @@ async function handle(request: AgentRequest): Promise<unknown> {
       try {
         const summary = await target.result;
         rss = sampler.stop();
-        const sha256 = outPath ? await fileSha256(outPath) : createHash('sha256').update(receiveBuffer!).digest('hex');
+        const sha256 = outPath ? await fileSha256(outPath) : bufferSha256(receiveBuffer!);
         return { summary, sha256, rss } satisfies MigrateReceiveResult;
       } catch (error) {
         const summary = target.metrics;
@@ -278,7 +278,7 @@ async function baselineListen(timeoutMs: number): Promise<{ port: number }> {
     });
   });
   baselineDone = received.then((r) => ({
-    ...r, sha256: createHash('sha256').update(buffer).digest('hex'),
+    ...r, sha256: bufferSha256(buffer),
   }));
   baselineDone.catch(() => {});
   return { port };
@@ -337,3 +337,10 @@ process.on('message', (raw) => {
   );
 });
 reply({ kind: 'ready' });
+
+/** SHA-256 of a buffer of any size: one update() takes at most 2 GiB. */
+function bufferSha256(buffer: Buffer): string {
+  const hash = createHash('sha256');
+  for (let at = 0; at < buffer.length; at += 1 << 30) hash.update(buffer.subarray(at, Math.min(buffer.length, at + (1 << 30))));
+  return hash.digest('hex');
+}
