@@ -220,7 +220,7 @@ async function handle(request: AgentRequest): Promise<unknown> {
       const rss = new RssSampler(statSync(request.imagePath).size);
       const outcome = await runSource({
         imagePath: request.imagePath, host: '127.0.0.1', port: request.port, signal: AbortSignal.timeout(request.timeoutMs),
-        progress, workload: request.workload, streams: request.streams, maxDowntimeMs: request.maxDowntimeMs,
+        progress, workload: request.workload, streams: request.streams, lz4: request.lz4, maxDowntimeMs: request.maxDowntimeMs,
       }).catch((error: unknown) => {
         rss.stop();
         throw error;

@@ -22,6 +22,7 @@ import { fileURLToPath } from 'node:url';
 import { optionalString, parseFlags, parseSize } from '../src/cli/args.js';
 import { sourceJson } from '../src/cli/run-source.js';
 import { DEFAULT_PAGE_CACHE_BYTES } from '../src/codec/page-batch-encoder.js';
+import type { Lz4Mode } from '../src/codec/lz4-policy.js';
 import { MAX_STREAMS } from '../src/wire/streams.js';
 import { writeMixedImage, type MixedImageOptions } from '../src/workload/mixed-image.js';
 import type { WorkloadSpec } from '../src/workload/workload-spec.js';
@@ -35,7 +36,7 @@ import { formatTable, median, medianIndex, round } from './stats.js';
 
 const USAGE = 'npm run bench -- [--size 1GiB] [--reps 3] [--warmup 1] ' +
   '[--scenarios cold-random,cold-mixed,workload100,workload200,workload400 (each may end in -file)] ' +
-  '[--streams N] [--max-downtime 50] [--no-qemu] [--verbose]';
+  '[--streams N] [--lz4 adaptive|always|off] [--max-downtime 50] [--no-qemu] [--verbose]';
 const DEFAULT_SCENARIOS = 'cold-random,cold-mixed,workload100,workload200,workload400';
 const AGENT_PATH = fileURLToPath(new URL('./agent.js', import.meta.url));
 const RESULTS_DIR = fileURLToPath(new URL('../../bench/results/', import.meta.url));
@@ -60,6 +61,8 @@ interface Options {
   scenarios: Scenario[];
   /** undefined: runSource's default. */
   streams: number | undefined;
+  /** undefined: runSource's default (adaptive). */
+  lz4: Lz4Mode | undefined;
   /** For the workload scenarios; the cold ones keep the library default. */
   workloadMaxDowntimeMs: number;
   qemu: boolean;
@@ -114,7 +117,7 @@ interface RepRecord {
   /** The send --json object of the CLI contract, plus what the bench adds. */
   migration: ReturnType<typeof sourceJson> & {
     into: 'file' | 'memory';
-    requested: { streams: number | null; maxDowntimeMs: number | null };
+    requested: { streams: number | null; lz4: Lz4Mode | null; maxDowntimeMs: number | null };
     /** downtimeMs and downtimeBreakdownMs to the microsecond (those are to 0.1 ms), for medians and the chart. */
     downtimeMsExact: number;
     downtimeSplitMs: { pause: number; finalSync: number; transfer: number; verify: number; persist: number; handshake: number };
@@ -192,7 +195,7 @@ interface Bench {
 
 function parseOptions(argv: string[]): Options {
   const flags = parseFlags(argv, {
-    size: 'string', reps: 'string', scenarios: 'string', warmup: 'string', streams: 'string', 'max-downtime': 'string',
+    size: 'string', reps: 'string', scenarios: 'string', warmup: 'string', streams: 'string', 'max-downtime': 'string', lz4: 'string',
     'no-qemu': 'boolean', verbose: 'boolean', help: 'boolean',
   });
   if (flags.has('help')) {
@@ -204,6 +207,10 @@ function parseOptions(argv: string[]): Options {
   const streamsText = optionalString(flags, 'streams');
   const streams = streamsText === undefined ? undefined : wholeNumber(streamsText, 'streams', 1);
   if (streams !== undefined && streams > MAX_STREAMS) throw new Error(`--streams: at most ${MAX_STREAMS}, got ${streams}`);
+  const lz4 = optionalString(flags, 'lz4') as Lz4Mode | undefined;
+  if (lz4 !== undefined && !['adaptive', 'always', 'off'].includes(lz4)) {
+    throw new Error(`--lz4: expected adaptive, always or off, got '${lz4}'`);
+  }
   const maxDowntimeText = optionalString(flags, 'max-downtime') ?? String(WORKLOAD_MAX_DOWNTIME_MS);
   const workloadMaxDowntimeMs = Number(maxDowntimeText);
   if (!(workloadMaxDowntimeMs > 0 && Number.isFinite(workloadMaxDowntimeMs))) {
@@ -216,7 +223,7 @@ function parseOptions(argv: string[]): Options {
   return {
     size, reps: wholeNumber(optionalString(flags, 'reps') ?? '3', 'reps', 1),
     warmup: wholeNumber(optionalString(flags, 'warmup') ?? '1', 'warmup', 0),
-    scenarios, streams, workloadMaxDowntimeMs, qemu: !flags.has('no-qemu'), verbose: flags.has('verbose'),
+    scenarios, streams, lz4, workloadMaxDowntimeMs, qemu: !flags.has('no-qemu'), verbose: flags.has('verbose'),
   };
 }
 
@@ -309,7 +316,7 @@ async function migrate(bench: Bench, scenario: Scenario, imagePath: string, labe
   received.catch(() => {});
   const sent = await source.request<MigrateSendResult>({
     cmd: 'migrate-send', port, imagePath, timeoutMs: stepTimeoutMs, verbose: options.verbose, workload,
-    streams: options.streams, maxDowntimeMs: scenario.maxDowntimeMs,
+    streams: options.streams, lz4: options.lz4, maxDowntimeMs: scenario.maxDowntimeMs,
   }, stepTimeoutMs + 30_000);
   if (sent.error || sent.summary.status !== 'completed') {
     const targetSide = await Promise.race([received, new Promise<undefined>((r) => setTimeout(() => r(undefined), 5000))]).catch(() => undefined);
@@ -386,7 +393,7 @@ async function runOnce(bench: Bench, scenario: Scenario, rep: number, withQemu: 
       scenario: scenario.name, rep: rep + 1, image: scenario.image, baseline,
       migration: {
         ...sourceJson(sent), into: scenario.into,
-        requested: { streams: bench.options.streams ?? null, maxDowntimeMs: scenario.maxDowntimeMs ?? null },
+        requested: { streams: bench.options.streams ?? null, lz4: bench.options.lz4 ?? null, maxDowntimeMs: scenario.maxDowntimeMs ?? null },
         downtimeMsExact: round(s.downtimeMs, 3),
         downtimeSplitMs: {
           pause: round(s.downtime.pauseMs, 3), finalSync: round(s.downtime.finalSyncMs, 3), transfer: round(s.downtime.transferMs, 3),
@@ -554,7 +561,7 @@ async function main(): Promise<number> {
     status: 'running',
     startedAt: startedAt.toISOString(),
     options: {
-      size, reps, warmup, scenarios: scenarios.map((s) => s.name), streams: options.streams ?? null,
+      size, reps, warmup, scenarios: scenarios.map((s) => s.name), streams: options.streams ?? null, lz4: options.lz4 ?? null,
       workloadMaxDowntimeMs: options.workloadMaxDowntimeMs, qemu: options.qemu,
     },
     environment: {

@@ -1,6 +1,7 @@
 // The messages between the bench driver (bench/migrate.ts) and its two agent processes (bench/agent.ts),
 // and the driver's side of the IPC: one request at a time per command id, each with a deadline.
 import { fork, type ChildProcess } from 'node:child_process';
+import type { Lz4Mode } from '../src/codec/lz4-policy.js';
 import type { RoundReport, SourceSummary } from '../src/migration/metrics.js';
 import type { TargetSummary } from '../src/migration/target.js';
 import type { WorkloadSpec } from '../src/workload/workload-spec.js';
@@ -24,7 +25,7 @@ export type AgentRequest =
   // source: runSource() on the image, with or without the synthetic workload; streams and
   // maxDowntimeMs left out mean runSource's defaults. Its RSS is sampled for the whole call.
   | {
-    cmd: 'migrate-send'; port: number; imagePath: string; workload?: WorkloadSpec; streams?: number; maxDowntimeMs?: number;
+    cmd: 'migrate-send'; port: number; imagePath: string; workload?: WorkloadSpec; streams?: number; lz4?: Lz4Mode; maxDowntimeMs?: number;
     timeoutMs: number; verbose: boolean;
   };
 
