@@ -187,7 +187,10 @@ async function handle(request: AgentRequest): Promise<unknown> {
       const timer = setTimeout(() => controller.abort(new Error('bench step timed out')), request.timeoutMs);
       let target: MigrationTarget;
       try {
-        target = await MigrationTarget.listen({ image, host: '127.0.0.1', port: 0, signal: controller.signal });
+        target = await MigrationTarget.listen({
+          image, host: '127.0.0.1', port: 0, signal: controller.signal,
+          ...(request.tlsKey ? { psk: request.tlsKey, tls: true } : {}),
+        });
       } catch (error) {
         clearTimeout(timer);
         rss.stop();
@@ -221,6 +224,7 @@ async function handle(request: AgentRequest): Promise<unknown> {
       const outcome = await runSource({
         imagePath: request.imagePath, host: '127.0.0.1', port: request.port, signal: AbortSignal.timeout(request.timeoutMs),
         progress, workload: request.workload, streams: request.streams, lz4: request.lz4, maxDowntimeMs: request.maxDowntimeMs,
+        ...(request.tlsKey ? { psk: request.tlsKey, tls: true } : {}),
       }).catch((error: unknown) => {
         rss.stop();
         throw error;

@@ -15,6 +15,7 @@
 // migrate-<timestamp>.svg. Exits non-zero on any failure, including a target image that differs from
 // the source's at the pause point.
 import { execFileSync } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
 import { closeSync, copyFileSync, fsyncSync, mkdirSync, mkdtempSync, openSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { cpus, tmpdir, totalmem } from 'node:os';
 import { join } from 'node:path';
@@ -35,7 +36,7 @@ import { qemuAvailable, runQemuBaseline } from './qemu-baseline.js';
 import { formatTable, median, medianIndex, round } from './stats.js';
 
 const USAGE = 'npm run bench -- [--size 1GiB] [--reps 3] [--warmup 1] ' +
-  '[--scenarios cold-random,cold-mixed,workload100,workload200,workload400 (each may end in -file)] ' +
+  '[--scenarios cold-random,cold-mixed,workload100,workload200,workload400 (each may end in -file, then -tls)] ' +
   '[--streams N] [--lz4 adaptive|always|off] [--max-downtime 50] [--no-qemu] [--verbose]';
 const DEFAULT_SCENARIOS = 'cold-random,cold-mixed,workload100,workload200,workload400';
 const AGENT_PATH = fileURLToPath(new URL('./agent.js', import.meta.url));
@@ -76,6 +77,8 @@ interface Scenario {
   rateBytesPerSec: number;
   /** 'memory': the pre-faulted buffer the plain copy fills (like for like); 'file': a FileTargetImage. */
   into: 'file' | 'memory';
+  /** -tls: every connection inside TLS 1.2 PSK, with a key made for the run. */
+  tls: boolean;
   /** undefined: the library default. */
   maxDowntimeMs: number | undefined;
 }
@@ -191,6 +194,8 @@ interface Bench {
   qemu: QemuState;
   /** QEMU runs once per image and repetition, whichever scenarios share the image. */
   qemuRuns: Map<string, QemuRecord>;
+  /** The pre-shared key of the -tls scenarios, made for this run. */
+  tlsKey: Uint8Array;
 }
 
 function parseOptions(argv: string[]): Options {
@@ -227,18 +232,19 @@ function parseOptions(argv: string[]): Options {
   };
 }
 
-/** cold-random, cold-mixed (alias: idle), workload<MB/s>; each with an optional -file suffix. */
+/** cold-random, cold-mixed (alias: idle), workload<MB/s>; each with optional -file and -tls suffixes. */
 function parseScenario(given: string, workloadMaxDowntimeMs: number): Scenario {
-  const match = /^(cold-random|cold-mixed|idle|workload(\d+(?:\.\d+)?))(-file)?$/.exec(given);
+  const match = /^(cold-random|cold-mixed|idle|workload(\d+(?:\.\d+)?))(-file)?(-tls)?$/.exec(given);
   const rate = match?.[2] === undefined ? 0 : Number(match[2]);
   if (!match || (match[2] !== undefined && !(rate > 0))) {
     throw new Error(`--scenarios: unknown scenario '${given}' (known: cold-random, cold-mixed, workload<MB/s> such as ` +
-      'workload200; each with -file for a target that writes a file)');
+      'workload200; each with -file for a target that writes a file, then -tls for TLS-PSK)');
   }
   const base = match[1] === 'idle' ? 'cold-mixed' : match[1]!;
   const into = match[3] ? 'file' : 'memory';
   return {
-    name: `${base}${match[3] ?? ''}`, image: base === 'cold-random' ? 'random' : 'mixed', rateBytesPerSec: rate * 1e6, into,
+    name: `${base}${match[3] ?? ''}${match[4] ?? ''}`, image: base === 'cold-random' ? 'random' : 'mixed',
+    rateBytesPerSec: rate * 1e6, into, tls: match[4] !== undefined,
     maxDowntimeMs: rate > 0 ? workloadMaxDowntimeMs : undefined,
   };
 }
@@ -311,12 +317,14 @@ async function migrate(bench: Bench, scenario: Scenario, imagePath: string, labe
   const { source, target, stepTimeoutMs, options } = bench;
   const outPath = join(bench.dir, `target-${scenario.name}.img`);
   const { port } = await target.request<{ port: number }>(
-    { cmd: 'migrate-listen', outPath, into: scenario.into, timeoutMs: stepTimeoutMs }, stepTimeoutMs);
+    { cmd: 'migrate-listen', outPath, into: scenario.into, timeoutMs: stepTimeoutMs, ...(scenario.tls ? { tlsKey: bench.tlsKey } : {}) },
+    stepTimeoutMs);
   const received = target.request<MigrateReceiveResult>({ cmd: 'migrate-result' }, stepTimeoutMs + 30_000);
   received.catch(() => {});
   const sent = await source.request<MigrateSendResult>({
     cmd: 'migrate-send', port, imagePath, timeoutMs: stepTimeoutMs, verbose: options.verbose, workload,
     streams: options.streams, lz4: options.lz4, maxDowntimeMs: scenario.maxDowntimeMs,
+    ...(scenario.tls ? { tlsKey: bench.tlsKey } : {}),
   }, stepTimeoutMs + 30_000);
   if (sent.error || sent.summary.status !== 'completed') {
     const targetSide = await Promise.race([received, new Promise<undefined>((r) => setTimeout(() => r(undefined), 5000))]).catch(() => undefined);
@@ -616,7 +624,7 @@ async function main(): Promise<number> {
     await target.request({ cmd: 'init', size }, stepTimeoutMs);
     const bench: Bench = {
       options, dir, images, source, target, pids: [process.pid, source.child.pid!, target.child.pid!], stepTimeoutMs,
-      rssBoundBytes, qemu, qemuRuns: new Map(),
+      rssBoundBytes, qemu, qemuRuns: new Map(), tlsKey: randomBytes(32),
     };
 
     for (let w = 0; w < warmup; w++) {

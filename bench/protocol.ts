@@ -19,13 +19,14 @@ export type AgentRequest =
   | { cmd: 'baseline-send'; port: number; imagePath: string; timeoutMs: number }
   // target: MigrationTarget.listen into the baseline's buffer ('memory') or a FileTargetImage at outPath
   // ('file'); replies with the port. Its RSS is sampled from here until the migration ends.
-  | { cmd: 'migrate-listen'; outPath: string; into: 'file' | 'memory'; timeoutMs: number }
+  // (tlsKey: TLS-PSK under that key, on both ends)
+  | { cmd: 'migrate-listen'; outPath: string; into: 'file' | 'memory'; timeoutMs: number; tlsKey?: Uint8Array }
   // target: resolves when the migration ended (either way), with the image's sha256 and the RSS peak
   | { cmd: 'migrate-result' }
   // source: runSource() on the image, with or without the synthetic workload; streams and
   // maxDowntimeMs left out mean runSource's defaults. Its RSS is sampled for the whole call.
   | {
-    cmd: 'migrate-send'; port: number; imagePath: string; workload?: WorkloadSpec; streams?: number; lz4?: Lz4Mode; maxDowntimeMs?: number;
+    cmd: 'migrate-send'; port: number; imagePath: string; workload?: WorkloadSpec; streams?: number; lz4?: Lz4Mode; maxDowntimeMs?: number; tlsKey?: Uint8Array;
     timeoutMs: number; verbose: boolean;
   };
 
