@@ -82,36 +82,6 @@ export function withTimeout<T>(promise: Promise<T>, ms: number, what: string): P
   return Promise.race([promise, new Promise<T>((_, reject) => setTimeout(() => reject(new Error(`${what}: no result within ${ms} ms`)), ms))]);
 }
 
-/**
- * A TCP proxy in front of `targetPort` that parses frames both ways and cuts both connections the
- * moment `cutAt(direction, type)` says so, before that frame is forwarded: a lost message, on cue.
- */
-export async function cuttingProxy(targetPort: number, cutAt: (direction: 'to-target' | 'to-source', type: number) => boolean): Promise<{ port: number; close(): void }> {
-  const { createServer } = await import('node:net');
-  const server = createServer((client) => {
-    const upstream = connect(targetPort, '127.0.0.1');
-    const cut = () => { client.destroy(); upstream.destroy(); };
-    const pipe = (from: Socket, to: Socket, direction: 'to-target' | 'to-source') => {
-      let pending = Buffer.alloc(0);
-      from.on('data', (chunk: Buffer) => {
-        pending = Buffer.concat([pending, chunk]);
-        while (pending.length >= 8 && pending.length >= 8 + pending.readUInt32LE(4)) {
-          const length = 8 + pending.readUInt32LE(4);
-          if (cutAt(direction, pending[0]!)) return cut();
-          to.write(pending.subarray(0, length));
-          pending = pending.subarray(length);
-        }
-      });
-      from.on('error', cut);
-      from.on('close', cut);
-    };
-    pipe(client, upstream, 'to-target');
-    pipe(upstream, client, 'to-source');
-  });
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
-  return { port: (server.address() as { port: number }).port, close: () => server.close() };
-}
-
 /** A seeded workload of edits on a region: small runs, zeroed pages, copies, text, fresh random pages. */
 export function randomWorkload(seed: number, pageSize: number, pageCount: number) {
   let state = seed >>> 0;

@@ -8,7 +8,8 @@ import {
   AbortedError, DirtyBitmap, FileTargetImage, MemoryRegion, MemoryTargetImage, MigrationSource, MigrationTarget,
   PeerError, SwitchoverError, SyntheticWorkload, type PagewireError, type RoundReport, type TargetHooks,
 } from '../dist/src/index.js';
-import { cuttingProxy, randomShared, tempDir } from './helpers.js';
+import { FaultProxy } from './fault-proxy.js';
+import { randomShared, tempDir } from './helpers.js';
 
 const tmp = tempDir();
 afterAll(() => tmp.cleanup());
@@ -177,7 +178,7 @@ describe('library migration over 127.0.0.1', () => {
       image: new FileTargetImage(out), host: '127.0.0.1', port: 0, hooks: { resume: () => { calls.push('target resume'); } },
     });
     const targetResult = target.result.catch((e: unknown) => e);
-    const proxy = await cuttingProxy(target.address.port, cutAt);
+    const proxy = await FaultProxy.start(target.address.port, { fault: (f) => (cutAt(f.direction, f.type) ? 'cut' : undefined) });
     const source = new MigrationSource({
       region, dirtyBitmap: new DirtyBitmap(region.pageCount), host: '127.0.0.1', port: proxy.port,
       hooks: { pause: () => { calls.push('source pause'); }, resume: () => { calls.push('source resume'); } },

@@ -101,7 +101,11 @@ export class FramedConnection {
    * other connections, so that the reason the peer sends here is heard at once.
    */
   guard<T>(promise: Promise<T>): Promise<T> {
-    if (this.failure) return Promise.reject(this.failure);
+    if (this.failure) {
+      // Nobody waits for `promise` any more; its own failure must not go unhandled.
+      promise.catch(() => undefined);
+      return Promise.reject(this.failure);
+    }
     return new Promise<T>((resolve, reject) => {
       const listener = (error: PagewireError) => reject(error);
       this.failureListeners.add(listener);
