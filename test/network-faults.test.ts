@@ -18,10 +18,13 @@ const PAGE = 4096;
 /** Two stripes of 256 pages: two streams. */
 const BYTES = 512 * PAGE;
 
-interface Timeouts {
+interface Knobs {
+  /** Idle timeouts: the target's, the source's, and the source's wait for ROUND_ACK and READY. */
   target?: number;
   source?: number;
   persist?: number;
+  sourceSignal?: AbortSignal;
+  targetSignal?: AbortSignal;
 }
 
 /**
@@ -29,7 +32,7 @@ interface Timeouts {
  * through a fault proxy. Pages change while rounds run (a writer fed by progress events, paused with the
  * source), so rounds 2 and 3 carry pages.
  */
-async function migrateThrough(name: string, proxyOptions: FaultProxyOptions, timeouts: Timeouts = {}) {
+async function migrateThrough(name: string, proxyOptions: FaultProxyOptions, timeouts: Knobs = {}) {
   const raw = Buffer.alloc(BYTES);
   randomFillSync(raw);
   const region = MemoryRegion.fromMemory(raw);
@@ -39,6 +42,7 @@ async function migrateThrough(name: string, proxyOptions: FaultProxyOptions, tim
   const calls: string[] = [];
   const target = await MigrationTarget.listen({
     image: new FileTargetImage(out), host: '127.0.0.1', port: 0, timeoutMs: timeouts.target ?? 30_000,
+    ...(timeouts.targetSignal ? { signal: timeouts.targetSignal } : {}),
     hooks: { resume: () => { calls.push('target resume'); } },
   });
   const targetResult = target.result.then(() => undefined, (e: PagewireError) => e);
@@ -47,6 +51,7 @@ async function migrateThrough(name: string, proxyOptions: FaultProxyOptions, tim
   const source = new MigrationSource({
     region, dirtyBitmap: bitmap, host: '127.0.0.1', port: proxy.port, streams: 2, maxDowntimeMs: 0, maxRounds: 3,
     timeoutMs: timeouts.source ?? 30_000, persistTimeoutMs: timeouts.persist ?? 60_000,
+    ...(timeouts.sourceSignal ? { signal: timeouts.sourceSignal } : {}),
     hooks: {
       pause: () => { calls.push('source pause'); paused = true; },
       resume: () => { calls.push('source resume'); paused = false; },
@@ -177,5 +182,48 @@ describe('a slow network', () => {
     expectNothingLost(r, false);
     expect(r.targetError?.code).toBe('PW_ERR_CHECKSUM');
     expect(r.sourceError!.code).toBe('PW_ERR_PEER');
+  });
+});
+
+/** A proxy that lets everything through and aborts `controller` as the first frame `match` accepts passes. */
+function abortAt(controller: AbortController, match: (frame: ProxiedFrame) => boolean): FaultProxyOptions {
+  return { fault: (frame) => { if (!controller.signal.aborted && match(frame)) controller.abort(); return undefined; } };
+}
+
+describe('cancel, phase by phase', () => {
+  it.each([
+    ['round 1', toTarget(MessageType.Pages), false],
+    ['a later round', toTarget(MessageType.RoundBegin, (x) => round(x) === 2), false],
+    ['stop-and-copy', toTarget(MessageType.RoundBegin, stopAndCopy), true],
+  ] as const)('the source aborted in %s: it resumes if paused, the target discards and keeps --out', async (phase, match, paused) => {
+    const controller = new AbortController();
+    const r = await migrateThrough(`abort-source-${phase.replace(/\W+/g, '-')}`, abortAt(controller, match), { sourceSignal: controller.signal });
+    expect(r.sourceError?.code).toBe('PW_ERR_ABORTED');
+    expect(r.calls).toEqual(paused ? ['source pause', 'source resume'] : []);
+    expect(r.targetError?.code).toBe('PW_ERR_PEER');
+    expect(readFileSync(r.out, 'utf8')).toBe('previous state');
+    expect(r.leftovers).toEqual([]);
+  });
+
+  it('the source aborted once it has accepted READY (as its GO goes out): too late, the migration completes', async () => {
+    const controller = new AbortController();
+    const r = await migrateThrough('abort-source-after-ready', abortAt(controller, toTarget(MessageType.Go)), { sourceSignal: controller.signal });
+    expect(controller.signal.aborted).toBe(true);
+    expect(r.sourceError).toBeUndefined();
+    expect(r.targetError).toBeUndefined();
+    expect(readFileSync(r.out).equals(r.raw)).toBe(true);
+  });
+
+  it.each([
+    ['round 1', toTarget(MessageType.Pages), false],
+    ['stop-and-copy', toTarget(MessageType.RoundBegin, stopAndCopy), true],
+  ] as const)('the target aborted in %s: it discards and keeps --out, the source hears why and resumes if paused', async (phase, match, paused) => {
+    const controller = new AbortController();
+    const r = await migrateThrough(`abort-target-${phase.replace(/\W+/g, '-')}`, abortAt(controller, match), { targetSignal: controller.signal });
+    expect(r.targetError?.code).toBe('PW_ERR_ABORTED');
+    expect(r.sourceError?.code).toBe('PW_ERR_PEER');
+    expect(r.calls).toEqual(paused ? ['source pause', 'source resume'] : []);
+    expect(readFileSync(r.out, 'utf8')).toBe('previous state');
+    expect(r.leftovers).toEqual([]);
   });
 });
