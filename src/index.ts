@@ -23,3 +23,4 @@ export {
 } from './codec/page-batch-encoder.js';
 export { PageBatchDecoder } from './codec/page-batch-decoder.js';
 export { codecKind } from './native/engine.js';
+export { readTlsFiles, type TlsCertificates } from './transport/tls-certs.js';

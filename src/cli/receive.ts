@@ -8,14 +8,15 @@ import { fileSha256 } from './file-sha256.js';
 import { printJson, printTable, roundMs } from './output.js';
 import { abortOnSignals } from './signals.js';
 import { readPskFile } from '../transport/psk-auth.js';
+import { readTlsFiles } from '../transport/tls-certs.js';
 
-export const RECEIVE_USAGE = 'pagewire receive --listen HOST:PORT --out FILE [--psk-file F [--tls] | --insecure] [--max-size SIZE] ' +
-  '[--timeout MS] [--json]';
+export const RECEIVE_USAGE = 'pagewire receive --listen HOST:PORT --out FILE [--psk-file F [--tls] | --insecure] ' +
+  '[--tls-cert F --tls-key F [--tls-ca F]] [--max-size SIZE] [--timeout MS] [--json]';
 
 export async function receiveCommand(argv: string[]): Promise<number> {
   const flags = parseFlags(argv, {
     listen: 'string', out: 'string', 'psk-file': 'string', tls: 'boolean', insecure: 'boolean', json: 'boolean', 'max-size': 'string',
-    timeout: 'string',
+    timeout: 'string', 'tls-cert': 'string', 'tls-key': 'string', 'tls-ca': 'string',
   });
   const { host, port } = parseHostPort(requireString(flags, 'listen'), 'listen');
   const out = resolve(requireString(flags, 'out'));
@@ -23,9 +24,15 @@ export async function receiveCommand(argv: string[]): Promise<number> {
   const pskFile = optionalString(flags, 'psk-file');
   const psk = pskFile ? readPskFile(pskFile) : undefined;
   if (flags.has('tls') && !psk) throw new InvalidArgumentError('--tls: TLS-PSK needs the key: give --psk-file too');
-  if (!psk && !flags.has('insecure') && !isLoopback(host)) {
+  const certificates = readTlsFiles({
+    cert: optionalString(flags, 'tls-cert'), key: optionalString(flags, 'tls-key'), ca: optionalString(flags, 'tls-ca'),
+  });
+  const withCertificates = Object.keys(certificates).length > 0;
+  if (withCertificates && flags.has('tls')) throw new InvalidArgumentError('--tls (TLS-PSK) and --tls-cert/--tls-key exclude each other');
+  // Client certificates a CA of ours signed authenticate the source as well as a key does.
+  if (!psk && !certificates.ca && !flags.has('insecure') && !isLoopback(host)) {
     throw new InvalidArgumentError(`--listen ${host}: anyone who reaches this address could write --out; give --psk-file ` +
-      '(the same key as the source\'s), or --insecure on a network you trust');
+      '(the same key as the source\'s) or --tls-ca (to require client certificates), or --insecure on a network you trust');
   }
   const maxSize = optionalString(flags, 'max-size');
   const timeout = optionalString(flags, 'timeout');
@@ -38,6 +45,7 @@ export async function receiveCommand(argv: string[]): Promise<number> {
   const signals = abortOnSignals();
   const target = await MigrationTarget.listen({
     image, host, port, signal: signals.signal, psk, tls: flags.has('tls'),
+    ...(withCertificates ? { tlsCertificates: certificates } : {}),
     ...(timeout ? { timeoutMs: parsePositiveNumber(timeout, 'timeout', true) } : {}),
   });
   const bound = target.address;

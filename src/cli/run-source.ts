@@ -6,6 +6,7 @@ import { DirtyBitmap } from '../memory/dirty-bitmap.js';
 import { regionSha256 } from '../memory/region-sha256.js';
 import { MemoryRegion } from '../memory/region.js';
 import type { Lz4Mode } from '../codec/lz4-policy.js';
+import type { TlsCertificates } from '../transport/tls-certs.js';
 import type { StallPolicy } from '../migration/convergence.js';
 import type { SourceSummary } from '../migration/metrics.js';
 import { MigrationSource } from '../migration/source.js';
@@ -25,6 +26,7 @@ export interface SourceRun {
   streams?: number;
   onStall?: StallPolicy;
   lz4?: Lz4Mode;
+  tlsCertificates?: TlsCertificates;
   psk?: Uint8Array;
   tls?: boolean;
   signal: AbortSignal;
@@ -57,7 +59,7 @@ export async function runSource(run: SourceRun): Promise<SourceOutcome> {
       },
       maxDowntimeMs: run.maxDowntimeMs, maxBandwidthBytesPerSec: run.maxBandwidthBytesPerSec, maxRounds: run.maxRounds,
       pageCacheBytes: run.pageCacheBytes, psk: run.psk, tls: run.tls, streams: run.streams, onStall: run.onStall,
-      lz4: run.lz4,
+      lz4: run.lz4, tlsCertificates: run.tlsCertificates,
     });
     let dirtyRate = 0;
     source.on('progress', (p) => run.progress.progress(p, dirtyRate));

@@ -6,6 +6,7 @@ import { ProgressLine, printJson, printTable } from './output.js';
 import { runSource, sourceJson } from './run-source.js';
 import { abortOnSignals } from './signals.js';
 import { readPskFile } from '../transport/psk-auth.js';
+import { readTlsFiles } from '../transport/tls-certs.js';
 import type { Lz4Mode } from '../codec/lz4-policy.js';
 import type { StallPolicy } from '../migration/convergence.js';
 import { MAX_STREAMS } from '../wire/streams.js';
@@ -22,12 +23,12 @@ function parseStreams(text: string): number {
 export const SEND_USAGE = 'pagewire send --connect HOST:PORT --image FILE [--workload rate=200MB/s,hot=0.05,seed=1] ' +
   '[--max-downtime MS] [--max-bandwidth MB/s] [--max-rounds N] [--on-stall throttle|stop|fail] [--cache-size 64MiB] ' +
   '[--lz4 adaptive|always|off] ' +
-  '[--streams N] [--psk-file F [--tls]] [--json]';
+  '[--streams N] [--psk-file F [--tls]] [--tls-ca F [--tls-cert F --tls-key F]] [--json]';
 
 export async function sendCommand(argv: string[]): Promise<number> {
   const flags = parseFlags(argv, {
     connect: 'string', image: 'string', workload: 'string', 'max-downtime': 'string', 'max-bandwidth': 'string',
-    'max-rounds': 'string', 'cache-size': 'string', streams: 'string', 'on-stall': 'string', lz4: 'string', tls: 'boolean', 'psk-file': 'string', json: 'boolean',
+    'max-rounds': 'string', 'cache-size': 'string', streams: 'string', 'on-stall': 'string', lz4: 'string', 'tls-cert': 'string', 'tls-key': 'string', 'tls-ca': 'string', tls: 'boolean', 'psk-file': 'string', json: 'boolean',
   });
   const { host, port } = parseHostPort(requireString(flags, 'connect'), 'connect');
   if (port === 0) throw new InvalidArgumentError('--connect: port 0 is not a port to connect to');
@@ -36,6 +37,12 @@ export async function sendCommand(argv: string[]): Promise<number> {
   const pskFile = optionalString(flags, 'psk-file');
   const psk = pskFile ? readPskFile(pskFile) : undefined;
   if (flags.has('tls') && !psk) throw new InvalidArgumentError('--tls: TLS-PSK needs the key: give --psk-file too');
+  const certificates = readTlsFiles({
+    cert: optionalString(flags, 'tls-cert'), key: optionalString(flags, 'tls-key'), ca: optionalString(flags, 'tls-ca'),
+  });
+  const withCertificates = Object.keys(certificates).length > 0;
+  if (withCertificates && flags.has('tls')) throw new InvalidArgumentError('--tls (TLS-PSK) and --tls-ca/--tls-cert exclude each other');
+  if (withCertificates && !certificates.ca) throw new InvalidArgumentError('--tls-cert: give --tls-ca too, to check the target\'s certificate');
   const streams = optionalString(flags, 'streams');
   const lz4 = optionalString(flags, 'lz4');
   if (lz4 !== undefined && !LZ4_MODES.includes(lz4 as Lz4Mode)) {
@@ -62,6 +69,7 @@ export async function sendCommand(argv: string[]): Promise<number> {
       ...(streams ? { streams: parseStreams(streams) } : {}),
       ...(onStall ? { onStall: onStall as StallPolicy } : {}),
       ...(lz4 ? { lz4: lz4 as Lz4Mode } : {}),
+      ...(withCertificates ? { tlsCertificates: certificates } : {}),
       // 0 turns the page cache (and with it DELTA and DUP) off.
       ...(cacheSize ? { pageCacheBytes: cacheSize.trim() === '0' ? 0 : parseSize(cacheSize, 'cache-size') } : {}),
     });

@@ -20,6 +20,7 @@ import { BitmapTracker, HashTracker, type DirtyTracker, type PageList } from '..
 import type { DirtyBitmap } from '../memory/dirty-bitmap.js';
 import type { MemoryRegion } from '../memory/region.js';
 import { connectTcp } from '../transport/connect.js';
+import { tlsClientOptions, type TlsCertificates } from '../transport/tls-certs.js';
 import { FramedConnection, PEER_REASON_GRACE_MS } from '../transport/framed-connection.js';
 import { authenticateTarget, checkPsk } from '../transport/psk-auth.js';
 import {
@@ -88,6 +89,11 @@ export interface MigrationSourceOptions {
   psk?: Uint8Array;
   /** Encrypt and authenticate every frame with TLS 1.2 PSK under `psk` (the target must use it too). */
   tls?: boolean;
+  /**
+   * Or TLS 1.3 with certificates: `ca` to trust the target's certificate (its name or IP must match
+   * `host`), and `cert` and `key` when the target asks for a client certificate.
+   */
+  tlsCertificates?: TlsCertificates;
   /** Longest wait for any answer from the target, or for the socket to drain (default 30 s). */
   timeoutMs?: number;
   /**
@@ -128,8 +134,8 @@ interface RoundState {
 
 export class MigrationSource extends EventEmitter<SourceEvents> {
   readonly migrationId = randomBytes(16);
-  private readonly options: Required<Omit<MigrationSourceOptions, 'dirtyBitmap' | 'signal' | 'psk' | 'tls'>> &
-    Pick<MigrationSourceOptions, 'dirtyBitmap' | 'signal' | 'psk' | 'tls'>;
+  private readonly options: Required<Omit<MigrationSourceOptions, 'dirtyBitmap' | 'signal' | 'psk' | 'tls' | 'tlsCertificates'>> &
+    Pick<MigrationSourceOptions, 'dirtyBitmap' | 'signal' | 'psk' | 'tls' | 'tlsCertificates'>;
   /** The xxHash64 of each page as last sent, shared by the streams' encoders. */
   private readonly sentHashes: BigUint64Array;
   private readonly tracker: DirtyTracker;
@@ -189,6 +195,10 @@ export class MigrationSource extends EventEmitter<SourceEvents> {
     }
     if (filled.psk) checkPsk(filled.psk);
     if (filled.tls && !filled.psk) throw new InvalidArgumentError('tls needs a pre-shared key (psk): TLS-PSK encrypts with it');
+    if (filled.tlsCertificates) {
+      if (filled.tls) throw new InvalidArgumentError('tls (TLS-PSK) and tlsCertificates exclude each other');
+      tlsClientOptions(filled.tlsCertificates, filled.host); // checks what is given, now rather than at connect
+    }
     this.options = filled;
     const { region } = filled;
     this.sentHashes = newPageHashes(region.pageCount, region.pageSize);
@@ -330,8 +340,9 @@ export class MigrationSource extends EventEmitter<SourceEvents> {
 
   private async connect(): Promise<FramedConnection> {
     const { options } = this;
-    const socket = await connectTcp(options.host, options.port, options.timeoutMs, options.signal,
-      options.tls ? options.psk : undefined);
+    const tls = options.tls && options.psk ? { psk: options.psk }
+      : options.tlsCertificates ? { certificates: options.tlsCertificates } : undefined;
+    const socket = await connectTcp(options.host, options.port, options.timeoutMs, options.signal, tls);
     const connection = new FramedConnection(socket, HANDSHAKE_PAYLOAD_LIMIT, options.timeoutMs);
     if (this.failing) {
       socket.destroy();

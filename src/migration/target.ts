@@ -15,6 +15,7 @@ import { regionDigest } from '../codec/page-hashes.js';
 import { validatePageSize, validateRegionSize } from '../memory/region.js';
 import { FramedConnection, PEER_REASON_GRACE_MS } from '../transport/framed-connection.js';
 import { authenticateSource, checkPsk } from '../transport/psk-auth.js';
+import { tlsServerOptions, type TlsCertificates } from '../transport/tls-certs.js';
 import { TLS_PSK_IDENTITY, tlsPskOptions } from '../transport/tls-psk.js';
 import {
   FEATURE_PSK, HANDSHAKE_PAYLOAD_LIMIT, MAX_PAYLOAD_BYTES, MAX_VERSION, MIN_VERSION, MessageType, SUPPORTED_FEATURES,
@@ -50,6 +51,11 @@ export interface MigrationTargetOptions {
   psk?: Uint8Array;
   /** Accept only TLS 1.2 PSK connections under `psk`: every frame encrypted and authenticated. */
   tls?: boolean;
+  /**
+   * Or accept only TLS 1.3 with this certificate and key; with `ca`, sources must present a client
+   * certificate it signed (mutual TLS), which authenticates them without a pre-shared key.
+   */
+  tlsCertificates?: TlsCertificates;
   /** Connections one migration may use, the first included (default 16, at most 64). */
   maxStreams?: number;
   signal?: AbortSignal;
@@ -108,8 +114,8 @@ interface TargetEvents {
 
 export class MigrationTarget extends EventEmitter<TargetEvents> {
   private readonly server: Server;
-  private readonly options: Required<Omit<MigrationTargetOptions, 'signal' | 'hooks' | 'psk' | 'tls'>> &
-    Pick<MigrationTargetOptions, 'signal' | 'psk' | 'tls'> & { hooks: TargetHooks };
+  private readonly options: Required<Omit<MigrationTargetOptions, 'signal' | 'hooks' | 'psk' | 'tls' | 'tlsCertificates'>> &
+    Pick<MigrationTargetOptions, 'signal' | 'psk' | 'tls' | 'tlsCertificates'> & { hooks: TargetHooks };
   private active = false;
   private joining: Joining | undefined;
   private readonly sockets = new Set<Socket>();
@@ -127,7 +133,7 @@ export class MigrationTarget extends EventEmitter<TargetEvents> {
       host: '127.0.0.1', port: 0, timeoutMs: 30_000, handshakeTimeoutMs: 5_000, hooks: {}, maxStreams: DEFAULT_MAX_STREAMS,
       ...Object.fromEntries(Object.entries(options).filter(([, v]) => v !== undefined)),
     } as MigrationTarget['options'];
-    const { psk, tls, maxStreams } = this.options;
+    const { psk, tls, tlsCertificates, maxStreams } = this.options;
     if (!Number.isSafeInteger(maxStreams) || maxStreams < 1 || maxStreams > MAX_STREAMS) {
       throw new InvalidArgumentError(`maxStreams must be a whole number from 1 to ${MAX_STREAMS}, got ${maxStreams}`);
     }
@@ -135,11 +141,23 @@ export class MigrationTarget extends EventEmitter<TargetEvents> {
     if (tls && !psk) throw new InvalidArgumentError('tls needs a pre-shared key (psk): TLS-PSK encrypts with it');
     this.result = new Promise((resolve, reject) => { this.settle = { resolve, reject }; });
     this.result.catch(() => {});
-    this.server = tls && psk ? this.tlsServer(psk) : createServer((socket) => this.onConnection(socket));
+    if (tls && tlsCertificates) throw new InvalidArgumentError('tls (TLS-PSK) and tlsCertificates exclude each other');
+    this.server = tls && psk ? this.tlsPskServer(psk)
+      : tlsCertificates ? this.tlsCertServer(tlsCertificates) : createServer((socket) => this.onConnection(socket));
+  }
+
+  /** A TLS 1.3 server with a certificate: a source that does not trust it, or lacks a client certificate, is refused. */
+  private tlsCertServer(certificates: TlsCertificates): Server {
+    const server = createTlsServer(tlsServerOptions(certificates), (socket) => this.onConnection(socket));
+    server.on('tlsClientError', (error, socket) => this.emit('refused', new AuthError(
+      `TLS handshake failed (${(error as Error & { code?: string }).code ?? error.message}): the source does not trust this ` +
+      'certificate, has no client certificate this target\'s CA signed, or does not use TLS', { cause: error }),
+    `${socket.remoteAddress ?? '?'}:${socket.remotePort ?? '?'}`));
+    return server;
   }
 
   /** A TLS-PSK server: a client without the key (or without TLS) fails the TLS handshake and is refused. */
-  private tlsServer(psk: Uint8Array): Server {
+  private tlsPskServer(psk: Uint8Array): Server {
     const key = Buffer.from(psk);
     const server = createTlsServer({
       ...tlsPskOptions(), pskIdentityHint: TLS_PSK_IDENTITY,
