@@ -163,7 +163,8 @@ describe('pagewire receive / send', () => {
     ['a truncated frame', () => Buffer.concat([frameHeader(MessageType.Pages, 1000), Buffer.alloc(10)]), /closed the connection/],
   ])('fails the migration on %s, exits non-zero and leaves --out untouched', async (_name, bad, reason) => {
     const c = setup(1);
-    const receiver = await startReceiver(c.out);
+    // No wait for a resume: a broken stream ends the migration at once.
+    const receiver = await startReceiver(c.out, ['--resume-window', '0']);
     const client = await rawClient(receiver.port);
     client.socket.write(hello());
     await new Promise((r) => setTimeout(r, 100));
@@ -197,7 +198,8 @@ describe('pagewire receive / send', () => {
 
   it('fails cleanly when the source is killed mid-migration; --out is untouched and no temp file remains', async () => {
     const c = setup(32);
-    const receiver = await startReceiver(c.out);
+    // A source that never comes back: after a 500 ms resume window, the target gives up.
+    const receiver = await startReceiver(c.out, ['--resume-window', '500']);
     const sender = spawnCli(['send', '--connect', `127.0.0.1:${receiver.port}`, '--image', c.image,
       '--max-bandwidth', '20MB/s', '--json']);
     await receiver.waitForStderr(/migration [0-9a-f]+ from/);

@@ -25,6 +25,8 @@ interface Knobs {
   persist?: number;
   sourceSignal?: AbortSignal;
   targetSignal?: AbortSignal;
+  /** Let the source reconnect and resume (off by default here: these tests check what a fault ends). */
+  resume?: boolean;
 }
 
 /**
@@ -43,6 +45,7 @@ async function migrateThrough(name: string, proxyOptions: FaultProxyOptions, tim
   const target = await MigrationTarget.listen({
     image: new FileTargetImage(out), host: '127.0.0.1', port: 0, timeoutMs: timeouts.target ?? 30_000,
     ...(timeouts.targetSignal ? { signal: timeouts.targetSignal } : {}),
+    resumeWindowMs: timeouts.resume ? 5000 : 0,
     hooks: { resume: () => { calls.push('target resume'); } },
   });
   const targetResult = target.result.then(() => undefined, (e: PagewireError) => e);
@@ -52,6 +55,7 @@ async function migrateThrough(name: string, proxyOptions: FaultProxyOptions, tim
     region, dirtyBitmap: bitmap, host: '127.0.0.1', port: proxy.port, streams: 2, maxDowntimeMs: 0, maxRounds: 3,
     timeoutMs: timeouts.source ?? 30_000, persistTimeoutMs: timeouts.persist ?? 60_000,
     ...(timeouts.sourceSignal ? { signal: timeouts.sourceSignal } : {}),
+    maxResumeAttempts: timeouts.resume ? 3 : 0, resumeBackoffMs: 50,
     hooks: {
       pause: () => { calls.push('source pause'); paused = true; },
       resume: () => { calls.push('source resume'); paused = false; },
@@ -76,7 +80,10 @@ async function migrateThrough(name: string, proxyOptions: FaultProxyOptions, tim
   const targetError = settled ? settled.e : await targetResult;
   proxy.close();
   const leftovers = readdirSync(tmp.dir).filter((f) => f.startsWith(`.${name}.img.pagewire-`));
-  return { raw, out, calls, sourceError, targetError, targetPhase: phase, injected: proxy.injected, leftovers };
+  return {
+    raw, out, calls, sourceError, targetError, targetPhase: phase, injected: proxy.injected, leftovers,
+    summary: source.metrics, targetSummary: target.metrics,
+  };
 }
 
 /** The fault, on the first frame `match` accepts only: later frames (other streams') pass. */
@@ -225,5 +232,31 @@ describe('cancel, phase by phase', () => {
     expect(r.calls).toEqual(paused ? ['source pause', 'source resume'] : []);
     expect(readFileSync(r.out, 'utf8')).toBe('previous state');
     expect(r.leftovers).toEqual([]);
+  });
+});
+
+describe('resume', () => {
+  it.each([
+    ['a reset in round 2', once(toTarget(MessageType.RoundBegin, (x) => round(x) === 2), 'reset'), true],
+    ['a cut in the middle of round 1 on stream 1', once(toTarget(MessageType.Pages, (x) => x.connection === 1), 'cut'), false],
+  ] as const)('after %s the source reconnects, sends only what the target lacks, and completes byte-exact', async (_name, fault, afterRound1) => {
+    const r = await migrateThrough(`resume-${_name.replace(/\W+/g, '-')}`, { fault }, { resume: true });
+    expect(r.injected.length).toBe(1);
+    expect(r.sourceError).toBeUndefined();
+    expect(r.targetError).toBeUndefined();
+    expect(r.summary.resumes).toBe(1);
+    expect(r.targetSummary?.resumes).toBe(1);
+    // After round 1, the target held every page but the few written since: those alone went again.
+    if (afterRound1) expect(r.summary.resumeSavedBytes).toBeGreaterThan(BYTES / 2);
+    expect(r.calls).toEqual(['source pause', 'target resume']);
+    expect(readFileSync(r.out).equals(r.raw)).toBe(true);
+  });
+
+  it('resumes past a half-open connection the target has not noticed yet: the new HELLO retires the old session', async () => {
+    const r = await migrateThrough('resume-half-open', { fault: once(toTarget(MessageType.RoundBegin, (x) => round(x) === 2), 'stall') },
+      { resume: true, source: 500, persist: 500 });
+    expect(r.sourceError).toBeUndefined();
+    expect(r.summary.resumes).toBe(1);
+    expect(readFileSync(r.out).equals(r.raw)).toBe(true);
   });
 });

@@ -120,7 +120,7 @@ describe('joining streams', () => {
   async function listen(handshakeTimeoutMs = 5000) {
     const target = await MigrationTarget.listen({
       image: new MemoryTargetImage(MemoryRegion.fromMemory(Buffer.alloc(PAGES * PAGE)), true), host: '127.0.0.1', port: 0,
-      handshakeTimeoutMs,
+      handshakeTimeoutMs, resumeWindowMs: 0,
     });
     const refusals: PagewireError[] = [];
     target.on('refused', (e) => refusals.push(e));

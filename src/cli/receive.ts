@@ -11,12 +11,12 @@ import { readPskFile } from '../transport/psk-auth.js';
 import { readTlsFiles } from '../transport/tls-certs.js';
 
 export const RECEIVE_USAGE = 'pagewire receive --listen HOST:PORT --out FILE [--psk-file F [--tls] | --insecure] ' +
-  '[--tls-cert F --tls-key F [--tls-ca F]] [--max-size SIZE] [--timeout MS] [--json]';
+  '[--tls-cert F --tls-key F [--tls-ca F]] [--max-size SIZE] [--timeout MS] [--resume-window MS] [--json]';
 
 export async function receiveCommand(argv: string[]): Promise<number> {
   const flags = parseFlags(argv, {
     listen: 'string', out: 'string', 'psk-file': 'string', tls: 'boolean', insecure: 'boolean', json: 'boolean', 'max-size': 'string',
-    timeout: 'string', 'tls-cert': 'string', 'tls-key': 'string', 'tls-ca': 'string',
+    timeout: 'string', 'resume-window': 'string', 'tls-cert': 'string', 'tls-key': 'string', 'tls-ca': 'string',
   });
   const { host, port } = parseHostPort(requireString(flags, 'listen'), 'listen');
   const out = resolve(requireString(flags, 'out'));
@@ -36,6 +36,7 @@ export async function receiveCommand(argv: string[]): Promise<number> {
   }
   const maxSize = optionalString(flags, 'max-size');
   const timeout = optionalString(flags, 'timeout');
+  const resumeWindow = optionalString(flags, 'resume-window');
   try {
     accessSync(dirname(out), constants.W_OK);
   } catch {
@@ -47,12 +48,14 @@ export async function receiveCommand(argv: string[]): Promise<number> {
     image, host, port, signal: signals.signal, psk, tls: flags.has('tls'),
     ...(withCertificates ? { tlsCertificates: certificates } : {}),
     ...(timeout ? { timeoutMs: parsePositiveNumber(timeout, 'timeout', true) } : {}),
+    ...(resumeWindow ? { resumeWindowMs: resumeWindow.trim() === '0' ? 0 : parsePositiveNumber(resumeWindow, 'resume-window') } : {}),
   });
   const bound = target.address;
   process.stderr.write(`listening on ${bound.family === 'IPv6' ? `[${bound.address}]` : bound.address}:${bound.port}\n`);
   target.on('refused', (error, remote) => process.stderr.write(`refused ${remote}: ${error.message} (${error.code})\n`));
   target.on('accepted', (hello, remote) => process.stderr.write(
     `migration ${hello.migrationId.toString('hex')} from ${remote}: ${hello.regionSize} bytes in pages of ${hello.pageSize}\n`));
+  target.on('resumed', (count, remote) => process.stderr.write(`resumed from ${remote} (resume ${count}): the connections had broken\n`));
   target.on('round', (r) => {
     if (!json) process.stderr.write(`round=${r.round} pages_applied=${r.pagesApplied} bytes=${r.bytesReceived}\n`);
   });
@@ -62,7 +65,7 @@ export async function receiveCommand(argv: string[]): Promise<number> {
     if (json) {
       printJson({
         status: summary.status, error: null, pageSize: summary.pageSize, pagesTotal: summary.pagesTotal,
-        bytesReceived: summary.bytesReceived, rounds: summary.rounds, pagesApplied: summary.pagesApplied,
+        bytesReceived: summary.bytesReceived, rounds: summary.rounds, pagesApplied: summary.pagesApplied, resumes: summary.resumes,
         totalTimeMs: roundMs(summary.totalTimeMs), migrationId: summary.migrationId, sha256,
       });
     } else {

@@ -48,6 +48,10 @@ export interface SourceSummary {
   bandwidthBytesPerSec: number;
   /** The stop rule's estimate for the final round, when it decided to stop. */
   expectedDowntimeMs: number;
+  /** Times the connections broke during the pre-copy and the migration resumed. */
+  resumes: number;
+  /** Bytes of pages the resumes did not send again, since the target held them already. */
+  resumeSavedBytes: number;
 }
 
 export interface RoundProgress {

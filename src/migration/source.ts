@@ -8,7 +8,7 @@ import { availableParallelism } from 'node:os';
 import { performance } from 'node:perf_hooks';
 import { setTimeout as sleep } from 'node:timers/promises';
 import {
-  AbortedError, ConnectionError, ConvergenceError, InvalidArgumentError, PagewireError, ProtocolError, SwitchoverError, TimeoutError,
+  AbortedError, ConnectionError, ConvergenceError, InvalidArgumentError, PeerError, PagewireError, ProtocolError, SwitchoverError, TimeoutError,
   asPagewireError,
 } from '../errors.js';
 import {
@@ -24,10 +24,10 @@ import { tlsClientOptions, type TlsCertificates } from '../transport/tls-certs.j
 import { FramedConnection, PEER_REASON_GRACE_MS } from '../transport/framed-connection.js';
 import { authenticateTarget, checkPsk } from '../transport/psk-auth.js';
 import {
-  FEATURE_PSK, HANDSHAKE_PAYLOAD_LIMIT, MAX_PAYLOAD_BYTES, MAX_VERSION, MIN_VERSION, MessageType, STOP_AND_COPY,
+  FEATURE_PSK, FEATURE_RESUME, HANDSHAKE_PAYLOAD_LIMIT, MAX_PAYLOAD_BYTES, MAX_VERSION, MIN_VERSION, MessageType, STOP_AND_COPY,
   TARGET_ZEROED,
   encodeFinal, encodeHello, encodeJoin, encodePagesHeader, encodeRoundMarker, expectEmpty, parseReady, parseRoundAck,
-  parseWelcome,
+  parseHeld, parseWelcome, type Welcome,
 } from '../wire/messages.js';
 import { MAX_STREAMS, STRIPE_PAGES, pagesOnStream, splitByStream } from '../wire/streams.js';
 import { decideNextRound, roundBandwidth, type StallPolicy } from './convergence.js';
@@ -76,6 +76,13 @@ export interface MigrationSourceOptions {
    * socket (a fast link), and tries again every 64 batches; 'always'; or 'off'.
    */
   lz4?: Lz4Mode;
+  /**
+   * When the connections break during the pre-copy, how many times to reconnect and resume (default 3;
+   * 0: fail at once), waiting resumeBackoffMs (default 200), then twice that, and so on. A resume sends
+   * only the pages whose contents differ from what the target holds.
+   */
+  maxResumeAttempts?: number;
+  resumeBackoffMs?: number;
   /** Longest wait for an embedder hook (pause, deviceState, resume) to settle (default 30 s). */
   hookTimeoutMs?: number;
   /** Pages per PAGES frame (default: 1 MiB of pages, 256 at 4 KiB). */
@@ -145,6 +152,8 @@ export class MigrationSource extends EventEmitter<SourceEvents> {
   /** Connections opened so far, joined or not (all of them are closed on failure). */
   private readonly connections: FramedConnection[] = [];
   private throttlePercent = 0;
+  /** Bytes written to connections given up for a resume. */
+  private bytesOfClosedConnections = 0;
   /** Set once the migration fails: a stream still connecting then closes at once. */
   private failing = false;
   private startedAt = 0;
@@ -161,7 +170,7 @@ export class MigrationSource extends EventEmitter<SourceEvents> {
       hookTimeoutMs: 30_000,
       batchPages: defaultBatchPages(options.region.pageSize), pageCacheBytes: DEFAULT_PAGE_CACHE_BYTES,
       streams: Math.min(MAX_STREAMS, availableParallelism()), onStall: options.hooks.throttle ? 'throttle' : 'stop',
-      lz4: 'adaptive',
+      lz4: 'adaptive', maxResumeAttempts: 3, resumeBackoffMs: 200,
       ...dropUndefined(options),
     } as const;
     checkPositive('maxDowntimeMs', filled.maxDowntimeMs, true);
@@ -186,6 +195,10 @@ export class MigrationSource extends EventEmitter<SourceEvents> {
     checkPositive('timeoutMs', filled.timeoutMs);
     checkPositive('persistTimeoutMs', filled.persistTimeoutMs);
     checkPositive('hookTimeoutMs', filled.hookTimeoutMs);
+    checkPositive('resumeBackoffMs', filled.resumeBackoffMs, true);
+    if (!Number.isSafeInteger(filled.maxResumeAttempts) || filled.maxResumeAttempts < 0) {
+      throw new InvalidArgumentError(`maxResumeAttempts must be a whole number >= 0, got ${filled.maxResumeAttempts}`);
+    }
     if (filled.batchPages * (filled.region.pageSize + 20) > MAX_PAYLOAD_BYTES / 2) {
       throw new InvalidArgumentError(`batchPages ${filled.batchPages} makes frames larger than the protocol allows`);
     }
@@ -208,7 +221,8 @@ export class MigrationSource extends EventEmitter<SourceEvents> {
       downtime: { pauseMs: 0, finalSyncMs: 0, transferMs: 0, verifyMs: 0, persistMs: 0, handshakeMs: 0 }, rounds: 0,
       streams: 0, pageSize: region.pageSize, pagesTotal: region.pageCount, pagesTransferred: 0, zeroPages: 0,
       deltaPages: 0, lz4Pages: 0, rawPages: 0, dupPages: 0, bytesTransferred: 0, deviceStateBytes: 0, stopReason: '',
-      throttlePercent: 0, dirtyRateBytesPerSec: 0, bandwidthBytesPerSec: 0, expectedDowntimeMs: 0,
+      throttlePercent: 0, dirtyRateBytesPerSec: 0, bandwidthBytesPerSec: 0, expectedDowntimeMs: 0, resumes: 0,
+      resumeSavedBytes: 0,
     };
   }
 
@@ -256,7 +270,7 @@ export class MigrationSource extends EventEmitter<SourceEvents> {
   }
 
   private bytesWritten(): number {
-    let bytes = 0;
+    let bytes = this.bytesOfClosedConnections;
     for (const connection of this.connections) bytes += connection.bytesWritten;
     return bytes;
   }
@@ -266,31 +280,107 @@ export class MigrationSource extends EventEmitter<SourceEvents> {
     return this.connections[0]!;
   }
 
-  private async migrate(): Promise<void> {
+  /**
+   * Connects, says HELLO (to begin, or to resume), authenticates, and opens the extra streams. On a
+   * resume, returns what the target holds: the last round it completed and every page's hash.
+   */
+  private async open(resume: boolean): Promise<{ welcome: Welcome; held?: { lastRound: number; hashes: BigUint64Array } }> {
     const { options } = this;
     const { region } = options;
-    this.setPhase('connecting');
     const connection = await this.connect();
     await connection.send(MessageType.Hello, encodeHello({
-      minVersion: MIN_VERSION, maxVersion: MAX_VERSION, features: options.psk ? FEATURE_PSK : 0,
+      minVersion: MIN_VERSION, maxVersion: MAX_VERSION, features: (options.psk ? FEATURE_PSK : 0) | (resume ? FEATURE_RESUME : 0),
       pageSize: region.pageSize, regionSize: region.byteLength, migrationId: this.migrationId,
       extraStreams: this.wantedStreams() - 1,
     }));
     if (options.psk) await authenticateTarget(connection, options.psk, this.migrationId, options.timeoutMs);
+    // HELD follows WELCOME at once, possibly in the same read: its 8 MiB frames must pass the decoder.
+    if (resume) connection.maxPayload = MAX_PAYLOAD_BYTES;
     const welcome = parseWelcome(await connection.expect(MessageType.Welcome, options.timeoutMs));
     if (welcome.extraStreams > this.wantedStreams() - 1) {
       throw new ProtocolError(`target offered ${welcome.extraStreams} extra streams, ${this.wantedStreams() - 1} were asked for`);
     }
     connection.maxPayload = MAX_PAYLOAD_BYTES;
-    // Every connection is open and authenticated before round 1: nothing of this is left for the pause.
+    let held: { lastRound: number; hashes: BigUint64Array } | undefined;
+    if (resume) {
+      const hashes = new BigUint64Array(region.pageCount);
+      let lastRound = 0;
+      for (let first = 0; first < region.pageCount;) {
+        const part = parseHeld(await connection.expect(MessageType.Held, options.timeoutMs));
+        if (part.firstPage !== first || part.hashes.length === 0 || first + part.hashes.length > region.pageCount) {
+          throw new ProtocolError(`HELD covers pages ${part.firstPage}..+${part.hashes.length}, expected from ${first}`);
+        }
+        hashes.set(part.hashes, first);
+        first += part.hashes.length;
+        lastRound = part.lastRound;
+      }
+      held = { lastRound, hashes };
+    }
+    // Every connection is open and authenticated before the rounds: nothing of this is left for the pause.
     await this.joinStreams(welcome.extraStreams);
+    return held ? { welcome, held } : { welcome };
+  }
+
+  /** A failure a new set of connections can get past: the network, not either side's decision. */
+  private resumable(error: unknown): boolean {
+    return this.phaseNow === 'precopy' && (error instanceof ConnectionError || error instanceof TimeoutError) &&
+      !this.options.signal?.aborted;
+  }
+
+  /**
+   * Reconnects after the connections broke during the pre-copy (bounded retries, doubling backoff),
+   * and returns the pages to send next: those whose contents differ from what the target holds.
+   */
+  private async resume(cause: PagewireError): Promise<{ round: number; pages: PageList[] }> {
+    const { options, summary } = this;
+    const { region } = options;
+    let error: unknown = cause;
+    for (let attempt = 0; attempt < options.maxResumeAttempts; attempt++) {
+      for (const connection of this.connections) connection.fail(asPagewireError(error));
+      this.bytesOfClosedConnections = this.bytesWritten();
+      this.connections.length = 0;
+      await this.pace(options.resumeBackoffMs * 2 ** attempt);
+      try {
+        const { held } = await this.open(true);
+        // From here the bitmap records new writes; what changed before is found by comparing hashes.
+        this.tracker.start();
+        this.sentHashes.set(held!.hashes);
+        const changed = new HashTracker(region, this.sentHashes).collect();
+        summary.resumes += 1;
+        summary.resumeSavedBytes += (region.pageCount - changed.count) * region.pageSize;
+        return { round: held!.lastRound + 1, pages: this.byStream(changed) };
+      } catch (failure) {
+        if (!(failure instanceof ConnectionError || failure instanceof TimeoutError || failure instanceof PeerError)) throw failure;
+        error = failure;
+      }
+    }
+    throw new ConnectionError(`the connections broke (${cause.message}) and ${options.maxResumeAttempts} attempts to resume ` +
+      `failed, the last with: ${(error as Error).message}`, { cause: error });
+  }
+
+  private async migrate(): Promise<void> {
+    const { options } = this;
+    const { region } = options;
+    this.setPhase('connecting');
+    const { welcome } = await this.open(false);
     this.summary.setupTimeMs = performance.now() - this.startedAt;
 
     this.setPhase('precopy');
     const targetZeroed = (welcome.flags & TARGET_ZEROED) !== 0;
     this.tracker.start();
     let round = 1;
-    let report = await this.sendRound(round, this.allPagesByStream(), targetZeroed, 0, true);
+    let report: RoundReport | undefined;
+    let next = this.allPagesByStream();
+    let first = true;
+    while (!report) {
+      try {
+        report = await this.sendRound(round, next, first && targetZeroed, 0, first);
+      } catch (error) {
+        if (!this.resumable(error) || options.maxResumeAttempts === 0) throw error;
+        ({ round, pages: next } = await this.resume(asPagewireError(error)));
+        first = false;
+      }
+    }
     let pendingHistory: number[] = [];
     for (;;) {
       const pendingPages = this.tracker.pending();
@@ -328,7 +418,16 @@ export class MigrationSource extends EventEmitter<SourceEvents> {
         pendingHistory.push(pendingPages);
       }
       round += 1;
-      report = await this.sendRound(round, this.byStream(this.tracker.collect()), false);
+      next = this.byStream(this.tracker.collect());
+      for (;;) {
+        try {
+          report = await this.sendRound(round, next, false);
+          break;
+        } catch (error) {
+          if (!this.resumable(error) || options.maxResumeAttempts === 0) throw error;
+          ({ round, pages: next } = await this.resume(asPagewireError(error)));
+        }
+      }
     }
     await this.stopAndCopy(round + 1);
   }

@@ -18,7 +18,7 @@ export interface RoundEnd {
 }
 
 export class StreamReceiver {
-  private round = 0;
+  private round: number;
   private inRound = false;
   private final = false;
   private announced = 0;
@@ -34,12 +34,20 @@ export class StreamReceiver {
     /** Called with the bytes of pages each batch will write (ZERO records included). */
     private readonly noteWritten: (bytes: number) => void,
     private readonly pageSize: number,
+    /** The last round completed before this stream began (after a resume, the target's last). */
+    lastRound = 0,
   ) {
     this.maxPages = pagesOnStream(index, streams, pageCount);
+    this.round = lastRound;
   }
 
   get inProgress(): boolean {
     return this.inRound;
+  }
+
+  /** Whether the round begun last is the stop-and-copy round. */
+  get inFinalRound(): boolean {
+    return this.final;
   }
 
   /**

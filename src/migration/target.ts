@@ -18,9 +18,9 @@ import { authenticateSource, checkPsk } from '../transport/psk-auth.js';
 import { tlsServerOptions, type TlsCertificates } from '../transport/tls-certs.js';
 import { TLS_PSK_IDENTITY, tlsPskOptions } from '../transport/tls-psk.js';
 import {
-  FEATURE_PSK, HANDSHAKE_PAYLOAD_LIMIT, MAX_PAYLOAD_BYTES, MAX_VERSION, MIN_VERSION, MessageType, SUPPORTED_FEATURES,
+  FEATURE_PSK, FEATURE_RESUME, HANDSHAKE_PAYLOAD_LIMIT, HELD_PAGES_PER_FRAME, MAX_PAYLOAD_BYTES, MAX_VERSION, MIN_VERSION, MessageType, SUPPORTED_FEATURES,
   TARGET_ZEROED,
-  encodeReady, encodeRoundAck, encodeWelcome, expectEmpty, messageName, parseFinal, parseHello, parseJoin,
+  encodeHeld, encodeReady, encodeRoundAck, encodeWelcome, expectEmpty, messageName, parseFinal, parseHello, parseJoin,
   type Hello, type Join,
 } from '../wire/messages.js';
 import { MAX_STREAMS, STRIPE_PAGES } from '../wire/streams.js';
@@ -58,15 +58,21 @@ export interface MigrationTargetOptions {
   tlsCertificates?: TlsCertificates;
   /** Connections one migration may use, the first included (default 16, at most 64). */
   maxStreams?: number;
+  /**
+   * How long a migration whose connections broke during the pre-copy waits for its source to resume it
+   * (default 10 s; 0: fail at once). The image and the page hashes are kept meanwhile.
+   */
+  resumeWindowMs?: number;
   signal?: AbortSignal;
 }
 
-export type TargetPhase = 'listening' | 'receiving' | 'persisting' | 'ready-sent' | 'committing' | 'completed' | 'failed';
+export type TargetPhase = 'listening' | 'receiving' | 'suspended' | 'persisting' | 'ready-sent' | 'committing' | 'completed' | 'failed';
 
 /** 2^27 pages: 64 GiB in 512-byte pages, 512 GiB in 4 KiB pages; 1 GiB of page hashes. */
 const MAX_TARGET_PAGES = 2 ** 27;
 /** Each stream may hold about 100 MiB of frames read ahead and 4 being decoded. */
 const DEFAULT_MAX_STREAMS = 16;
+const DEFAULT_RESUME_WINDOW_MS = 10_000;
 
 /** The extra connections a migration being set up still waits for. */
 interface Joining {
@@ -77,6 +83,11 @@ interface Joining {
 }
 
 type FirstFrame = { kind: 'hello'; hello: Hello } | { kind: 'join'; join: Join };
+
+interface Resuming {
+  hello: Hello;
+  resume(connection: FramedConnection, hello: Hello): void;
+}
 
 /** How far the switch-over got on this side: decides what a failure means. */
 type SwitchoverStage = 'receiving' | 'ready-sent' | 'go-received' | 'committed';
@@ -90,8 +101,10 @@ export interface TargetSummary {
   pagesTotal: number;
   pagesApplied: number;
   rounds: number;
-  /** TCP connections that carried pages. */
+  /** TCP connections that carried pages (in the last session). */
   streams: number;
+  /** Times the source came back after the connections broke. */
+  resumes: number;
   bytesReceived: number;
   deviceStateBytes: number;
   /** Where the verified image was kept when the switch-over was left in doubt. */
@@ -110,6 +123,8 @@ interface TargetEvents {
   accepted: [hello: Hello, remote: string];
   phase: [TargetPhase];
   round: [TargetRoundEvent];
+  /** The source came back after the connections broke (the count so far). */
+  resumed: [resumes: number, remote: string];
 }
 
 export class MigrationTarget extends EventEmitter<TargetEvents> {
@@ -118,6 +133,12 @@ export class MigrationTarget extends EventEmitter<TargetEvents> {
     Pick<MigrationTargetOptions, 'signal' | 'psk' | 'tls' | 'tlsCertificates'> & { hooks: TargetHooks };
   private active = false;
   private joining: Joining | undefined;
+  /** The migration waiting for its source to come back, while it is suspended. */
+  private resuming: Resuming | undefined;
+  /** The HELLO of the migration being served (a resume must match it). */
+  private served: Hello | undefined;
+  /** A resume that arrived before this side noticed the old connections were gone. */
+  private earlyResume: { connection: FramedConnection; hello: Hello } | undefined;
   private readonly sockets = new Set<Socket>();
   private settle!: { resolve(s: TargetSummary): void; reject(e: PagewireError): void };
   private phaseNow: TargetPhase = 'listening';
@@ -131,11 +152,16 @@ export class MigrationTarget extends EventEmitter<TargetEvents> {
     super();
     this.options = {
       host: '127.0.0.1', port: 0, timeoutMs: 30_000, handshakeTimeoutMs: 5_000, hooks: {}, maxStreams: DEFAULT_MAX_STREAMS,
+      resumeWindowMs: DEFAULT_RESUME_WINDOW_MS,
       ...Object.fromEntries(Object.entries(options).filter(([, v]) => v !== undefined)),
     } as MigrationTarget['options'];
     const { psk, tls, tlsCertificates, maxStreams } = this.options;
     if (!Number.isSafeInteger(maxStreams) || maxStreams < 1 || maxStreams > MAX_STREAMS) {
       throw new InvalidArgumentError(`maxStreams must be a whole number from 1 to ${MAX_STREAMS}, got ${maxStreams}`);
+    }
+    const { resumeWindowMs } = this.options;
+    if (typeof resumeWindowMs !== 'number' || !Number.isFinite(resumeWindowMs) || resumeWindowMs < 0) {
+      throw new InvalidArgumentError(`resumeWindowMs must be a non-negative number, got ${resumeWindowMs}`);
     }
     if (psk) checkPsk(psk);
     if (tls && !psk) throw new InvalidArgumentError('tls needs a pre-shared key (psk): TLS-PSK encrypts with it');
@@ -218,13 +244,18 @@ export class MigrationTarget extends EventEmitter<TargetEvents> {
     socket.once('close', () => this.sockets.delete(socket));
     const connection = new FramedConnection(socket, HANDSHAKE_PAYLOAD_LIMIT, this.options.timeoutMs);
     const remote = connection.remote;
-    if (this.active && !this.joining) {
+    // While a migration runs, only its extra streams, and its source coming back, get a hearing.
+    if (this.active && !this.joining && !this.resuming && this.options.resumeWindowMs === 0) {
       void connection.sendErrorAndClose(new HandshakeError('this target is already serving a migration'));
       return;
     }
     this.handshake(connection).then((first) => {
       if (first.kind === 'join') {
         this.admit(connection, first.join);
+        return;
+      }
+      if ((first.hello.features & FEATURE_RESUME) !== 0) {
+        this.resumeWith(connection, first.hello);
         return;
       }
       this.serve(connection, first.hello).catch((error: unknown) => {
@@ -303,6 +334,49 @@ export class MigrationTarget extends EventEmitter<TargetEvents> {
   }
 
   /**
+   * A resume HELLO, authenticated: handed to the suspended migration it names; if that migration has not
+   * yet noticed its connections are gone, they are given up now, and the resume waits for it.
+   */
+  private resumeWith(connection: FramedConnection, hello: Hello): void {
+    const target = this.resuming?.hello ?? this.served;
+    if (!target || !timingSafeEqual(target.migrationId, hello.migrationId) || target.regionSize !== hello.regionSize ||
+      target.pageSize !== hello.pageSize) {
+      const refused = new HandshakeError('HELLO asks to resume a migration this target is not serving');
+      this.emit('refused', refused, connection.remote);
+      void connection.sendErrorAndClose(refused);
+      return;
+    }
+    if (this.resuming) {
+      this.resuming.resume(connection, hello);
+      return;
+    }
+    this.earlyResume?.connection.fail(new ConnectionError('a newer resume replaced this one'));
+    this.earlyResume = { connection, hello };
+    this.interrupt?.(new ConnectionError('the source reconnected to resume: its old connections are gone'));
+  }
+
+  /** Waits up to resumeWindowMs for the source to resume the migration `hello` began. */
+  private awaitResume(hello: Hello, lost: PagewireError): Promise<{ connection: FramedConnection; hello: Hello }> {
+    const early = this.earlyResume;
+    this.earlyResume = undefined;
+    if (early) return Promise.resolve(early);
+    const { resumeWindowMs } = this.options;
+    return new Promise((resolve, reject) => {
+      const done = () => {
+        clearTimeout(timer);
+        this.resuming = undefined;
+      };
+      const timer = setTimeout(() => {
+        done();
+        reject(new TimeoutError(`the connection broke (${lost.message}) and the source did not resume within ${resumeWindowMs} ms`));
+      }, resumeWindowMs);
+      this.resuming = { hello, resume: (connection, again) => { done(); resolve({ connection, hello: again }); } };
+      // stop() while suspended ends the wait.
+      this.interrupt = (error) => { done(); reject(error); };
+    });
+  }
+
+  /**
    * Waits until the extra streams WELCOME granted have joined (within the handshake timeout), while
    * still hearing the control connection: a source's ERROR there, or stop(), ends the wait at once.
    */
@@ -351,94 +425,146 @@ export class MigrationTarget extends EventEmitter<TargetEvents> {
       return;
     }
     this.active = true;
-    // No more streams than stripes, nor than this target's limit: each costs it read buffers.
-    const extraStreams = Math.min(hello.extraStreams, this.options.maxStreams - 1, Math.ceil(store.pageCount / STRIPE_PAGES) - 1);
-    // Listening goes on only for the extra streams of this migration.
-    if (extraStreams === 0) this.server.close();
+    this.served = hello;
+    const { resumeWindowMs } = this.options;
     let extras: ExtraStreamReader[] = [];
     let failedStream: PagewireError | undefined;
-    this.interrupt = (error) => {
+    const interruptSession = (error: PagewireError) => {
       connection.interrupt(error);
       for (const extra of extras) extra.receiver.connection.interrupt(error);
     };
+    this.interrupt = interruptSession;
     const summary: TargetSummary = {
       status: 'failed', migrationId, pageSize: hello.pageSize, pagesTotal: store.pageCount, pagesApplied: 0,
-      rounds: 0, streams: 1 + extraStreams, bytesReceived: 0, deviceStateBytes: 0, totalTimeMs: 0,
+      rounds: 0, streams: 1, resumes: 0, bytesReceived: 0, deviceStateBytes: 0, totalTimeMs: 0,
     };
     this.summaryNow = summary;
     let deviceState = Buffer.alloc(0);
     let stage: SwitchoverStage = 'receiving';
-    const decoders = [decoder];
-    const bytesRead = () => extras.reduce((n, extra) => n + extra.receiver.connection.bytesRead, connection.bytesRead);
-    const pagesApplied = () => decoders.reduce((n, d) => n + d.pagesApplied, 0);
+    const heldHashes = decoder.heldHashes;
+    let decoders = [decoder];
+    let pagesBefore = 0;
+    let bytesBefore = 0;
+    const bytesRead = () => extras.reduce((n, extra) => n + extra.receiver.connection.bytesRead, bytesBefore + connection.bytesRead);
+    const pagesApplied = () => decoders.reduce((n, d) => n + d.pagesApplied, pagesBefore);
     const refresh = () => {
       summary.pagesApplied = pagesApplied();
       summary.bytesReceived = bytesRead();
       summary.totalTimeMs = performance.now() - started;
     };
-    const streams = 1 + extraStreams;
     let verifyMicros = 0;
     const noteWritten = (bytes: number) => image.noteWritten(bytes);
+    let control: StreamReceiver | undefined;
     try {
       this.emit('accepted', hello, connection.remote);
-      await connection.send(MessageType.Welcome, encodeWelcome({
-        version: Math.min(hello.maxVersion, MAX_VERSION), extraStreams, features: hello.features & SUPPORTED_FEATURES,
-        flags: image.zeroed ? TARGET_ZEROED : 0,
-      }));
-      connection.maxPayload = MAX_PAYLOAD_BYTES;
-      const joined = await this.awaitJoins(connection, hello.migrationId, extraStreams);
-      this.server.close();
-      this.setPhase('receiving');
-      extras = joined.map((extra, i) => {
-        const extraDecoder = new PageBatchDecoder(store, decoder.heldHashes);
-        decoders.push(extraDecoder);
-        const receiver = new StreamReceiver(i + 1, streams, extra, extraDecoder, store.pageCount, noteWritten, store.pageSize);
-        return new ExtraStreamReader(receiver, timeoutMs, (error) => {
-          // The first stream to fail explains the failure; the control connection stops with it.
-          failedStream ??= error;
-          connection.interrupt(error);
-        });
-      });
-      const control = new StreamReceiver(0, streams, connection, decoder, store.pageCount, noteWritten, store.pageSize);
-      let last: RoundEnd | undefined;
-      for (;;) {
-        const frame = await connection.receive(timeoutMs);
-        if (frame.type === MessageType.DeviceState) {
-          if (control.inProgress) throw new ProtocolError('DEVICE_STATE inside a round');
-          deviceState = Buffer.from(frame.payload);
-          summary.deviceStateBytes = deviceState.length;
-          continue;
-        }
-        if (frame.type === MessageType.Final) {
-          if (control.inProgress || !last?.final) throw new ProtocolError('FINAL before a complete stop-and-copy round');
-          const final = parseFinal(frame.payload);
-          if (final.round !== last.round) throw new ProtocolError(`FINAL names round ${final.round}, last round was ${last.round}`);
-          const verifyStarted = performance.now();
-          const digest = regionDigest(decoder.heldHashes);
-          verifyMicros = (performance.now() - verifyStarted) * 1000;
-          if (digest !== final.regionDigest) {
-            throw new ChecksumError('region digest differs from the source\'s: a page is missing or stale', -1);
+      // One session per connection set: the first, then one per resume after the connections broke.
+      for (let resumed = false; ; resumed = true) {
+        failedStream = undefined;
+        // No more streams than stripes, nor than this target's limit: each costs it read buffers.
+        const extraStreams = Math.min(hello.extraStreams, this.options.maxStreams - 1, Math.ceil(store.pageCount / STRIPE_PAGES) - 1);
+        const streams = 1 + extraStreams;
+        summary.streams = streams;
+        // Listening goes on for the extra streams, and for a resume while one is possible.
+        if (extraStreams === 0 && resumeWindowMs === 0) this.server.close();
+        try {
+          await connection.send(MessageType.Welcome, encodeWelcome({
+            version: Math.min(hello.maxVersion, MAX_VERSION), extraStreams, features: hello.features & SUPPORTED_FEATURES,
+            flags: image.zeroed ? TARGET_ZEROED : 0,
+          }));
+          connection.maxPayload = MAX_PAYLOAD_BYTES;
+          if (resumed) {
+            // What this side holds, so that the source sends again only what differs.
+            for (let first = 0; first < store.pageCount; first += HELD_PAGES_PER_FRAME) {
+              const count = Math.min(HELD_PAGES_PER_FRAME, store.pageCount - first);
+              await connection.send(MessageType.Held, encodeHeld(summary.rounds, first, heldHashes.subarray(first, first + count)));
+            }
+          }
+          const joined = await this.awaitJoins(connection, hello.migrationId, extraStreams);
+          if (resumeWindowMs === 0) this.server.close();
+          this.setPhase('receiving');
+          const lastRound = summary.rounds;
+          extras = joined.map((extra, i) => {
+            const extraDecoder = new PageBatchDecoder(store, heldHashes);
+            decoders.push(extraDecoder);
+            const receiver = new StreamReceiver(i + 1, streams, extra, extraDecoder, store.pageCount, noteWritten, store.pageSize, lastRound);
+            return new ExtraStreamReader(receiver, timeoutMs, (error) => {
+              // The first stream to fail explains the failure; the control connection stops with it.
+              failedStream ??= error;
+              connection.interrupt(error);
+            });
+          });
+          control = new StreamReceiver(0, streams, connection, decoders[0]!, store.pageCount, noteWritten, store.pageSize, lastRound);
+          let last: RoundEnd | undefined;
+          for (;;) {
+            const frame = await connection.receive(timeoutMs);
+            if (frame.type === MessageType.DeviceState) {
+              if (control.inProgress) throw new ProtocolError('DEVICE_STATE inside a round');
+              deviceState = Buffer.from(frame.payload);
+              summary.deviceStateBytes = deviceState.length;
+              continue;
+            }
+            if (frame.type === MessageType.Final) {
+              if (control.inProgress || !last?.final) throw new ProtocolError('FINAL before a complete stop-and-copy round');
+              const final = parseFinal(frame.payload);
+              if (final.round !== last.round) throw new ProtocolError(`FINAL names round ${final.round}, last round was ${last.round}`);
+              const verifyStarted = performance.now();
+              const digest = regionDigest(heldHashes);
+              verifyMicros = (performance.now() - verifyStarted) * 1000;
+              if (digest !== final.regionDigest) {
+                throw new ChecksumError('region digest differs from the source\'s: a page is missing or stale', -1);
+              }
+              break;
+            }
+            const end = await control.take(frame);
+            if (!end) continue;
+            // Every stream must end the same round the same way before it counts as received.
+            for (const other of await connection.guard(Promise.all(extras.map((extra) => extra.roundEnded())))) {
+              if (other.round !== end.round || other.final !== end.final) {
+                throw new ProtocolError(`streams disagree on round ${end.round}: one ended round ${other.round}${other.final ? ' (stop-and-copy)' : ''}`);
+              }
+            }
+            last = end;
+            summary.rounds = end.round;
+            // A pre-copy round is acknowledged once durable: the source's bandwidth figure then includes
+            // the disk, and the fsync before READY (inside the downtime) only has the last round's pages.
+            if (!end.final) image.persist();
+            await connection.send(MessageType.RoundAck, encodeRoundAck(end.round));
+            for (const extra of extras) extra.acknowledge();
+            refresh();
+            this.emit('round', { round: end.round, pagesApplied: pagesApplied(), bytesReceived: bytesRead() });
           }
           break;
-        }
-        const end = await control.take(frame);
-        if (!end) continue;
-        // Every stream must end the same round the same way before it counts as received.
-        for (const other of await connection.guard(Promise.all(extras.map((extra) => extra.roundEnded())))) {
-          if (other.round !== end.round || other.final !== end.final) {
-            throw new ProtocolError(`streams disagree on round ${end.round}: one ended round ${other.round}${other.final ? ' (stop-and-copy)' : ''}`);
+        } catch (error) {
+          const first = asPagewireError(error);
+          let lost = first instanceof PeerError ? first : failedStream ?? first;
+          // A source that gave up says why on the control connection before its other connections close.
+          if (lost instanceof ConnectionError) lost = await connection.peerError(PEER_REASON_GRACE_MS) ?? lost;
+          const inFinalRound = control?.inFinalRound === true || extras.some((extra) => extra.receiver.inFinalRound);
+          // Only a broken or silent network during the pre-copy is worth waiting out: the source has not
+          // paused, and everything applied so far is verified and recorded in heldHashes.
+          if (resumeWindowMs === 0 || inFinalRound || !(lost instanceof ConnectionError || lost instanceof TimeoutError)) throw error;
+          for (const extra of extras) {
+            extra.stop();
+            extra.receiver.connection.fail(lost);
           }
+          await Promise.all(extras.map((extra) => extra.done));
+          for (const d of decoders) await d.settled();
+          connection.fail(lost);
+          pagesBefore = pagesApplied();
+          bytesBefore = bytesRead();
+          extras = [];
+          control = undefined;
+          this.setPhase('suspended');
+          const back = await this.awaitResume(hello, lost);
+          this.interrupt = interruptSession;
+          connection = back.connection;
+          hello = back.hello;
+          decoders = [new PageBatchDecoder(store, heldHashes)];
+          summary.resumes += 1;
+          this.emit('resumed', summary.resumes, connection.remote);
         }
-        last = end;
-        summary.rounds = end.round;
-        // A pre-copy round is acknowledged once durable: the source's bandwidth figure then includes
-        // the disk, and the fsync before READY (inside the downtime) only has the last round's pages.
-        if (!end.final) image.persist();
-        await connection.send(MessageType.RoundAck, encodeRoundAck(end.round));
-        for (const extra of extras) extra.acknowledge();
-        refresh();
-        this.emit('round', { round: end.round, pagesApplied: pagesApplied(), bytesReceived: bytesRead() });
       }
+      this.server.close();
       this.setPhase('persisting');
       const persistStarted = performance.now();
       image.persist();

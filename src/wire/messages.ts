@@ -10,7 +10,9 @@ export const MIN_VERSION = 3;
 export const MAX_VERSION = 3;
 /** Feature bits. Unknown offered bits are dropped by the target's answer. */
 export const FEATURE_PSK = 1;
-export const SUPPORTED_FEATURES = FEATURE_PSK;
+/** This HELLO resumes the migration it names, which lost its connections during the pre-copy. */
+export const FEATURE_RESUME = 2;
+export const SUPPORTED_FEATURES = FEATURE_PSK | FEATURE_RESUME;
 /** WELCOME flag: the target's image starts all zeros, so round 1 may skip zero pages. */
 export const TARGET_ZEROED = 1;
 /** Largest payload accepted after the handshake. */
@@ -40,11 +42,12 @@ export enum MessageType {
   Auth = 13,
   Join = 14,
   Joined = 15,
+  Held = 16,
 }
 
 const TYPE_NAMES: Record<number, string> = {
   1: 'HELLO', 2: 'WELCOME', 3: 'ERROR', 4: 'ROUND_BEGIN', 5: 'PAGES', 6: 'ROUND_END', 7: 'ROUND_ACK',
-  8: 'DEVICE_STATE', 9: 'FINAL', 10: 'READY', 11: 'GO', 12: 'DONE', 13: 'AUTH', 14: 'JOIN', 15: 'JOINED',
+  8: 'DEVICE_STATE', 9: 'FINAL', 10: 'READY', 11: 'GO', 12: 'DONE', 13: 'AUTH', 14: 'JOIN', 15: 'JOINED', 16: 'HELD',
 };
 
 export function messageName(type: number): string {
@@ -291,6 +294,40 @@ export function parseFinal(payload: Buffer): Final {
   expectLength(payload, 16, 'FINAL');
   if (payload.readUInt32LE(4) !== 0) throw new ProtocolError('FINAL has non-zero reserved bytes');
   return { round: payload.readUInt32LE(0), regionDigest: payload.readBigUInt64LE(8) };
+}
+
+// ---- HELD ----------------------------------------------------------------------------------------
+
+export const HELD_HEADER_BYTES = 16;
+/** Hashes per HELD frame: 8 MiB of payload. */
+export const HELD_PAGES_PER_FRAME = 1 << 20;
+
+/** After WELCOME on a resume: the last round the target completed, and the hashes of the pages it holds. */
+export interface Held {
+  lastRound: number;
+  firstPage: number;
+  hashes: BigUint64Array;
+}
+
+export function encodeHeld(lastRound: number, firstPage: number, hashes: BigUint64Array): Buffer {
+  const b = Buffer.alloc(HELD_HEADER_BYTES + hashes.length * 8);
+  b.writeUInt32LE(lastRound, 0);
+  b.writeUInt32LE(firstPage, 4);
+  b.writeUInt32LE(hashes.length, 8);
+  for (let i = 0; i < hashes.length; i++) b.writeBigUInt64LE(hashes[i]!, HELD_HEADER_BYTES + i * 8);
+  return b;
+}
+
+export function parseHeld(payload: Buffer): Held {
+  if (payload.length < HELD_HEADER_BYTES) throw new ProtocolError('HELD is shorter than its header');
+  const count = payload.readUInt32LE(8);
+  if (payload.readUInt32LE(12) !== 0) throw new ProtocolError('HELD has non-zero reserved bytes');
+  if (count > HELD_PAGES_PER_FRAME || payload.length !== HELD_HEADER_BYTES + count * 8) {
+    throw new ProtocolError(`HELD has ${payload.length} bytes for ${count} hashes`);
+  }
+  const hashes = new BigUint64Array(count);
+  for (let i = 0; i < count; i++) hashes[i] = payload.readBigUInt64LE(HELD_HEADER_BYTES + i * 8);
+  return { lastRound: payload.readUInt32LE(0), firstPage: payload.readUInt32LE(4), hashes };
 }
 
 // ---- READY ---------------------------------------------------------------------------------------

@@ -69,7 +69,7 @@ async function replay(stream: Buffer, source: Buffer): Promise<Outcome> {
   const targetBytes = Buffer.alloc(PAGES * PAGE);
   const target = await MigrationTarget.listen({
     image: new MemoryTargetImage(MemoryRegion.fromMemory(targetBytes), true), host: '127.0.0.1', port: 0,
-    timeoutMs: 2000, handshakeTimeoutMs: 2000,
+    timeoutMs: 2000, handshakeTimeoutMs: 2000, resumeWindowMs: 0,
   });
   try {
     const refused = new Promise<Outcome>((resolve) => target.once('refused', () => resolve('refused')));
