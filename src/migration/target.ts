@@ -139,6 +139,8 @@ export class MigrationTarget extends EventEmitter<TargetEvents> {
   private served: Hello | undefined;
   /** A resume that arrived before this side noticed the old connections were gone. */
   private earlyResume: { connection: FramedConnection; hello: Hello } | undefined;
+  /** Whether the session being served could still be resumed (pre-copy rounds only). */
+  private sessionResumable: () => boolean = () => false;
   private readonly sockets = new Set<Socket>();
   private settle!: { resolve(s: TargetSummary): void; reject(e: PagewireError): void };
   private phaseNow: TargetPhase = 'listening';
@@ -338,7 +340,7 @@ export class MigrationTarget extends EventEmitter<TargetEvents> {
    * yet noticed its connections are gone, they are given up now, and the resume waits for it.
    */
   private resumeWith(connection: FramedConnection, hello: Hello): void {
-    const target = this.resuming?.hello ?? this.served;
+    const target = this.resuming?.hello ?? (this.sessionResumable() ? this.served : undefined);
     if (!target || !timingSafeEqual(target.migrationId, hello.migrationId) || target.regionSize !== hello.regionSize ||
       target.pageSize !== hello.pageSize) {
       const refused = new HandshakeError('HELLO asks to resume a migration this target is not serving');
@@ -494,6 +496,10 @@ export class MigrationTarget extends EventEmitter<TargetEvents> {
             });
           });
           control = new StreamReceiver(0, streams, connection, decoders[0]!, store.pageCount, noteWritten, store.pageSize, lastRound);
+          const session = control;
+          // A resume HELLO may retire this session only before its stop-and-copy round.
+          this.sessionResumable = () => resumeWindowMs > 0 && control === session && !session.inFinalRound &&
+            !extras.some((extra) => extra.receiver.inFinalRound);
           let last: RoundEnd | undefined;
           for (;;) {
             const frame = await connection.receive(timeoutMs);
@@ -564,6 +570,7 @@ export class MigrationTarget extends EventEmitter<TargetEvents> {
           this.emit('resumed', summary.resumes, connection.remote);
         }
       }
+      this.sessionResumable = () => false;
       this.server.close();
       this.setPhase('persisting');
       const persistStarted = performance.now();
@@ -593,6 +600,7 @@ export class MigrationTarget extends EventEmitter<TargetEvents> {
       this.setPhase('completed');
       this.finish(undefined, summary);
     } catch (error) {
+      this.sessionResumable = () => false;
       let failure = asPagewireError(error);
       // An extra stream that broke first explains more than the interruption it caused here; but a
       // connection loss may only be the source tearing down after saying why on this connection.
