@@ -13,7 +13,7 @@ import {
 import { PageBatchDecoder } from '../codec/page-batch-decoder.js';
 import { regionDigest } from '../codec/page-hashes.js';
 import { validatePageSize, validateRegionSize } from '../memory/region.js';
-import { FramedConnection, PEER_REASON_GRACE_MS } from '../transport/framed-connection.js';
+import { FramedConnection, PEER_REASON_GRACE_MS, READ_AHEAD_BYTES } from '../transport/framed-connection.js';
 import { authenticateSource, checkPsk } from '../transport/psk-auth.js';
 import { tlsServerOptions, type TlsCertificates } from '../transport/tls-certs.js';
 import { TLS_PSK_IDENTITY, tlsPskOptions } from '../transport/tls-psk.js';
@@ -73,6 +73,8 @@ const MAX_TARGET_PAGES = 2 ** 27;
 /** Each stream may hold about 100 MiB of frames read ahead and 4 being decoded. */
 const DEFAULT_MAX_STREAMS = 16;
 const DEFAULT_RESUME_WINDOW_MS = 10_000;
+/** Each stream's share of the read-ahead budget, at least this (eight frames of the default size). */
+const MIN_READ_AHEAD_BYTES = 8 * 1024 * 1024;
 
 /** The extra connections a migration being set up still waits for. */
 interface Joining {
@@ -482,6 +484,7 @@ export class MigrationTarget extends EventEmitter<TargetEvents> {
             }
           }
           const joined = await this.awaitJoins(connection, hello.migrationId, extraStreams);
+          for (const stream of [connection, ...joined]) stream.readAheadBytes = Math.max(MIN_READ_AHEAD_BYTES, READ_AHEAD_BYTES / streams);
           if (resumeWindowMs === 0) this.server.close();
           this.setPhase('receiving');
           const lastRound = summary.rounds;

@@ -10,7 +10,7 @@ import {
 
 const PAUSE_READING_AT = 16;
 /** Unread frames stop reading at this many payload bytes too, whatever their count. */
-const PAUSE_READING_BYTES = 64 * 1024 * 1024;
+export const READ_AHEAD_BYTES = 64 * 1024 * 1024;
 const KEEPALIVE_DELAY_MS = 5_000;
 const RESUME_READING_AT = 4;
 /**
@@ -48,6 +48,12 @@ export class FramedConnection {
     socket.on('error', (error) => this.fail(new ConnectionError(`connection failed: ${error.message}`, { cause: error })));
     socket.on('close', () => this.fail(new ConnectionError('the peer closed the connection')));
   }
+
+  /**
+   * Payload bytes of unread frames beyond which reading pauses. A target with several streams shares
+   * one budget among them, so that more connections do not mean more memory.
+   */
+  readAheadBytes = READ_AHEAD_BYTES;
 
   /** Raises the payload limit once the handshake has passed. */
   set maxPayload(bytes: number) {
@@ -242,11 +248,11 @@ export class FramedConnection {
         this.queuedBytes += frame.payload.length;
       }
     }
-    if (this.frames.length >= PAUSE_READING_AT || this.queuedBytes >= PAUSE_READING_BYTES) this.socket.pause();
+    if (this.frames.length >= PAUSE_READING_AT || this.queuedBytes >= this.readAheadBytes) this.socket.pause();
   }
 
   private afterShift(): void {
-    if (this.frames.length <= RESUME_READING_AT && this.queuedBytes < PAUSE_READING_BYTES && this.socket.isPaused()) {
+    if (this.frames.length <= RESUME_READING_AT && this.queuedBytes < this.readAheadBytes && this.socket.isPaused()) {
       this.socket.resume();
     }
   }
