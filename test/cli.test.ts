@@ -196,6 +196,25 @@ describe('pagewire receive / send', () => {
     expect(sha256File(c.out)).toBe(c.before);
   });
 
+  it('stops cleanly on SIGTERM to send during the pre-copy: the workload runs on, the target discards', async () => {
+    const c = setup(32);
+    const receiver = await startReceiver(c.out);
+    const sender = spawnCli(['send', '--connect', `127.0.0.1:${receiver.port}`, '--image', c.image,
+      '--workload', 'rate=50MB/s,hot=0.05,seed=4', '--max-bandwidth', '20MB/s', '--json']);
+    await receiver.waitForStderr(/migration [0-9a-f]+ from/);
+    await new Promise((r) => setTimeout(r, 300));
+    sender.child.kill('SIGTERM');
+    expect(await withTimeout(sender.exit, 10_000, 'send')).toBe(1);
+    expect(await withTimeout(receiver.exit, 10_000, 'receive')).toBe(1);
+    const s = lastJson(sender.stdout());
+    expect(s).toMatchObject({ status: 'failed', errorCode: 'PW_ERR_ABORTED' });
+    expect(s.workloadWrites as number).toBeGreaterThan(0);
+    expect(sha256File(c.image)).toBe(s.sha256);
+    expect(lastJson(receiver.stdout())).toMatchObject({ status: 'failed', errorCode: 'PW_ERR_PEER' });
+    expect(sha256File(c.out)).toBe(c.before);
+    noTempFiles(c.dir);
+  });
+
   it('fails cleanly when the source is killed mid-migration; --out is untouched and no temp file remains', async () => {
     const c = setup(32);
     // A source that never comes back: after a 500 ms resume window, the target gives up.
@@ -208,8 +227,8 @@ describe('pagewire receive / send', () => {
     const started = Date.now();
     expect(await withTimeout(receiver.exit, 10_000, 'receive')).toBe(1);
     expect(Date.now() - started).toBeLessThan(5000);
-    expect(lastJson(receiver.stdout())).toMatchObject({ status: 'failed', errorCode: 'PW_ERR_CONNECTION' });
-    expect(receiver.stderr()).toMatch(/pagewire receive: .*closed the connection/);
+    expect(lastJson(receiver.stdout())).toMatchObject({ status: 'failed', errorCode: 'PW_ERR_TIMEOUT' });
+    expect(receiver.stderr()).toMatch(/pagewire receive: the connection broke \(.*closed the connection\) and the source did not resume within 500 ms/);
     expect(sha256File(c.out)).toBe(c.before);
     noTempFiles(c.dir);
     expect(existsSync(c.out)).toBe(true);

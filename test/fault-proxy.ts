@@ -24,6 +24,8 @@ export interface FaultProxyOptions {
   delayMs?: number;
   /** Per connection and direction. */
   bytesPerSec?: number;
+  /** Reset (RST) the first connection once this many bytes have gone from the source towards the target. */
+  resetAtByte?: number;
 }
 
 /** Unforwarded bytes per direction beyond which the proxy stops reading (its own backpressure). */
@@ -75,6 +77,7 @@ export class FaultProxy {
       let queue = Promise.resolve();
       let queued = 0;
       let sentAt = performance.now();
+      let seen = 0;
       const forward = (bytes: Buffer) => {
         queued += bytes.length;
         if (queued > MAX_QUEUED_BYTES) from.pause();
@@ -93,6 +96,13 @@ export class FaultProxy {
       };
       from.on('data', (chunk: Buffer) => {
         if (stalled) return;
+        if (direction === 'to-target' && connection === 0 && options.resetAtByte !== undefined) {
+          seen += chunk.length;
+          if (seen > options.resetAtByte) {
+            this.injected.push({ fault: 'reset', frame: { direction, connection, type: -1 } });
+            return end('reset');
+          }
+        }
         pending = Buffer.concat([pending, chunk]);
         while (pending.length >= 8 && pending.length >= 8 + pending.readUInt32LE(4)) {
           const length = 8 + pending.readUInt32LE(4);

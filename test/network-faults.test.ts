@@ -27,6 +27,7 @@ interface Knobs {
   targetSignal?: AbortSignal;
   /** Let the source reconnect and resume (off by default here: these tests check what a fault ends). */
   resume?: boolean;
+  psk?: Buffer;
 }
 
 /**
@@ -45,7 +46,7 @@ async function migrateThrough(name: string, proxyOptions: FaultProxyOptions, tim
   const target = await MigrationTarget.listen({
     image: new FileTargetImage(out), host: '127.0.0.1', port: 0, timeoutMs: timeouts.target ?? 30_000,
     ...(timeouts.targetSignal ? { signal: timeouts.targetSignal } : {}),
-    resumeWindowMs: timeouts.resume ? 5000 : 0,
+    resumeWindowMs: timeouts.resume ? 5000 : 0, ...(timeouts.psk ? { psk: timeouts.psk } : {}),
     hooks: { resume: () => { calls.push('target resume'); } },
   });
   const targetResult = target.result.then(() => undefined, (e: PagewireError) => e);
@@ -55,7 +56,7 @@ async function migrateThrough(name: string, proxyOptions: FaultProxyOptions, tim
     region, dirtyBitmap: bitmap, host: '127.0.0.1', port: proxy.port, streams: 2, maxDowntimeMs: 0, maxRounds: 3,
     timeoutMs: timeouts.source ?? 30_000, persistTimeoutMs: timeouts.persist ?? 60_000,
     ...(timeouts.sourceSignal ? { signal: timeouts.sourceSignal } : {}),
-    maxResumeAttempts: timeouts.resume ? 3 : 0, resumeBackoffMs: 50,
+    maxResumeAttempts: timeouts.resume ? 3 : 0, resumeBackoffMs: 50, ...(timeouts.psk ? { psk: timeouts.psk } : {}),
     hooks: {
       pause: () => { calls.push('source pause'); paused = true; },
       resume: () => { calls.push('source resume'); paused = false; },
@@ -249,6 +250,14 @@ describe('resume', () => {
     // After round 1, the target held every page but the few written since: those alone went again.
     if (afterRound1) expect(r.summary.resumeSavedBytes).toBeGreaterThan(BYTES / 2);
     expect(r.calls).toEqual(['source pause', 'target resume']);
+    expect(readFileSync(r.out).equals(r.raw)).toBe(true);
+  });
+
+  it('resumes after a reset at byte 300 000 of stream 0, authenticating again with the key', async () => {
+    const r = await migrateThrough('resume-byte', { resetAtByte: 300_000 }, { resume: true, psk: Buffer.alloc(32, 3) });
+    expect(r.injected.length).toBe(1);
+    expect(r.sourceError).toBeUndefined();
+    expect(r.summary.resumes).toBe(1);
     expect(readFileSync(r.out).equals(r.raw)).toBe(true);
   });
 

@@ -552,6 +552,8 @@ export class MigrationTarget extends EventEmitter<TargetEvents> {
           // Only a broken or silent network during the pre-copy is worth waiting out: the source has not
           // paused, and everything applied so far is verified and recorded in heldHashes.
           if (resumeWindowMs === 0 || inFinalRound || !(lost instanceof ConnectionError || lost instanceof TimeoutError)) throw error;
+          // The session's failure is told in the suspension's outcome, not as the next one's cause.
+          failedStream = undefined;
           for (const extra of extras) {
             extra.stop();
             extra.receiver.connection.fail(lost);
