@@ -98,7 +98,8 @@ describe('pagewire receive / send', () => {
     expect(s.status).toBe('completed');
     expect(s.streams).toBe(3);
     for (const key of ['throttlePercent', 'dirtyRateMBps', 'bandwidthMBps', 'expectedDowntimeMs']) expect(typeof s[key], key).toBe('number');
-    expect(s.dirtyRateMBps as number).toBeGreaterThan(0);
+    // Measured after the last pre-copy round: zero only if the writer (a thread the machine may starve) wrote nothing then.
+    if (s.stopReason !== 'no-dirty-pages') expect(s.dirtyRateMBps as number).toBeGreaterThan(0);
     expect(Object.keys(s.downtimeBreakdownMs as object)).toEqual(['pause', 'finalSync', 'transfer', 'verify', 'persist', 'handshake']);
     expect(s.rounds as number).toBeGreaterThanOrEqual(3);
     expect(s.workloadWrites as number).toBeGreaterThan(0);
