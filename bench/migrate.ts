@@ -23,7 +23,7 @@ import { fileURLToPath } from 'node:url';
 import { optionalString, parseFlags, parseSize } from '../src/cli/args.js';
 import { sourceJson } from '../src/cli/run-source.js';
 import { DEFAULT_PAGE_CACHE_BYTES } from '../src/codec/page-batch-encoder.js';
-import type { Lz4Mode } from '../src/codec/lz4-policy.js';
+import { LZ4_MODES, type Lz4Mode } from '../src/codec/lz4-policy.js';
 import { MAX_STREAMS } from '../src/wire/streams.js';
 import { writeMixedImage, type MixedImageOptions } from '../src/workload/mixed-image.js';
 import type { WorkloadSpec } from '../src/workload/workload-spec.js';
@@ -213,7 +213,7 @@ function parseOptions(argv: string[]): Options {
   const streams = streamsText === undefined ? undefined : wholeNumber(streamsText, 'streams', 1);
   if (streams !== undefined && streams > MAX_STREAMS) throw new Error(`--streams: at most ${MAX_STREAMS}, got ${streams}`);
   const lz4 = optionalString(flags, 'lz4') as Lz4Mode | undefined;
-  if (lz4 !== undefined && !['adaptive', 'always', 'off'].includes(lz4)) {
+  if (lz4 !== undefined && !LZ4_MODES.includes(lz4)) {
     throw new Error(`--lz4: expected adaptive, always or off, got '${lz4}'`);
   }
   const maxDowntimeText = optionalString(flags, 'max-downtime') ?? String(WORKLOAD_MAX_DOWNTIME_MS);

@@ -7,30 +7,22 @@ import { optionalString, parseFlags, parseHostPort, parsePositiveNumber, parseSi
 import { fileSha256 } from './file-sha256.js';
 import { printJson, printTable, roundMs } from './output.js';
 import { abortOnSignals } from './signals.js';
-import { readPskFile } from '../transport/psk-auth.js';
-import { readTlsFiles } from '../transport/tls-certs.js';
+import { SECURITY_FLAGS, readSecurityFlags } from './security-flags.js';
 
 export const RECEIVE_USAGE = 'pagewire receive --listen HOST:PORT --out FILE [--psk-file F [--tls] | --insecure] ' +
   '[--tls-cert F --tls-key F [--tls-ca F]] [--max-size SIZE] [--timeout MS] [--resume-window MS] [--json]';
 
 export async function receiveCommand(argv: string[]): Promise<number> {
   const flags = parseFlags(argv, {
-    listen: 'string', out: 'string', 'psk-file': 'string', tls: 'boolean', insecure: 'boolean', json: 'boolean', 'max-size': 'string',
-    timeout: 'string', 'resume-window': 'string', 'tls-cert': 'string', 'tls-key': 'string', 'tls-ca': 'string',
+    listen: 'string', out: 'string', insecure: 'boolean', json: 'boolean', 'max-size': 'string',
+    timeout: 'string', 'resume-window': 'string', ...SECURITY_FLAGS,
   });
   const { host, port } = parseHostPort(requireString(flags, 'listen'), 'listen');
   const out = resolve(requireString(flags, 'out'));
   const json = flags.has('json');
-  const pskFile = optionalString(flags, 'psk-file');
-  const psk = pskFile ? readPskFile(pskFile) : undefined;
-  if (flags.has('tls') && !psk) throw new InvalidArgumentError('--tls: TLS-PSK needs the key: give --psk-file too');
-  const certificates = readTlsFiles({
-    cert: optionalString(flags, 'tls-cert'), key: optionalString(flags, 'tls-key'), ca: optionalString(flags, 'tls-ca'),
-  });
-  const withCertificates = Object.keys(certificates).length > 0;
-  if (withCertificates && flags.has('tls')) throw new InvalidArgumentError('--tls (TLS-PSK) and --tls-cert/--tls-key exclude each other');
+  const security = readSecurityFlags(flags);
   // Client certificates a CA of ours signed authenticate the source as well as a key does.
-  if (!psk && !certificates.ca && !flags.has('insecure') && !isLoopback(host)) {
+  if (!security.psk && !security.tlsCertificates?.ca && !flags.has('insecure') && !isLoopback(host)) {
     throw new InvalidArgumentError(`--listen ${host}: anyone who reaches this address could write --out; give --psk-file ` +
       '(the same key as the source\'s) or --tls-ca (to require client certificates), or --insecure on a network you trust');
   }
@@ -45,8 +37,7 @@ export async function receiveCommand(argv: string[]): Promise<number> {
   const image = new FileTargetImage(out, maxSize ? { maxRegionBytes: parseSize(maxSize, 'max-size') } : {});
   const signals = abortOnSignals();
   const target = await MigrationTarget.listen({
-    image, host, port, signal: signals.signal, psk, tls: flags.has('tls'),
-    ...(withCertificates ? { tlsCertificates: certificates } : {}),
+    image, host, port, signal: signals.signal, ...security,
     ...(timeout ? { timeoutMs: parsePositiveNumber(timeout, 'timeout', true) } : {}),
     ...(resumeWindow ? { resumeWindowMs: resumeWindow.trim() === '0' ? 0 : parsePositiveNumber(resumeWindow, 'resume-window') } : {}),
   });

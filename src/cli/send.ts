@@ -5,14 +5,10 @@ import { optionalString, parseFlags, parseHostPort, parsePositiveNumber, parseSi
 import { ProgressLine, printJson, printTable } from './output.js';
 import { runSource, sourceJson } from './run-source.js';
 import { abortOnSignals } from './signals.js';
-import { readPskFile } from '../transport/psk-auth.js';
-import { readTlsFiles } from '../transport/tls-certs.js';
-import type { Lz4Mode } from '../codec/lz4-policy.js';
-import type { StallPolicy } from '../migration/convergence.js';
+import { LZ4_MODES } from '../codec/lz4-policy.js';
+import { STALL_POLICIES } from '../migration/convergence.js';
 import { MAX_STREAMS } from '../wire/streams.js';
-
-const STALL_POLICIES: StallPolicy[] = ['throttle', 'stop', 'fail'];
-const LZ4_MODES: Lz4Mode[] = ['adaptive', 'always', 'off'];
+import { SECURITY_FLAGS, oneOf, readSecurityFlags } from './security-flags.js';
 
 function parseStreams(text: string): number {
   const streams = parsePositiveNumber(text, 'streams', true);
@@ -28,30 +24,19 @@ export const SEND_USAGE = 'pagewire send --connect HOST:PORT --image FILE [--wor
 export async function sendCommand(argv: string[]): Promise<number> {
   const flags = parseFlags(argv, {
     connect: 'string', image: 'string', workload: 'string', 'max-downtime': 'string', 'max-bandwidth': 'string',
-    'max-rounds': 'string', 'cache-size': 'string', streams: 'string', 'on-stall': 'string', lz4: 'string', 'tls-cert': 'string', 'tls-key': 'string', 'tls-ca': 'string', tls: 'boolean', 'psk-file': 'string', json: 'boolean',
+    'max-rounds': 'string', 'cache-size': 'string', streams: 'string', 'on-stall': 'string', lz4: 'string', json: 'boolean', ...SECURITY_FLAGS,
   });
   const { host, port } = parseHostPort(requireString(flags, 'connect'), 'connect');
   if (port === 0) throw new InvalidArgumentError('--connect: port 0 is not a port to connect to');
   const imagePath = resolve(requireString(flags, 'image'));
   const json = flags.has('json');
-  const pskFile = optionalString(flags, 'psk-file');
-  const psk = pskFile ? readPskFile(pskFile) : undefined;
-  if (flags.has('tls') && !psk) throw new InvalidArgumentError('--tls: TLS-PSK needs the key: give --psk-file too');
-  const certificates = readTlsFiles({
-    cert: optionalString(flags, 'tls-cert'), key: optionalString(flags, 'tls-key'), ca: optionalString(flags, 'tls-ca'),
-  });
-  const withCertificates = Object.keys(certificates).length > 0;
-  if (withCertificates && flags.has('tls')) throw new InvalidArgumentError('--tls (TLS-PSK) and --tls-ca/--tls-cert exclude each other');
-  if (withCertificates && !certificates.ca) throw new InvalidArgumentError('--tls-cert: give --tls-ca too, to check the target\'s certificate');
+  const security = readSecurityFlags(flags);
+  if (security.tlsCertificates && !security.tlsCertificates.ca) {
+    throw new InvalidArgumentError('--tls-cert: give --tls-ca too, to check the target\'s certificate');
+  }
   const streams = optionalString(flags, 'streams');
-  const lz4 = optionalString(flags, 'lz4');
-  if (lz4 !== undefined && !LZ4_MODES.includes(lz4 as Lz4Mode)) {
-    throw new InvalidArgumentError(`--lz4: expected adaptive, always or off, got '${lz4}'`);
-  }
-  const onStall = optionalString(flags, 'on-stall');
-  if (onStall !== undefined && !STALL_POLICIES.includes(onStall as StallPolicy)) {
-    throw new InvalidArgumentError(`--on-stall: expected throttle, stop or fail, got '${onStall}'`);
-  }
+  const lz4 = oneOf(flags, 'lz4', LZ4_MODES);
+  const onStall = oneOf(flags, 'on-stall', STALL_POLICIES);
   const workloadText = optionalString(flags, 'workload');
   const downtime = optionalString(flags, 'max-downtime');
   const bandwidth = optionalString(flags, 'max-bandwidth');
@@ -61,15 +46,14 @@ export async function sendCommand(argv: string[]): Promise<number> {
   const progress = new ProgressLine();
   try {
     const outcome = await runSource({
-      imagePath, host, port, signal: signals.signal, progress, psk, tls: flags.has('tls'),
+      imagePath, host, port, signal: signals.signal, progress, ...security,
       ...(workloadText ? { workload: parseWorkloadSpec(workloadText) } : {}),
       ...(downtime ? { maxDowntimeMs: parsePositiveNumber(downtime, 'max-downtime') } : {}),
       ...(bandwidth ? { maxBandwidthBytesPerSec: parseRate(bandwidth) } : {}),
       ...(rounds ? { maxRounds: parsePositiveNumber(rounds, 'max-rounds', true) } : {}),
       ...(streams ? { streams: parseStreams(streams) } : {}),
-      ...(onStall ? { onStall: onStall as StallPolicy } : {}),
-      ...(lz4 ? { lz4: lz4 as Lz4Mode } : {}),
-      ...(withCertificates ? { tlsCertificates: certificates } : {}),
+      ...(onStall ? { onStall } : {}),
+      ...(lz4 ? { lz4 } : {}),
       // 0 turns the page cache (and with it DELTA and DUP) off.
       ...(cacheSize ? { pageCacheBytes: cacheSize.trim() === '0' ? 0 : parseSize(cacheSize, 'cache-size') } : {}),
     });

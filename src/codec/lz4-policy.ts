@@ -3,7 +3,8 @@
 // measured 20% faster for a 1 GiB mixed image). The policy only reads timings; the encoder's output for
 // a given setting stays exactly specified (docs/PROTOCOL.md section 4).
 
-export type Lz4Mode = 'adaptive' | 'always' | 'off';
+export const LZ4_MODES = ['adaptive', 'always', 'off'] as const;
+export type Lz4Mode = typeof LZ4_MODES[number];
 
 /** Batches with LZ4 whose waits are summed before a decision. */
 const WINDOW_BATCHES = 8;

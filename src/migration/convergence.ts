@@ -33,7 +33,8 @@ export interface ConvergenceInput {
  * throttle: slow the workload down step by step, then stop and copy if even 99% does not help;
  * stop: stop and copy now, with a longer pause; fail: give up, the workload keeps running here.
  */
-export type StallPolicy = 'throttle' | 'stop' | 'fail';
+export const STALL_POLICIES = ['throttle', 'stop', 'fail'] as const;
+export type StallPolicy = typeof STALL_POLICIES[number];
 
 export type ConvergenceDecision =
   | { action: 'iterate'; expectedDowntimeMs: number }

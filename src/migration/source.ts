@@ -14,7 +14,7 @@ import {
 import {
   DEFAULT_PAGE_CACHE_BYTES, PageBatchEncoder, defaultBatchPages, type EncodedBatch,
 } from '../codec/page-batch-encoder.js';
-import { Lz4Policy, type Lz4Mode } from '../codec/lz4-policy.js';
+import { LZ4_MODES, Lz4Policy, type Lz4Mode } from '../codec/lz4-policy.js';
 import { newPageHashes, regionDigest } from '../codec/page-hashes.js';
 import { BitmapTracker, HashTracker, type DirtyTracker, type PageList } from '../memory/dirty-tracker.js';
 import type { DirtyBitmap } from '../memory/dirty-bitmap.js';
@@ -30,7 +30,7 @@ import {
   parseHeld, parseWelcome, type Welcome,
 } from '../wire/messages.js';
 import { MAX_STREAMS, STRIPE_PAGES, pagesOnStream, splitByStream } from '../wire/streams.js';
-import { decideNextRound, roundBandwidth, type StallPolicy } from './convergence.js';
+import { STALL_POLICIES, decideNextRound, roundBandwidth, type StallPolicy } from './convergence.js';
 import type { RoundProgress, RoundReport, SourceSummary } from './metrics.js';
 
 export interface SourceHooks {
@@ -180,10 +180,10 @@ export class MigrationSource extends EventEmitter<SourceEvents> {
     if (!Number.isSafeInteger(filled.streams) || filled.streams < 1 || filled.streams > MAX_STREAMS) {
       throw new InvalidArgumentError(`streams must be a whole number from 1 to ${MAX_STREAMS}, got ${filled.streams}`);
     }
-    if (!['adaptive', 'always', 'off'].includes(filled.lz4)) {
+    if (!LZ4_MODES.includes(filled.lz4)) {
       throw new InvalidArgumentError(`lz4 must be 'adaptive', 'always' or 'off', got '${filled.lz4}'`);
     }
-    if (!['throttle', 'stop', 'fail'].includes(filled.onStall)) {
+    if (!STALL_POLICIES.includes(filled.onStall)) {
       throw new InvalidArgumentError(`onStall must be 'throttle', 'stop' or 'fail', got '${filled.onStall}'`);
     }
     if (filled.onStall === 'throttle' && !filled.hooks.throttle) {

@@ -309,12 +309,14 @@ export interface Held {
   hashes: BigUint64Array;
 }
 
+// The hashes are copied as bytes in host order, which is the wire's little-endian order on the hosts
+// pagewire supports (as for the region digest, docs/PROTOCOL.md section 8): one copy, not a call per page.
 export function encodeHeld(lastRound: number, firstPage: number, hashes: BigUint64Array): Buffer {
-  const b = Buffer.alloc(HELD_HEADER_BYTES + hashes.length * 8);
+  const b = Buffer.alloc(HELD_HEADER_BYTES + hashes.byteLength);
   b.writeUInt32LE(lastRound, 0);
   b.writeUInt32LE(firstPage, 4);
   b.writeUInt32LE(hashes.length, 8);
-  for (let i = 0; i < hashes.length; i++) b.writeBigUInt64LE(hashes[i]!, HELD_HEADER_BYTES + i * 8);
+  b.set(new Uint8Array(hashes.buffer, hashes.byteOffset, hashes.byteLength), HELD_HEADER_BYTES);
   return b;
 }
 
@@ -326,7 +328,7 @@ export function parseHeld(payload: Buffer): Held {
     throw new ProtocolError(`HELD has ${payload.length} bytes for ${count} hashes`);
   }
   const hashes = new BigUint64Array(count);
-  for (let i = 0; i < count; i++) hashes[i] = payload.readBigUInt64LE(HELD_HEADER_BYTES + i * 8);
+  new Uint8Array(hashes.buffer).set(payload.subarray(HELD_HEADER_BYTES));
   return { lastRound: payload.readUInt32LE(0), firstPage: payload.readUInt32LE(4), hashes };
 }
 
