@@ -559,8 +559,6 @@ export class MigrationSource extends EventEmitter<SourceEvents> {
     const collected = performance.now();
     summary.downtime.finalSyncMs = collected - synced;
     await this.sendRound(finalRound, finalPages, false, STOP_AND_COPY);
-    // The extra streams have carried their last page.
-    await Promise.all(this.streams.slice(1).map(({ connection: extra }) => extra.close()));
     const { deviceState } = options.hooks;
     const state = deviceState ? await this.runHook('deviceState', () => deviceState()) : new Uint8Array(0);
     if (state.byteLength > MAX_DEVICE_STATE_BYTES) {
@@ -586,6 +584,9 @@ export class MigrationSource extends EventEmitter<SourceEvents> {
     // What is left is waiting on the network and on both sides' event loops: FINAL out, READY back, GO out.
     const { pauseMs, finalSyncMs, transferMs, verifyMs, persistMs } = summary.downtime;
     summary.downtime.handshakeMs = Math.max(0, summary.downtimeMs - pauseMs - finalSyncMs - transferMs - verifyMs - persistMs);
+    // The extra streams carried their last page in the final round; closing them waits for a round
+    // trip, which does not belong inside the downtime.
+    await Promise.all(this.streams.slice(1).map(({ connection: extra }) => extra.close()));
     expectEmpty(await connection.expect(MessageType.Done, options.timeoutMs), 'DONE');
     summary.bytesTransferred = this.bytesWritten();
     await connection.close();
