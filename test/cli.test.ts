@@ -3,6 +3,7 @@ import { existsSync, mkdirSync, readdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { writeMixedImage } from '../dist/src/index.js';
+import { fileDigest } from '../dist/src/cli/file-digest.js';
 import {
   MessageType, encodeHello, encodePagesHeader, encodeRoundMarker, frameHeader,
 } from '../dist/src/wire/messages.js';
@@ -38,15 +39,21 @@ function keyFiles(dir: string): { key: string; wrong: string } {
   return { key, wrong };
 }
 
+/** --out and the source image after exit both hold the region whose digest send reported. */
+function samePausePoint(c: { image: string; out: string }, sent: Record<string, unknown>): void {
+  expect(sha256File(c.out)).toBe(sha256File(c.image));
+  expect(fileDigest(c.out, 4096).digest).toBe(sent.digest);
+}
+
 function noTempFiles(dir: string): void {
   expect(readdirSync(dir).filter((f) => f.includes('.pagewire-'))).toEqual([]);
 }
 
 describe('pagewire receive / send', () => {
-  it('migrates an image without a workload: both JSON sha256 fields, --out and the source image agree', async () => {
+  it('migrates an image without a workload: with --sha256, both JSON sha256 and digest fields, --out and the image agree', async () => {
     const c = setup(8);
-    const receiver = await startReceiver(c.out);
-    const sender = spawnCli(['send', '--connect', `127.0.0.1:${receiver.port}`, '--image', c.image, '--lz4', 'off', '--json']);
+    const receiver = await startReceiver(c.out, ['--sha256']);
+    const sender = spawnCli(['send', '--connect', `127.0.0.1:${receiver.port}`, '--image', c.image, '--lz4', 'off', '--json', '--sha256']);
     expect(await withTimeout(sender.exit, 30_000, 'send')).toBe(0);
     expect(await withTimeout(receiver.exit, 30_000, 'receive')).toBe(0);
     const s = lastJson(sender.stdout());
@@ -62,6 +69,9 @@ describe('pagewire receive / send', () => {
     expect(s.sha256).toBe(r.sha256);
     expect(sha256File(c.out)).toBe(s.sha256);
     expect(sha256File(c.image)).toBe(s.sha256);
+    expect(s.digest).toMatch(/^[0-9a-f]{16}$/);
+    expect(r.digest).toBe(s.digest);
+    expect(fileDigest(c.out, 4096).digest).toBe(s.digest);
     noTempFiles(c.dir);
   });
 
@@ -81,9 +91,9 @@ describe('pagewire receive / send', () => {
     expect(s.rawPages as number).toBeGreaterThan(0);
     expect(s.zeroPages as number).toBeGreaterThan(0);
     if ((s.rounds as number) > 2) expect(s.deltaPages as number).toBeGreaterThan(0);
-    expect(s.sha256).toBe(lastJson(receiver.stdout()).sha256);
-    expect(sha256File(c.out)).toBe(s.sha256);
-    expect(sha256File(c.image)).toBe(s.sha256);
+    expect(s).not.toHaveProperty('sha256');
+    expect(lastJson(receiver.stdout()).digest).toBe(s.digest);
+    samePausePoint(c, s);
   });
 
   it('migrates under a 100 MB/s workload in several rounds and reports the downtime', async () => {
@@ -105,9 +115,8 @@ describe('pagewire receive / send', () => {
     expect(s.workloadWrites as number).toBeGreaterThan(0);
     expect(s.downtimeMs as number).toBeGreaterThan(0);
     expect(sender.stderr()).toMatch(/round=2 pages=\d+ bytes=\d+ bw=[\d.]+MB\/s dirty=[\d.]+MB\/s/);
-    expect(s.sha256).toBe(r.sha256);
-    expect(sha256File(c.out)).toBe(s.sha256);
-    expect(sha256File(c.image)).toBe(s.sha256);
+    expect(r.digest).toBe(s.digest);
+    samePausePoint(c, s);
   });
 
   it('refuses garbage, a wrong magic and an unknown version with a reason, and keeps listening', async () => {
@@ -182,7 +191,7 @@ describe('pagewire receive / send', () => {
     const c = setup(32);
     const receiver = await startReceiver(c.out);
     const sender = spawnCli(['send', '--connect', `127.0.0.1:${receiver.port}`, '--image', c.image,
-      '--workload', 'rate=50MB/s,hot=0.05,seed=2', '--max-bandwidth', '20MB/s', '--json']);
+      '--workload', 'rate=50MB/s,hot=0.05,seed=2', '--max-bandwidth', '20MB/s', '--json', '--sha256']);
     await receiver.waitForStderr(/migration [0-9a-f]+ from/);
     await new Promise((r) => setTimeout(r, 300));
     receiver.child.kill('SIGKILL');
@@ -201,7 +210,7 @@ describe('pagewire receive / send', () => {
     const c = setup(32);
     const receiver = await startReceiver(c.out);
     const sender = spawnCli(['send', '--connect', `127.0.0.1:${receiver.port}`, '--image', c.image,
-      '--workload', 'rate=50MB/s,hot=0.05,seed=4', '--max-bandwidth', '20MB/s', '--json']);
+      '--workload', 'rate=50MB/s,hot=0.05,seed=4', '--max-bandwidth', '20MB/s', '--json', '--sha256']);
     await receiver.waitForStderr(/migration [0-9a-f]+ from/);
     await new Promise((r) => setTimeout(r, 300));
     sender.child.kill('SIGTERM');
@@ -254,7 +263,7 @@ describe('pagewire receive / send', () => {
     const keyed = send('--psk-file', key);
     expect(await withTimeout(keyed.exit, 30_000, 'send with the key')).toBe(0);
     expect(await withTimeout(receiver.exit, 30_000, 'receive')).toBe(0);
-    expect(sha256File(c.out)).toBe(lastJson(keyed.stdout()).sha256);
+    samePausePoint(c, lastJson(keyed.stdout()));
 
     // A keyed source never sends pages to a target that cannot prove it holds the key.
     const d = setup(1);
@@ -281,8 +290,7 @@ describe('pagewire receive / send', () => {
     const good = send('--psk-file', key, '--tls');
     expect(await withTimeout(good.exit, 30_000, 'TLS with the key')).toBe(0);
     expect(await withTimeout(receiver.exit, 30_000, 'receive')).toBe(0);
-    expect(sha256File(c.out)).toBe(lastJson(good.stdout()).sha256);
-    expect(sha256File(c.image)).toBe(lastJson(good.stdout()).sha256);
+    samePausePoint(c, lastJson(good.stdout()));
   });
 
   it('refuses to listen beyond loopback without a key unless --insecure, and refuses short keys', async () => {
@@ -300,6 +308,31 @@ describe('pagewire receive / send', () => {
     expect(weak.stderr()).toMatch(/pre-shared key has 9 bytes; use at least 16/);
   });
 
+  it('prints each command\'s usage on --help, and the usage of all of them with no command', async () => {
+    for (const command of ['receive', 'send', 'digest', 'demo']) {
+      const run = spawnCli([command, '--help']);
+      expect(await withTimeout(run.exit, 10_000, `${command} --help`)).toBe(0);
+      expect(run.stdout()).toMatch(new RegExp(`^usage: pagewire ${command} `));
+    }
+    const all = spawnCli(['--help']);
+    expect(await withTimeout(all.exit, 10_000, '--help')).toBe(0);
+    expect(all.stdout()).toMatch(/pagewire send .*--json \[--sha256\]/);
+  });
+
+  it('digest prints a file\'s region digest, and refuses a file that is not whole pages', async () => {
+    const c = setup(1);
+    const run = spawnCli(['digest', c.image, '--json']);
+    expect(await withTimeout(run.exit, 10_000, 'digest')).toBe(0);
+    expect(lastJson(run.stdout())).toEqual({ status: 'completed', ...fileDigest(c.image, 4096) });
+    const plain = spawnCli(['digest', c.image]);
+    expect(await withTimeout(plain.exit, 10_000, 'digest')).toBe(0);
+    expect(plain.stdout()).toBe(`${fileDigest(c.image, 4096).digest}  ${c.image}\n`);
+    // c.out holds a line of text: not a region.
+    const bad = spawnCli(['digest', c.out]);
+    expect(await withTimeout(bad.exit, 10_000, 'digest of a short file')).toBe(1);
+    expect(bad.stderr()).toMatch(/^pagewire: .* not a whole number of 4096-byte pages \(PW_ERR_STORAGE\)\n$/);
+  });
+
   it('rejects bad arguments with one line and a usage exit code', async () => {
     for (const args of [
       ['send', '--connect', 'nowhere', '--image', 'x'],
@@ -311,6 +344,8 @@ describe('pagewire receive / send', () => {
       ['send', '--connect', '127.0.0.1:1', '--image', 'x', '--streams', '65'],
       ['send', '--connect', '127.0.0.1:1', '--image', 'x', '--on-stall', 'panic'],
       ['send', '--connect', '127.0.0.1:1', '--image', 'x', '--lz4', 'sometimes'],
+      ['digest'],
+      ['digest', join(tmp.dir, 'missing.img')],
       ['frobnicate'],
     ]) {
       const run = spawnCli(args);

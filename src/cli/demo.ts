@@ -35,7 +35,7 @@ export async function demoCommand(argv: string[]): Promise<number> {
     target = await MigrationTarget.listen({ image: new FileTargetImage(outPath), host: '127.0.0.1', port: 0, signal: signals.signal });
     const progress = new ProgressLine(process.stdout);
     const outcome = await runSource({
-      imagePath, host: '127.0.0.1', port: target.address.port, workload, signal: signals.signal, progress,
+      imagePath, host: '127.0.0.1', port: target.address.port, workload, signal: signals.signal, progress, sha256: true,
       ...(downtime === undefined ? {} : { maxDowntimeMs: downtime }),
     });
     if (outcome.error) {
@@ -44,6 +44,7 @@ export async function demoCommand(argv: string[]): Promise<number> {
     }
     await target.result;
     const targetSha = await fileSha256(outPath);
+    const sourceSha = outcome.sha256!;
     const s = outcome.summary;
     say('');
     printTable([
@@ -58,10 +59,10 @@ export async function demoCommand(argv: string[]): Promise<number> {
       ['pages sent', `${s.pagesTransferred} of ${s.pagesTotal} (${s.zeroPages} zero, ${s.rawPages} raw)`],
       ['bytes on the wire', `${s.bytesTransferred} (${((100 * s.bytesTransferred) / size).toFixed(1)}% of the region)`],
       ['writes by the workload', outcome.workloadWrites],
-      ['source sha256', outcome.sha256],
+      ['source sha256', sourceSha],
       ['target sha256', targetSha],
     ]);
-    const same = targetSha === outcome.sha256;
+    const same = targetSha === sourceSha;
     say(same ? '\ntarget image is byte-identical to the source at the pause point' : '\nMISMATCH: target differs from source');
     return same ? 0 : 1;
   } catch (error) {

@@ -1,25 +1,40 @@
 #!/usr/bin/env node
-// pagewire's command line: receive on the target, send on the source, demo for both on one machine.
+// pagewire's command line: receive on the target, send on the source, digest to check an image, demo
+// for both ends on one machine.
 import { InvalidArgumentError, asPagewireError } from '../errors.js';
 import { DEMO_USAGE, demoCommand } from './demo.js';
+import { DIGEST_USAGE, digestCommand } from './digest.js';
 import { RECEIVE_USAGE, receiveCommand } from './receive.js';
 import { printJson } from './output.js';
 import { SEND_USAGE, sendCommand } from './send.js';
 
-const USAGE = `usage:\n  ${RECEIVE_USAGE}\n  ${SEND_USAGE}\n  ${DEMO_USAGE}\n`;
-const COMMANDS: Record<string, (argv: string[]) => Promise<number>> = {
-  receive: receiveCommand, send: sendCommand, demo: demoCommand,
+interface Command {
+  usage: string;
+  run(argv: string[]): Promise<number>;
+}
+
+const COMMANDS: Record<string, Command> = {
+  receive: { usage: RECEIVE_USAGE, run: receiveCommand },
+  send: { usage: SEND_USAGE, run: sendCommand },
+  digest: { usage: DIGEST_USAGE, run: digestCommand },
+  demo: { usage: DEMO_USAGE, run: demoCommand },
 };
+const USAGE = `usage:\n${Object.values(COMMANDS).map((c) => `  ${c.usage}\n`).join('')}`;
+const isHelp = (arg: string | undefined) => arg === '--help' || arg === '-h' || arg === 'help';
 
 async function main(argv: string[]): Promise<number> {
-  const [command, ...rest] = argv;
-  if (command === undefined || command === '--help' || command === '-h' || command === 'help') {
+  const [name, ...rest] = argv;
+  if (name === undefined || isHelp(name)) {
     process.stdout.write(USAGE);
-    return command === undefined ? 2 : 0;
+    return name === undefined ? 2 : 0;
   }
-  const run = COMMANDS[command];
-  if (!run) throw new InvalidArgumentError(`unknown command '${command}' (commands: receive, send, demo)`);
-  return run(rest);
+  const command = COMMANDS[name];
+  if (!command) throw new InvalidArgumentError(`unknown command '${name}' (commands: ${Object.keys(COMMANDS).join(', ')})`);
+  if (rest.some((arg) => arg === '--help' || arg === '-h')) {
+    process.stdout.write(`usage: ${command.usage}\n`);
+    return 0;
+  }
+  return command.run(rest);
 }
 
 const argv = process.argv.slice(2);

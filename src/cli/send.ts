@@ -19,12 +19,13 @@ function parseStreams(text: string): number {
 export const SEND_USAGE = 'pagewire send --connect HOST:PORT --image FILE [--workload rate=200MB/s,hot=0.05,seed=1] ' +
   '[--max-downtime MS] [--max-bandwidth MB/s] [--max-rounds N] [--on-stall throttle|stop|fail] [--cache-size 64MiB] ' +
   '[--lz4 adaptive|always|off] ' +
-  '[--streams N] [--psk-file F [--tls]] [--tls-ca F [--tls-cert F --tls-key F]] [--json]';
+  '[--streams N] [--psk-file F [--tls]] [--tls-ca F [--tls-cert F --tls-key F]] [--json [--sha256]]';
 
 export async function sendCommand(argv: string[]): Promise<number> {
   const flags = parseFlags(argv, {
     connect: 'string', image: 'string', workload: 'string', 'max-downtime': 'string', 'max-bandwidth': 'string',
-    'max-rounds': 'string', 'cache-size': 'string', streams: 'string', 'on-stall': 'string', lz4: 'string', json: 'boolean', ...SECURITY_FLAGS,
+    'max-rounds': 'string', 'cache-size': 'string', streams: 'string', 'on-stall': 'string', lz4: 'string', json: 'boolean',
+    sha256: 'boolean', ...SECURITY_FLAGS,
   });
   const { host, port } = parseHostPort(requireString(flags, 'connect'), 'connect');
   if (port === 0) throw new InvalidArgumentError('--connect: port 0 is not a port to connect to');
@@ -46,7 +47,7 @@ export async function sendCommand(argv: string[]): Promise<number> {
   const progress = new ProgressLine();
   try {
     const outcome = await runSource({
-      imagePath, host, port, signal: signals.signal, progress, ...security,
+      imagePath, host, port, signal: signals.signal, progress, ...security, sha256: flags.has('sha256'),
       ...(workloadText ? { workload: parseWorkloadSpec(workloadText) } : {}),
       ...(downtime ? { maxDowntimeMs: parsePositiveNumber(downtime, 'max-downtime') } : {}),
       ...(bandwidth ? { maxBandwidthBytesPerSec: parseRate(bandwidth) } : {}),
@@ -66,7 +67,8 @@ export async function sendCommand(argv: string[]): Promise<number> {
         ['rounds', s.rounds], ['streams', s.streams], ['throttle', `${s.throttlePercent}%`], ['total time', `${s.totalTimeMs.toFixed(0)} ms`], ['downtime', `${s.downtimeMs.toFixed(1)} ms`],
         ['pages sent', `${s.pagesTransferred} of ${s.pagesTotal}`],
         ['encodings', `${s.zeroPages} zero, ${s.deltaPages} delta, ${s.dupPages} dup, ${s.lz4Pages} lz4, ${s.rawPages} raw`],
-        ['bytes sent', s.bytesTransferred], ['sha256', outcome.sha256],
+        ['bytes sent', s.bytesTransferred], ['digest', s.regionDigest],
+        ...(outcome.sha256 ? [['sha256', outcome.sha256] as [string, string]] : []),
       ]);
     }
     return outcome.error ? 1 : 0;

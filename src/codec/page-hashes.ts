@@ -21,3 +21,8 @@ export function newPageHashes(pageCount: number, pageSize: number): BigUint64Arr
 export function regionDigest(hashes: BigUint64Array): bigint {
   return binding().xxh64(new Uint8Array(hashes.buffer, hashes.byteOffset, hashes.byteLength));
 }
+
+/** A region digest as reports print it: 16 hex digits. */
+export function formatDigest(digest: bigint): string {
+  return digest.toString(16).padStart(16, '0');
+}

@@ -52,6 +52,8 @@ export interface SourceSummary {
   resumes: number;
   /** Bytes of pages the resumes did not send again, since the target held them already. */
   resumeSavedBytes: number;
+  /** The region digest at the pause point, as FINAL carried it (16 hex digits; '' before FINAL). */
+  regionDigest: string;
 }
 
 export interface RoundProgress {

@@ -15,7 +15,7 @@ import {
   DEFAULT_PAGE_CACHE_BYTES, PageBatchEncoder, defaultBatchPages, type EncodedBatch,
 } from '../codec/page-batch-encoder.js';
 import { LZ4_MODES, Lz4Policy, type Lz4Mode } from '../codec/lz4-policy.js';
-import { newPageHashes, regionDigest } from '../codec/page-hashes.js';
+import { formatDigest, newPageHashes, regionDigest } from '../codec/page-hashes.js';
 import { BitmapTracker, HashTracker, type DirtyTracker, type PageList } from '../memory/dirty-tracker.js';
 import type { DirtyBitmap } from '../memory/dirty-bitmap.js';
 import type { MemoryRegion } from '../memory/region.js';
@@ -222,7 +222,7 @@ export class MigrationSource extends EventEmitter<SourceEvents> {
       streams: 0, pageSize: region.pageSize, pagesTotal: region.pageCount, pagesTransferred: 0, zeroPages: 0,
       deltaPages: 0, lz4Pages: 0, rawPages: 0, dupPages: 0, bytesTransferred: 0, deviceStateBytes: 0, stopReason: '',
       throttlePercent: 0, dirtyRateBytesPerSec: 0, bandwidthBytesPerSec: 0, expectedDowntimeMs: 0, resumes: 0,
-      resumeSavedBytes: 0,
+      resumeSavedBytes: 0, regionDigest: '',
     };
   }
 
@@ -567,6 +567,7 @@ export class MigrationSource extends EventEmitter<SourceEvents> {
     summary.deviceStateBytes = state.byteLength;
     await connection.send(MessageType.DeviceState, Buffer.from(state.buffer, state.byteOffset, state.byteLength));
     const digest = regionDigest(this.sentHashes);
+    summary.regionDigest = formatDigest(digest);
     // Transfer ends here: from FINAL on, the target's verify and persist overlap this side's wait.
     summary.downtime.transferMs = performance.now() - collected;
     await connection.send(MessageType.Final, encodeFinal({ round: finalRound, regionDigest: digest }));

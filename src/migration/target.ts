@@ -11,7 +11,7 @@ import {
   ProtocolError, SwitchoverError, TimeoutError, VersionError, asPagewireError,
 } from '../errors.js';
 import { PageBatchDecoder } from '../codec/page-batch-decoder.js';
-import { regionDigest } from '../codec/page-hashes.js';
+import { formatDigest, regionDigest } from '../codec/page-hashes.js';
 import { validatePageSize, validateRegionSize } from '../memory/region.js';
 import { FramedConnection, PEER_REASON_GRACE_MS, READ_AHEAD_BYTES } from '../transport/framed-connection.js';
 import { authenticateSource, checkPsk } from '../transport/psk-auth.js';
@@ -109,6 +109,8 @@ export interface TargetSummary {
   resumes: number;
   bytesReceived: number;
   deviceStateBytes: number;
+  /** The region digest of the committed image (16 hex digits; '' until FINAL was verified). */
+  regionDigest: string;
   /** Where the verified image was kept when the switch-over was left in doubt. */
   inDoubtImage?: string;
   totalTimeMs: number;
@@ -440,7 +442,7 @@ export class MigrationTarget extends EventEmitter<TargetEvents> {
     this.interrupt = interruptSession;
     const summary: TargetSummary = {
       status: 'failed', migrationId, pageSize: hello.pageSize, pagesTotal: store.pageCount, pagesApplied: 0,
-      rounds: 0, streams: 1, resumes: 0, bytesReceived: 0, deviceStateBytes: 0, totalTimeMs: 0,
+      rounds: 0, streams: 1, resumes: 0, bytesReceived: 0, deviceStateBytes: 0, regionDigest: '', totalTimeMs: 0,
     };
     this.summaryNow = summary;
     let deviceState = Buffer.alloc(0);
@@ -522,6 +524,7 @@ export class MigrationTarget extends EventEmitter<TargetEvents> {
               if (digest !== final.regionDigest) {
                 throw new ChecksumError('region digest differs from the source\'s: a page is missing or stale', -1);
               }
+              summary.regionDigest = formatDigest(digest);
               break;
             }
             const end = await control.take(frame);
