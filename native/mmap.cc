@@ -74,6 +74,7 @@ class Mapping : public Napi::ObjectWrap<Mapping> {
     r.data = state_->addr;
     r.byteLength = state_->length;
     r.writable = state_->writable;
+    r.fd = state_->fd;
     return r;
   }
 

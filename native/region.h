@@ -17,6 +17,8 @@ struct RegionSpan {
   uint8_t* data = nullptr;
   uint64_t byteLength = 0;
   bool writable = true;
+  // The mapped file, for a mapping (-1 otherwise): readers may pread it instead of faulting the mapping in.
+  int fd = -1;
 };
 
 // Implemented in mmap.cc: if obj carries the Mapping type tag, fills *out (throws if closed).

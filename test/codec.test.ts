@@ -1,5 +1,5 @@
 import { randomFillSync } from 'node:crypto';
-import { readFileSync, writeFileSync } from 'node:fs';
+import { closeSync, openSync, readFileSync, statSync, truncateSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { tempDir } from './helpers.js';
@@ -10,6 +10,7 @@ import { RECORD_HEADER_BYTES } from '../dist/src/codec/page-records.js';
 import { FilePageStore, RegionPageStore } from '../dist/src/memory/page-store.js';
 import { regionDigest } from '../dist/src/codec/page-hashes.js';
 import { mixedImage } from '../dist/src/workload/mixed-image.js';
+import { twin } from '../dist/src/native/twin/index.js';
 
 const PAGE = 4096;
 
@@ -17,6 +18,14 @@ function mixedRegion(pages: number): MemoryRegion {
   const bytes = Buffer.alloc(pages * PAGE);
   for (let p = 0; p < pages; p++) if (p % 3 !== 0) randomFillSync(bytes, p * PAGE, PAGE);
   return MemoryRegion.fromMemory(bytes);
+}
+
+/** Blocks a file system (ext4) may add to a sparse file's allocation for its extent tree. */
+const EXTENT_BLOCKS = 2;
+
+/** Bytes the file system allocated to a file (st_blocks are 512 bytes). */
+function allocatedBytes(path: string): number {
+  return statSync(path).blocks * 512;
 }
 
 function all(n: number): Uint32Array {
@@ -82,6 +91,60 @@ describe('page batch codec', () => {
       store.close();
       expect(readFileSync(path).equals(sourceBytes)).toBe(true);
       expect(regionDigest(decoder.heldHashes)).toBe(regionDigest(encoder.sentHashes));
+    } finally {
+      dir.cleanup();
+    }
+  });
+
+  it('allocates nothing for ZERO records in a file store: never-written pages stay holes, a page that became zero is punched out', async () => {
+    const dir = tempDir();
+    try {
+      const sourceBytes = Buffer.alloc(64 * PAGE);
+      for (let p = 0; p < 64; p += 4) randomFillSync(sourceBytes, p * PAGE, PAGE); // 16 data pages, 48 zero
+      const source = MemoryRegion.fromMemory(sourceBytes);
+      const path = join(dir.dir, 'sparse.img');
+      const store = FilePageStore.create(path, 64 * PAGE, PAGE);
+      const decoder = new PageBatchDecoder(store);
+      const encoder = new PageBatchEncoder(source);
+      const first = await migrateBatch(encoder, decoder, all(64), false);
+      expect(first.zeroRecords).toBe(48);
+      store.sync();
+      // The data pages, and at most a couple of blocks of the file system's extent tree for 16 extents.
+      expect(allocatedBytes(path)).toBeLessThanOrEqual((16 + EXTENT_BLOCKS) * PAGE);
+      // Half the data pages become zero and go again as ZERO records: their blocks are released.
+      for (let p = 0; p < 64; p += 8) sourceBytes.fill(0, p * PAGE, (p + 1) * PAGE);
+      const second = await migrateBatch(encoder, decoder, all(64), false);
+      expect(second.zeroRecords).toBe(56);
+      store.sync();
+      store.close();
+      expect(allocatedBytes(path)).toBeLessThanOrEqual((8 + EXTENT_BLOCKS) * PAGE);
+      expect(readFileSync(path).equals(sourceBytes)).toBe(true);
+    } finally {
+      dir.cleanup();
+    }
+  });
+
+  it('the twin leaves never-written pages of a file as holes for ZERO records too', async () => {
+    const dir = tempDir();
+    try {
+      const path = join(dir.dir, 'twin-sparse.img');
+      const zeroHash = twin.xxh64(new Uint8Array(PAGE));
+      const records = Buffer.alloc(32 * RECORD_HEADER_BYTES);
+      for (let k = 0; k < 32; k++) {
+        records.writeUInt32LE(k, k * RECORD_HEADER_BYTES);
+        records.writeBigUInt64LE(zeroHash, k * RECORD_HEADER_BYTES + 12);
+      }
+      writeFileSync(path, '');
+      truncateSync(path, 32 * PAGE);
+      const fd = openSync(path, 'r+');
+      try {
+        const [status, , applied] = await twin.applyPages(fd, PAGE, 32, records, 32, new BigUint64Array(32));
+        expect([status, applied]).toEqual([0, 32]);
+      } finally {
+        closeSync(fd);
+      }
+      expect(allocatedBytes(path)).toBe(0);
+      expect(readFileSync(path).equals(Buffer.alloc(32 * PAGE))).toBe(true);
     } finally {
       dir.cleanup();
     }

@@ -95,7 +95,8 @@ function applyRecords(job: ApplyJob): ApplyResult {
     if (actual !== hash) return finish(ApplyStatus.ChecksumMismatch, index);
 
     // An empty DELTA leaves the page as it is: the hash is checked, there is nothing to write.
-    if (encoding !== Encoding.Delta || payloadLength > 0) sink.write(index, page);
+    if (encoding === Encoding.Zero) sink.writeZero(index, page);
+    else if (encoding !== Encoding.Delta || payloadLength > 0) sink.write(index, page);
     heldHashes[index] = hash;
     pos = payloadAt + payloadLength;
     applied++;

@@ -7,6 +7,8 @@ export interface PageSink {
   read(index: number, into: Uint8Array): void;
   /** Stores a verified page. It is copied: the caller may reuse `page` at once. */
   write(index: number, page: Uint8Array): void;
+  /** Stores a zero page (`zeros` is one), without allocating for it where the sink can. */
+  writeZero(index: number, zeros: Uint8Array): void;
   /** Writes out whatever write() still holds. */
   flush(): void;
 }
@@ -20,6 +22,10 @@ export class MemorySink implements PageSink {
 
   write(index: number, page: Uint8Array): void {
     this.pages.set(page, index * this.pageSize);
+  }
+
+  writeZero(index: number, zeros: Uint8Array): void {
+    this.write(index, zeros);
   }
 
   flush(): void {}
@@ -53,6 +59,16 @@ export class FileSink implements PageSink {
       if (n === 0) throw new Error(`reading a page back failed: the file ends inside page ${index}`);
       done += n;
     }
+  }
+
+  /**
+   * Node has no fallocate to punch a hole, as the addon does; a page that already reads back as zeros
+   * (never written: a hole) is left alone, so zero pages allocate nothing in a fresh file.
+   */
+  writeZero(index: number, zeros: Uint8Array): void {
+    const current = new Uint8Array(this.pageSize);
+    this.read(index, current);
+    if (current.some((byte) => byte !== 0)) this.write(index, zeros);
   }
 
   write(index: number, page: Uint8Array): void {
