@@ -10,6 +10,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   pagewire::InitMmap(env, exports);
   pagewire::InitBitmap(env, exports);
   pagewire::InitCodec(env, exports);
+  pagewire::InitFrameReader(env, exports);
   return exports;
 }
 

@@ -28,6 +28,7 @@ bool MappingRegion(const Napi::Object& obj, RegionSpan* out);
 void InitMmap(Napi::Env env, Napi::Object exports);
 void InitBitmap(Napi::Env env, Napi::Object exports);
 void InitCodec(Napi::Env env, Napi::Object exports);
+void InitFrameReader(Napi::Env env, Napi::Object exports);
 
 [[noreturn]] inline void ThrowRange(Napi::Env env, const std::string& msg) {
   throw Napi::RangeError::New(env, msg);

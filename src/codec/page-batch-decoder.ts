@@ -23,16 +23,19 @@ export class PageBatchDecoder {
   }
 
   /**
-   * Queues a batch behind the others. The records buffer must stay untouched until settled() resolves.
+   * Queues a batch behind the others. The records buffer must stay untouched until settled() resolves,
+   * or until `done` is called: once the batch is applied, or skipped after an earlier failure.
    * Throws the error of an earlier batch, if one failed.
    */
-  enqueue(records: Uint8Array, recordCount: number): void {
+  enqueue(records: Uint8Array, recordCount: number, done?: () => void): void {
     if (this.failure) throw this.failure;
     this.queue = this.queue.then(async () => {
       try {
         if (!this.failure) await this.apply(records, recordCount);
       } catch (error) {
         this.failure = error as Error;
+      } finally {
+        done?.();
       }
     });
     this.inflight.push(this.queue);

@@ -82,7 +82,8 @@ export class StreamReceiver {
         throw new ProtocolError(`round ${this.round} carries more page records than the ${this.announced} its ROUND_BEGIN announced${label}`);
       }
       checkRecordsOnStream(batch.records, batch.recordCount, this.index, this.streams);
-      this.decoder.enqueue(batch.records, batch.recordCount);
+      // A natively read frame's buffer goes back to its pool once applied.
+      this.decoder.enqueue(batch.records, batch.recordCount, frame.release);
       this.records += batch.recordCount;
       this.noteWritten(batch.recordCount * this.pageSize);
       // Reading goes on while the pool thread decodes; past a few queued batches the socket waits.

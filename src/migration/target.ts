@@ -330,6 +330,8 @@ export class MigrationTarget extends EventEmitter<TargetEvents> {
       return;
     }
     joining.joined.set(join.stream, connection);
+    // The source sends this stream's pages only after JOINED, so Node has read nothing past it.
+    connection.readNatively();
     connection.send(MessageType.Joined).then(() => {
       connection.maxPayload = MAX_PAYLOAD_BYTES;
       if (joining.joined.size === joining.expected) joining.complete();
@@ -473,6 +475,8 @@ export class MigrationTarget extends EventEmitter<TargetEvents> {
         // Listening goes on for the extra streams, and for a resume while one is possible.
         if (extraStreams === 0 && resumeWindowMs === 0) this.server.close();
         try {
+          // The source sends nothing more before WELCOME: the addon takes over reading at a frame boundary.
+          connection.readNatively();
           await connection.send(MessageType.Welcome, encodeWelcome({
             version: Math.min(hello.maxVersion, MAX_VERSION), extraStreams, features: hello.features & SUPPORTED_FEATURES,
             flags: image.zeroed ? TARGET_ZEROED : 0,

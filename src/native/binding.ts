@@ -22,6 +22,40 @@ export interface NativeMapping {
   close(): void;
 }
 
+/** How a FrameReader call ended, in the order native/frame_reader.cc defines them. */
+export enum ReadStatus {
+  /** The header, and the payload into the buffer given. */
+  Frame = 0,
+  /** The header only: its payload is longer than the buffer given, and readPayload() must follow. */
+  PayloadLater = 1,
+  /** The peer closed the connection between two frames. */
+  Ended = 2,
+  /** The peer closed it inside a frame. */
+  Cut = 3,
+  Cancelled = 4,
+  /** read() failed; the third value is the errno. */
+  Failed = 5,
+}
+
+/** [status, payload length the header announced, bytes consumed from the socket (errno for Failed)]. */
+export type ReadResult = [status: ReadStatus, payloadLength: number, bytesOrErrno: number];
+
+/**
+ * Reads one connection's frames straight into caller-owned buffers, on a pool thread, from a
+ * duplicate of the socket's descriptor. One read at a time; the buffers must stay untouched until it
+ * settles.
+ */
+export interface NativeFrameReader {
+  /** The next frame: its 8-byte header into header, its payload into payload[0, length) if it fits. */
+  read(header: Uint8Array, payload: Uint8Array): Promise<ReadResult>;
+  /** Exactly payload.length bytes: the rest of a frame read() answered PayloadLater for. */
+  readPayload(payload: Uint8Array): Promise<ReadResult>;
+  /** Ends a read in flight, and every later one, with Cancelled. */
+  cancel(): void;
+  /** Closes the duplicate descriptor; only once no read is in flight. */
+  close(): void;
+}
+
 /** What native calls accept as a region: a DataView over (Shared)ArrayBuffer memory, or a mapping. */
 export type NativeRegion = DataView | ArrayBufferView | ArrayBuffer | NativeMapping;
 
@@ -118,6 +152,9 @@ export interface NativeBinding {
 
   /** Writes the file's dirty pages back (sync_file_range, not waiting for the disk) on a pool thread; settles when that call returns. */
   startWriteback(fd: number): Promise<void>;
+
+  /** Reads a socket's frames on a pool thread (the addon only; the twin leaves reading to Node). */
+  FrameReader?: new (fd: number) => NativeFrameReader;
 
   // Kernels, batch-shaped, for the micro-benchmarks and the shared test vectors. Page k of a buffer
   // is bytes [k * pageSize, (k + 1) * pageSize); pages = floor(byteLength / pageSize).

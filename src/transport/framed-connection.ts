@@ -4,6 +4,7 @@
 import type { Socket } from 'node:net';
 import { ConnectionError, PagewireError, PeerError, ProtocolError, TimeoutError, asPagewireError } from '../errors.js';
 import { FrameDecoder } from '../wire/frame-decoder.js';
+import { NativeFrameReads } from './native-frame-reads.js';
 import {
   MessageType, encodeError, frameHeader, messageName, parseError, type Frame,
 } from '../wire/messages.js';
@@ -35,6 +36,10 @@ export class FramedConnection {
   /** The peer's ERROR, kept even when it arrives after another failure. */
   private peerFailure: PagewireError | undefined;
   private readonly peerErrorWaiters = new Set<() => void>();
+  /** Set once the addon reads this connection's frames instead of Node (readNatively()). */
+  private nativeReads: NativeFrameReads | undefined;
+  /** The native reader waiting for the queue of unread frames to shrink. */
+  private wakeReader: (() => void) | undefined;
 
   /** sendTimeoutMs bounds how long a send may wait for a peer that stops reading. */
   constructor(readonly socket: Socket, maxPayload: number, private readonly sendTimeoutMs = 30_000) {
@@ -65,7 +70,26 @@ export class FramedConnection {
   }
 
   get bytesRead(): number {
-    return this.socket.bytesRead;
+    return this.socket.bytesRead + (this.nativeReads?.bytesRead ?? 0);
+  }
+
+  /**
+   * From now on the addon reads this connection's frames (src/transport/native-frame-reads.ts), if it
+   * can: a plain TCP socket, the addon loaded, no partial frame buffered. Call it only where the peer
+   * waits for this side before it sends more, so that Node has read nothing past a frame. Returns
+   * whether it switched.
+   */
+  readNatively(): boolean {
+    if (this.nativeReads || this.failure || this.decoder.pendingBytes > 0) return false;
+    this.nativeReads = NativeFrameReads.start(this.socket, {
+      maxPayload: () => this.decoder.maxPayload,
+      deliver: (frame) => this.deliver([frame]),
+      room: () => (this.full ? new Promise<void>((resolve) => { this.wakeReader = resolve; }) : Promise.resolve()),
+      // A stream that ended or broke is a lost connection, as Node's 'close' and 'error' say; a
+      // malformed header stops reading but keeps the socket, so the owner can tell the peer why.
+      failed: (error) => (error instanceof ConnectionError ? this.fail(error) : this.interrupt(error)),
+    });
+    return this.nativeReads !== undefined;
   }
 
   get remote(): string {
@@ -184,9 +208,11 @@ export class FramedConnection {
   }
 
   /** Ends our side and waits (briefly) for the socket to close. */
-  close(graceMs = 1000): Promise<void> {
+  async close(graceMs = 1000): Promise<void> {
     const socket = this.socket;
-    if (socket.destroyed) return Promise.resolve();
+    // Node reads again from where the addon stopped, so that the peer's FIN is seen.
+    await this.nativeReads?.stop(socket);
+    if (socket.destroyed) return;
     return new Promise<void>((resolve) => {
       const timer = setTimeout(() => { socket.destroy(); }, graceMs);
       socket.once('close', () => { clearTimeout(timer); resolve(); });
@@ -201,6 +227,8 @@ export class FramedConnection {
   /** Stops everything at once: pending receives and sends reject with `error`. */
   fail(error: PagewireError): void {
     this.interrupt(error);
+    // The addon's duplicate of the descriptor keeps the socket open until its read has ended.
+    void this.nativeReads?.stop();
     if (!this.socket.destroyed) this.socket.destroy();
   }
 
@@ -248,11 +276,21 @@ export class FramedConnection {
         this.queuedBytes += frame.payload.length;
       }
     }
-    if (this.frames.length >= PAUSE_READING_AT || this.queuedBytes >= this.readAheadBytes) this.socket.pause();
+    if (this.full && !this.nativeReads) this.socket.pause();
+  }
+
+  /** Whether unread frames have piled up so far that reading pauses. */
+  private get full(): boolean {
+    return this.frames.length >= PAUSE_READING_AT || this.queuedBytes >= this.readAheadBytes;
   }
 
   private afterShift(): void {
-    if (this.frames.length <= RESUME_READING_AT && this.queuedBytes < this.readAheadBytes && this.socket.isPaused()) {
+    if (this.frames.length > RESUME_READING_AT || this.queuedBytes >= this.readAheadBytes) return;
+    if (this.nativeReads) {
+      const wake = this.wakeReader;
+      this.wakeReader = undefined;
+      wake?.();
+    } else if (this.socket.isPaused()) {
       this.socket.resume();
     }
   }

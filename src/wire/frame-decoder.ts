@@ -1,7 +1,21 @@
 // Cuts a byte stream into frames. The header is checked before any payload byte is buffered, so a
 // hostile length never makes us wait for or allocate more than `maxPayload` bytes.
 import { ProtocolError } from '../errors.js';
-import { FRAME_HEADER_BYTES, isMessageType, type Frame } from './messages.js';
+import { FRAME_HEADER_BYTES, isMessageType, type Frame, type MessageType } from './messages.js';
+
+/** A frame header's type and payload length; a ProtocolError if it is malformed or too long. */
+export function checkFrameHeader(header: Buffer, maxPayload: number): { type: MessageType; length: number } {
+  const type = header.readUInt8(0);
+  const length = header.readUInt32LE(4);
+  if (!isMessageType(type)) throw new ProtocolError(`unknown message type ${type}`);
+  if (header.readUInt8(1) !== 0 || header.readUInt16LE(2) !== 0) {
+    throw new ProtocolError('frame header has non-zero reserved bytes');
+  }
+  if (length > maxPayload) {
+    throw new ProtocolError(`frame of ${length} bytes exceeds the limit of ${maxPayload}`);
+  }
+  return { type, length };
+}
 
 export class FrameDecoder {
   private chunks: Buffer[] = [];
@@ -29,16 +43,7 @@ export class FrameDecoder {
   private cut(frames: Frame[]): void {
     for (;;) {
       if (this.buffered < FRAME_HEADER_BYTES) break;
-      const header = this.peek(FRAME_HEADER_BYTES);
-      const type = header.readUInt8(0);
-      const length = header.readUInt32LE(4);
-      if (!isMessageType(type)) throw new ProtocolError(`unknown message type ${type}`);
-      if (header.readUInt8(1) !== 0 || header.readUInt16LE(2) !== 0) {
-        throw new ProtocolError('frame header has non-zero reserved bytes');
-      }
-      if (length > this.maxPayload) {
-        throw new ProtocolError(`frame of ${length} bytes exceeds the limit of ${this.maxPayload}`);
-      }
+      const { type, length } = checkFrameHeader(this.peek(FRAME_HEADER_BYTES), this.maxPayload);
       if (this.buffered < FRAME_HEADER_BYTES + length) break;
       this.take(FRAME_HEADER_BYTES);
       frames.push({ type, payload: this.take(length) });

@@ -61,6 +61,11 @@ export function isMessageType(type: number): type is MessageType {
 export interface Frame {
   type: MessageType;
   payload: Buffer;
+  /**
+   * For a frame read natively into pooled memory: hands the payload's memory back for the next frame,
+   * once nothing reads it any more. Without the call it is left to the garbage collector.
+   */
+  release?: () => void;
 }
 
 export function frameHeader(type: MessageType, payloadLength: number): Buffer {

@@ -1,0 +1,146 @@
+// FramedConnection reading through the addon's FrameReader (src/transport/native-frame-reads.ts):
+// the same frames as Node's reads give, whatever the splits; payloads beyond a pooled buffer; pooled
+// buffers reused once released; the failures a peer can cause; and Node reading again after close().
+import { createServer, type Server, type Socket } from 'node:net';
+import { afterEach, describe, expect, it } from 'vitest';
+import { ConnectionError, ProtocolError } from '../dist/src/index.js';
+import { FramedConnection } from '../dist/src/transport/framed-connection.js';
+import { MAX_PAYLOAD_BYTES, MessageType, encodeRoundMarker, frameHeader } from '../dist/src/wire/messages.js';
+import { frame, rawClient, withTimeout } from './helpers.js';
+
+let server: Server | undefined;
+afterEach(() => server?.close());
+
+/** A FramedConnection reading natively on the accepted side of a loopback connection, and the raw peer. */
+async function nativePair(): Promise<{ connection: FramedConnection; peer: Socket; closed: Promise<void> }> {
+  const accepted = new Promise<Socket>((resolve) => {
+    server = createServer(resolve);
+  });
+  await new Promise<void>((resolve) => server!.listen(0, '127.0.0.1', resolve));
+  const port = (server!.address() as { port: number }).port;
+  const peer = await rawClient(port);
+  const connection = new FramedConnection(await accepted, MAX_PAYLOAD_BYTES);
+  expect(connection.readNatively()).toBe(true);
+  return { connection, peer: peer.socket, closed: peer.closed };
+}
+
+/** Writes bytes in seeded random splits, each split in its own TCP segment. */
+async function writeInSplits(socket: Socket, bytes: Buffer, seed: number): Promise<void> {
+  let state = seed;
+  for (let at = 0; at < bytes.length;) {
+    state = (Math.imul(state, 1103515245) + 12345) >>> 0;
+    const n = 1 + (state % 3000);
+    socket.write(bytes.subarray(at, at + n));
+    at += n;
+    if (state % 4 === 0) await new Promise((r) => setImmediate(r));
+  }
+}
+
+describe('native frame reads', () => {
+  it('reads the same frames in any split, payloads beyond a pooled buffer included, and counts every byte', async () => {
+    const { connection, peer } = await nativePair();
+    const big = Buffer.alloc(5 * 2 ** 20 + 3);
+    for (let i = 0; i < big.length; i += 4099) big[i] = i & 0xff;
+    const medium = Buffer.alloc(300_000, 7);
+    const frames = [
+      frame(MessageType.RoundBegin, encodeRoundMarker({ round: 1, pages: 3 })),
+      frame(MessageType.Pages, medium),
+      frame(MessageType.Pages, big),
+      frame(MessageType.Go),
+      frame(MessageType.Pages, medium.subarray(0, 5000)),
+    ];
+    const stream = Buffer.concat(frames);
+    await writeInSplits(peer, stream, 7);
+    const got = [];
+    for (let i = 0; i < frames.length; i++) got.push(await connection.receive(10_000));
+    expect(got.map((f) => f.type)).toEqual([MessageType.RoundBegin, MessageType.Pages, MessageType.Pages, MessageType.Go, MessageType.Pages]);
+    expect(got[1]!.payload.equals(medium)).toBe(true);
+    expect(got[2]!.payload.equals(big)).toBe(true);
+    expect(got[3]!.payload.length).toBe(0);
+    expect(got[4]!.payload.equals(medium.subarray(0, 5000))).toBe(true);
+    // A pooled payload comes with release(); one beyond the pool's size, or a small copy, does not.
+    expect(typeof got[1]!.release).toBe('function');
+    expect(got[2]!.release).toBeUndefined();
+    expect(connection.bytesRead).toBe(stream.length);
+    peer.destroy();
+    await connection.close();
+  });
+
+  it('reuses a released buffer for the next frame, and never one still held', async () => {
+    const { connection, peer } = await nativePair();
+    peer.write(frame(MessageType.Pages, Buffer.alloc(100_000, 1)));
+    const first = await connection.receive(10_000);
+    peer.write(frame(MessageType.Pages, Buffer.alloc(100_000, 2)));
+    const second = await connection.receive(10_000);
+    // Held: the second frame went elsewhere, and the first still holds its bytes.
+    expect(second.payload.buffer).not.toBe(first.payload.buffer);
+    expect(first.payload.every((b) => b === 1)).toBe(true);
+    first.release!();
+    first.release!(); // twice is once
+    second.release!();
+    peer.write(frame(MessageType.Pages, Buffer.alloc(100_000, 3)));
+    const third = await connection.receive(10_000);
+    expect([first.payload.buffer, second.payload.buffer]).toContain(third.payload.buffer);
+    expect(third.payload.every((b) => b === 3)).toBe(true);
+    peer.destroy();
+    await connection.close();
+  });
+
+  it('stops at a malformed header with a ProtocolError and keeps the socket, so the peer can be told', async () => {
+    const { connection, peer } = await nativePair();
+    const bad = frameHeader(MessageType.Go, 0);
+    bad.writeUInt8(99, 0);
+    peer.write(Buffer.concat([frame(MessageType.Go), bad, frame(MessageType.Go)]));
+    expect((await connection.receive(10_000)).type).toBe(MessageType.Go);
+    await expect(connection.receive(10_000)).rejects.toThrow(ProtocolError);
+    await expect(connection.receive(10_000)).rejects.toThrow(/unknown message type 99/);
+    expect(connection.socket.destroyed).toBe(false);
+    peer.destroy();
+    await connection.close();
+  });
+
+  it('refuses a frame longer than the payload limit before reading its payload', async () => {
+    const { connection, peer } = await nativePair();
+    connection.maxPayload = 1000;
+    peer.write(frameHeader(MessageType.Pages, 1001));
+    await expect(connection.receive(10_000)).rejects.toThrow(/frame of 1001 bytes exceeds the limit of 1000/);
+    peer.destroy();
+    await connection.close();
+  });
+
+  it('reports a peer that closes between frames, or inside one, as a lost connection after the frames it sent', async () => {
+    for (const [tail, reason] of [[Buffer.alloc(0), /the peer closed the connection$/], [frameHeader(MessageType.Pages, 100), /inside a frame/]] as const) {
+      const { connection, peer } = await nativePair();
+      peer.end(Buffer.concat([frame(MessageType.Go), tail]));
+      expect((await connection.receive(10_000)).type).toBe(MessageType.Go);
+      const lost = connection.receive(10_000);
+      await expect(lost).rejects.toThrow(ConnectionError);
+      await expect(lost).rejects.toThrow(reason);
+      await connection.close();
+    }
+  });
+
+  it('hands reading back to Node on close(), so the peer\'s FIN ends the connection without the grace timer', async () => {
+    const { connection, peer, closed } = await nativePair();
+    peer.write(frame(MessageType.Go));
+    expect((await connection.receive(10_000)).type).toBe(MessageType.Go);
+    peer.on('end', () => peer.end());
+    // A grace far beyond the test's timeout: only the socket's own 'close' can end this wait.
+    await withTimeout(connection.close(600_000), 10_000, 'close');
+    await withTimeout(closed, 10_000, 'the peer sees the close');
+  });
+
+  it('does not switch a connection with part of a frame buffered by Node', async () => {
+    const accepted = new Promise<Socket>((resolve) => { server = createServer(resolve); });
+    await new Promise<void>((resolve) => server!.listen(0, '127.0.0.1', resolve));
+    const peer = await rawClient((server!.address() as { port: number }).port);
+    const connection = new FramedConnection(await accepted, MAX_PAYLOAD_BYTES);
+    const sent = Buffer.concat([frame(MessageType.Go), frameHeader(MessageType.Pages, 10).subarray(0, 5)]);
+    peer.socket.write(sent);
+    expect((await connection.receive(10_000)).type).toBe(MessageType.Go);
+    while (connection.bytesRead < sent.length) await new Promise((r) => setImmediate(r));
+    expect(connection.readNatively()).toBe(false);
+    peer.socket.destroy();
+    await connection.close();
+  });
+});
