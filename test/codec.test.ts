@@ -87,7 +87,7 @@ describe('page batch codec', () => {
       editEveryPage(sourceBytes, 64);
       const second = await migrateBatch(encoder, decoder, all(40), false);
       expect(second.deltaRecords).toBeGreaterThan(20);
-      store.sync();
+      await store.sync();
       store.close();
       expect(readFileSync(path).equals(sourceBytes)).toBe(true);
       expect(regionDigest(decoder.heldHashes)).toBe(regionDigest(encoder.sentHashes));
@@ -108,14 +108,14 @@ describe('page batch codec', () => {
       const encoder = new PageBatchEncoder(source);
       const first = await migrateBatch(encoder, decoder, all(64), false);
       expect(first.zeroRecords).toBe(48);
-      store.sync();
+      await store.sync();
       // The data pages, and at most a couple of blocks of the file system's extent tree for 16 extents.
       expect(allocatedBytes(path)).toBeLessThanOrEqual((16 + EXTENT_BLOCKS) * PAGE);
       // Half the data pages become zero and go again as ZERO records: their blocks are released.
       for (let p = 0; p < 64; p += 8) sourceBytes.fill(0, p * PAGE, (p + 1) * PAGE);
       const second = await migrateBatch(encoder, decoder, all(64), false);
       expect(second.zeroRecords).toBe(56);
-      store.sync();
+      await store.sync();
       store.close();
       expect(allocatedBytes(path)).toBeLessThanOrEqual((8 + EXTENT_BLOCKS) * PAGE);
       expect(readFileSync(path).equals(sourceBytes)).toBe(true);

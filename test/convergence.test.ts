@@ -3,6 +3,7 @@ import { decideNextRound, expectedDowntimeMs, nextThrottlePercent, stalledRounds
 
 const base = {
   pageSize: 4096, maxDowntimeMs: 300, maxRounds: 30, pendingHistory: [] as number[], onStall: 'stop' as const, throttlePercent: 0,
+  switchoverMs: 0,
 };
 
 describe('decideNextRound (the stop rule)', () => {
@@ -20,6 +21,18 @@ describe('decideNextRound (the stop rule)', () => {
     const decision = decideNextRound({ ...base, round, pendingPages: pending, bandwidthBytesPerSec: bw });
     expect(decision.action).toBe(action);
     if (reason) expect(decision).toMatchObject({ reason });
+  });
+
+  it.each([
+    // the switch-over's round trips count against the budget: 7000 pages at 100 MB/s take 286.7 ms
+    { switchoverMs: 0, action: 'stop-and-copy', expected: 286.72 },
+    { switchoverMs: 13.2, action: 'stop-and-copy', expected: 299.92 },
+    { switchoverMs: 13.3, action: 'iterate', expected: 300.02 },
+    { switchoverMs: 400, action: 'iterate', expected: 686.72 }, // a budget below the round trips is never met by pages alone
+  ])('with $switchoverMs ms of round trips, 7000 pages -> $action', ({ switchoverMs, action, expected }) => {
+    const decision = decideNextRound({ ...base, round: 3, pendingPages: 7000, bandwidthBytesPerSec: 100e6, switchoverMs });
+    expect(decision.action).toBe(action);
+    expect(decision.expectedDowntimeMs).toBeCloseTo(expected, 1);
   });
 
   it.each([

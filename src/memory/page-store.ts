@@ -1,6 +1,7 @@
 // Where a target puts verified pages: a region in memory, or a file written with pwritev (through the
 // page cache, which measured 5x-15x faster than storing through a MAP_SHARED mapping of a new file).
-import { closeSync, fsyncSync, ftruncateSync, openSync, rmSync } from 'node:fs';
+import { closeSync, fsync, ftruncateSync, openSync, rmSync } from 'node:fs';
+import { promisify } from 'node:util';
 import { StorageError } from '../errors.js';
 import type { ApplyResult } from '../native/binding.js';
 import { binding } from '../native/engine.js';
@@ -93,10 +94,11 @@ export class FilePageStore implements PageStore {
     }
   }
 
-  /** fsync: everything written so far is durable when this returns. */
-  sync(): void {
+  /** fsync on a pool thread, not the event loop: everything written so far is durable when it resolves. */
+  async sync(): Promise<void> {
+    const fd = this.requireFd();
     try {
-      fsyncSync(this.requireFd());
+      await this.onPool(fd, fsyncAsync(fd));
     } catch (cause) {
       throw new StorageError(`cannot fsync ${this.path}: ${(cause as Error).message}`, { cause });
     }
@@ -123,6 +125,8 @@ export class FilePageStore implements PageStore {
     return this.fd;
   }
 }
+
+const fsyncAsync = promisify(fsync);
 
 function closeQuietly(fd: number): void {
   try { closeSync(fd); } catch { /* nothing more to do with it */ }

@@ -30,7 +30,7 @@ import {
   parseHeld, parseWelcome, type Welcome,
 } from '../wire/messages.js';
 import { MAX_STREAMS, STRIPE_PAGES, pagesOnStream, splitByStream } from '../wire/streams.js';
-import { STALL_POLICIES, decideNextRound, roundBandwidth, type StallPolicy } from './convergence.js';
+import { STALL_POLICIES, SWITCHOVER_ROUND_TRIPS, decideNextRound, roundBandwidth, type StallPolicy } from './convergence.js';
 import type { RoundProgress, RoundReport, SourceSummary } from './metrics.js';
 
 export interface SourceHooks {
@@ -162,6 +162,8 @@ export class MigrationSource extends EventEmitter<SourceEvents> {
   private handedOver = false;
   private ran = false;
   private readonly summary: SourceSummary;
+  /** The shortest HELLO-to-WELCOME round trip seen (connect and each resume). */
+  private roundTripMs = Infinity;
 
   constructor(options: MigrationSourceOptions) {
     super();
@@ -288,6 +290,7 @@ export class MigrationSource extends EventEmitter<SourceEvents> {
     const { options } = this;
     const { region } = options;
     const connection = await this.connect();
+    const helloSent = performance.now();
     await connection.send(MessageType.Hello, encodeHello({
       minVersion: MIN_VERSION, maxVersion: MAX_VERSION, features: (options.psk ? FEATURE_PSK : 0) | (resume ? FEATURE_RESUME : 0),
       pageSize: region.pageSize, regionSize: region.byteLength, migrationId: this.migrationId,
@@ -297,6 +300,9 @@ export class MigrationSource extends EventEmitter<SourceEvents> {
     // HELD follows WELCOME at once, possibly in the same read: its 8 MiB frames must pass the decoder.
     if (resume) connection.maxPayload = MAX_PAYLOAD_BYTES;
     const welcome = parseWelcome(await connection.expect(MessageType.Welcome, options.timeoutMs));
+    // HELLO to WELCOME is one round trip, two with the key's challenge and proof: the stop rule's
+    // measure of what each round trip of the switch-over will cost.
+    this.roundTripMs = Math.min(this.roundTripMs, (performance.now() - helloSent) / (options.psk ? 2 : 1));
     if (welcome.extraStreams > this.wantedStreams() - 1) {
       throw new ProtocolError(`target offered ${welcome.extraStreams} extra streams, ${this.wantedStreams() - 1} were asked for`);
     }
@@ -386,7 +392,8 @@ export class MigrationSource extends EventEmitter<SourceEvents> {
       const pendingPages = this.tracker.pending();
       const decision = decideNextRound({
         round, pendingPages, pendingHistory, pageSize: region.pageSize, bandwidthBytesPerSec: report.pageBandwidthBytesPerSec,
-        maxDowntimeMs: options.maxDowntimeMs, maxRounds: options.maxRounds, onStall: options.onStall,
+        maxDowntimeMs: options.maxDowntimeMs, switchoverMs: SWITCHOVER_ROUND_TRIPS * this.roundTripMs,
+        maxRounds: options.maxRounds, onStall: options.onStall,
         throttlePercent: this.throttlePercent,
       });
       const dirtyRateBytesPerSec = (pendingPages * region.pageSize * 1000) / Math.max(report.durationMs, 1);

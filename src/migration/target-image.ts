@@ -1,7 +1,9 @@
 // Where the target puts what it receives. A file target writes into a sparse temp file beside --out
-// (pwritev, through the page cache), makes each round durable, and renames the file over --out only on
-// GO, so the previous --out is untouched by any failure before the switch-over commits.
-import { closeSync, fsyncSync, openSync, renameSync, statfsSync, unlinkSync } from 'node:fs';
+// (pwritev, through the page cache), makes each pre-copy round durable, and on GO makes the last one
+// durable and renames the file over --out, so the previous --out is untouched by any failure before the
+// switch-over commits. Its fsyncs and the rename run on the thread pool, not on the event loop.
+import { statfsSync, unlinkSync } from 'node:fs';
+import { open, rename } from 'node:fs/promises';
 import { basename, dirname, join } from 'node:path';
 import { CapacityError, StorageError } from '../errors.js';
 import { FilePageStore, RegionPageStore, type PageStore } from '../memory/page-store.js';
@@ -20,14 +22,14 @@ export interface TargetImage {
   readonly zeroed: boolean;
   /** Pages were written (bytes of page data): a chance to start making them durable, so persist() is short. */
   noteWritten(bytes: number): void;
-  /** Makes the received image durable, not yet visible. Called at the end of each round and before READY. */
-  persist(): void;
-  /** Makes it the committed image, atomically. Called on GO. */
-  commit(): void;
+  /** Makes the received image durable, not yet visible. Called at the end of each pre-copy round. */
+  persist(): Promise<void> | void;
+  /** Makes it durable and the committed image, atomically. Called on GO. */
+  commit(): Promise<void> | void;
   /** Drops everything received; the previous image stays. */
   discard(): void;
-  /** After READY without GO: keeps the verified image aside for an operator; returns where it is. */
-  keepInDoubt(): string;
+  /** After READY without GO: makes the verified image durable and keeps it aside for an operator; returns where it is. */
+  keepInDoubt(): Promise<string> | string;
 }
 
 /** How much page data the target writes between two background writeback starts. */
@@ -81,20 +83,21 @@ export class FileTargetImage implements TargetImage {
     }
   }
 
-  persist(): void {
+  async persist(): Promise<void> {
     this.unsynced = 0;
-    this.store?.sync();
-    // The temp file's own directory entry must be durable too before READY promises the image.
-    fsyncDirectory(dirname(this.outPath));
+    await this.store?.sync();
+    // The temp file's own directory entry must be durable too, or the image is not.
+    await fsyncDirectory(dirname(this.outPath));
   }
 
-  commit(): void {
+  async commit(): Promise<void> {
     const temp = this.requireTemp();
+    await this.persist();
     try {
       this.closeStore();
-      renameSync(temp, this.outPath);
+      await rename(temp, this.outPath);
       this.tempPath = undefined;
-      fsyncDirectory(dirname(this.outPath));
+      await fsyncDirectory(dirname(this.outPath));
     } catch (cause) {
       throw new StorageError(`cannot commit ${this.outPath}: ${(cause as Error).message}`, { cause });
     }
@@ -108,16 +111,18 @@ export class FileTargetImage implements TargetImage {
     }
   }
 
-  keepInDoubt(): string {
+  async keepInDoubt(): Promise<string> {
     // Already renamed over --out: the failure came after the rename itself.
     if (!this.tempPath) return this.outPath;
+    // READY came before the last round was durable; an operator may start a workload from this image.
+    await this.store?.sync();
     this.closeStore();
     // Named by migration id, so an earlier in-doubt image is never overwritten.
     const kept = `${this.outPath}.pagewire-in-doubt-${this.migrationId}`;
-    renameSync(this.tempPath, kept);
+    await rename(this.tempPath, kept);
     this.tempPath = undefined;
     try {
-      fsyncDirectory(dirname(this.outPath));
+      await fsyncDirectory(dirname(this.outPath));
     } catch {
       // The image is at `kept` either way; what matters to the operator is where to find it.
     }
@@ -157,7 +162,7 @@ export class MemoryTargetImage implements TargetImage {
   }
 }
 
-function fsyncDirectory(dir: string): void {
-  const fd = openSync(dir, 'r');
-  try { fsyncSync(fd); } finally { closeSync(fd); }
+async function fsyncDirectory(dir: string): Promise<void> {
+  const handle = await open(dir, 'r');
+  try { await handle.sync(); } finally { await handle.close(); }
 }

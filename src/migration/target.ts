@@ -66,7 +66,7 @@ export interface MigrationTargetOptions {
   signal?: AbortSignal;
 }
 
-export type TargetPhase = 'listening' | 'receiving' | 'suspended' | 'persisting' | 'ready-sent' | 'committing' | 'completed' | 'failed';
+export type TargetPhase = 'listening' | 'receiving' | 'suspended' | 'ready-sent' | 'committing' | 'completed' | 'failed';
 
 /** 2^27 pages: 64 GiB in 512-byte pages, 512 GiB in 4 KiB pages; 1 GiB of page hashes. */
 const MAX_TARGET_PAGES = 2 ** 27;
@@ -113,6 +113,8 @@ export interface TargetSummary {
   regionDigest: string;
   /** Where the verified image was kept when the switch-over was left in doubt. */
   inDoubtImage?: string;
+  /** GO to committed: making the last round durable and renaming the image into place (after the downtime). */
+  commitMs: number;
   totalTimeMs: number;
 }
 
@@ -444,7 +446,7 @@ export class MigrationTarget extends EventEmitter<TargetEvents> {
     this.interrupt = interruptSession;
     const summary: TargetSummary = {
       status: 'failed', migrationId, pageSize: hello.pageSize, pagesTotal: store.pageCount, pagesApplied: 0,
-      rounds: 0, streams: 1, resumes: 0, bytesReceived: 0, deviceStateBytes: 0, regionDigest: '', totalTimeMs: 0,
+      rounds: 0, streams: 1, resumes: 0, bytesReceived: 0, deviceStateBytes: 0, regionDigest: '', commitMs: 0, totalTimeMs: 0,
     };
     this.summaryNow = summary;
     let deviceState = Buffer.alloc(0);
@@ -543,7 +545,7 @@ export class MigrationTarget extends EventEmitter<TargetEvents> {
             summary.rounds = end.round;
             // A pre-copy round is acknowledged once durable: the source's bandwidth figure then includes
             // the disk, and the fsync before READY (inside the downtime) only has the last round's pages.
-            if (!end.final) image.persist();
+            if (!end.final) await image.persist();
             await connection.send(MessageType.RoundAck, encodeRoundAck(end.round));
             for (const extra of extras) extra.acknowledge();
             refresh();
@@ -584,18 +586,18 @@ export class MigrationTarget extends EventEmitter<TargetEvents> {
       }
       this.sessionResumable = () => false;
       this.server.close();
-      this.setPhase('persisting');
-      const persistStarted = performance.now();
-      image.persist();
-      const persistMicros = (performance.now() - persistStarted) * 1000;
+      // READY as soon as the image is verified: the source holds the state at the pause point until DONE,
+      // so making the last round durable waits for GO, outside the downtime (PROTOCOL.md, section 6).
       // Set before the write: once any byte of READY may be on the wire, the source may hand over.
       stage = 'ready-sent';
       this.setPhase('ready-sent');
-      await connection.send(MessageType.Ready, encodeReady({ verifyMicros, persistMicros }));
+      await connection.send(MessageType.Ready, encodeReady({ verifyMicros, persistMicros: 0 }));
       expectEmpty(await connection.expect(MessageType.Go, timeoutMs), 'GO');
       stage = 'go-received';
       this.setPhase('committing');
-      image.commit();
+      const commitStarted = performance.now();
+      await image.commit();
+      summary.commitMs = performance.now() - commitStarted;
       stage = 'committed';
       // DONE means committed: the source's wait for it does not depend on how long the hooks take,
       // and a hook that fails afterwards is this side's to report.
@@ -637,7 +639,7 @@ export class MigrationTarget extends EventEmitter<TargetEvents> {
         image.discard();
         await connection.sendErrorAndClose(failure);
       } else {
-        const switchover = this.switchoverFailure(stage, failure, image);
+        const switchover = await this.switchoverFailure(stage, failure, image);
         if (switchover.inDoubtImage) summary.inDoubtImage = switchover.inDoubtImage;
         failure = switchover;
         await connection.sendErrorAndClose(failure);
@@ -651,14 +653,14 @@ export class MigrationTarget extends EventEmitter<TargetEvents> {
   }
 
   /** The exact state after the point where the source may have handed over. */
-  private switchoverFailure(stage: SwitchoverStage, cause: PagewireError, image: TargetImage): SwitchoverError {
+  private async switchoverFailure(stage: SwitchoverStage, cause: PagewireError, image: TargetImage): Promise<SwitchoverError> {
     if (stage === 'committed') {
       return new SwitchoverError(
         `the image is committed but the device-state or resume hook failed (${cause.message}); the source is ` +
         'handed over and paused: start the workload here by hand', 'committed-resume-failed', { cause });
     }
     let kept: string;
-    try { kept = image.keepInDoubt(); } catch (keepError) { kept = `nowhere (${(keepError as Error).message})`; }
+    try { kept = await image.keepInDoubt(); } catch (keepError) { kept = `nowhere (${(keepError as Error).message})`; }
     return stage === 'go-received'
       ? new SwitchoverError(
         `GO received but committing the image failed (${cause.message}); the verified image is at ${kept} and the ` +
