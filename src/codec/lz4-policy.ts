@@ -1,46 +1,108 @@
-// When to try LZ4. It saves bytes at about 1-2 GB/s of CPU per core: worth it when the link is the
-// limit, a loss when the encoder is (a fast link, or both ends sharing a few cores, where turning it off
-// measured 20% faster for a 1 GiB mixed image). The policy only reads timings; the encoder's output for
-// a given setting stays exactly specified (docs/PROTOCOL.md section 4).
+// When to try LZ4. It saves bytes at about 0.5-2 GB/s of CPU per core: worth it when the link is the
+// limit, a loss when the encoder is (a fast link, or both ends sharing a few cores). The policy only
+// reads timings; the encoder's output for a given setting stays exactly specified (docs/PROTOCOL.md
+// section 4).
+//
+// It predicts each setting's throughput, in bytes of pages per second, from what it measured with it:
+// min(the encoder's rate, the link's rate / the setting's wire bytes per page byte). Comparing waits
+// instead (the earlier policy) turned LZ4 off behind a 120 MB/s cap: the socket's buffer absorbs the
+// first frames of a round without waiting, and an encoder slowed by other processes waits longer on
+// its own, though the link stays the limit for what LZ4 saves. A rate is judged over a window of batches
+// and the other setting is probed now and then, so a change of link, load or content is followed.
 
 export const LZ4_MODES = ['adaptive', 'always', 'off'] as const;
 export type Lz4Mode = typeof LZ4_MODES[number];
 
-/** Batches with LZ4 whose waits are summed before a decision. */
+/** Batches in one window: a decision follows each. */
 const WINDOW_BATCHES = 8;
-/** Batches sent without LZ4 before it is tried again, in case the link got slower. */
-const OFF_BATCHES = 64;
+/** Windows with one setting before one window of the other, to re-measure it. */
+const PROBE_EVERY_WINDOWS = 8;
+/** Weight of the newest window in an estimate. */
+const NEWEST_WEIGHT = 0.5;
+/** Below this much waiting on the link per window, the link kept up: its rate is taken as unbounded. */
+const LINK_KEPT_UP_MS = 0.5;
 
-/** One per stream: fed the waits of each batch, says whether the next one tries LZ4. */
+/** What one batch cost: its page bytes, its bytes on the wire, and the time spent on each side. */
+export interface BatchTiming {
+  /** Pages × page size. */
+  pageBytes: number;
+  wireBytes: number;
+  /** From queueing the encode to its result. */
+  encodeMs: number;
+  /** Waiting for the link: the socket taking the frame, and the bandwidth cap. */
+  linkMs: number;
+  /** Whether the batch was encoded with LZ4. */
+  lz4: boolean;
+}
+
+/** One setting's smoothed figures. */
+class SettingEstimate {
+  /** Page bytes per ms of encoding, and wire bytes per page byte; undefined until measured. */
+  encodeRate: number | undefined;
+  wireRatio: number | undefined;
+
+  fold(pageBytes: number, wireBytes: number, encodeMs: number): void {
+    if (pageBytes === 0) return;
+    const rate = pageBytes / Math.max(encodeMs, 1e-3);
+    const ratio = wireBytes / pageBytes;
+    this.encodeRate = this.encodeRate === undefined ? rate : blend(this.encodeRate, rate);
+    this.wireRatio = this.wireRatio === undefined ? ratio : blend(this.wireRatio, ratio);
+  }
+
+  /** Page bytes per ms this setting would move over a link of linkRate wire bytes per ms. */
+  throughput(linkRate: number): number | undefined {
+    if (this.encodeRate === undefined || this.wireRatio === undefined) return undefined;
+    return Math.min(this.encodeRate, this.wireRatio > 0 ? linkRate / this.wireRatio : Infinity);
+  }
+}
+
+/** One per stream: fed each batch's timing, says whether the next batch tries LZ4. */
 export class Lz4Policy {
-  private batches = 0;
-  private encoderWaitMs = 0;
-  private linkWaitMs = 0;
-  private offLeft = 0;
+  private lz4 = true;
+  private readonly settings = { on: new SettingEstimate(), off: new SettingEstimate() };
+  /** Wire bytes per ms of waiting on the link, smoothed; Infinity while the link kept up. */
+  private linkRate = Infinity;
+  private windowsInSetting = 0;
+  private window = { batches: 0, pageBytes: 0, wireBytes: 0, encodeMs: 0, linkMs: 0 };
 
   constructor(private readonly mode: Lz4Mode) {}
 
   get enabled(): boolean {
-    return this.mode === 'always' || (this.mode === 'adaptive' && this.offLeft === 0);
+    return this.mode === 'always' || (this.mode === 'adaptive' && this.lz4);
   }
 
-  /**
-   * After a batch: how long the sender waited for the encoder, and for the link (the socket taking the
-   * frame, or the bandwidth cap). `tried` says whether that batch was encoded with LZ4. Over a window of
-   * batches, more time waiting on the encoder turns LZ4 off for a while.
-   */
-  record(encoderWaitMs: number, linkWaitMs: number, tried: boolean): void {
-    if (this.mode !== 'adaptive') return;
-    if (!tried) {
-      this.offLeft = Math.max(0, this.offLeft - 1);
-      return;
-    }
-    this.encoderWaitMs += encoderWaitMs;
-    this.linkWaitMs += linkWaitMs;
-    if (++this.batches < WINDOW_BATCHES) return;
-    if (this.encoderWaitMs > this.linkWaitMs) this.offLeft = OFF_BATCHES;
-    this.batches = 0;
-    this.encoderWaitMs = 0;
-    this.linkWaitMs = 0;
+  record(batch: BatchTiming): void {
+    // A batch encoded under the other setting (queued before a switch) says nothing about this one.
+    if (this.mode !== 'adaptive' || batch.lz4 !== this.lz4) return;
+    const w = this.window;
+    w.batches += 1;
+    w.pageBytes += batch.pageBytes;
+    w.wireBytes += batch.wireBytes;
+    w.encodeMs += batch.encodeMs;
+    w.linkMs += batch.linkMs;
+    if (w.batches < WINDOW_BATCHES) return;
+    this.settings[this.lz4 ? 'on' : 'off'].fold(w.pageBytes, w.wireBytes, w.encodeMs);
+    const rate = w.linkMs < LINK_KEPT_UP_MS ? Infinity : w.wireBytes / w.linkMs;
+    this.linkRate = Number.isFinite(this.linkRate) && Number.isFinite(rate) ? blend(this.linkRate, rate) : rate;
+    this.window = { batches: 0, pageBytes: 0, wireBytes: 0, encodeMs: 0, linkMs: 0 };
+    this.decide();
   }
+
+  private decide(): void {
+    this.windowsInSetting += 1;
+    const on = this.settings.on.throughput(this.linkRate);
+    const off = this.settings.off.throughput(this.linkRate);
+    let next = this.lz4;
+    if (on === undefined || off === undefined || this.windowsInSetting >= PROBE_EVERY_WINDOWS) {
+      next = !this.lz4; // measure the other setting (first, or again)
+    } else {
+      next = on >= off;
+    }
+    if (next !== this.lz4) this.windowsInSetting = 0;
+    this.lz4 = next;
+  }
+}
+
+function blend(old: number, newest: number): number {
+  return old * (1 - NEWEST_WEIGHT) + newest * NEWEST_WEIGHT;
 }

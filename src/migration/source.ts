@@ -638,12 +638,14 @@ export class MigrationSource extends EventEmitter<SourceEvents> {
     const batches = pages.batches(options.batchPages)[Symbol.iterator]();
     // Pipelined: a pool thread encodes batch k+1 while the socket sends batch k. The generator may
     // reuse its index array, so the next batch is taken only once the previous encode has settled.
-    const encode = (): Promise<{ encoded: EncodedBatch; pages: number; lz4: boolean }> | undefined => {
+    const encode = (): Promise<{ encoded: EncodedBatch; pages: number; lz4: boolean; encodeMs: number }> | undefined => {
       const following = batches.next();
       if (following.done) return undefined;
       const indices = following.value;
       const lz4 = stream.lz4.enabled;
-      const encoding = encoder.encode(indices, skipZero, bulk, lz4).then((encoded) => ({ encoded, pages: indices.length, lz4 }));
+      const queued = performance.now();
+      const encoding = encoder.encode(indices, skipZero, bulk, lz4)
+        .then((encoded) => ({ encoded, pages: indices.length, lz4, encodeMs: performance.now() - queued }));
       // An encode may fail while the loop waits on the socket; the await below still sees the error.
       encoding.catch(() => undefined);
       return encoding;
@@ -651,10 +653,9 @@ export class MigrationSource extends EventEmitter<SourceEvents> {
     let next = encode();
     try {
       while (next) {
-        const waited = performance.now();
-        const { encoded, pages: batchLength, lz4 } = await next;
-        const encoderWaitMs = performance.now() - waited;
+        const { encoded, pages: batchLength, lz4, encodeMs } = await next;
         next = encode();
+        const wireBytes = encoded.records.length;
         state.done += batchLength;
         summary.zeroPages += encoded.zeroRecords + encoded.zeroSkipped;
         summary.deltaPages += encoded.deltaRecords;
@@ -681,7 +682,9 @@ export class MigrationSource extends EventEmitter<SourceEvents> {
           const dueMs = (bytesSent * 1000) / options.maxBandwidthBytesPerSec;
           if (dueMs > elapsedMs + 1) await this.pace(dueMs - elapsedMs);
         }
-        stream.lz4.record(encoderWaitMs, performance.now() - sending, lz4);
+        stream.lz4.record({
+          pageBytes: batchLength * options.region.pageSize, wireBytes, encodeMs, linkMs: performance.now() - sending, lz4,
+        });
       }
     } finally {
       // A failed send leaves the encode in flight; it settles on its own, and nothing waits for it.
