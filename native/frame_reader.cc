@@ -1,4 +1,4 @@
-// FrameReader: reads the frames of a connected socket on a pool thread, straight into buffers the
+// FrameReader: reads the frames of a connected socket on a thread of its own, straight into buffers the
 // caller provides: the header into one, the payload into another, with as many read() calls as the
 // kernel needs and no copy in between. Node's own reads go through 64 KiB buffers that JavaScript
 // then joins into frames (a second copy of every page, and fresh memory for each frame). Only bytes
@@ -12,7 +12,12 @@
 #include <unistd.h>
 
 #include <atomic>
+#include <condition_variable>
+#include <mutex>
+#include <optional>
 #include <string>
+#include <system_error>
+#include <thread>
 
 #include "bytes.h"
 #include "region.h"
@@ -39,6 +44,9 @@ struct ReadOutcome {
   uint64_t bytes = 0;   // bytes consumed from the socket by this call (errno for kFailed)
 };
 
+// Each reader has a thread of its own, blocked in poll() while its peer is quiet: a read that waits for
+// the network must not hold one of libuv's pool threads (4 by default), or a target with 4 streams
+// waiting for their next round would leave none for the decoders and fsyncs that end this one.
 class FrameReader : public Napi::ObjectWrap<FrameReader> {
  public:
   static Napi::Function Define(Napi::Env env) {
@@ -61,36 +69,86 @@ class FrameReader : public Napi::ObjectWrap<FrameReader> {
     wake_ = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
     if (wake_ < 0) {
       const int err = errno;
-      ::close(fd_);
-      fd_ = -1;
+      CloseDescriptors();
       throw Napi::Error::New(env, std::string("cannot make an eventfd: ") + strerror(err));
+    }
+    done_ = Napi::ThreadSafeFunction::New(env, Napi::Function::New(env, [](const Napi::CallbackInfo&) {}),
+                                          "pagewire:frame-reader", 0, 1);
+    done_.Unref(env);  // only a read in flight keeps the process alive
+    try {
+      thread_ = std::thread([this] { Loop(); });
+    } catch (const std::system_error& e) {
+      done_.Release();
+      CloseDescriptors();
+      throw Napi::Error::New(env, std::string("cannot start the reader's thread: ") + e.what());
     }
     info.This().As<Napi::Object>().TypeTag(&kFrameReaderTag);
   }
 
-  ~FrameReader() override { CloseDescriptors(); }
+  ~FrameReader() override { Stop(); }
 
-  // The work of one call, on a pool thread: no napi calls.
-  ReadOutcome Run(uint8_t* header, uint8_t* payload, uint64_t capacity, bool payloadOnly) {
+ private:
+  struct Request {
+    uint8_t* header = nullptr;
+    uint8_t* payload = nullptr;
+    uint64_t capacity = 0;
+    bool payloadOnly = false;
+  };
+
+  void Loop() {
+    for (;;) {
+      Request request;
+      {
+        std::unique_lock<std::mutex> lock(mutex_);
+        wanted_.wait(lock, [this] { return pending_ || exiting_; });
+        if (exiting_) return;
+        request = request_;
+      }
+      const ReadOutcome outcome = Run(request);
+      {
+        std::lock_guard<std::mutex> lock(mutex_);
+        pending_ = false;
+        outcome_ = outcome;
+      }
+      done_.BlockingCall([this](Napi::Env env, Napi::Function) { Settle(env); });
+    }
+  }
+
+  ReadOutcome Run(const Request& r) {
     ReadOutcome out;
-    if (payloadOnly) {
-      out.length = capacity;
-      Fill(payload, capacity, false, &out);
+    if (r.payloadOnly) {
+      out.length = r.capacity;
+      Fill(r.payload, r.capacity, false, &out);
       return out;
     }
-    if (!Fill(header, kHeaderBytes, true, &out)) return out;
-    out.length = Load32(header + 4);
-    if (out.length > capacity) {
+    if (!Fill(r.header, kHeaderBytes, true, &out)) return out;
+    out.length = Load32(r.header + 4);
+    if (out.length > r.capacity) {
       out.status = kPayloadLater;
       return out;
     }
-    Fill(payload, out.length, false, &out);
+    Fill(r.payload, out.length, false, &out);
     return out;
   }
 
-  void Settled() { busy_ = false; }
+  // On the main thread, once the reader's thread has finished a read.
+  void Settle(Napi::Env env) {
+    ReadOutcome outcome;
+    {
+      std::lock_guard<std::mutex> lock(mutex_);
+      outcome = outcome_;
+    }
+    busy_ = false;
+    done_.Unref(env);
+    Napi::Promise::Deferred deferred = std::move(*deferred_);
+    deferred_.reset();
+    headerRef_.Reset();
+    payloadRef_.Reset();
+    deferred.Resolve(NumberTuple(env, {static_cast<double>(outcome.status), static_cast<double>(outcome.length),
+                                       static_cast<double>(outcome.bytes)}));
+    selfRef_.Reset();  // last: it may let this object go
+  }
 
- private:
   // Reads exactly n bytes into to; false (with out->status set) if it could not. atBoundary: an end
   // of the stream before the first byte is the peer closing between frames, not inside one.
   bool Fill(uint8_t* to, uint64_t n, bool atBoundary, ReadOutcome* out) {
@@ -128,26 +186,84 @@ class FrameReader : public Napi::ObjectWrap<FrameReader> {
     return true;
   }
 
-  Napi::Value Read(const Napi::CallbackInfo& info);
-  Napi::Value ReadPayload(const Napi::CallbackInfo& info);
-  Napi::Value Start(const Napi::CallbackInfo& info, bool payloadOnly);
+  Napi::Value Start(const Napi::CallbackInfo& info, bool payloadOnly) {
+    Napi::Env env = info.Env();
+    if (busy_) throw Napi::Error::New(env, "the frame reader is busy: read one frame at a time");
+    if (fd_ < 0) throw Napi::Error::New(env, "the frame reader is closed");
+    Request request;
+    request.payloadOnly = payloadOnly;
+    Napi::Value header = payloadOnly ? env.Undefined() : Arg(info, 0);
+    Napi::Value payload = Arg(info, payloadOnly ? 0 : 1);
+    if (!payloadOnly) {
+      TypedSpan<uint8_t> h = ToU8(header, "header");
+      if (h.length < kHeaderBytes) ThrowRange(env, "header must hold 8 bytes");
+      request.header = h.data;
+    }
+    TypedSpan<uint8_t> p = ToU8(payload, "payload");
+    request.payload = p.data;
+    request.capacity = p.length;
+    if (!payloadOnly && Overlaps(request.header, kHeaderBytes, request.payload, request.capacity)) {
+      ThrowRange(env, "header and payload must not overlap");
+    }
+    // The buffers and this object stay alive until the read settles.
+    if (!payloadOnly) headerRef_ = Napi::Persistent(header.As<Napi::Object>());
+    payloadRef_ = Napi::Persistent(payload.As<Napi::Object>());
+    selfRef_ = Napi::Persistent(Value());
+    deferred_.emplace(Napi::Promise::Deferred::New(env));
+    busy_ = true;
+    done_.Ref(env);
+    {
+      std::lock_guard<std::mutex> lock(mutex_);
+      request_ = request;
+      pending_ = true;
+    }
+    wanted_.notify_one();
+    return deferred_->Promise();
+  }
+
+  // read(header, payload) -> [status, payloadLength, bytesConsumed]: one frame, its payload into
+  // payload[0, length) if it fits (kFrame), else only the header (kPayloadLater).
+  Napi::Value Read(const Napi::CallbackInfo& info) { return Start(info, false); }
+
+  // readPayload(payload) -> [status, length, bytesConsumed]: exactly payload.length bytes (the rest of
+  // a frame whose read() said kPayloadLater).
+  Napi::Value ReadPayload(const Napi::CallbackInfo& info) { return Start(info, true); }
 
   // Wakes a read in flight; it, and every later one, ends with kCancelled.
   Napi::Value Cancel(const Napi::CallbackInfo& info) {
     cancelled_.store(true, std::memory_order_release);
-    if (wake_ >= 0) {
-      const uint64_t one = 1;
-      ssize_t ignored = ::write(wake_, &one, sizeof one);  // a full counter is still readable: woken either way
-      (void)ignored;
-    }
+    Wake();
     return info.Env().Undefined();
   }
 
-  // Closes the duplicate (and with it this side's hold on the socket). Only once no read is in flight.
+  // Ends the thread and closes the duplicate (and with it this side's hold on the socket). Only once no
+  // read is in flight.
   Napi::Value Close(const Napi::CallbackInfo& info) {
     if (busy_) throw Napi::Error::New(info.Env(), "a read is in flight: cancel() and wait for it first");
-    CloseDescriptors();
+    Stop();
     return info.Env().Undefined();
+  }
+
+  void Wake() {
+    if (wake_ < 0) return;
+    const uint64_t one = 1;
+    ssize_t ignored = ::write(wake_, &one, sizeof one);  // a full counter is still readable: woken either way
+    (void)ignored;
+  }
+
+  void Stop() {
+    if (thread_.joinable()) {
+      {
+        std::lock_guard<std::mutex> lock(mutex_);
+        exiting_ = true;
+      }
+      cancelled_.store(true, std::memory_order_release);
+      wanted_.notify_one();
+      Wake();
+      thread_.join();
+      done_.Release();
+    }
+    CloseDescriptors();
   }
 
   void CloseDescriptors() {
@@ -159,78 +275,17 @@ class FrameReader : public Napi::ObjectWrap<FrameReader> {
   int fd_ = -1;
   int wake_ = -1;
   std::atomic<bool> cancelled_{false};
-  bool busy_ = false;
+  bool busy_ = false;  // main thread only
+  std::thread thread_;
+  std::mutex mutex_;
+  std::condition_variable wanted_;
+  bool pending_ = false, exiting_ = false;  // under mutex_
+  Request request_;                         // under mutex_
+  ReadOutcome outcome_;                     // under mutex_
+  Napi::ThreadSafeFunction done_;
+  std::optional<Napi::Promise::Deferred> deferred_;
+  Napi::ObjectReference headerRef_, payloadRef_, selfRef_;
 };
-
-class FrameReadWorker : public Napi::AsyncWorker {
- public:
-  FrameReadWorker(Napi::Env env, FrameReader* reader, Napi::Object readerObject, Napi::Value header,
-                  Napi::Value payload, bool payloadOnly)
-      : Napi::AsyncWorker(env, "pagewire:read-frame"),
-        reader_(reader),
-        readerRef_(Napi::Persistent(readerObject)),
-        deferred_(Napi::Promise::Deferred::New(env)),
-        payloadOnly_(payloadOnly) {
-    if (!payloadOnly) {
-      TypedSpan<uint8_t> h = ToU8(header, "header");
-      if (h.length < kHeaderBytes) ThrowRange(env, "header must hold 8 bytes");
-      header_ = h.data;
-      headerRef_ = Napi::Persistent(header.As<Napi::Object>());
-    }
-    TypedSpan<uint8_t> p = ToU8(payload, "payload");
-    payload_ = p.data;
-    capacity_ = p.length;
-    payloadRef_ = Napi::Persistent(payload.As<Napi::Object>());
-  }
-  Napi::Promise Promise() { return deferred_.Promise(); }
-  void Execute() override { outcome_ = reader_->Run(header_, payload_, capacity_, payloadOnly_); }
-  void OnOK() override {
-    reader_->Settled();
-    Napi::Env env = Env();
-    deferred_.Resolve(NumberTuple(env, {static_cast<double>(outcome_.status), static_cast<double>(outcome_.length),
-                                        static_cast<double>(outcome_.bytes)}));
-  }
-  void OnError(const Napi::Error& e) override {
-    reader_->Settled();
-    deferred_.Reject(e.Value());
-  }
-
- private:
-  FrameReader* reader_;
-  Napi::ObjectReference readerRef_;  // keeps the reader (and its descriptors) alive
-  Napi::ObjectReference headerRef_, payloadRef_;
-  Napi::Promise::Deferred deferred_;
-  bool payloadOnly_;
-  uint8_t* header_ = nullptr;
-  uint8_t* payload_ = nullptr;
-  uint64_t capacity_ = 0;
-  ReadOutcome outcome_;
-};
-
-Napi::Value FrameReader::Start(const Napi::CallbackInfo& info, bool payloadOnly) {
-  Napi::Env env = info.Env();
-  if (busy_) throw Napi::Error::New(env, "the frame reader is busy: read one frame at a time");
-  if (fd_ < 0) throw Napi::Error::New(env, "the frame reader is closed");
-  auto* worker = new FrameReadWorker(env, this, Value(), payloadOnly ? env.Undefined() : Arg(info, 0),
-                                     Arg(info, payloadOnly ? 0 : 1), payloadOnly);
-  Napi::Promise promise = worker->Promise();
-  try {
-    worker->Queue();
-  } catch (...) {
-    delete worker;
-    throw;
-  }
-  busy_ = true;
-  return promise;
-}
-
-// read(header, payload) -> [status, payloadLength, bytesConsumed]: one frame, its payload into
-// payload[0, length) if it fits (kFrame), else only the header (kPayloadLater).
-Napi::Value FrameReader::Read(const Napi::CallbackInfo& info) { return Start(info, false); }
-
-// readPayload(payload) -> [status, length, bytesConsumed]: exactly payload.length bytes (the rest of a
-// frame whose read() said kPayloadLater).
-Napi::Value FrameReader::ReadPayload(const Napi::CallbackInfo& info) { return Start(info, true); }
 
 }  // namespace
 

@@ -75,8 +75,8 @@ describe('page batch codec', () => {
     try {
       const path = join(dir.dir, 'pages.img');
       writeFileSync(join(dir.dir, 'taken.img'), 'x');
-      expect(() => FilePageStore.create(join(dir.dir, 'taken.img'), 40 * PAGE, PAGE)).toThrow(/cannot create/);
-      const store = FilePageStore.create(path, 40 * PAGE, PAGE);
+      await expect(FilePageStore.create(join(dir.dir, 'taken.img'), 40 * PAGE, PAGE)).rejects.toThrow(/cannot create/);
+      const store = await FilePageStore.create(path, 40 * PAGE, PAGE);
       const decoder = new PageBatchDecoder(store);
       const encoder = new PageBatchEncoder(source);
       // Out of order and with gaps, zero pages as ZERO records over pages that held data.
@@ -103,7 +103,7 @@ describe('page batch codec', () => {
       for (let p = 0; p < 64; p += 4) randomFillSync(sourceBytes, p * PAGE, PAGE); // 16 data pages, 48 zero
       const source = MemoryRegion.fromMemory(sourceBytes);
       const path = join(dir.dir, 'sparse.img');
-      const store = FilePageStore.create(path, 64 * PAGE, PAGE);
+      const store = await FilePageStore.create(path, 64 * PAGE, PAGE);
       const decoder = new PageBatchDecoder(store);
       const encoder = new PageBatchEncoder(source);
       const first = await migrateBatch(encoder, decoder, all(64), false);

@@ -55,7 +55,7 @@ describe('MemoryRegion', () => {
       for (const page of pages) expect(copy.view(page * 4096, 4096)[4095]).toBe(page % 251 + 1);
       copy.close();
       const filePath = join(tmp.dir, 'store.img');
-      const store = FilePageStore.create(filePath, size, 4096);
+      const store = await FilePageStore.create(filePath, size, 4096);
       const intoStore = new PageBatchDecoder(store);
       intoStore.enqueue(batch.records, batch.recordCount);
       await intoStore.settled();

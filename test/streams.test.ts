@@ -1,8 +1,10 @@
 // Parallel streams and auto-converge, over 127.0.0.1 with real sockets and a real writer thread.
 import { randomFillSync } from 'node:crypto';
 import { describe, expect, it } from 'vitest';
+import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
 import {
-  ConvergenceError, DirtyBitmap, MemoryRegion, MemoryTargetImage, MigrationSource, MigrationTarget, SyntheticWorkload,
+  ConvergenceError, DirtyBitmap, FileTargetImage, MemoryRegion, MemoryTargetImage, MigrationSource, MigrationTarget, SyntheticWorkload,
   type PagewireError, type RoundReport,
 } from '../dist/src/index.js';
 import { PageBatchEncoder } from '../dist/src/codec/page-batch-encoder.js';
@@ -10,7 +12,7 @@ import {
   MessageType, encodeError, encodeHello, encodeJoin, encodePagesHeader, encodeRoundMarker,
 } from '../dist/src/wire/messages.js';
 import { STRIPE_PAGES, pagesOnStream, splitByStream, streamOfPage } from '../dist/src/wire/streams.js';
-import { frame, randomShared, rawClient, withTimeout } from './helpers.js';
+import { frame, randomShared, rawClient, tempDir, withTimeout } from './helpers.js';
 
 const PAGE = 4096;
 
@@ -50,6 +52,33 @@ describe('stripes', () => {
 });
 
 describe('parallel streams', () => {
+  it('migrates over more streams than libuv has pool threads into a file, round after round (native reads never hold a pool thread)', async () => {
+    const bytes = 8 * 2 ** 20;
+    const sab = randomShared(bytes, 3);
+    const region = MemoryRegion.fromMemory(sab);
+    const bitmap = new DirtyBitmap(region.pageCount);
+    const workload = await SyntheticWorkload.start({ buffer: sab }, bitmap, PAGE, { rateBytesPerSec: 50e6, hot: 0.1, seed: 9 });
+    const dir = tempDir();
+    try {
+      const out = join(dir.dir, 'out.img');
+      const target = await MigrationTarget.listen({ image: new FileTargetImage(out), host: '127.0.0.1', port: 0 });
+      const source = new MigrationSource({
+        region, dirtyBitmap: bitmap, host: '127.0.0.1', port: target.address.port, streams: 6, maxDowntimeMs: 0, maxRounds: 4,
+        hooks: { pause: () => workload.pause(), resume: () => workload.resume() },
+      });
+      const summary = await withTimeout(source.run(), 60_000, 'a migration over 6 streams');
+      await workload.stop();
+      await target.result;
+      expect(summary.streams).toBe(6);
+      // Every round ended by a ROUND_ACK after its persist() on the pool, the stop-and-copy round included.
+      expect(summary.rounds).toBeGreaterThanOrEqual(2);
+      expect(readFileSync(out).equals(Buffer.from(sab))).toBe(true);
+    } finally {
+      await workload.stop();
+      dir.cleanup();
+    }
+  });
+
   it.each([[3, undefined], [2, Buffer.alloc(32, 7)]])('migrates under a live writer over %i streams (psk: %s); the target equals the source at the pause point', async (streams, psk) => {
     const bytes = 12 * 2 ** 20;
     const sab = randomShared(bytes, 5);

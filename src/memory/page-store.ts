@@ -1,6 +1,6 @@
 // Where a target puts verified pages: a region in memory, or a file written with pwritev (through the
 // page cache, which measured 5x-15x faster than storing through a MAP_SHARED mapping of a new file).
-import { closeSync, fsync, ftruncateSync, openSync, rmSync } from 'node:fs';
+import { close, closeSync, fsync, ftruncate, open, rm } from 'node:fs';
 import { promisify } from 'node:util';
 import { StorageError } from '../errors.js';
 import type { ApplyResult } from '../native/binding.js';
@@ -40,22 +40,22 @@ export class FilePageStore implements PageStore {
     this.pageCount = byteLength / pageSize;
   }
 
-  /** Creates a new sparse, all-zero file of byteLength (an existing file is an error). */
-  static create(path: string, byteLength: number, pageSize: number): FilePageStore {
+  /** Creates a new sparse, all-zero file of byteLength (an existing file is an error), off the event loop. */
+  static async create(path: string, byteLength: number, pageSize: number): Promise<FilePageStore> {
     validatePageSize(pageSize);
     validateRegionSize(byteLength, pageSize);
     let fd: number;
     try {
       // Read-write: DELTA and DUP records read pages back.
-      fd = openSync(path, 'wx+');
+      fd = await openAsync(path, 'wx+');
     } catch (cause) {
       throw new StorageError(`cannot create ${path}: ${(cause as Error).message}`, { cause });
     }
     try {
-      ftruncateSync(fd, byteLength);
+      await ftruncateAsync(fd, byteLength);
     } catch (cause) {
-      closeQuietly(fd);
-      try { rmSync(path, { force: true }); } catch { /* reported below; the name says what is left */ }
+      await closeAsync(fd).catch(() => undefined);
+      await rmAsync(path, { force: true }).catch(() => undefined); // reported below; the name says what is left
       throw new StorageError(`cannot size ${path} to ${byteLength} bytes: ${(cause as Error).message}`, { cause });
     }
     return new FilePageStore(path, fd, pageSize, byteLength);
@@ -127,6 +127,10 @@ export class FilePageStore implements PageStore {
 }
 
 const fsyncAsync = promisify(fsync);
+const openAsync = promisify(open);
+const ftruncateAsync = promisify(ftruncate);
+const closeAsync = promisify(close);
+const rmAsync = promisify(rm);
 
 function closeQuietly(fd: number): void {
   try { closeSync(fd); } catch { /* nothing more to do with it */ }

@@ -2,8 +2,8 @@
 // (pwritev, through the page cache), makes each pre-copy round durable, and on GO makes the last one
 // durable and renames the file over --out, so the previous --out is untouched by any failure before the
 // switch-over commits. Its fsyncs and the rename run on the thread pool, not on the event loop.
-import { statfsSync, unlinkSync } from 'node:fs';
-import { open, rename } from 'node:fs/promises';
+import { unlinkSync } from 'node:fs';
+import { open, rename, statfs } from 'node:fs/promises';
 import { basename, dirname, join } from 'node:path';
 import { CapacityError, StorageError } from '../errors.js';
 import { FilePageStore, RegionPageStore, type PageStore } from '../memory/page-store.js';
@@ -17,7 +17,7 @@ export interface RegionOffer {
 
 export interface TargetImage {
   /** Refuses (CapacityError) or returns where verified pages go. */
-  open(offer: RegionOffer): PageStore;
+  open(offer: RegionOffer): Promise<PageStore> | PageStore;
   /** True when the opened region starts all zeros, so the source may skip zero pages in round 1. */
   readonly zeroed: boolean;
   /** Pages were written (bytes of page data): a chance to start making them durable, so persist() is short. */
@@ -49,7 +49,7 @@ export class FileTargetImage implements TargetImage {
 
   constructor(readonly outPath: string, private readonly options: FileTargetImageOptions = {}) {}
 
-  open(offer: RegionOffer): PageStore {
+  async open(offer: RegionOffer): Promise<PageStore> {
     const { maxRegionBytes } = this.options;
     if (maxRegionBytes !== undefined && offer.regionSize > maxRegionBytes) {
       throw new CapacityError(`region of ${offer.regionSize} bytes exceeds this target's limit of ${maxRegionBytes} bytes`);
@@ -57,7 +57,7 @@ export class FileTargetImage implements TargetImage {
     const dir = dirname(this.outPath);
     let free: number;
     try {
-      const fs = statfsSync(dir);
+      const fs = await statfs(dir);
       free = Number(fs.bavail) * Number(fs.bsize);
     } catch (cause) {
       throw new StorageError(`cannot inspect ${dir}: ${(cause as Error).message}`, { cause });
@@ -68,7 +68,7 @@ export class FileTargetImage implements TargetImage {
     // Beside --out, so the final rename stays within one file system and is atomic.
     this.migrationId = offer.migrationId;
     const temp = join(dir, `.${basename(this.outPath)}.pagewire-${offer.migrationId}.tmp`);
-    this.store = FilePageStore.create(temp, offer.regionSize, offer.pageSize);
+    this.store = await FilePageStore.create(temp, offer.regionSize, offer.pageSize);
     this.tempPath = temp;
     return this.store;
   }

@@ -423,18 +423,30 @@ export class MigrationTarget extends EventEmitter<TargetEvents> {
     }
     let store;
     let decoder;
+    // Taken before the image opens (off the event loop): no second HELLO may open it meanwhile, and a
+    // stop() meanwhile ends this migration once the image is open.
+    this.active = true;
+    let stoppedWhileOpening: PagewireError | undefined;
+    this.interrupt = (error) => { stoppedWhileOpening = error; };
     try {
-      store = image.open({ regionSize: hello.regionSize, pageSize: hello.pageSize, migrationId });
+      store = await image.open({ regionSize: hello.regionSize, pageSize: hello.pageSize, migrationId });
       decoder = new PageBatchDecoder(store);
     } catch (error) {
       // A refusal before the handshake completes: keep listening for a source we can serve.
+      this.active = false;
+      this.interrupt = undefined;
       const refused = asPagewireError(error);
       image.discard();
       this.emit('refused', refused, connection.remote);
       await connection.sendErrorAndClose(refused);
       return;
     }
-    this.active = true;
+    if (stoppedWhileOpening) {
+      image.discard();
+      await connection.sendErrorAndClose(stoppedWhileOpening);
+      this.finish(stoppedWhileOpening);
+      return;
+    }
     this.served = hello;
     const { resumeWindowMs } = this.options;
     let extras: ExtraStreamReader[] = [];

@@ -41,7 +41,7 @@ export enum ReadStatus {
 export type ReadResult = [status: ReadStatus, payloadLength: number, bytesOrErrno: number];
 
 /**
- * Reads one connection's frames straight into caller-owned buffers, on a pool thread, from a
+ * Reads one connection's frames straight into caller-owned buffers, on a thread of its own, from a
  * duplicate of the socket's descriptor. One read at a time; the buffers must stay untouched until it
  * settles.
  */
@@ -153,7 +153,7 @@ export interface NativeBinding {
   /** Writes the file's dirty pages back (sync_file_range, not waiting for the disk) on a pool thread; settles when that call returns. */
   startWriteback(fd: number): Promise<void>;
 
-  /** Reads a socket's frames on a pool thread (the addon only; the twin leaves reading to Node). */
+  /** Reads a socket's frames on a thread of its own (the addon only; the twin leaves reading to Node). */
   FrameReader?: new (fd: number) => NativeFrameReader;
 
   // Kernels, batch-shaped, for the micro-benchmarks and the shared test vectors. Page k of a buffer
