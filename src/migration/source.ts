@@ -581,7 +581,7 @@ export class MigrationSource extends EventEmitter<SourceEvents> {
 
     this.setPhase('awaiting-ready');
     const ready = parseReady(await connection.expect(MessageType.Ready, options.persistTimeoutMs));
-    // The point of no return: the target holds a verified, durable image. From here on the source
+    // The point of no return: the target holds a verified image, made durable on GO. From here on the source
     // never resumes by itself.
     this.handedOver = true;
     this.setPhase('handed-over');
@@ -595,7 +595,8 @@ export class MigrationSource extends EventEmitter<SourceEvents> {
     // The extra streams carried their last page in the final round; closing them waits for a round
     // trip, which does not belong inside the downtime.
     await Promise.all(this.streams.slice(1).map(({ connection: extra }) => extra.close()));
-    expectEmpty(await connection.expect(MessageType.Done, options.timeoutMs), 'DONE');
+    // DONE follows the target's commit, whose fsync of the last round may take as long as a round's.
+    expectEmpty(await connection.expect(MessageType.Done, options.persistTimeoutMs), 'DONE');
     summary.bytesTransferred = this.bytesWritten();
     await connection.close();
   }

@@ -556,7 +556,7 @@ export class MigrationTarget extends EventEmitter<TargetEvents> {
             last = end;
             summary.rounds = end.round;
             // A pre-copy round is acknowledged once durable: the source's bandwidth figure then includes
-            // the disk, and the fsync before READY (inside the downtime) only has the last round's pages.
+            // the disk, and the commit's fsync on GO only has the last round's pages.
             if (!end.final) await image.persist();
             await connection.send(MessageType.RoundAck, encodeRoundAck(end.round));
             for (const extra of extras) extra.acknowledge();
