@@ -66,6 +66,7 @@ describe('pagewire receive / send', () => {
     expect(s.lz4Pages).toBe(0);
     expect(r).toMatchObject({ status: 'completed', pageSize: 4096, pagesTotal: 2048 });
     expect(r.bytesReceived as number).toBeGreaterThan(0);
+    expect(typeof r.commitMs).toBe('number');
     expect(s.sha256).toBe(r.sha256);
     expect(sha256File(c.out)).toBe(s.sha256);
     expect(sha256File(c.image)).toBe(s.sha256);

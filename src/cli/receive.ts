@@ -58,7 +58,8 @@ export async function receiveCommand(argv: string[]): Promise<number> {
       printJson({
         status: summary.status, error: null, pageSize: summary.pageSize, pagesTotal: summary.pagesTotal,
         bytesReceived: summary.bytesReceived, rounds: summary.rounds, pagesApplied: summary.pagesApplied, resumes: summary.resumes,
-        totalTimeMs: roundMs(summary.totalTimeMs), migrationId: summary.migrationId, digest: summary.regionDigest,
+        totalTimeMs: roundMs(summary.totalTimeMs), commitMs: roundMs(summary.commitMs), migrationId: summary.migrationId,
+        digest: summary.regionDigest,
         ...(sha256 === undefined ? {} : { sha256 }),
       });
     } else {
