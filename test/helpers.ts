@@ -30,7 +30,12 @@ export interface Spawned {
 }
 
 export function spawnCli(args: string[], env: NodeJS.ProcessEnv = {}): Spawned {
-  const child = spawn(process.execPath, [BIN, ...args], { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, ...env } });
+  return spawnCommand(process.execPath, [BIN, ...args], env);
+}
+
+/** Any command, captured as spawnCli captures the CLI (for the CLI run through a wrapper such as `ip netns exec`). */
+export function spawnCommand(command: string, args: string[], env: NodeJS.ProcessEnv = {}): Spawned {
+  const child = spawn(command, args, { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, ...env } });
   let out = '';
   let err = '';
   child.stdout!.on('data', (d: Buffer) => { out += d.toString(); });
