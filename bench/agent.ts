@@ -1,28 +1,27 @@
-// One end of the benchmark: `node dist/bench/agent.js source|target`, driven over IPC by
-// bench/migrate.ts. The same process serves every repetition, the plain TCP copy and the migration
-// alike, so both measure the same pair of processes.
+// One end of the benchmark's library path: `node dist/bench/agent.js source|target`, driven over IPC by
+// bench/migrate.ts. The same process serves every repetition, the plain TCP copy (the floor of every
+// scenario) and the library migrations into pre-faulted memory (the -mem scenarios) alike, so both
+// measure the same pair of processes.
 import { createHash } from 'node:crypto';
-import { readFileSync, rmSync, statSync } from 'node:fs';
+import { statSync } from 'node:fs';
 import { connect, createServer, type Server, type Socket } from 'node:net';
 import { performance } from 'node:perf_hooks';
-import { fileSha256 } from '../src/cli/file-sha256.js';
 import { ProgressLine } from '../src/cli/output.js';
-import { runSource } from '../src/cli/run-source.js';
+import { runSource, sourceJson } from '../src/cli/run-source.js';
 import { asPagewireError } from '../src/errors.js';
 import { regionSha256 } from '../src/memory/region-sha256.js';
 import { MemoryRegion } from '../src/memory/region.js';
 import type { RoundReport } from '../src/migration/metrics.js';
-import { FileTargetImage, MemoryTargetImage, type TargetImage } from '../src/migration/target-image.js';
+import { MemoryTargetImage } from '../src/migration/target-image.js';
 import { MigrationTarget } from '../src/migration/target.js';
 import type {
   AgentMessage, AgentRequest, AgentRole, BaselineReceiveResult, BaselineSendResult, DriverMessage, ErrorInfo,
-  MigrateReceiveResult, MigrateSendResult, RssPeak,
+  MigrateReceiveResult, MigrateSendResult,
 } from './protocol.js';
+import { RssSampler, type RssPeak } from './proc-memory.js';
 
 /** Bytes per socket.write() of the baseline: windows of the mapping, written without copying. */
 const BASELINE_WRITE_BYTES = 8 << 20;
-/** How often an agent samples its own RSS during a migration. */
-const RSS_SAMPLE_MS = 20;
 
 const role = process.argv[2] as AgentRole;
 if (role !== 'source' && role !== 'target') {
@@ -68,90 +67,10 @@ async function collectGarbage(): Promise<void> {
   gc();
 }
 
-/**
- * Samples this process's RSS every RSS_SAMPLE_MS from construction to stop(), keeping the peak, and
- * the peak of what is counted against the bound: anonymous and shared memory, plus file-backed pages up
- * to one region. The source's region is a mapping of the image file, and the synthetic writer maps the
- * same file once more in its thread: Rss counts those pages twice, though they are the same memory.
- */
-class RssSampler {
-  private readonly startBytes = process.memoryUsage.rss();
-  private peakBytes = 0;
-  private peakCountedBytes = 0;
-  private atPeak: RssPeak['atPeak'] = null;
-  private samples = 0;
-  private maxGapMs = 0;
-  private last = performance.now();
-  private readonly timer: NodeJS.Timeout;
-
-  constructor(private readonly regionBytes: number) {
-    this.sample();
-    this.timer = setInterval(() => this.sample(), RSS_SAMPLE_MS);
-  }
-
-  stop(): RssPeak {
-    this.sample();
-    clearInterval(this.timer);
-    return {
-      startBytes: this.startBytes, peakBytes: this.peakBytes, peakCountedBytes: this.peakCountedBytes, atPeak: this.atPeak,
-      atEnd: rollup(), samples: this.samples,
-      maxGapMs: Math.round(this.maxGapMs),
-    };
-  }
-
-  private sample(): void {
-    const now = performance.now();
-    this.maxGapMs = Math.max(this.maxGapMs, now - this.last);
-    this.last = now;
-    const rss = process.memoryUsage.rss();
-    const parts = rssParts();
-    const counted = parts ? parts.anonBytes + parts.shmemBytes + Math.min(parts.fileBytes, this.regionBytes) : rss;
-    this.peakCountedBytes = Math.max(this.peakCountedBytes, counted);
-    if (rss > this.peakBytes) {
-      this.peakBytes = rss;
-      this.atPeak = parts;
-    }
-    this.samples++;
-  }
-}
-
-/** RssAnon, RssFile and RssShmem from /proc/self/status, or null where there is none. */
-function rssParts(): RssPeak['atPeak'] {
-  const kib = procKib('/proc/self/status', ['RssAnon', 'RssFile', 'RssShmem']);
-  return kib && { anonBytes: kib.RssAnon! * 1024, fileBytes: kib.RssFile! * 1024, shmemBytes: kib.RssShmem! * 1024 };
-}
-
-/** Rss and Pss from /proc/self/smaps_rollup, or null where there is none. */
-function rollup(): RssPeak['atEnd'] {
-  const kib = procKib('/proc/self/smaps_rollup', ['Rss', 'Pss', 'Pss_Anon', 'Pss_File']);
-  return kib && {
-    rssBytes: kib.Rss! * 1024, pssBytes: kib.Pss! * 1024, pssAnonBytes: kib.Pss_Anon! * 1024, pssFileBytes: kib.Pss_File! * 1024,
-  };
-}
-
-/** "Name:   123 kB" lines of a /proc file as numbers of KiB; null if the file or a field is missing. */
-function procKib(path: string, fields: string[]): Record<string, number> | null {
-  let text: string;
-  try {
-    text = readFileSync(path, 'utf8');
-  } catch {
-    return null;
-  }
-  const values: Record<string, number> = {};
-  for (const field of fields) {
-    const match = new RegExp(`^${field}:\\s+(\\d+) kB`, 'm').exec(text);
-    if (!match) return null;
-    values[field] = Number(match[1]);
-  }
-  return values;
-}
-
 // ---- target state ----
 let receiveBuffer: Buffer | undefined;
 let baselineDone: Promise<BaselineReceiveResult> | undefined;
-let migration: {
-  target: MigrationTarget; outPath: string | undefined; controller: AbortController; timer: NodeJS.Timeout; rss: RssSampler;
-} | undefined;
+let migration: { target: MigrationTarget; timer: NodeJS.Timeout; rss: RssSampler } | undefined;
 
 async function handle(request: AgentRequest): Promise<unknown> {
   switch (request.cmd) {
@@ -173,16 +92,11 @@ async function handle(request: AgentRequest): Promise<unknown> {
       return baselineSend(request.port, request.imagePath, request.timeoutMs);
     case 'migrate-listen': {
       if (migration) throw new Error('a migration target is already listening');
+      if (!receiveBuffer) throw new Error('migrate-listen before init');
       await collectGarbage();
-      let image: TargetImage;
-      if (request.into === 'memory') {
-        if (!receiveBuffer) throw new Error('migrate-listen into memory before init');
-        // The baseline's pre-faulted buffer, not zeroed: the source then sends zero pages as records.
-        image = new MemoryTargetImage(MemoryRegion.fromMemory(receiveBuffer), false);
-      } else {
-        image = new FileTargetImage(request.outPath);
-      }
-      const rss = new RssSampler(receiveBuffer?.length ?? 0);
+      // The baseline's pre-faulted buffer, not zeroed: the source then sends zero pages as records.
+      const image = new MemoryTargetImage(MemoryRegion.fromMemory(receiveBuffer), false);
+      const rss = new RssSampler('self', receiveBuffer.length);
       const controller = new AbortController();
       const timer = setTimeout(() => controller.abort(new Error('bench step timed out')), request.timeoutMs);
       let target: MigrationTarget;
@@ -196,43 +110,41 @@ async function handle(request: AgentRequest): Promise<unknown> {
         rss.stop();
         throw error;
       }
-      migration = { target, outPath: request.into === 'memory' ? undefined : request.outPath, controller, timer, rss };
+      migration = { target, timer, rss };
       return { port: target.address.port };
     }
     case 'migrate-result': {
       if (!migration) throw new Error('migrate-result without migrate-listen');
-      const { target, outPath, timer, rss: sampler } = migration;
+      const { target, timer, rss: sampler } = migration;
       let rss: RssPeak | undefined;
       try {
         const summary = await target.result;
         rss = sampler.stop();
-        const sha256 = outPath ? await fileSha256(outPath) : bufferSha256(receiveBuffer!);
-        return { summary, sha256, rss } satisfies MigrateReceiveResult;
+        return { summary, sha256: bufferSha256(receiveBuffer!), rss } satisfies MigrateReceiveResult;
       } catch (error) {
         const summary = target.metrics;
         return { ...(summary ? { summary } : {}), error: errorInfo(error), rss: rss ?? sampler.stop() } satisfies MigrateReceiveResult;
       } finally {
         clearTimeout(timer);
         migration = undefined;
-        if (outPath) rmSync(outPath, { force: true });
       }
     }
     case 'migrate-send': {
       const progress = new RecordingProgress(request.verbose ? process.stderr : nowhere);
       await collectGarbage();
-      const rss = new RssSampler(statSync(request.imagePath).size);
+      const rss = new RssSampler('self', statSync(request.imagePath).size);
+      // sha256: the region's at the pause point, hashed after the timed migration, to check the target's copy.
       const outcome = await runSource({
         imagePath: request.imagePath, host: '127.0.0.1', port: request.port, signal: AbortSignal.timeout(request.timeoutMs),
         progress, workload: request.workload, streams: request.streams, lz4: request.lz4, maxDowntimeMs: request.maxDowntimeMs,
-        ...(request.tlsKey ? { psk: request.tlsKey, tls: true } : {}),
+        sha256: true, ...(request.tlsKey ? { psk: request.tlsKey, tls: true } : {}),
       }).catch((error: unknown) => {
         rss.stop();
         throw error;
       });
       const peak = rss.stop();
       return {
-        summary: outcome.summary, sha256: outcome.sha256, workloadWrites: outcome.workloadWrites, rounds: progress.rounds, rss: peak,
-        ...(outcome.error ? { error: errorInfo(outcome.error) } : {}),
+        json: sourceJson(outcome), rounds: progress.rounds, rss: peak, ...(outcome.error ? { error: errorInfo(outcome.error) } : {}),
       } satisfies MigrateSendResult;
     }
   }

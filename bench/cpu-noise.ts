@@ -1,5 +1,5 @@
 // How much CPU the rest of the machine used while we measured: total busy time from /proc/stat minus
-// the time of the bench's own processes (/proc/<pid>/stat, threads included). On a shared 2-core box a
+// the time of the bench's own processes (/proc/<pid>/stat, threads and exited children included). On a shared 2-core box a
 // concurrent test run can halve a loopback copy's speed, so every repetition records this.
 import { readFileSync } from 'node:fs';
 
@@ -18,9 +18,11 @@ function readSample(pids: number[]): Sample | undefined {
     let ours = 0;
     for (const pid of pids) {
       const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
-      // Fields after the command name (which may contain spaces): utime and stime are fields 14 and 15.
+      // Fields after the command name (which may contain spaces): utime and stime are fields 14 and 15,
+      // cutime and cstime (16, 17) those of its children that have exited: the pagewire processes and
+      // write floors the bench spawns and waits for.
       const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
-      ours += Number(fields[11]) + Number(fields[12]);
+      ours += Number(fields[11]) + Number(fields[12]) + Number(fields[13]) + Number(fields[14]);
     }
     return { busy, all: busy + idle + iowait, ours };
   } catch {

@@ -2,9 +2,11 @@
 // and the driver's side of the IPC: one request at a time per command id, each with a deadline.
 import { fork, type ChildProcess } from 'node:child_process';
 import type { Lz4Mode } from '../src/codec/lz4-policy.js';
-import type { RoundReport, SourceSummary } from '../src/migration/metrics.js';
+import type { sourceJson } from '../src/cli/run-source.js';
+import type { RoundReport } from '../src/migration/metrics.js';
 import type { TargetSummary } from '../src/migration/target.js';
 import type { WorkloadSpec } from '../src/workload/workload-spec.js';
+import type { RssPeak } from './proc-memory.js';
 
 export type AgentRole = 'source' | 'target';
 
@@ -17,11 +19,10 @@ export type AgentRequest =
   | { cmd: 'baseline-result' }
   // source: map the image, copy it over a plain socket, wait for the target's one-byte ack
   | { cmd: 'baseline-send'; port: number; imagePath: string; timeoutMs: number }
-  // target: MigrationTarget.listen into the baseline's buffer ('memory') or a FileTargetImage at outPath
-  // ('file'); replies with the port. Its RSS is sampled from here until the migration ends.
-  // (tlsKey: TLS-PSK under that key, on both ends)
-  | { cmd: 'migrate-listen'; outPath: string; into: 'file' | 'memory'; timeoutMs: number; tlsKey?: Uint8Array }
-  // target: resolves when the migration ended (either way), with the image's sha256 and the RSS peak
+  // target: MigrationTarget.listen into the baseline's pre-faulted buffer; replies with the port. Its RSS
+  // is sampled from here until the migration ends. (tlsKey: TLS-PSK under that key, on both ends)
+  | { cmd: 'migrate-listen'; timeoutMs: number; tlsKey?: Uint8Array }
+  // target: resolves when the migration ended (either way), with the buffer's sha256 and the RSS peak
   | { cmd: 'migrate-result' }
   // source: runSource() on the image, with or without the synthetic workload; streams and
   // maxDowntimeMs left out mean runSource's defaults. Its RSS is sampled for the whole call.
@@ -52,31 +53,10 @@ export interface ErrorInfo {
   code?: string;
 }
 
-/** An agent's own RSS (process.memoryUsage.rss()), sampled on a timer while it migrated. */
-export interface RssPeak {
-  /** At the start of the sampling, after a garbage collection. */
-  startBytes: number;
-  peakBytes: number;
-  /** The peak of anonymous + shared memory + file-backed pages up to one region: what the bound is about. */
-  peakCountedBytes: number;
-  /** /proc/self/status at the peak sample (Linux): anonymous memory, mapped files, shared memory. */
-  atPeak: { anonBytes: number; fileBytes: number; shmemBytes: number } | null;
-  /**
-   * /proc/self/smaps_rollup when sampling stopped (Linux): Pss splits a page mapped twice (say by the
-   * region and by the workload's own mapping of the same file) between its mappings, where Rss counts it twice.
-   */
-  atEnd: { rssBytes: number; pssBytes: number; pssAnonBytes: number; pssFileBytes: number } | null;
-  samples: number;
-  /** The longest time between two samples: a busy event loop can hide a short-lived peak. */
-  maxGapMs: number;
-}
-
 export interface MigrateSendResult {
-  summary: SourceSummary;
+  /** What `pagewire send --json --sha256` prints for the same run (sha256: the region's at the pause point). */
+  json: ReturnType<typeof sourceJson>;
   error?: ErrorInfo;
-  /** runSource's digest of the region at the pause point. */
-  sha256: string;
-  workloadWrites: number;
   rounds: RoundReport[];
   rss: RssPeak;
 }
@@ -84,7 +64,7 @@ export interface MigrateSendResult {
 export interface MigrateReceiveResult {
   summary?: TargetSummary;
   error?: ErrorInfo;
-  /** SHA-256 of the committed file or of the receive buffer (absent on failure). */
+  /** SHA-256 of the receive buffer (absent on failure). */
   sha256?: string;
   rss: RssPeak;
 }

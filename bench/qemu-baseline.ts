@@ -1,7 +1,8 @@
-// QEMU's own live migration of the bench image, as a second baseline for bench/migrate.ts: a paused
-// guest whose RAM is the image file is migrated between two local QEMUs over 127.0.0.1, and QEMU's own
-// figures (total time, downtime, setup time, RAM bytes sent) are reported. QEMU is optional: where
-// qemu-system-x86_64 is not on PATH (as in CI) the result says so instead of failing.
+// QEMU's own live migration of the bench image, as a baseline for bench/migrate.ts: a paused guest whose
+// RAM is the image file is migrated between two local QEMUs over 127.0.0.1 into a target whose RAM is a
+// new file on the same storage as pagewire's --out, and QEMU's own figures (total time, downtime, setup
+// time, RAM bytes sent) are reported. QEMU is optional: where qemu-system-x86_64 is not on PATH (as in
+// CI) the result says so instead of failing.
 import { execFile, spawn, type ChildProcess } from 'node:child_process';
 import { constants } from 'node:fs';
 import { access, rm, stat } from 'node:fs/promises';
@@ -12,6 +13,11 @@ import { setTimeout as sleep } from 'node:timers/promises';
 export interface QemuBaselineOptions {
   /** A file of at least sizeBytes bytes; QEMU maps it copy-on-write, so it is never modified. */
   imagePath: string;
+  /**
+   * The target's RAM: a file QEMU creates (it must not exist) and maps shared, so the pages it loads land
+   * in that file as pagewire's land in --out (QEMU does not fsync it). Removed afterwards.
+   */
+  targetRamPath: string;
   /** Guest RAM size; must be a multiple of 2 MiB. */
   sizeBytes: number;
   /** best: multifd with 2 channels and no bandwidth cap; default: QEMU's defaults (128 MiB/s cap, one stream). */
@@ -73,7 +79,7 @@ export async function qemuAvailable(): Promise<{ available: true; version: strin
 export async function runQemuBaseline(options: QemuBaselineOptions): Promise<QemuBaselineResult> {
   const qemu = await qemuAvailable();
   if (!qemu.available) return qemu;
-  const { imagePath, sizeBytes: size, config, timeoutMs, workDir } = options;
+  const { imagePath, targetRamPath, sizeBytes: size, config, timeoutMs, workDir } = options;
   // QEMU rounds -m up (to 8 KiB on x86 in 7.2) and then refuses a backend of another size.
   if (!Number.isSafeInteger(size) || size <= 0 || size % ALIGN !== 0) {
     return { available: false, reason: `image size ${size} is not a positive multiple of 2 MiB, which QEMU guest RAM needs here` };
@@ -105,7 +111,7 @@ export async function runQemuBaseline(options: QemuBaselineOptions): Promise<Qem
     // -incoming defer: multifd must be switched on before the target starts listening.
     const target = new QemuProcess('target', [
       ...machine(targetSocket),
-      '-object', `memory-backend-ram,id=mem0,size=${size}`,
+      '-object', `memory-backend-file,id=mem0,size=${size},mem-path=${qemuOptValue(targetRamPath)},share=on`,
       '-incoming', 'defer',
     ]);
     processes.push(target);
@@ -150,7 +156,7 @@ export async function runQemuBaseline(options: QemuBaselineOptions): Promise<Qem
   } finally {
     for (const qmp of clients) qmp.close();
     await Promise.all(processes.map((p) => p.kill()));
-    await Promise.all([sourceSocket, targetSocket].map((path) => rm(path, { force: true })));
+    await Promise.all([sourceSocket, targetSocket, targetRamPath].map((path) => rm(path, { force: true })));
   }
 }
 

@@ -27,3 +27,15 @@ export function formatTable(rows: string[][], rightAligned: boolean[]): string {
   const rule = widths.map((w) => '-'.repeat(w)).join('  ');
   return [line(rows[0]!), rule, ...rows.slice(1).map(line)].join('\n');
 }
+
+/** Bytes as whole MiB, for tables. */
+export function mib(bytes: number): string {
+  return (bytes / 2 ** 20).toFixed(0);
+}
+
+/** 1 GiB, 256 MiB, or bytes. */
+export function formatSize(bytes: number): string {
+  if (bytes % 2 ** 30 === 0) return `${bytes / 2 ** 30} GiB`;
+  if (bytes % 2 ** 20 === 0) return `${bytes / 2 ** 20} MiB`;
+  return `${bytes} bytes`;
+}
