@@ -25,7 +25,7 @@ import {
 } from '../wire/messages.js';
 import { MAX_STREAMS, STRIPE_PAGES } from '../wire/streams.js';
 import { ExtraStreamReader, StreamReceiver, type RoundEnd } from './stream-receiver.js';
-import type { TargetImage } from './target-image.js';
+import { RoundFlusher, type TargetImage } from './target-image.js';
 
 export interface TargetHooks {
   /** The device state the source sent, handed over on GO before resume(). */
@@ -475,6 +475,7 @@ export class MigrationTarget extends EventEmitter<TargetEvents> {
       summary.totalTimeMs = performance.now() - started;
     };
     let verifyMicros = 0;
+    const flusher = new RoundFlusher(image);
     const noteWritten = (bytes: number) => image.noteWritten(bytes);
     let control: StreamReceiver | undefined;
     try {
@@ -555,9 +556,7 @@ export class MigrationTarget extends EventEmitter<TargetEvents> {
             }
             last = end;
             summary.rounds = end.round;
-            // A pre-copy round is acknowledged once durable: the source's bandwidth figure then includes
-            // the disk, and the commit's fsync on GO only has the last round's pages.
-            if (!end.final) await image.persist();
+            if (!end.final) flusher.flush();
             await connection.send(MessageType.RoundAck, encodeRoundAck(end.round));
             for (const extra of extras) extra.acknowledge();
             refresh();
@@ -597,6 +596,8 @@ export class MigrationTarget extends EventEmitter<TargetEvents> {
         }
       }
       this.sessionResumable = () => false;
+      // A round that could not be made durable fails the migration before READY, not after GO.
+      flusher.check();
       this.server.close();
       // READY as soon as the image is verified: the source holds the state at the pause point until DONE,
       // so making the last round durable waits for GO, outside the downtime (PROTOCOL.md, section 6).
@@ -608,6 +609,7 @@ export class MigrationTarget extends EventEmitter<TargetEvents> {
       stage = 'go-received';
       this.setPhase('committing');
       const commitStarted = performance.now();
+      await flusher.settled();
       await image.commit();
       summary.commitMs = performance.now() - commitStarted;
       stage = 'committed';
