@@ -8,7 +8,8 @@
 // instead (the earlier policy) turned LZ4 off behind a 120 MB/s cap: the socket's buffer absorbs the
 // first frames of a round without waiting, and an encoder slowed by other processes waits longer on
 // its own, though the link stays the limit for what LZ4 saves. A rate is judged over a window of batches
-// and the other setting is probed now and then, so a change of link, load or content is followed.
+// and the other setting is probed now and then, where it could win, so a change of link, load or content
+// is followed.
 
 export const LZ4_MODES = ['adaptive', 'always', 'off'] as const;
 export type Lz4Mode = typeof LZ4_MODES[number];
@@ -52,7 +53,12 @@ class SettingEstimate {
   /** Page bytes per ms this setting would move over a link of linkRate wire bytes per ms. */
   throughput(linkRate: number): number | undefined {
     if (this.encodeRate === undefined || this.wireRatio === undefined) return undefined;
-    return Math.min(this.encodeRate, this.wireRatio > 0 ? linkRate / this.wireRatio : Infinity);
+    return Math.min(this.encodeRate, this.linkBound(linkRate));
+  }
+
+  /** The most this setting could move over that link with an encoder of unbounded speed. */
+  linkBound(linkRate: number): number {
+    return this.wireRatio !== undefined && this.wireRatio > 0 ? linkRate / this.wireRatio : Infinity;
   }
 }
 
@@ -92,9 +98,14 @@ export class Lz4Policy {
     this.windowsInSetting += 1;
     const on = this.settings.on.throughput(this.linkRate);
     const off = this.settings.off.throughput(this.linkRate);
+    const [current, other] = this.lz4 ? [on, this.settings.off] : [off, this.settings.on];
     let next = this.lz4;
-    if (on === undefined || off === undefined || this.windowsInSetting >= PROBE_EVERY_WINDOWS) {
-      next = !this.lz4; // measure the other setting (first, or again)
+    if (on === undefined || off === undefined) {
+      next = !this.lz4; // measure the other setting first
+    } else if (this.windowsInSetting >= PROBE_EVERY_WINDOWS) {
+      // Measure the other setting again, unless even an unbounded encoder could not make it win over
+      // this link: behind a slow link, LZ4's bytes saved decide, and probing would only cost them.
+      next = other.linkBound(this.linkRate) > current! ? !this.lz4 : this.lz4;
     } else {
       next = on >= off;
     }
