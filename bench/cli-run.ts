@@ -39,8 +39,12 @@ export interface CliMigrationOptions {
   maxDowntimeMs?: number;
   streams?: number;
   lz4?: Lz4Mode;
-  /** TLS-PSK with this key file on both ends. */
+  /** This key file on both ends, with TLS-PSK unless tls is false. */
   pskFile?: string;
+  /** false: the key authenticates the peers but the frames go in the clear; default true. */
+  tls?: boolean;
+  /** Each end inside its network namespace (`ip netns exec NS`, needs root), receive listening on host; default 127.0.0.1 here. */
+  netns?: { source: string; target: string; host: string };
   /** Each process is killed if it has not exited by then. */
   timeoutMs: number;
   /** Copy send's round lines to the bench's stderr. */
@@ -63,8 +67,9 @@ export interface CliMigration {
 
 /** Runs receive, then send against it; throws (both processes killed) unless both completed. */
 export async function runCliMigration(o: CliMigrationOptions): Promise<CliMigration> {
-  const security = o.pskFile ? ['--psk-file', o.pskFile, '--tls'] : [];
-  const receiveArgv = ['receive', '--listen', '127.0.0.1:0', '--out', o.outPath, '--json', ...security];
+  const security = o.pskFile ? ['--psk-file', o.pskFile, ...(o.tls === false ? [] : ['--tls'])] : [];
+  const host = o.netns?.host ?? '127.0.0.1';
+  const receiveArgv = ['receive', '--listen', `${host}:0`, '--out', o.outPath, '--json', ...security];
   const sendArgvRest = [
     '--image', o.imagePath, '--json', ...security,
     ...(o.workload ? ['--workload', workloadFlag(o.workload)] : []),
@@ -76,7 +81,7 @@ export async function runCliMigration(o: CliMigrationOptions): Promise<CliMigrat
   const spawnedAt = performance.now();
   let announce!: (port: number, atMs: number) => void;
   const listening = new Promise<{ port: number; atMs: number }>((resolve) => { announce = (port, atMs) => resolve({ port, atMs }); });
-  const receive = new ChildRun('pagewire receive', process.execPath, [CLI_PATH, ...receiveArgv], {
+  const receive = new ChildRun('pagewire receive', ...cliCommand(o.netns?.target, receiveArgv), {
     timeoutMs: o.timeoutMs,
     onStderrLine: (line) => {
       const match = /^listening on .+:(\d+)$/.exec(line);
@@ -89,9 +94,9 @@ export async function runCliMigration(o: CliMigrationOptions): Promise<CliMigrat
   try {
     const ready = await Promise.race([listening, receive.exited]);
     if (!('port' in ready)) throw new Error(`pagewire receive ended before it listened: ${describeExit(ready)}`);
-    const sendArgv = ['send', '--connect', `127.0.0.1:${ready.port}`, ...sendArgvRest];
+    const sendArgv = ['send', '--connect', `${host}:${ready.port}`, ...sendArgvRest];
     const lines: string[] = [];
-    send = new ChildRun('pagewire send', process.execPath, [CLI_PATH, ...sendArgv], {
+    send = new ChildRun('pagewire send', ...cliCommand(o.netns?.source, sendArgv), {
       timeoutMs: o.timeoutMs,
       onStderrLine: (line) => {
         if (line.startsWith('round=')) lines.push(line);
@@ -120,6 +125,11 @@ export async function runCliMigration(o: CliMigrationOptions): Promise<CliMigrat
     sendRss?.stop();
     receiveRss.stop();
   }
+}
+
+/** The CLI as a command line, in a network namespace when given one (`ip netns exec` execs node in place: the pid stays node's). */
+function cliCommand(netns: string | undefined, argv: string[]): [string, string[]] {
+  return netns ? ['ip', ['netns', 'exec', netns, process.execPath, CLI_PATH, ...argv]] : [process.execPath, [CLI_PATH, ...argv]];
 }
 
 /**

@@ -13,9 +13,8 @@
 // both ends is sampled during each migration. Prints medians; writes every figure to
 // bench/results/migrate-<timestamp>.json and a chart to migrate-<timestamp>.svg. Exits non-zero on any
 // failure, including a target image that differs from the source's.
-import { execFileSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { closeSync, copyFileSync, fsyncSync, mkdirSync, openSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { closeSync, copyFileSync, fsyncSync, mkdirSync, openSync, rmSync, writeFileSync } from 'node:fs';
 import { cpus, totalmem } from 'node:os';
 import { join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -29,6 +28,7 @@ import { renderRunSvg } from './chart.js';
 import { runCliMigration } from './cli-run.js';
 import { startCpuNoise } from './cpu-noise.js';
 import { measureTcpCopy, measureWriteFloor, type TcpCopy } from './floors.js';
+import { gitInfo, killChildren } from './housekeeping.js';
 import { RSS_SAMPLE_MS } from './proc-memory.js';
 import { AgentClient, type MigrateReceiveResult, type MigrateSendResult } from './protocol.js';
 import { qemuAvailable, runQemuBaseline } from './qemu-baseline.js';
@@ -137,17 +137,6 @@ function wholeNumber(text: string, flag: string, min: number): number {
 
 function say(text: string): void {
   process.stderr.write(`${text}\n`);
-}
-
-function gitInfo(): { commit: string | null; dirty: boolean | null } {
-  const cwd = fileURLToPath(new URL('../../', import.meta.url));
-  try {
-    const commit = execFileSync('git', ['rev-parse', 'HEAD'], { cwd, encoding: 'utf8', stdio: ['ignore', 'pipe', 'ignore'] }).trim();
-    const status = execFileSync('git', ['status', '--porcelain'], { cwd, encoding: 'utf8', stdio: ['ignore', 'pipe', 'ignore'] });
-    return { commit, dirty: status.trim().length > 0 };
-  } catch {
-    return { commit: null, dirty: null };
-  }
 }
 
 /** QEMU is compared with the cold CLI scenarios: a paused guest has no workload, and -mem is not like for like. */
@@ -312,25 +301,6 @@ async function runOnce(bench: Bench, scenario: Scenario, rep: number, withQemu: 
     };
   } finally {
     image.done();
-  }
-}
-
-/** Our child processes (agents, pagewire processes, QEMUs) by pid, from /proc: killed on exit so none outlives the bench. */
-function killChildren(): void {
-  let entries: string[];
-  try {
-    entries = readdirSync('/proc').filter((e) => /^\d+$/.test(e));
-  } catch {
-    return;
-  }
-  for (const pid of entries) {
-    try {
-      const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
-      const ppid = Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[1]);
-      if (ppid === process.pid) process.kill(Number(pid), 'SIGKILL');
-    } catch {
-      // gone already, or not ours to read
-    }
   }
 }
 

@@ -1,8 +1,9 @@
 // QEMU's own live migration of the bench image, as a baseline for bench/migrate.ts: a paused guest whose
 // RAM is the image file is migrated between two local QEMUs over 127.0.0.1 into a target whose RAM is a
 // new file on the same storage as pagewire's --out, and QEMU's own figures (total time, downtime, setup
-// time, RAM bytes sent) are reported. QEMU is optional: where qemu-system-x86_64 is not on PATH (as in
-// CI) the result says so instead of failing.
+// time, RAM bytes sent) are reported. bench/shaped-link.ts runs the two QEMUs in network namespaces of its
+// own instead, the target listening on its end of a shaped link. QEMU is optional: where
+// qemu-system-x86_64 is not on PATH (as in CI) the result says so instead of failing.
 import { execFile, spawn, type ChildProcess } from 'node:child_process';
 import { constants } from 'node:fs';
 import { access, rm, stat } from 'node:fs/promises';
@@ -26,6 +27,12 @@ export interface QemuBaselineOptions {
   timeoutMs: number;
   /** Where the QMP sockets go; must be short enough for a unix socket path (about 100 bytes). */
   workDir: string;
+  /** Where the target listens for the migration; default 127.0.0.1 on a free port. */
+  listen?: { host: string; port: number };
+  /** Runs each QEMU in that network namespace (`ip netns exec NS`, needs root); QMP stays on unix sockets. */
+  netns?: { source: string; target: string };
+  /** With config 'best': multifd-compression on both ends (zstd where QEMU is built with it). */
+  multifdCompression?: 'zlib' | 'zstd';
 }
 
 export type QemuBaselineResult =
@@ -34,6 +41,7 @@ export type QemuBaselineResult =
     available: true;
     version: string;
     config: 'best' | 'default';
+    multifdCompression?: 'zlib' | 'zstd';
     /** QEMU's `total-time`: from the migrate command to completion, setup included. */
     totalTimeMs: number;
     downtimeMs: number;
@@ -79,7 +87,7 @@ export async function qemuAvailable(): Promise<{ available: true; version: strin
 export async function runQemuBaseline(options: QemuBaselineOptions): Promise<QemuBaselineResult> {
   const qemu = await qemuAvailable();
   if (!qemu.available) return qemu;
-  const { imagePath, targetRamPath, sizeBytes: size, config, timeoutMs, workDir } = options;
+  const { imagePath, targetRamPath, sizeBytes: size, config, timeoutMs, workDir, netns, multifdCompression } = options;
   // QEMU rounds -m up (to 8 KiB on x86 in 7.2) and then refuses a backend of another size.
   if (!Number.isSafeInteger(size) || size <= 0 || size % ALIGN !== 0) {
     return { available: false, reason: `image size ${size} is not a positive multiple of 2 MiB, which QEMU guest RAM needs here` };
@@ -89,8 +97,8 @@ export async function runQemuBaseline(options: QemuBaselineOptions): Promise<Qem
 
   const deadline = new Deadline(timeoutMs);
   const accel = await access('/dev/kvm', constants.R_OK | constants.W_OK).then(() => 'kvm', () => 'tcg');
-  const port = await freePort();
-  const uri = `tcp:127.0.0.1:${port}`;
+  const listen = options.listen ?? { host: '127.0.0.1', port: await freePort() };
+  const uri = `tcp:${listen.host}:${listen.port}`;
   const sourceSocket = join(workDir, `qemu-src-${process.pid}.qmp`);
   const targetSocket = join(workDir, `qemu-dst-${process.pid}.qmp`);
   const machine = (socket: string) => [
@@ -106,14 +114,14 @@ export async function runQemuBaseline(options: QemuBaselineOptions): Promise<Qem
     const source = new QemuProcess('source', [
       ...machine(sourceSocket),
       '-object', `memory-backend-file,id=mem0,size=${size},mem-path=${qemuOptValue(imagePath)},share=off`,
-    ]);
+    ], netns?.source);
     processes.push(source);
     // -incoming defer: multifd must be switched on before the target starts listening.
     const target = new QemuProcess('target', [
       ...machine(targetSocket),
       '-object', `memory-backend-file,id=mem0,size=${size},mem-path=${qemuOptValue(targetRamPath)},share=on`,
       '-incoming', 'defer',
-    ]);
+    ], netns?.target);
     processes.push(target);
     const src = await deadline.race(Qmp.open(sourceSocket, source, deadline), 'connecting to the source QMP');
     clients.push(src);
@@ -123,7 +131,9 @@ export async function runQemuBaseline(options: QemuBaselineOptions): Promise<Qem
       if (config === 'best') {
         for (const qmp of [src, dst]) {
           await qmp.command('migrate-set-capabilities', { capabilities: [{ capability: 'multifd', state: true }] });
-          await qmp.command('migrate-set-parameters', { 'multifd-channels': BEST_MULTIFD_CHANNELS });
+          await qmp.command('migrate-set-parameters', {
+            'multifd-channels': BEST_MULTIFD_CHANNELS, ...(multifdCompression ? { 'multifd-compression': multifdCompression } : {}),
+          });
         }
         await src.command('migrate-set-parameters', { 'max-bandwidth': BEST_MAX_BANDWIDTH });
       }
@@ -146,6 +156,7 @@ export async function runQemuBaseline(options: QemuBaselineOptions): Promise<Qem
       available: true,
       version: qemu.version,
       config,
+      ...(config === 'best' && multifdCompression ? { multifdCompression } : {}),
       totalTimeMs: final['total-time'] ?? NaN,
       downtimeMs: final.downtime ?? NaN,
       setupTimeMs: final['setup-time'] ?? NaN,
@@ -222,8 +233,10 @@ class QemuProcess {
   /** Settles when the process has exited, with how it ended. */
   readonly exited: Promise<string>;
 
-  constructor(readonly role: string, args: string[]) {
-    this.child = spawn(QEMU, args, { stdio: ['ignore', 'ignore', 'pipe'] });
+  /** netns: started through `ip netns exec NS`, which execs QEMU in place (the pid stays QEMU's). */
+  constructor(readonly role: string, args: string[], netns?: string) {
+    const [command, argv] = netns ? ['ip', ['netns', 'exec', netns, QEMU, ...args]] : [QEMU, args];
+    this.child = spawn(command, argv, { stdio: ['ignore', 'ignore', 'pipe'] });
     this.child.stderr!.setEncoding('utf8').on('data', (chunk: string) => {
       this.stderr = (this.stderr + chunk).slice(-STDERR_KEEP);
     });
