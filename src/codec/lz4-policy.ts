@@ -42,12 +42,13 @@ class SettingEstimate {
   encodeRate: number | undefined;
   wireRatio: number | undefined;
 
-  fold(pageBytes: number, wireBytes: number, encodeMs: number): void {
+  /** `fresh`: the first window since this setting was last left, which replaces what is older. */
+  fold(pageBytes: number, wireBytes: number, encodeMs: number, fresh: boolean): void {
     if (pageBytes === 0) return;
     const rate = pageBytes / Math.max(encodeMs, 1e-3);
     const ratio = wireBytes / pageBytes;
-    this.encodeRate = this.encodeRate === undefined ? rate : blend(this.encodeRate, rate);
-    this.wireRatio = this.wireRatio === undefined ? ratio : blend(this.wireRatio, ratio);
+    this.encodeRate = this.encodeRate === undefined || fresh ? rate : blend(this.encodeRate, rate);
+    this.wireRatio = this.wireRatio === undefined || fresh ? ratio : blend(this.wireRatio, ratio);
   }
 
   /** Page bytes per ms this setting would move over a link of linkRate wire bytes per ms. */
@@ -87,7 +88,9 @@ export class Lz4Policy {
     w.encodeMs += batch.encodeMs;
     w.linkMs += batch.linkMs;
     if (w.batches < WINDOW_BATCHES) return;
-    this.settings[this.lz4 ? 'on' : 'off'].fold(w.pageBytes, w.wireBytes, w.encodeMs);
+    // A probe measures the setting as it is now (the load, the link): an estimate from minutes ago, or
+    // from the first batches while both processes were still starting, must not outvote it.
+    this.settings[this.lz4 ? 'on' : 'off'].fold(w.pageBytes, w.wireBytes, w.encodeMs, this.windowsInSetting === 0);
     const rate = w.linkMs < LINK_KEPT_UP_MS ? Infinity : w.wireBytes / w.linkMs;
     this.linkRate = Number.isFinite(this.linkRate) && Number.isFinite(rate) ? blend(this.linkRate, rate) : rate;
     this.window = { batches: 0, pageBytes: 0, wireBytes: 0, encodeMs: 0, linkMs: 0 };
