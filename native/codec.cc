@@ -814,13 +814,14 @@ class FileSink {
     const off_t length = static_cast<off_t>(zeroCount_ * pageSize_);
     zeroCount_ = 0;
     if (fallocate(fd_, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, offset, length) == 0) return;
-    if (errno != EOPNOTSUPP && errno != ENOSYS) {
+    if (errno != EOPNOTSUPP && errno != ENOSYS && errno != EINVAL) {
       throw IoError(std::string("punching a hole for zero pages failed: ") + strerror(errno));
     }
     // A file system without holes: write the zeros.
     if (!zeros_) zeros_.reset(new uint8_t[static_cast<size_t>(pageSize_)]());
     for (off_t at = offset; at < offset + length;) {
-      const ssize_t n = pwrite(fd_, zeros_.get(), static_cast<size_t>(pageSize_), at);
+      const size_t want = static_cast<size_t>(std::min<off_t>(static_cast<off_t>(pageSize_), offset + length - at));
+      const ssize_t n = pwrite(fd_, zeros_.get(), want, at);
       if (n < 0 && errno == EINTR) continue;
       if (n <= 0) throw IoError(std::string("writing zero pages failed: ") + strerror(n < 0 ? errno : EIO));
       at += n;

@@ -82,12 +82,20 @@ class FrameReader : public Napi::ObjectWrap<FrameReader> {
       CloseDescriptors();
       throw Napi::Error::New(env, std::string("cannot start the reader's thread: ") + e.what());
     }
+    // An environment torn down with a read in flight (a worker thread terminated) ends the thread first.
+    env_ = env;
+    napi_add_env_cleanup_hook(env, StopAtTeardown, this);
     info.This().As<Napi::Object>().TypeTag(&kFrameReaderTag);
   }
 
-  ~FrameReader() override { Stop(); }
+  ~FrameReader() override {
+    Stop();
+    napi_remove_env_cleanup_hook(env_, StopAtTeardown, this);
+  }
 
  private:
+  static void StopAtTeardown(void* self) { static_cast<FrameReader*>(self)->Stop(); }
+
   struct Request {
     uint8_t* header = nullptr;
     uint8_t* payload = nullptr;
@@ -110,7 +118,11 @@ class FrameReader : public Napi::ObjectWrap<FrameReader> {
         pending_ = false;
         outcome_ = outcome;
       }
-      done_.BlockingCall([this](Napi::Env env, Napi::Function) { Settle(env); });
+      // During an environment's teardown (a worker thread terminated) the callback gets no env: JS can
+      // no longer be called, and the cleanup hook below ends this thread.
+      done_.BlockingCall([this](Napi::Env env, Napi::Function) {
+        if (env != nullptr) Settle(env);
+      });
     }
   }
 
@@ -272,6 +284,7 @@ class FrameReader : public Napi::ObjectWrap<FrameReader> {
     fd_ = wake_ = -1;
   }
 
+  napi_env env_ = nullptr;
   int fd_ = -1;
   int wake_ = -1;
   std::atomic<bool> cancelled_{false};

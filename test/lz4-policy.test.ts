@@ -37,10 +37,12 @@ describe('Lz4Policy', () => {
   it('keeps LZ4 on behind a slow link: a 60 MB/s share against an encoder of 200 MB/s', () => {
     const tried = feed(new Lz4Policy('adaptive'), 400, link(60, 200, 1000));
     expect(tried.slice(0, 8).every(Boolean)).toBe(true);
-    // One window without LZ4 to measure it, then never again: even an unbounded encoder could not make
-    // 55% of the bytes beat 35% over this link.
+    // One window without LZ4 to measure it, then not again for 32 windows: even an unbounded encoder
+    // could not make 55% of the bytes beat 35% over this link. Then one forced probe, in case that
+    // estimate went stale.
     expect(tried.slice(8, 16).some(Boolean)).toBe(false);
-    expect(tried.slice(16).every(Boolean)).toBe(true);
+    expect(tried.slice(16, 16 + 32 * 8).every(Boolean)).toBe(true);
+    expect(share(tried)).toBeGreaterThan(0.95);
   });
 
   it('keeps LZ4 on when other processes slow the encoder, as long as the link is still the limit', () => {
@@ -60,6 +62,15 @@ describe('Lz4Policy', () => {
     expect(share(feed(policy, 200, link(2000, 200, 1000)))).toBeLessThan(0.2);
     const later = feed(policy, 400, link(50, 200, 1000));
     expect(share(later.slice(100))).toBeGreaterThan(0.85);
+  });
+
+  it('probes LZ4 again now and then where it looked useless, and takes it up once the content compresses', () => {
+    const policy = new Lz4Policy('adaptive');
+    // Incompressible pages: LZ4 saves nothing (its records are a little larger), so it cannot win over the link and is left off.
+    expect(share(feed(policy, 200, link(60, 200, 1000, 0.56, 0.55)).slice(16))).toBeLessThan(0.2);
+    // Compressible pages: the next forced probe finds it, and LZ4 stays.
+    const later = feed(policy, 600, link(60, 200, 1000, 0.3, 0.55));
+    expect(share(later.slice(400))).toBeGreaterThan(0.9);
   });
 
   it('ignores a batch encoded under the other setting, and never changes in the fixed modes', () => {

@@ -2,6 +2,7 @@
 // the same frames as Node's reads give, whatever the splits; payloads beyond a pooled buffer; pooled
 // buffers reused once released; the failures a peer can cause; and Node reading again after close().
 import { createServer, type Server, type Socket } from 'node:net';
+import { Worker } from 'node:worker_threads';
 import { afterEach, describe, expect, it } from 'vitest';
 import { ConnectionError, ProtocolError } from '../dist/src/index.js';
 import { FramedConnection } from '../dist/src/transport/framed-connection.js';
@@ -128,6 +129,33 @@ describe('native frame reads', () => {
     // A grace far beyond the test's timeout: only the socket's own 'close' can end this wait.
     await withTimeout(connection.close(600_000), 10_000, 'close');
     await withTimeout(closed, 10_000, 'the peer sees the close');
+  });
+
+  it('survives a worker thread terminated while its native read waits: the process goes on', async () => {
+    const module = new URL('../dist/src/transport/framed-connection.js', import.meta.url).href;
+    const worker = new Worker(`
+      const { parentPort } = require('node:worker_threads');
+      const net = require('node:net');
+      import(${JSON.stringify(module)}).then(({ FramedConnection }) => {
+        const server = net.createServer((socket) => {
+          const connection = new FramedConnection(socket, 1 << 20);
+          parentPort.postMessage(connection.readNatively());
+          connection.receive(60000).catch(() => {});
+        });
+        server.listen(0, '127.0.0.1', () => {
+          const peer = net.connect(server.address().port, '127.0.0.1');
+          peer.on('error', () => {});
+        });
+      });`, { eval: true });
+    const switched = await withTimeout(new Promise((resolve) => worker.once('message', resolve)), 10_000, 'the worker\'s reader');
+    expect(switched).toBe(true);
+    expect(await worker.terminate()).toBe(1);
+    // Still here: the reader's thread was ended with the worker's environment, not the process.
+    const { connection, peer } = await nativePair();
+    peer.write(frame(MessageType.Go));
+    expect((await connection.receive(10_000)).type).toBe(MessageType.Go);
+    peer.destroy();
+    await connection.close();
   });
 
   it('does not switch a connection with part of a frame buffered by Node', async () => {

@@ -109,3 +109,28 @@ describe('XXH64', () => {
     }
   });
 });
+
+describe('a stop while the image opens', () => {
+  it('ends the target even when the open then fails', async () => {
+    let failOpen!: (error: Error) => void;
+    let opening!: () => void;
+    const openStarted = new Promise<void>((resolve) => { opening = resolve; });
+    // An embedder's image whose open() is slow, then refuses.
+    const image = {
+      zeroed: false,
+      open: () => { opening(); return new Promise<never>((_, reject) => { failOpen = reject; }); },
+      noteWritten() {}, persist() {}, commit() {}, discard() {}, keepInDoubt: () => 'nowhere',
+    };
+    const target = await MigrationTarget.listen({ image, host: '127.0.0.1', port: 0 });
+    const client = await rawClient(target.address.port);
+    client.socket.write(frame(MessageType.Hello, encodeHello({
+      minVersion: 3, maxVersion: 3, extraStreams: 0, features: 0, pageSize: PAGE, regionSize: PAGES * PAGE,
+      migrationId: Buffer.alloc(16, 9),
+    })));
+    await withTimeout(openStarted, 10_000, 'open()');
+    target.stop();
+    failOpen(new Error('no room'));
+    await expect(withTimeout(target.result, 10_000, 'the target\'s result')).rejects.toMatchObject({ code: 'PW_ERR_ABORTED' });
+    client.socket.destroy();
+  });
+});

@@ -20,8 +20,10 @@ const WINDOW_BATCHES = 8;
 const PROBE_EVERY_WINDOWS = 8;
 /** Weight of the newest window in an estimate. */
 const NEWEST_WEIGHT = 0.5;
-/** Below this much waiting on the link per window, the link kept up: its rate is taken as unbounded. */
+/** A window's wait on the link counts as at least this: a link that kept up reads as very fast, not unbounded. */
 const LINK_KEPT_UP_MS = 0.5;
+/** Windows with one setting after which the other is probed even where it looks unable to win (its estimate may be stale). */
+const FORCE_PROBE_EVERY_WINDOWS = 4 * PROBE_EVERY_WINDOWS;
 
 /** What one batch cost: its page bytes, its bytes on the wire, and the time spent on each side. */
 export interface BatchTiming {
@@ -67,7 +69,7 @@ class SettingEstimate {
 export class Lz4Policy {
   private lz4 = true;
   private readonly settings = { on: new SettingEstimate(), off: new SettingEstimate() };
-  /** Wire bytes per ms of waiting on the link, smoothed; Infinity while the link kept up. */
+  /** Wire bytes per ms of waiting on the link, smoothed; Infinity until measured. */
   private linkRate = Infinity;
   private windowsInSetting = 0;
   private window = { batches: 0, pageBytes: 0, wireBytes: 0, encodeMs: 0, linkMs: 0 };
@@ -91,8 +93,9 @@ export class Lz4Policy {
     // A probe measures the setting as it is now (the load, the link): an estimate from minutes ago, or
     // from the first batches while both processes were still starting, must not outvote it.
     this.settings[this.lz4 ? 'on' : 'off'].fold(w.pageBytes, w.wireBytes, w.encodeMs, this.windowsInSetting === 0);
-    const rate = w.linkMs < LINK_KEPT_UP_MS ? Infinity : w.wireBytes / w.linkMs;
-    this.linkRate = Number.isFinite(this.linkRate) && Number.isFinite(rate) ? blend(this.linkRate, rate) : rate;
+    // One window whose frames the socket buffer absorbed blends in as a fast link, not as the truth.
+    const rate = w.wireBytes / Math.max(w.linkMs, LINK_KEPT_UP_MS);
+    this.linkRate = Number.isFinite(this.linkRate) ? blend(this.linkRate, rate) : rate;
     this.window = { batches: 0, pageBytes: 0, wireBytes: 0, encodeMs: 0, linkMs: 0 };
     this.decide();
   }
@@ -108,7 +111,8 @@ export class Lz4Policy {
     } else if (this.windowsInSetting >= PROBE_EVERY_WINDOWS) {
       // Measure the other setting again, unless even an unbounded encoder could not make it win over
       // this link: behind a slow link, LZ4's bytes saved decide, and probing would only cost them.
-      next = other.linkBound(this.linkRate) > current! ? !this.lz4 : this.lz4;
+      const couldWin = other.linkBound(this.linkRate) > current! || this.windowsInSetting >= FORCE_PROBE_EVERY_WINDOWS;
+      next = couldWin ? !this.lz4 : this.lz4;
     } else {
       next = on >= off;
     }

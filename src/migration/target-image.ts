@@ -24,7 +24,7 @@ export interface TargetImage {
   noteWritten(bytes: number): void;
   /** Makes the received image durable, not yet visible. Called at the end of each pre-copy round. */
   persist(): Promise<void> | void;
-  /** Makes it durable and the committed image, atomically. Called on GO. */
+  /** Makes the image, which persist() made durable, the committed one, atomically. Called on GO after persist(). */
   commit(): Promise<void> | void;
   /** Drops everything received; the previous image stays. */
   discard(): void;
@@ -92,7 +92,6 @@ export class FileTargetImage implements TargetImage {
 
   async commit(): Promise<void> {
     const temp = this.requireTemp();
-    await this.persist();
     try {
       this.closeStore();
       await rename(temp, this.outPath);

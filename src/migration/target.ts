@@ -439,6 +439,8 @@ export class MigrationTarget extends EventEmitter<TargetEvents> {
       image.discard();
       this.emit('refused', refused, connection.remote);
       await connection.sendErrorAndClose(refused);
+      // A stop() that came while the image was opening ends the target, refusal or not.
+      if (stoppedWhileOpening) this.finish(stoppedWhileOpening);
       return;
     }
     if (stoppedWhileOpening) {
@@ -476,6 +478,8 @@ export class MigrationTarget extends EventEmitter<TargetEvents> {
     };
     let verifyMicros = 0;
     const flusher = new RoundFlusher(image);
+    /** After GO, making the image durable failed: it cannot be trusted (a failed fsync may have lost pages). */
+    let notDurable = false;
     const noteWritten = (bytes: number) => image.noteWritten(bytes);
     let control: StreamReceiver | undefined;
     try {
@@ -607,9 +611,17 @@ export class MigrationTarget extends EventEmitter<TargetEvents> {
       await connection.send(MessageType.Ready, encodeReady({ verifyMicros, persistMicros: 0 }));
       expectEmpty(await connection.expect(MessageType.Go, timeoutMs), 'GO');
       stage = 'go-received';
+      // Handed over: an abort now would only keep DONE from the source, not undo anything.
+      this.interrupt = () => {};
       this.setPhase('committing');
       const commitStarted = performance.now();
-      await flusher.settled();
+      try {
+        await flusher.settled();
+        await image.persist();
+      } catch (error) {
+        notDurable = true;
+        throw error;
+      }
       await image.commit();
       summary.commitMs = performance.now() - commitStarted;
       stage = 'committed';
@@ -653,7 +665,7 @@ export class MigrationTarget extends EventEmitter<TargetEvents> {
         image.discard();
         await connection.sendErrorAndClose(failure);
       } else {
-        const switchover = await this.switchoverFailure(stage, failure, image);
+        const switchover = await this.switchoverFailure(stage, failure, image, notDurable);
         if (switchover.inDoubtImage) summary.inDoubtImage = switchover.inDoubtImage;
         failure = switchover;
         await connection.sendErrorAndClose(failure);
@@ -667,7 +679,15 @@ export class MigrationTarget extends EventEmitter<TargetEvents> {
   }
 
   /** The exact state after the point where the source may have handed over. */
-  private async switchoverFailure(stage: SwitchoverStage, cause: PagewireError, image: TargetImage): Promise<SwitchoverError> {
+  private async switchoverFailure(stage: SwitchoverStage, cause: PagewireError, image: TargetImage,
+    notDurable: boolean): Promise<SwitchoverError> {
+    if (stage === 'go-received' && notDurable) {
+      image.discard();
+      return new SwitchoverError(
+        `GO received but the image could not be made durable (${cause.message}); it was discarded, since a failed ` +
+        'fsync may have lost pages. The source is handed over and paused at the pause point: resume the workload there',
+        'go-received-commit-failed', { cause });
+    }
     if (stage === 'committed') {
       return new SwitchoverError(
         `the image is committed but the device-state or resume hook failed (${cause.message}); the source is ` +

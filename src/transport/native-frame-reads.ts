@@ -107,6 +107,11 @@ export class NativeFrameReads {
         if (this.stopped) return;
         const frame = await this.readFrame();
         if (!frame) return;
+        // A read that completed just as stop() came is not delivered after the connection's failure.
+        if (this.stopped) {
+          frame.release?.();
+          return;
+        }
         sink.deliver(frame);
       }
     } catch (error) {
