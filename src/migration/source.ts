@@ -137,7 +137,17 @@ interface RoundState {
   done: number;
   records: number;
   bytesBefore: number;
+  /** The bandwidth cap's schedule: bytes written by then are due at the cap's rate from `paceFrom`. */
+  paceFrom: number;
+  paceBytesBefore: number;
 }
+
+/**
+ * How far the streams may fall behind the bandwidth cap's schedule and then catch up above it. Without
+ * a bound, a round that ran slower than the cap for a while (zero pages, a busy encoder) would send the
+ * credit as a burst above the cap, and the link would look faster than it is to the LZ4 policy.
+ */
+const PACE_CREDIT_MS = 20;
 
 export class MigrationSource extends EventEmitter<SourceEvents> {
   readonly migrationId = randomBytes(16);
@@ -603,13 +613,15 @@ export class MigrationSource extends EventEmitter<SourceEvents> {
 
   /**
    * One round: on every stream ROUND_BEGIN, its pages in batches and ROUND_END, then the target's
-   * ROUND_ACK on stream 0, sent once every stream's pages of the round are applied (and durable).
+   * ROUND_ACK on stream 0, sent once every stream's pages of the round are applied.
    */
   private async sendRound(round: number, parts: PageList[], skipZero: boolean, flags = 0, bulk = false): Promise<RoundReport> {
     const { options, summary } = this;
+    const started = performance.now();
+    const bytesBefore = this.bytesWritten();
     const state: RoundState = {
-      round, started: performance.now(), planned: parts.reduce((n, p) => n + p.count, 0), done: 0, records: 0,
-      bytesBefore: this.bytesWritten(),
+      round, started, planned: parts.reduce((n, p) => n + p.count, 0), done: 0, records: 0, bytesBefore,
+      paceFrom: started, paceBytesBefore: bytesBefore,
     };
     await this.allOrInterrupt(this.streams.map((stream) => this.sendStreamRound(stream, state, parts[stream.index]!, skipZero, flags, bulk)));
     const acked = parseRoundAck(await this.control.expect(MessageType.RoundAck, options.persistTimeoutMs));
@@ -680,8 +692,15 @@ export class MigrationSource extends EventEmitter<SourceEvents> {
           bytesPerSec: (bytesSent * 1000) / Math.max(elapsedMs, 1), elapsedMs, throttlePercent: this.throttlePercent,
         });
         if (options.maxBandwidthBytesPerSec > 0) {
-          const dueMs = (bytesSent * 1000) / options.maxBandwidthBytesPerSec;
-          if (dueMs > elapsedMs + 1) await this.pace(dueMs - elapsedMs);
+          const now = performance.now();
+          const aheadMs = ((this.bytesWritten() - state.paceBytesBefore) * 1000) / options.maxBandwidthBytesPerSec - (now - state.paceFrom);
+          if (aheadMs > 1) {
+            await this.pace(aheadMs);
+          } else if (aheadMs < -PACE_CREDIT_MS) {
+            // Behind schedule by more than the credit allowed: the schedule starts again from here.
+            state.paceFrom = now - PACE_CREDIT_MS;
+            state.paceBytesBefore = this.bytesWritten();
+          }
         }
         stream.lz4.record({
           pageBytes: batchLength * options.region.pageSize, wireBytes, encodeMs, linkMs: performance.now() - sending, lz4,
