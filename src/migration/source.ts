@@ -172,8 +172,16 @@ export class MigrationSource extends EventEmitter<SourceEvents> {
   private handedOver = false;
   private ran = false;
   private readonly summary: SourceSummary;
-  /** The shortest HELLO-to-WELCOME round trip seen (connect and each resume). */
+  /** The shortest round trip seen (HELLO to WELCOME, JOIN to JOINED; at connect and each resume). */
   private roundTripMs = Infinity;
+
+  /**
+   * An exchange's time, as a round trip: one, or two with the key's challenge and proof. The shortest is
+   * the stop rule's measure of what each round trip of the switch-over will cost.
+   */
+  private noteRoundTrip(exchangeMs: number): void {
+    this.roundTripMs = Math.min(this.roundTripMs, exchangeMs / (this.options.psk ? 2 : 1));
+  }
 
   constructor(options: MigrationSourceOptions) {
     super();
@@ -310,9 +318,7 @@ export class MigrationSource extends EventEmitter<SourceEvents> {
     // HELD follows WELCOME at once, possibly in the same read: its 8 MiB frames must pass the decoder.
     if (resume) connection.maxPayload = MAX_PAYLOAD_BYTES;
     const welcome = parseWelcome(await connection.expect(MessageType.Welcome, options.timeoutMs));
-    // HELLO to WELCOME is one round trip, two with the key's challenge and proof: the stop rule's
-    // measure of what each round trip of the switch-over will cost.
-    this.roundTripMs = Math.min(this.roundTripMs, (performance.now() - helloSent) / (options.psk ? 2 : 1));
+    this.noteRoundTrip(performance.now() - helloSent);
     if (welcome.extraStreams > this.wantedStreams() - 1) {
       throw new ProtocolError(`target offered ${welcome.extraStreams} extra streams, ${this.wantedStreams() - 1} were asked for`);
     }
@@ -476,9 +482,12 @@ export class MigrationSource extends EventEmitter<SourceEvents> {
     for (let stream = 1; stream <= extra; stream++) {
       joins.push((async () => {
         const connection = await this.connect();
+        const joinSent = performance.now();
         await connection.send(MessageType.Join, encodeJoin({ version: MAX_VERSION, stream, migrationId: this.migrationId }));
         if (options.psk) await authenticateTarget(connection, options.psk, this.migrationId, options.timeoutMs);
         expectEmpty(await connection.expect(MessageType.Joined, options.timeoutMs), 'JOINED');
+        // JOIN to JOINED involves no storage on the target, unlike HELLO to WELCOME (the image opens there).
+        this.noteRoundTrip(performance.now() - joinSent);
         connection.maxPayload = MAX_PAYLOAD_BYTES;
         return connection;
       })());
