@@ -134,3 +134,23 @@ describe('a stop while the image opens', () => {
     client.socket.destroy();
   });
 });
+
+describe('the key rule beyond loopback, in the library', () => {
+  const image = () => new MemoryTargetImage(MemoryRegion.fromMemory(Buffer.alloc(PAGES * PAGE)));
+
+  it('refuses to listen beyond loopback with nothing that authenticates the source, unless insecure', async () => {
+    await expect(MigrationTarget.listen({ image: image(), host: '0.0.0.0', port: 0 }))
+      .rejects.toMatchObject({ code: 'PW_ERR_INVALID_ARGUMENT', message: expect.stringMatching(/host 0\.0\.0\.0: anyone who reaches/) });
+    for (const options of [{ insecure: true }, { psk: Buffer.alloc(32, 5) }]) {
+      const target = await MigrationTarget.listen({ image: image(), host: '0.0.0.0', port: 0, ...options });
+      expect(target.address.port).toBeGreaterThan(0);
+      target.stop();
+      await target.result.catch(() => undefined);
+    }
+    for (const host of ['127.0.0.1', 'localhost']) {
+      const target = await MigrationTarget.listen({ image: image(), host, port: 0 });
+      target.stop();
+      await target.result.catch(() => undefined);
+    }
+  });
+});

@@ -3,6 +3,7 @@ import { dirname, resolve } from 'node:path';
 import { InvalidArgumentError, StorageError, asPagewireError } from '../errors.js';
 import { FileTargetImage } from '../migration/target-image.js';
 import { MigrationTarget } from '../migration/target.js';
+import { isLoopback } from '../transport/loopback.js';
 import { optionalString, parseFlags, parseHostPort, parsePositiveNumber, parseSize, requireString } from './args.js';
 import { fileSha256 } from './file-sha256.js';
 import { printJson, printTable, roundMs } from './output.js';
@@ -21,7 +22,7 @@ export async function receiveCommand(argv: string[]): Promise<number> {
   const out = resolve(requireString(flags, 'out'));
   const json = flags.has('json');
   const security = readSecurityFlags(flags);
-  // Client certificates a CA of ours signed authenticate the source as well as a key does.
+  // The library refuses the same; the CLI says it in terms of its flags, before anything else is opened.
   if (!security.psk && !security.tlsCertificates?.ca && !flags.has('insecure') && !isLoopback(host)) {
     throw new InvalidArgumentError(`--listen ${host}: anyone who reaches this address could write --out; give --psk-file ` +
       '(the same key as the source\'s) or --tls-ca (to require client certificates), or --insecure on a network you trust');
@@ -37,7 +38,7 @@ export async function receiveCommand(argv: string[]): Promise<number> {
   const image = new FileTargetImage(out, maxSize ? { maxRegionBytes: parseSize(maxSize, 'max-size') } : {});
   const signals = abortOnSignals();
   const target = await MigrationTarget.listen({
-    image, host, port, signal: signals.signal, ...security,
+    image, host, port, signal: signals.signal, ...security, insecure: flags.has('insecure'),
     ...(timeout ? { timeoutMs: parsePositiveNumber(timeout, 'timeout', true) } : {}),
     ...(resumeWindow ? { resumeWindowMs: resumeWindow.trim() === '0' ? 0 : parsePositiveNumber(resumeWindow, 'resume-window') } : {}),
   });
@@ -86,9 +87,4 @@ export async function receiveCommand(argv: string[]): Promise<number> {
   } finally {
     signals.dispose();
   }
-}
-
-/** 127.0.0.0/8, ::1 and localhost: only this machine can connect. */
-function isLoopback(host: string): boolean {
-  return host === 'localhost' || host === '::1' || /^127\.\d+\.\d+\.\d+$/.test(host);
 }

@@ -14,6 +14,7 @@ import { PageBatchDecoder } from '../codec/page-batch-decoder.js';
 import { formatDigest, regionDigest } from '../codec/page-hashes.js';
 import { validatePageSize, validateRegionSize } from '../memory/region.js';
 import { FramedConnection, PEER_REASON_GRACE_MS, READ_AHEAD_BYTES } from '../transport/framed-connection.js';
+import { isLoopback } from '../transport/loopback.js';
 import { authenticateSource, checkPsk } from '../transport/psk-auth.js';
 import { tlsServerOptions, type TlsCertificates } from '../transport/tls-certs.js';
 import { TLS_PSK_IDENTITY, tlsPskOptions } from '../transport/tls-psk.js';
@@ -56,6 +57,11 @@ export interface MigrationTargetOptions {
    * certificate it signed (mutual TLS), which authenticates them without a pre-shared key.
    */
   tlsCertificates?: TlsCertificates;
+  /**
+   * Listen beyond loopback with nothing that authenticates the source (no `psk`, no `tlsCertificates`
+   * with a `ca`). Refused unless set: anyone who reaches the address could write the image.
+   */
+  insecure?: boolean;
   /** Connections one migration may use, the first included (default 16, at most 64). */
   maxStreams?: number;
   /**
@@ -135,8 +141,8 @@ interface TargetEvents {
 
 export class MigrationTarget extends EventEmitter<TargetEvents> {
   private readonly server: Server;
-  private readonly options: Required<Omit<MigrationTargetOptions, 'signal' | 'hooks' | 'psk' | 'tls' | 'tlsCertificates'>> &
-    Pick<MigrationTargetOptions, 'signal' | 'psk' | 'tls' | 'tlsCertificates'> & { hooks: TargetHooks };
+  private readonly options: Required<Omit<MigrationTargetOptions, 'signal' | 'hooks' | 'psk' | 'tls' | 'tlsCertificates' | 'insecure'>> &
+    Pick<MigrationTargetOptions, 'signal' | 'psk' | 'tls' | 'tlsCertificates' | 'insecure'> & { hooks: TargetHooks };
   private active = false;
   private joining: Joining | undefined;
   /** The migration waiting for its source to come back, while it is suspended. */
@@ -163,7 +169,13 @@ export class MigrationTarget extends EventEmitter<TargetEvents> {
       resumeWindowMs: DEFAULT_RESUME_WINDOW_MS,
       ...Object.fromEntries(Object.entries(options).filter(([, v]) => v !== undefined)),
     } as MigrationTarget['options'];
-    const { psk, tls, tlsCertificates, maxStreams } = this.options;
+    const { psk, tls, tlsCertificates, maxStreams, host, insecure } = this.options;
+    // Client certificates a CA of ours signed authenticate the source as well as a key does.
+    if (!psk && !tlsCertificates?.ca && !insecure && !isLoopback(host)) {
+      throw new InvalidArgumentError(`host ${host}: anyone who reaches this address could write the image; give psk ` +
+        '(the same key as the source\'s) or tlsCertificates with a ca (to require client certificates), or insecure: true ' +
+        'on a network you trust');
+    }
     if (!Number.isSafeInteger(maxStreams) || maxStreams < 1 || maxStreams > MAX_STREAMS) {
       throw new InvalidArgumentError(`maxStreams must be a whole number from 1 to ${MAX_STREAMS}, got ${maxStreams}`);
     }
