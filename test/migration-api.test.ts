@@ -24,6 +24,56 @@ async function memoryTarget(bytes: number, hooks: TargetHooks = {}) {
 }
 
 describe('library migration over 127.0.0.1', () => {
+  it('bounds the target\'s hooks: a resume hook that never settles fails the migration as committed-resume-failed', async () => {
+    const bytes = 2 * 2 ** 20;
+    const sourceBytes = Buffer.alloc(bytes);
+    randomFillSync(sourceBytes);
+    const targetBytes = Buffer.alloc(bytes);
+    let resumeSignal: AbortSignal | undefined;
+    const target = await MigrationTarget.listen({
+      image: new MemoryTargetImage(MemoryRegion.fromMemory(targetBytes), true), host: '127.0.0.1', port: 0, hookTimeoutMs: 50,
+      hooks: { resume: (signal) => { resumeSignal = signal; return new Promise<void>(() => {}); } },
+    });
+    const source = new MigrationSource({
+      region: MemoryRegion.fromMemory(sourceBytes), dirtyBitmap: new DirtyBitmap(bytes / PAGE), host: '127.0.0.1',
+      port: target.address.port, hooks: { pause: () => {}, resume: () => {} },
+    });
+    expect((await source.run()).status).toBe('completed');
+    await expect(target.result).rejects.toMatchObject({ code: 'PW_ERR_SWITCHOVER', state: 'committed-resume-failed' });
+    expect(resumeSignal?.aborted).toBe(true);
+    expect(targetBytes.equals(sourceBytes)).toBe(true);
+  });
+
+  it('never resumes while a pause hook it gave up on is still running, and tells the hook it was given up on', async () => {
+    const bytes = 2 * 2 ** 20;
+    const sourceBytes = Buffer.alloc(bytes);
+    randomFillSync(sourceBytes);
+    const { target } = await memoryTarget(bytes);
+    const events: string[] = [];
+    let pauseSignal: AbortSignal | undefined;
+    let releasePause!: () => void;
+    const source = new MigrationSource({
+      region: MemoryRegion.fromMemory(sourceBytes), dirtyBitmap: new DirtyBitmap(bytes / PAGE), host: '127.0.0.1',
+      port: target.address.port, hookTimeoutMs: 50,
+      hooks: {
+        // A pause that outlives its timeout: it ends only when the test says so.
+        pause: (signal) => {
+          pauseSignal = signal;
+          events.push('pause started');
+          return new Promise<void>((resolve) => { releasePause = () => { events.push('pause ended'); resolve(); }; });
+        },
+        resume: () => { events.push('resume'); },
+      },
+    });
+    // Once the source has given up and turned to failing, let the pause finish: a resume that did not
+    // wait for it would come before.
+    source.on('phase', (phase) => { if (phase === 'failed') setImmediate(() => releasePause()); });
+    await expect(source.run()).rejects.toMatchObject({ code: 'PW_ERR_TIMEOUT' });
+    expect(events).toEqual(['pause started', 'pause ended', 'resume']);
+    expect(pauseSignal?.aborted).toBe(true);
+    await expect(target.result).rejects.toMatchObject({ code: 'PW_ERR_PEER' });
+  });
+
   it('migrates a region under a live writer thread in several rounds; the target equals the source at the pause point', async () => {
     const bytes = 16 * 2 ** 20;
     const sab = randomShared(bytes);

@@ -31,20 +31,27 @@ import {
 } from '../wire/messages.js';
 import { MAX_STREAMS, STRIPE_PAGES, pagesOnStream, splitByStream } from '../wire/streams.js';
 import { STALL_POLICIES, SWITCHOVER_ROUND_TRIPS, decideNextRound, roundBandwidth, type StallPolicy } from './convergence.js';
+import { HookRunner } from './hook-runner.js';
 import type { RoundProgress, RoundReport, SourceSummary } from './metrics.js';
 
+/**
+ * The embedder's hooks. Each is given an AbortSignal that aborts when the migration stops waiting for it
+ * (its `hookTimeoutMs` passed, or the migration was aborted). A hook given up on may still be running:
+ * the source never starts its opposite (`resume` after `pause`, `throttle(0)` after a throttle step)
+ * until it has settled.
+ */
 export interface SourceHooks {
   /** Stop the workload; resolve once it can write no more. */
-  pause(): Promise<void> | void;
+  pause(signal: AbortSignal): Promise<void> | void;
   /** Restart the workload after a switch-over that failed before the point of no return. */
-  resume(): Promise<void> | void;
+  resume(signal: AbortSignal): Promise<void> | void;
   /** The opaque device state, taken while paused and sent with the last pages. */
-  deviceState?(): Promise<Uint8Array> | Uint8Array;
+  deviceState?(signal: AbortSignal): Promise<Uint8Array> | Uint8Array;
   /**
    * Auto-converge: slow the workload to (100 - percent)% of its speed (QEMU's cpu-throttle). Called
    * with 20, 30, ... 99 when the rounds stop converging, and with 0 if the migration fails.
    */
-  throttle?(percent: number): Promise<void> | void;
+  throttle?(percent: number, signal: AbortSignal): Promise<void> | void;
 }
 
 export interface MigrationSourceOptions {
@@ -166,6 +173,7 @@ export class MigrationSource extends EventEmitter<SourceEvents> {
   private bytesOfClosedConnections = 0;
   /** Set once the migration fails: a stream still connecting then closes at once. */
   private failing = false;
+  private readonly hooks: HookRunner;
   private startedAt = 0;
   private pausedAt = 0;
   private paused = false;
@@ -233,6 +241,7 @@ export class MigrationSource extends EventEmitter<SourceEvents> {
       tlsClientOptions(filled.tlsCertificates, filled.host); // checks what is given, now rather than at connect
     }
     this.options = filled;
+    this.hooks = new HookRunner(filled.hookTimeoutMs, filled.signal);
     const { region } = filled;
     this.sentHashes = newPageHashes(region.pageCount, region.pageSize);
     this.tracker = filled.dirtyBitmap ? new BitmapTracker(filled.dirtyBitmap) : new HashTracker(region, this.sentHashes);
@@ -434,7 +443,7 @@ export class MigrationSource extends EventEmitter<SourceEvents> {
         // Counted from the call on: if the hook fails half-way, fail() still gives the speed back.
         this.throttlePercent = decision.throttlePercent;
         this.summary.throttlePercent = decision.throttlePercent;
-        await this.runHook('throttle', () => options.hooks.throttle!(decision.throttlePercent));
+        await this.hooks.run('throttle', (hookSignal) => options.hooks.throttle!(decision.throttlePercent, hookSignal));
         // Convergence is judged afresh from here: the rounds before ran at the old speed.
         pendingHistory = [pendingPages];
       } else {
@@ -578,7 +587,7 @@ export class MigrationSource extends EventEmitter<SourceEvents> {
     this.pausedAt = performance.now();
     // Counted as paused from the call on: if the hook fails half-way, fail() still resumes.
     this.paused = true;
-    await this.runHook('pause', () => options.hooks.pause());
+    await this.hooks.run('pause', (hookSignal) => options.hooks.pause(hookSignal));
     const synced = performance.now();
     summary.downtime.pauseMs = synced - this.pausedAt;
     const finalPages = this.byStream(this.tracker.collect());
@@ -586,7 +595,7 @@ export class MigrationSource extends EventEmitter<SourceEvents> {
     summary.downtime.finalSyncMs = collected - synced;
     await this.sendRound(finalRound, finalPages, false, STOP_AND_COPY);
     const { deviceState } = options.hooks;
-    const state = deviceState ? await this.runHook('deviceState', () => deviceState()) : new Uint8Array(0);
+    const state = deviceState ? await this.hooks.run('deviceState', (hookSignal) => deviceState(hookSignal)) : new Uint8Array(0);
     if (state.byteLength > MAX_DEVICE_STATE_BYTES) {
       throw new InvalidArgumentError(`device state of ${state.byteLength} bytes exceeds ${MAX_DEVICE_STATE_BYTES}`);
     }
@@ -722,30 +731,6 @@ export class MigrationSource extends EventEmitter<SourceEvents> {
     await connection.send(MessageType.RoundEnd, encodeRoundMarker({ round, pages: records }));
   }
 
-  /**
-   * Runs an embedder hook, which may never settle: it fails after hookTimeoutMs, or at once on abort
-   * (unless `abortable` is false, as for the resume that follows a failure).
-   */
-  private async runHook<T>(name: string, hook: () => Promise<T> | T, abortable = true): Promise<T> {
-    const { hookTimeoutMs, signal } = this.options;
-    let timer: NodeJS.Timeout | undefined;
-    let onAbort: (() => void) | undefined;
-    const stop = new Promise<never>((_, reject) => {
-      timer = setTimeout(() => reject(new TimeoutError(`the ${name} hook did not finish within ${hookTimeoutMs} ms`)), hookTimeoutMs);
-      if (abortable && signal) {
-        onAbort = () => reject(new AbortedError(`migration aborted while the ${name} hook ran`));
-        if (signal.aborted) onAbort();
-        else signal.addEventListener('abort', onAbort, { once: true });
-      }
-    });
-    try {
-      return await Promise.race([Promise.resolve().then(hook), stop]);
-    } finally {
-      clearTimeout(timer);
-      if (onAbort) signal?.removeEventListener('abort', onAbort);
-    }
-  }
-
   /** Waits for the bandwidth cap; an abort cuts the wait short and fails the next send. */
   private async pace(ms: number): Promise<void> {
     const { signal } = this.options;
@@ -783,10 +768,20 @@ export class MigrationSource extends EventEmitter<SourceEvents> {
     for (const other of extra) other.interrupt(error);
     if (connection) await connection.sendErrorAndClose(error);
     for (const other of extra) other.fail(error);
+    if ((this.paused || this.throttlePercent > 0) && !await this.hooks.settled()) {
+      // A pause (or throttle) hook given up on is still running: resuming now could be undone by it.
+      const wrapped = new SwitchoverError(
+        `migration failed (${error.message}) while a hook given up on was still running after a further ` +
+        `${this.options.hookTimeoutMs} ms; resume was not called, so as not to overlap it: the workload may be paused ` +
+        'on the source', 'source-paused', { cause: error });
+      this.summary.error = wrapped.message;
+      this.summary.errorCode = wrapped.code;
+      return wrapped;
+    }
     if (this.throttlePercent > 0) {
       // The workload stays here: give it its full speed back. A hook failing now changes nothing more.
       try {
-        await this.runHook('throttle', () => this.options.hooks.throttle!(0), false);
+        await this.hooks.run('throttle', (hookSignal) => this.options.hooks.throttle!(0, hookSignal), false);
         this.throttlePercent = 0;
       } catch {
         // The failure being reported matters more; the summary still shows the throttle in force.
@@ -795,7 +790,7 @@ export class MigrationSource extends EventEmitter<SourceEvents> {
     if (this.paused) {
       // Before READY the target discards everything, so the workload simply goes on here.
       try {
-        await this.runHook('resume', () => this.options.hooks.resume(), false);
+        await this.hooks.run('resume', (hookSignal) => this.options.hooks.resume(hookSignal), false);
         this.paused = false;
       } catch (resumeError) {
         const wrapped = new SwitchoverError(

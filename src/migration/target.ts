@@ -26,13 +26,15 @@ import {
 } from '../wire/messages.js';
 import { MAX_STREAMS, STRIPE_PAGES } from '../wire/streams.js';
 import { ExtraStreamReader, StreamReceiver, type RoundEnd } from './stream-receiver.js';
+import { HookRunner } from './hook-runner.js';
 import { RoundFlusher, type TargetImage } from './target-image.js';
 
+/** Each hook is bounded by `hookTimeoutMs` and given an AbortSignal that aborts when the target gives up on it. */
 export interface TargetHooks {
   /** The device state the source sent, handed over on GO before resume(). */
-  onDeviceState?(state: Buffer): Promise<void> | void;
+  onDeviceState?(state: Buffer, signal: AbortSignal): Promise<void> | void;
   /** Start the workload on this side; called once the image is committed. */
-  resume?(): Promise<void> | void;
+  resume?(signal: AbortSignal): Promise<void> | void;
 }
 
 export interface MigrationTargetOptions {
@@ -45,6 +47,8 @@ export interface MigrationTargetOptions {
   timeoutMs?: number;
   /** Longest wait for a complete HELLO after a connection opens (default 5 s). */
   handshakeTimeoutMs?: number;
+  /** Longest wait for each hook (default 30 s); a hook that takes longer fails the migration as `committed-resume-failed`. */
+  hookTimeoutMs?: number;
   /**
    * The pre-shared key: with it, a source must prove it holds the same key before an image is opened or
    * a page accepted, and this target proves it in turn. Without it, only sources without a key connect.
@@ -165,7 +169,7 @@ export class MigrationTarget extends EventEmitter<TargetEvents> {
   private constructor(options: MigrationTargetOptions) {
     super();
     this.options = {
-      host: '127.0.0.1', port: 0, timeoutMs: 30_000, handshakeTimeoutMs: 5_000, hooks: {}, maxStreams: DEFAULT_MAX_STREAMS,
+      host: '127.0.0.1', port: 0, timeoutMs: 30_000, handshakeTimeoutMs: 5_000, hookTimeoutMs: 30_000, hooks: {}, maxStreams: DEFAULT_MAX_STREAMS,
       resumeWindowMs: DEFAULT_RESUME_WINDOW_MS,
       ...Object.fromEntries(Object.entries(options).filter(([, v]) => v !== undefined)),
     } as MigrationTarget['options'];
@@ -179,7 +183,10 @@ export class MigrationTarget extends EventEmitter<TargetEvents> {
     if (!Number.isSafeInteger(maxStreams) || maxStreams < 1 || maxStreams > MAX_STREAMS) {
       throw new InvalidArgumentError(`maxStreams must be a whole number from 1 to ${MAX_STREAMS}, got ${maxStreams}`);
     }
-    const { resumeWindowMs } = this.options;
+    const { resumeWindowMs, hookTimeoutMs } = this.options;
+    if (typeof hookTimeoutMs !== 'number' || !(hookTimeoutMs > 0)) {
+      throw new InvalidArgumentError(`hookTimeoutMs must be a positive number, got ${hookTimeoutMs}`);
+    }
     if (typeof resumeWindowMs !== 'number' || !Number.isFinite(resumeWindowMs) || resumeWindowMs < 0) {
       throw new InvalidArgumentError(`resumeWindowMs must be a non-negative number, got ${resumeWindowMs}`);
     }
@@ -645,8 +652,11 @@ export class MigrationTarget extends EventEmitter<TargetEvents> {
       } catch {
         // This side has committed; a source that misses DONE reports the hand-over as unconfirmed.
       }
-      await hooks.onDeviceState?.(deviceState);
-      await hooks.resume?.();
+      // After the commit: an abort no longer undoes anything, so only the timeout bounds them.
+      const hookRunner = new HookRunner(this.options.hookTimeoutMs);
+      const { onDeviceState, resume } = hooks;
+      if (onDeviceState) await hookRunner.run('onDeviceState', (signal) => onDeviceState(deviceState, signal));
+      if (resume) await hookRunner.run('resume', (signal) => resume(signal));
       refresh();
       summary.status = 'completed';
       this.setPhase('completed');
