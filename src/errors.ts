@@ -94,6 +94,11 @@ export class StorageError extends PagewireError {
   override readonly code = 'PW_ERR_STORAGE';
 }
 
+/** The region's memory changed size during the migration (a WebAssembly.Memory grew). */
+export class RegionChangedError extends PagewireError {
+  override readonly code = 'PW_ERR_REGION_CHANGED';
+}
+
 /**
  * The switch-over could not be confirmed after the point of no return. `state` tells an operator which
  * side may hold the live copy; neither side runs a second copy on its own.

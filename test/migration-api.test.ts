@@ -24,6 +24,26 @@ async function memoryTarget(bytes: number, hooks: TargetHooks = {}) {
 }
 
 describe('library migration over 127.0.0.1', () => {
+  it('refuses a WebAssembly.Memory that grows during the migration, rather than moving it truncated', async () => {
+    const memory = new WebAssembly.Memory({ initial: 32, maximum: 64 }); // 2 MiB in 64 KiB wasm pages
+    randomFillSync(new Uint8Array(memory.buffer));
+    const region = MemoryRegion.fromMemory(memory);
+    const bitmap = new DirtyBitmap(region.pageCount);
+    const { target } = await memoryTarget(region.byteLength);
+    const calls: string[] = [];
+    const source = new MigrationSource({
+      region, dirtyBitmap: bitmap, host: '127.0.0.1', port: target.address.port, maxDowntimeMs: 0, maxRounds: 3,
+      hooks: { pause: () => { calls.push('pause'); }, resume: () => { calls.push('resume'); } },
+    });
+    // Nothing is dirty after round 1, so the source pauses; the guest grew its memory and wrote a page
+    // just before, so the stop-and-copy round has work.
+    source.once('round', () => { memory.grow(1); bitmap.mark(0); });
+    await expect(source.run()).rejects.toMatchObject({ code: 'PW_ERR_REGION_CHANGED', message: expect.stringMatching(/grew from 2097152 to 2162688 bytes/) });
+    // Before READY: the workload goes on here.
+    expect(calls).toEqual(['pause', 'resume']);
+    await expect(target.result).rejects.toMatchObject({ code: 'PW_ERR_PEER' });
+  });
+
   it('bounds the target\'s hooks: a resume hook that never settles fails the migration as committed-resume-failed', async () => {
     const bytes = 2 * 2 ** 20;
     const sourceBytes = Buffer.alloc(bytes);

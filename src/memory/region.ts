@@ -2,7 +2,7 @@
 // NativeRegion (a DataView or a mapping), so no code path ever needs one JS buffer over the whole region
 // and sizes are plain numbers (exact up to 2^53): 64 GiB and more work.
 import { closeSync, fsyncSync, ftruncateSync, openSync, readSync, rmSync, statSync, writeSync } from 'node:fs';
-import { InvalidArgumentError, StorageError } from '../errors.js';
+import { InvalidArgumentError, RegionChangedError, StorageError } from '../errors.js';
 import type { NativeMapping, NativeRegion } from '../native/binding.js';
 import { binding } from '../native/engine.js';
 import { MAX_TWIN_BYTES } from '../native/twin/regions.js';
@@ -74,7 +74,16 @@ export class MemoryRegion {
     const pageSize = options.pageSize ?? DEFAULT_PAGE_SIZE;
     if (WasmMemoryClass && backing instanceof WasmMemoryClass) {
       const memory = backing as WasmMemory;
-      return new MemoryRegion(memory.buffer.byteLength, pageSize, () => new DataView(memory.buffer));
+      const byteLength = memory.buffer.byteLength;
+      return new MemoryRegion(byteLength, pageSize, () => {
+        // Pages a grow() added would never be sent: refuse loudly rather than move a truncated memory.
+        const { buffer } = memory;
+        if (buffer.byteLength !== byteLength) {
+          throw new RegionChangedError(`the WebAssembly.Memory grew from ${byteLength} to ${buffer.byteLength} bytes during ` +
+            'the migration; its new pages cannot join it: migrate it again');
+        }
+        return new DataView(buffer);
+      });
     }
     let view: DataView;
     if (backing instanceof ArrayBuffer || backing instanceof SharedArrayBuffer) {
