@@ -174,6 +174,8 @@ export class MigrationSource extends EventEmitter<SourceEvents> {
   /** Set once the migration fails: a stream still connecting then closes at once. */
   private failing = false;
   private readonly hooks: HookRunner;
+  /** Encodes left in flight by a failed send: they write sentHashes until they settle. */
+  private readonly lateEncodes = new Set<Promise<void>>();
   private startedAt = 0;
   private pausedAt = 0;
   private paused = false;
@@ -373,6 +375,7 @@ export class MigrationSource extends EventEmitter<SourceEvents> {
       await this.pace(options.resumeBackoffMs * 2 ** attempt);
       try {
         const { held } = await this.open(true);
+        await Promise.all([...this.lateEncodes]);
         // From here the bitmap records new writes; what changed before is found by comparing hashes.
         this.tracker.start();
         this.sentHashes.set(held!.hashes);
@@ -725,8 +728,13 @@ export class MigrationSource extends EventEmitter<SourceEvents> {
         });
       }
     } finally {
-      // A failed send leaves the encode in flight; it settles on its own, and nothing waits for it.
-      next?.then((late) => encoder.release(late.encoded), () => undefined);
+      // A failed send leaves the encode in flight. It still writes sentHashes on its pool thread, so a
+      // resume, which overwrites them with what the target holds, waits for it (lateEncodes).
+      if (next) {
+        const late = next.then((done) => encoder.release(done.encoded), () => undefined);
+        this.lateEncodes.add(late);
+        void late.then(() => this.lateEncodes.delete(late));
+      }
     }
     await connection.send(MessageType.RoundEnd, encodeRoundMarker({ round, pages: records }));
   }
