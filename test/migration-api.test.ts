@@ -119,9 +119,9 @@ describe('library migration over 127.0.0.1', () => {
     source.on('round', (r) => rounds.push(r));
     const summary = await source.run();
     const writesAtPause = workload.writes;
-    await new Promise((r) => setTimeout(r, 50));
-    expect(workload.writes).toBe(writesAtPause); // still paused: handed over
     await workload.stop();
+    // Handed over: the workload stays paused (no resume below), and its writes stopped at the pause.
+    expect(workload.writes).toBe(writesAtPause);
     const targetSummary = await targetDone;
 
     expect(calls).toEqual(['pause']);

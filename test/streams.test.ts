@@ -168,16 +168,15 @@ describe('joining streams', () => {
   });
 
   it('hears the source on stream 0 while it waits for the joins', async () => {
-    const { target, result } = await listen(10_000);
+    // A join wait far beyond the test's own timeout: only hearing the ERROR on stream 0 can end it.
+    const { target, result } = await listen(10 * 60_000);
     const client = await rawClient(target.address.port);
     client.socket.write(hello(Buffer.alloc(16, 4), 1));
     await receivedAtLeast(client, 20);
-    const started = performance.now();
     client.socket.write(frame(MessageType.Error, encodeError('PW_ERR_ABORTED', 'operator gave up')));
-    const error = await withTimeout(result, 5000, 'target result');
+    const error = await result;
     expect(error?.code).toBe('PW_ERR_PEER');
     expect(error?.message).toMatch(/operator gave up/);
-    expect(performance.now() - started).toBeLessThan(2000);
   });
 
   it('fails the migration when an announced stream never joins', async () => {
