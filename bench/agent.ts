@@ -105,7 +105,7 @@ async function handle(request: AgentRequest): Promise<unknown> {
       try {
         target = await MigrationTarget.listen({
           image, host: '127.0.0.1', port: 0, signal: controller.signal,
-          ...(request.tlsKey ? { psk: request.tlsKey, tls: true } : {}),
+          ...(request.tlsKey ? { psk: request.tlsKey, tls: request.tls !== false } : {}),
         });
       } catch (error) {
         clearTimeout(timer);
@@ -139,7 +139,7 @@ async function handle(request: AgentRequest): Promise<unknown> {
       const outcome = await runSource({
         imagePath: request.imagePath, host: '127.0.0.1', port: request.port, signal: AbortSignal.timeout(request.timeoutMs),
         progress, workload: request.workload, streams: request.streams, lz4: request.lz4, maxDowntimeMs: request.maxDowntimeMs,
-        sha256: true, ...(request.tlsKey ? { psk: request.tlsKey, tls: true } : {}),
+        sha256: true, ...(request.tlsKey ? { psk: request.tlsKey, tls: request.tls !== false } : {}),
       }).catch((error: unknown) => {
         rss.stop();
         throw error;

@@ -88,7 +88,7 @@ interface Bench {
   qemu: QemuState;
   /** QEMU runs once per image, storage and repetition, whichever scenarios share them. */
   qemuRuns: Map<string, QemuRecord>;
-  /** The pre-shared key of the -tls scenarios, made for this run, and the file the CLI reads it from. */
+  /** The pre-shared key of the -psk and -tls scenarios, made for this run, and the file the CLI reads it from. */
   tlsKey: Uint8Array;
   pskFile: string;
 }
@@ -212,7 +212,7 @@ async function cliMigration(bench: Bench, scenario: Scenario, imagePath: string,
       imagePath, outPath, regionBytes: options.size, timeoutMs: stepTimeoutMs, verbose: options.verbose,
       ...(workload ? { workload } : {}), ...(scenario.maxDowntimeMs === undefined ? {} : { maxDowntimeMs: scenario.maxDowntimeMs }),
       ...(options.streams === undefined ? {} : { streams: options.streams }), ...(options.lz4 === undefined ? {} : { lz4: options.lz4 }),
-      ...(scenario.tls ? { pskFile: bench.pskFile } : {}),
+      ...(scenario.security === 'none' ? {} : { pskFile: bench.pskFile, tls: scenario.security === 'tls' }),
     });
     checkDigests(run.send.json, run.receive.json, label);
     checkSameBytes(outPath, imagePath, label);
@@ -233,7 +233,7 @@ async function cliMigration(bench: Bench, scenario: Scenario, imagePath: string,
 /** The library path into the target agent's pre-faulted buffer; checked before it counts. */
 async function libraryMigration(bench: Bench, scenario: Scenario, imagePath: string, workload: WorkloadSpec | undefined, label: string) {
   const { source, target, stepTimeoutMs, options } = bench;
-  const tls = scenario.tls ? { tlsKey: bench.tlsKey } : {};
+  const tls = scenario.security === 'none' ? {} : { tlsKey: bench.tlsKey, tls: scenario.security === 'tls' };
   const { port } = await target.request<{ port: number }>({ cmd: 'migrate-listen', timeoutMs: stepTimeoutMs, ...tls }, stepTimeoutMs);
   const received = target.request<MigrateReceiveResult>({ cmd: 'migrate-result' }, stepTimeoutMs + 30_000);
   received.catch(() => {});

@@ -20,14 +20,14 @@ export type AgentRequest =
   // source: map the image, copy it over a plain socket, wait for the target's one-byte ack
   | { cmd: 'baseline-send'; port: number; imagePath: string; timeoutMs: number }
   // target: MigrationTarget.listen into the baseline's pre-faulted buffer; replies with the port. Its RSS
-  // is sampled from here until the migration ends. (tlsKey: TLS-PSK under that key, on both ends)
-  | { cmd: 'migrate-listen'; timeoutMs: number; tlsKey?: Uint8Array }
+  // is sampled from here until the migration ends. (tlsKey: that pre-shared key on both ends, inside TLS-PSK unless tls is false)
+  | { cmd: 'migrate-listen'; timeoutMs: number; tlsKey?: Uint8Array; tls?: boolean }
   // target: resolves when the migration ended (either way), with the buffer's sha256 and the RSS peak
   | { cmd: 'migrate-result' }
   // source: runSource() on the image, with or without the synthetic workload; streams and
   // maxDowntimeMs left out mean runSource's defaults. Its RSS is sampled for the whole call.
   | {
-    cmd: 'migrate-send'; port: number; imagePath: string; workload?: WorkloadSpec; streams?: number; lz4?: Lz4Mode; maxDowntimeMs?: number; tlsKey?: Uint8Array;
+    cmd: 'migrate-send'; port: number; imagePath: string; workload?: WorkloadSpec; streams?: number; lz4?: Lz4Mode; maxDowntimeMs?: number; tlsKey?: Uint8Array; tls?: boolean;
     timeoutMs: number; verbose: boolean;
   };
 

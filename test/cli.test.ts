@@ -7,7 +7,7 @@ import { fileDigest } from '../dist/src/cli/file-digest.js';
 import {
   MessageType, encodeHello, encodePagesHeader, encodeRoundMarker, frameHeader,
 } from '../dist/src/wire/messages.js';
-import { frame, lastJson, rawClient, sha256File, spawnCli, startReceiver, tempDir, withTimeout } from './helpers.js';
+import { HELLO_V4, frame, lastJson, rawClient, sha256File, spawnCli, startReceiver, tempDir, withTimeout } from './helpers.js';
 
 const tmp = tempDir();
 afterAll(() => tmp.cleanup());
@@ -25,7 +25,7 @@ function setup(sizeMiB: number) {
 
 function hello(overrides: Partial<Parameters<typeof encodeHello>[0]> = {}): Buffer {
   return frame(MessageType.Hello, encodeHello({
-    minVersion: 3, maxVersion: 3, extraStreams: 0, features: 0, pageSize: 4096, regionSize: 1 << 20, migrationId: Buffer.alloc(16, 1),
+    ...HELLO_V4, extraStreams: 0, features: 0, pageSize: 4096, regionSize: 1 << 20, migrationId: Buffer.alloc(16, 1),
     ...overrides,
   }));
 }

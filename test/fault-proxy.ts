@@ -14,8 +14,11 @@ export interface ProxiedFrame {
   payload: Buffer;
 }
 
-/** cut: both sides closed; reset: both sides get an RST; stall: nothing more moves, nothing is closed. */
-export type Fault = 'cut' | 'reset' | 'stall' | { corruptPayloadByte: number };
+/**
+ * cut: both sides closed; reset: both sides get an RST; stall: nothing more moves, nothing is closed;
+ * rewrite: the payload is changed in place by someone who knows the format but no key.
+ */
+export type Fault = 'cut' | 'reset' | 'stall' | { corruptPayloadByte: number } | { rewrite(payload: Buffer): void };
 
 export interface FaultProxyOptions {
   /** Asked before each frame is forwarded; a fault applies to that frame's connection. */
@@ -120,7 +123,8 @@ export class FaultProxy {
               upstream.pause();
               return;
             }
-            bytes[8 + fault.corruptPayloadByte]! ^= 0x40;
+            if ('rewrite' in fault) fault.rewrite(bytes.subarray(8));
+            else bytes[8 + fault.corruptPayloadByte]! ^= 0x40;
           }
           forward(bytes);
         }

@@ -6,7 +6,22 @@ import { connect, type Socket } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { frameHeader } from '../dist/src/wire/messages.js';
+import { SessionKeyPair, joinProof } from '../dist/src/transport/session-secret.js';
+import { MAX_VERSION, encodeJoinHead, frameHeader } from '../dist/src/wire/messages.js';
+
+/** The HELLO fields a hand-driven source sends as this build does: its version and a usable session key. */
+export const HELLO_V4 = { minVersion: MAX_VERSION, maxVersion: MAX_VERSION, sessionKey: SessionKeyPair.generate().publicKey };
+
+/**
+ * The JOIN a hand-driven source sends for `stream`: it proves the session secret agreed by its HELLO (one
+ * with a session key of `keys`) and the target's WELCOME payload.
+ */
+export function provenJoin(keys: SessionKeyPair, helloPayload: Buffer, welcomePayload: Buffer, stream: number, migrationId: Buffer): Buffer {
+  const welcomeKey = welcomePayload.subarray(12, 44);
+  const secret = keys.secretWith(welcomeKey, helloPayload, welcomeKey);
+  const head = encodeJoinHead({ version: MAX_VERSION, stream, migrationId });
+  return Buffer.concat([head, joinProof(secret, welcomeKey, head)]);
+}
 
 export const ROOT = fileURLToPath(new URL('..', import.meta.url));
 export const BIN = join(ROOT, 'dist', 'src', 'cli', 'main.js');

@@ -9,10 +9,11 @@ import {
 } from '../dist/src/index.js';
 import { PageBatchEncoder } from '../dist/src/codec/page-batch-encoder.js';
 import {
-  MessageType, encodeError, encodeHello, encodeJoin, encodePagesHeader, encodeRoundMarker,
+  MessageType, encodeError, encodeHello, encodeJoinHead, MAX_VERSION, WELCOME_BYTES, encodePagesHeader, encodeRoundMarker,
 } from '../dist/src/wire/messages.js';
 import { STRIPE_PAGES, pagesOnStream, splitByStream, streamOfPage } from '../dist/src/wire/streams.js';
-import { frame, randomShared, rawClient, tempDir, withTimeout } from './helpers.js';
+import { SessionKeyPair } from '../dist/src/transport/session-secret.js';
+import { HELLO_V4, provenJoin, frame, randomShared, rawClient, tempDir, withTimeout } from './helpers.js';
 
 const PAGE = 4096;
 
@@ -142,9 +143,11 @@ describe('parallel streams', () => {
 
 describe('joining streams', () => {
   const PAGES = 2 * STRIPE_PAGES;
-  const hello = (migrationId: Buffer, extraStreams: number) => frame(MessageType.Hello, encodeHello({
-    minVersion: 3, maxVersion: 3, extraStreams, features: 0, pageSize: PAGE, regionSize: PAGES * PAGE, migrationId,
-  }));
+  const keys = SessionKeyPair.generate();
+  const helloPayload = (migrationId: Buffer, extraStreams: number) => encodeHello({
+    ...HELLO_V4, extraStreams, features: 0, pageSize: PAGE, regionSize: PAGES * PAGE, migrationId, sessionKey: keys.publicKey,
+  });
+  const hello = (migrationId: Buffer, extraStreams: number) => frame(MessageType.Hello, helloPayload(migrationId, extraStreams));
 
   async function listen(handshakeTimeoutMs = 5000) {
     const target = await MigrationTarget.listen({
@@ -159,7 +162,8 @@ describe('joining streams', () => {
   it('refuses a JOIN for a migration it is not setting up, and keeps listening', async () => {
     const { target, refusals } = await listen();
     const stray = await rawClient(target.address.port);
-    stray.socket.write(frame(MessageType.Join, encodeJoin({ version: 3, stream: 1, migrationId: Buffer.alloc(16, 1) })));
+    stray.socket.write(frame(MessageType.Join, Buffer.concat([
+      encodeJoinHead({ version: MAX_VERSION, stream: 1, migrationId: Buffer.alloc(16, 1) }), Buffer.alloc(32)])));
     await withTimeout(stray.closed, 5000, 'refusal');
     expect(stray.received().toString('latin1')).toContain('PW_ERR_HANDSHAKE');
     expect(refusals[0]?.message).toMatch(/names no migration/);
@@ -172,7 +176,7 @@ describe('joining streams', () => {
     const { target, result } = await listen(10 * 60_000);
     const client = await rawClient(target.address.port);
     client.socket.write(hello(Buffer.alloc(16, 4), 1));
-    await receivedAtLeast(client, 20);
+    await receivedAtLeast(client, 8 + WELCOME_BYTES);
     client.socket.write(frame(MessageType.Error, encodeError('PW_ERR_ABORTED', 'operator gave up')));
     const error = await result;
     expect(error?.code).toBe('PW_ERR_PEER');
@@ -193,9 +197,10 @@ describe('joining streams', () => {
     const migrationId = Buffer.alloc(16, 3);
     const control = await rawClient(target.address.port);
     control.socket.write(hello(migrationId, 1));
-    await receivedAtLeast(control, 20);
+    await receivedAtLeast(control, 8 + WELCOME_BYTES);
     const extra = await rawClient(target.address.port);
-    extra.socket.write(frame(MessageType.Join, encodeJoin({ version: 3, stream: 1, migrationId })));
+    const welcome = control.received().subarray(8, 8 + WELCOME_BYTES);
+    extra.socket.write(frame(MessageType.Join, provenJoin(keys, helloPayload(migrationId, 1), welcome, 1, migrationId)));
     await receivedAtLeast(extra, 8);
     // Page 256 opens stream 1's first stripe; here it arrives on stream 0.
     const bytes = Buffer.alloc(PAGES * PAGE);

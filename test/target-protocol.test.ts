@@ -9,7 +9,7 @@ import { binding } from '../dist/src/native/engine.js';
 import {
   MessageType, STOP_AND_COPY, encodeFinal, encodeHello, encodePagesHeader, encodeRoundMarker,
 } from '../dist/src/wire/messages.js';
-import { frame, rawClient, withTimeout } from './helpers.js';
+import { HELLO_V4, frame, rawClient, withTimeout } from './helpers.js';
 
 const PAGE = 4096;
 const PAGES = 8;
@@ -42,7 +42,7 @@ async function drive(script: (digest: bigint, pages: Buffer) => Buffer[]) {
   const result = target.result.then(() => undefined, (e: PagewireError) => e);
   const client = await rawClient(target.address.port);
   client.socket.write(frame(MessageType.Hello, encodeHello({
-    minVersion: 3, maxVersion: 3, extraStreams: 0, features: 0, pageSize: PAGE, regionSize: PAGES * PAGE, migrationId: Buffer.alloc(16, 9),
+    ...HELLO_V4, extraStreams: 0, features: 0, pageSize: PAGE, regionSize: PAGES * PAGE, migrationId: Buffer.alloc(16, 9),
   })));
   // As a real source does: nothing but HELLO until WELCOME (8-byte header + 12) has come back.
   await withTimeout(new Promise<void>((resolve) => {
@@ -124,7 +124,7 @@ describe('a stop while the image opens', () => {
     const target = await MigrationTarget.listen({ image, host: '127.0.0.1', port: 0 });
     const client = await rawClient(target.address.port);
     client.socket.write(frame(MessageType.Hello, encodeHello({
-      minVersion: 3, maxVersion: 3, extraStreams: 0, features: 0, pageSize: PAGE, regionSize: PAGES * PAGE,
+      ...HELLO_V4, extraStreams: 0, features: 0, pageSize: PAGE, regionSize: PAGES * PAGE,
       migrationId: Buffer.alloc(16, 9),
     })));
     await withTimeout(openStarted, 10_000, 'open()');

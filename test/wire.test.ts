@@ -1,13 +1,13 @@
 import { describe, expect, it } from 'vitest';
 import { FrameDecoder } from '../dist/src/wire/frame-decoder.js';
-import { frame } from './helpers.js';
+import { HELLO_V4, frame } from './helpers.js';
 import {
   HELLO_BYTES, MAGIC, MessageType, encodeError, encodeFinal, encodeHello, encodeRoundMarker, frameHeader,
   parseError, parseFinal, parseHello, parsePages, parseRoundMarker, parseWelcome, encodeWelcome, STOP_AND_COPY,
 } from '../dist/src/wire/messages.js';
 
 const hello = {
-  minVersion: 3, maxVersion: 3, extraStreams: 0, features: 0, pageSize: 4096, regionSize: 64 * 2 ** 30,
+  ...HELLO_V4, extraStreams: 0, features: 0, pageSize: 4096, regionSize: 64 * 2 ** 30,
   migrationId: Buffer.alloc(16, 7),
 };
 
@@ -77,7 +77,7 @@ describe('messages', () => {
     const wrongMagic = encodeHello(hello);
     wrongMagic.write('NOTPAGEW', 0, 'latin1');
     expect(() => parseHello(wrongMagic)).toThrow(/wrong magic/);
-    expect(() => parseHello(encodeHello(hello).subarray(0, 40))).toThrow(/expected 48/);
+    expect(() => parseHello(encodeHello(hello).subarray(0, 40))).toThrow(/expected 80/);
     expect(() => parseHello(encodeHello({ ...hello, minVersion: 4, maxVersion: 3 }))).toThrow(/version window/);
     const huge = encodeHello(hello);
     huge.writeBigUInt64LE(2n ** 60n, 24);
@@ -98,7 +98,7 @@ describe('messages', () => {
     expect(() => parseRoundMarker(encodeRoundMarker({ round: 4, pages: 1, flags: 6 }), 'ROUND_BEGIN')).toThrow(/unknown flags/);
     expect(() => parseRoundMarker(Buffer.alloc(12), 'ROUND_END')).toThrow(/expected 16/);
     expect(parseFinal(encodeFinal({ round: 4, regionDigest: 0xdeadbeefcafef00dn }))).toEqual({ round: 4, regionDigest: 0xdeadbeefcafef00dn });
-    expect(() => parseWelcome(encodeWelcome({ version: 9, extraStreams: 0, features: 0, flags: 0 }))).toThrow(/version 9/);
+    expect(() => parseWelcome(encodeWelcome({ version: 9, extraStreams: 0, features: 0, flags: 0, sessionKey: Buffer.alloc(32) }))).toThrow(/version 9/);
     expect(() => parsePages(Buffer.alloc(4))).toThrow(/shorter/);
   });
 });

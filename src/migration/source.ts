@@ -22,11 +22,13 @@ import type { MemoryRegion } from '../memory/region.js';
 import { connectTcp } from '../transport/connect.js';
 import { tlsClientOptions, type TlsCertificates } from '../transport/tls-certs.js';
 import { FramedConnection, PEER_REASON_GRACE_MS } from '../transport/framed-connection.js';
+import type { FrameKeys } from '../transport/frame-auth.js';
 import { authenticateTarget, checkPsk } from '../transport/psk-auth.js';
+import { SessionKeyPair, joinProof, resumeKey } from '../transport/session-secret.js';
 import {
-  FEATURE_PSK, FEATURE_RESUME, HANDSHAKE_PAYLOAD_LIMIT, MAX_PAYLOAD_BYTES, MAX_VERSION, MIN_VERSION, MessageType, STOP_AND_COPY,
-  TARGET_ZEROED,
-  encodeFinal, encodeHello, encodeJoin, encodePagesHeader, encodeRoundMarker, expectEmpty, parseReady, parseRoundAck,
+  FEATURE_PSK, FEATURE_RESUME, HANDSHAKE_PAYLOAD_LIMIT, MAX_PAYLOAD_BYTES, MAX_VERSION, MIN_VERSION, MessageType, SESSION_KEY_BYTES,
+  STOP_AND_COPY, TARGET_ZEROED,
+  encodeFinal, encodeHello, encodeJoinHead, encodePagesHeader, encodeRoundMarker, expectEmpty, parseReady, parseRoundAck,
   parseHeld, parseWelcome, type Welcome,
 } from '../wire/messages.js';
 import { MAX_STREAMS, STRIPE_PAGES, pagesOnStream, splitByStream } from '../wire/streams.js';
@@ -158,6 +160,9 @@ const PACE_CREDIT_MS = 20;
 
 export class MigrationSource extends EventEmitter<SourceEvents> {
   readonly migrationId = randomBytes(16);
+  private readonly sessionKeys = SessionKeyPair.generate();
+  /** Agreed at the first WELCOME: a resume and every JOIN prove it (docs/PROTOCOL.md, section 3). */
+  private sessionSecret: Buffer | undefined;
   private readonly options: Required<Omit<MigrationSourceOptions, 'dirtyBitmap' | 'signal' | 'psk' | 'tls' | 'tlsCertificates'>> &
     Pick<MigrationSourceOptions, 'dirtyBitmap' | 'signal' | 'psk' | 'tls' | 'tlsCertificates'>;
   /** The xxHash64 of each page as last sent, shared by the streams' encoders. */
@@ -320,16 +325,25 @@ export class MigrationSource extends EventEmitter<SourceEvents> {
     const { region } = options;
     const connection = await this.connect();
     const helloSent = performance.now();
-    await connection.send(MessageType.Hello, encodeHello({
+    const hello = encodeHello({
       minVersion: MIN_VERSION, maxVersion: MAX_VERSION, features: (options.psk ? FEATURE_PSK : 0) | (resume ? FEATURE_RESUME : 0),
       pageSize: region.pageSize, regionSize: region.byteLength, migrationId: this.migrationId,
       extraStreams: this.wantedStreams() - 1,
-    }));
-    if (options.psk) await authenticateTarget(connection, options.psk, this.migrationId, options.timeoutMs);
+      // A resume proves the secret it already holds rather than agreeing on a new one.
+      sessionKey: resume ? Buffer.alloc(SESSION_KEY_BYTES) : this.sessionKeys.publicKey,
+    });
+    await connection.send(MessageType.Hello, hello);
+    if (resume) {
+      this.authenticated(connection, await authenticateTarget(connection, resumeKey(this.sessionSecret!, options.psk), hello,
+        options.timeoutMs, 'this migration\'s session secret'));
+    } else if (options.psk) {
+      this.authenticated(connection, await authenticateTarget(connection, options.psk, hello, options.timeoutMs));
+    }
     // HELD follows WELCOME at once, possibly in the same read: its 8 MiB frames must pass the decoder.
     if (resume) connection.maxPayload = MAX_PAYLOAD_BYTES;
     const welcome = parseWelcome(await connection.expect(MessageType.Welcome, options.timeoutMs));
     this.noteRoundTrip(performance.now() - helloSent);
+    if (!resume) this.sessionSecret = this.sessionKeys.secretWith(welcome.sessionKey, hello, welcome.sessionKey);
     if (welcome.extraStreams > this.wantedStreams() - 1) {
       throw new ProtocolError(`target offered ${welcome.extraStreams} extra streams, ${this.wantedStreams() - 1} were asked for`);
     }
@@ -350,8 +364,13 @@ export class MigrationSource extends EventEmitter<SourceEvents> {
       held = { lastRound, hashes };
     }
     // Every connection is open and authenticated before the rounds: nothing of this is left for the pause.
-    await this.joinStreams(welcome.extraStreams);
+    await this.joinStreams(welcome.extraStreams, welcome.sessionKey);
     return held ? { welcome, held } : { welcome };
+  }
+
+  /** With a pre-shared key and no TLS, every later frame of the connection is tagged and checked. */
+  private authenticated(connection: FramedConnection, keys: FrameKeys): void {
+    if (this.options.psk && !connection.encrypted) connection.authenticateFrames(keys);
   }
 
   /** A failure a new set of connections can get past: the network, not either side's decision. */
@@ -488,15 +507,17 @@ export class MigrationSource extends EventEmitter<SourceEvents> {
   }
 
   /** Opens the extra connections, each joining this migration, and gives every stream its encoder. */
-  private async joinStreams(extra: number): Promise<void> {
+  private async joinStreams(extra: number, welcomeKey: Buffer): Promise<void> {
     const { options } = this;
     const joins: Promise<FramedConnection>[] = [];
     for (let stream = 1; stream <= extra; stream++) {
       joins.push((async () => {
         const connection = await this.connect();
         const joinSent = performance.now();
-        await connection.send(MessageType.Join, encodeJoin({ version: MAX_VERSION, stream, migrationId: this.migrationId }));
-        if (options.psk) await authenticateTarget(connection, options.psk, this.migrationId, options.timeoutMs);
+        const head = encodeJoinHead({ version: MAX_VERSION, stream, migrationId: this.migrationId });
+        const join = Buffer.concat([head, joinProof(this.sessionSecret!, welcomeKey, head)]);
+        await connection.send(MessageType.Join, join);
+        if (options.psk) this.authenticated(connection, await authenticateTarget(connection, options.psk, join, options.timeoutMs));
         expectEmpty(await connection.expect(MessageType.Joined, options.timeoutMs), 'JOINED');
         // JOIN to JOINED involves no storage on the target, unlike HELLO to WELCOME (the image opens there).
         this.noteRoundTrip(performance.now() - joinSent);

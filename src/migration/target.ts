@@ -1,7 +1,7 @@
 // The target side: listens, refuses any connection whose handshake fails (and keeps listening), then
 // serves exactly one migration: applies verified pages, checks the region digest, persists, answers
 // READY, and commits only on GO (docs/PROTOCOL.md has the state table).
-import { timingSafeEqual } from 'node:crypto';
+import { randomBytes, timingSafeEqual } from 'node:crypto';
 import { EventEmitter } from 'node:events';
 import { createServer, type AddressInfo, type Server, type Socket } from 'node:net';
 import { createServer as createTlsServer } from 'node:tls';
@@ -15,11 +15,14 @@ import { formatDigest, regionDigest } from '../codec/page-hashes.js';
 import { validatePageSize, validateRegionSize } from '../memory/region.js';
 import { FramedConnection, PEER_REASON_GRACE_MS, READ_AHEAD_BYTES } from '../transport/framed-connection.js';
 import { isLoopback } from '../transport/loopback.js';
+import type { FrameKeys } from '../transport/frame-auth.js';
 import { authenticateSource, checkPsk } from '../transport/psk-auth.js';
+import { SessionKeyPair, joinProof, resumeKey } from '../transport/session-secret.js';
 import { tlsServerOptions, type TlsCertificates } from '../transport/tls-certs.js';
 import { TLS_PSK_IDENTITY, tlsPskOptions } from '../transport/tls-psk.js';
 import {
-  FEATURE_PSK, FEATURE_RESUME, HANDSHAKE_PAYLOAD_LIMIT, HELD_PAGES_PER_FRAME, MAX_PAYLOAD_BYTES, MAX_VERSION, MIN_VERSION, MessageType, SUPPORTED_FEATURES,
+  FEATURE_PSK, FEATURE_RESUME, HANDSHAKE_PAYLOAD_LIMIT, HELD_PAGES_PER_FRAME, MAX_PAYLOAD_BYTES, MAX_VERSION, MIN_VERSION, MessageType,
+  SESSION_KEY_BYTES, SUPPORTED_FEATURES,
   TARGET_ZEROED,
   encodeHeld, encodeReady, encodeRoundAck, encodeWelcome, expectEmpty, messageName, parseFinal, parseHello, parseJoin,
   type Hello, type Join,
@@ -91,10 +94,20 @@ interface Joining {
   migrationId: Buffer;
   expected: number;
   joined: Map<number, FramedConnection>;
+  /** What each JOIN must prove: the session secret, over this connection set's WELCOME key. */
+  secret: Buffer;
+  welcomeKey: Buffer;
   complete(): void;
 }
 
-type FirstFrame = { kind: 'hello'; hello: Hello } | { kind: 'join'; join: Join };
+/** A migration's session: agreed at its first WELCOME, proven by every resume and JOIN. */
+interface Session {
+  secret: Buffer;
+  /** WELCOME's session key field: this side's X25519 public key. */
+  welcomeKey: Buffer;
+}
+
+type FirstFrame = { kind: 'hello'; hello: Hello; session?: Session } | { kind: 'join'; join: Join };
 
 interface Resuming {
   hello: Hello;
@@ -151,8 +164,9 @@ export class MigrationTarget extends EventEmitter<TargetEvents> {
   private joining: Joining | undefined;
   /** The migration waiting for its source to come back, while it is suspended. */
   private resuming: Resuming | undefined;
-  /** The HELLO of the migration being served (a resume must match it). */
+  /** The HELLO of the migration being served (a resume must match it), and its session secret. */
   private served: Hello | undefined;
+  private sessionSecret: Buffer | undefined;
   /** A resume that arrived before this side noticed the old connections were gone. */
   private earlyResume: { connection: FramedConnection; hello: Hello } | undefined;
   /** Whether the session being served could still be resumed (pre-copy rounds only). */
@@ -285,7 +299,7 @@ export class MigrationTarget extends EventEmitter<TargetEvents> {
         this.resumeWith(connection, first.hello);
         return;
       }
-      this.serve(connection, first.hello).catch((error: unknown) => {
+      this.serve(connection, first.hello, first.session!).catch((error: unknown) => {
         // serve() settles the migration itself; reaching here is a bug, which must not kill the process.
         this.finish(asPagewireError(error));
       });
@@ -305,7 +319,7 @@ export class MigrationTarget extends EventEmitter<TargetEvents> {
       const e = asPagewireError(error);
       throw e instanceof ProtocolError ? new HandshakeError(`not a pagewire handshake: ${e.message}`) : e;
     }
-    if (frame.type === MessageType.Join) return { kind: 'join', join: await this.checkJoin(connection, parseJoin(frame.payload)) };
+    if (frame.type === MessageType.Join) return { kind: 'join', join: await this.checkJoin(connection, frame.payload) };
     if (frame.type !== MessageType.Hello) throw new HandshakeError(`expected HELLO, received ${messageName(frame.type)}`);
     const hello = parseHello(frame.payload);
     checkVersions(hello.minVersion, hello.maxVersion);
@@ -324,23 +338,52 @@ export class MigrationTarget extends EventEmitter<TargetEvents> {
     const offersPsk = (hello.features & FEATURE_PSK) !== 0;
     if (psk && !offersPsk) throw new AuthError('this target requires a pre-shared key: give the source --psk-file with its key');
     if (!psk && offersPsk) throw new AuthError('this target has no pre-shared key: start it with --psk-file, or the source without one');
-    if (psk) await authenticateSource(connection, psk, hello.migrationId, handshakeTimeoutMs);
-    return { kind: 'hello', hello };
+    if ((hello.features & FEATURE_RESUME) !== 0) {
+      // Only the source that began the session holds its secret: a resume proves it before anything
+      // of the live migration is touched (a third party may have read the migration id).
+      if (!this.resumable(hello) || !this.sessionSecret) throw notResumable();
+      this.authenticated(connection, await authenticateSource(connection, resumeKey(this.sessionSecret, psk), frame.payload, handshakeTimeoutMs,
+        `the secret of the session it asks to resume${psk ? ' and this target\'s pre-shared key' : ''}`));
+      return { kind: 'hello', hello };
+    }
+    if (psk) this.authenticated(connection, await authenticateSource(connection, psk, frame.payload, handshakeTimeoutMs));
+    const keys = SessionKeyPair.generate();
+    const session = { secret: keys.secretWith(hello.sessionKey, frame.payload, keys.publicKey), welcomeKey: keys.publicKey };
+    return { kind: 'hello', hello, session };
   }
 
-  /** A JOIN names the migration being set up and a stream not yet joined, and proves the key. */
-  private async checkJoin(connection: FramedConnection, join: Join): Promise<Join> {
+  /** With a pre-shared key and no TLS, every later frame of the connection is tagged and checked. */
+  private authenticated(connection: FramedConnection, keys: FrameKeys): void {
+    if (this.options.psk && !connection.encrypted) connection.authenticateFrames(keys);
+  }
+
+  /**
+   * A JOIN names the migration being set up and a stream not yet joined, proves the session secret,
+   * and proves the key.
+   */
+  private async checkJoin(connection: FramedConnection, payload: Buffer): Promise<Join> {
+    const join = parseJoin(payload);
     checkVersions(join.version, join.version);
     const joining = this.joining;
     if (!joining || !timingSafeEqual(joining.migrationId, join.migrationId)) {
       throw new HandshakeError('JOIN names no migration this target is setting up');
     }
+    if (!timingSafeEqual(join.proof, joinProof(joining.secret, joining.welcomeKey, join.head))) {
+      throw new AuthError('JOIN does not prove the session secret: it does not come from the source of this migration');
+    }
     if (join.stream < 1 || join.stream > joining.expected || joining.joined.has(join.stream)) {
       throw new HandshakeError(`JOIN names stream ${join.stream}; streams 1..${joining.expected} may join, once each`);
     }
     const { psk, handshakeTimeoutMs } = this.options;
-    if (psk) await authenticateSource(connection, psk, join.migrationId, handshakeTimeoutMs);
+    if (psk) this.authenticated(connection, await authenticateSource(connection, psk, payload, handshakeTimeoutMs));
     return join;
+  }
+
+  /** Whether `hello` names the migration being served, which can still be resumed. */
+  private resumable(hello: Hello): boolean {
+    const target = this.resuming?.hello ?? (this.sessionResumable() ? this.served : undefined);
+    return target !== undefined && timingSafeEqual(target.migrationId, hello.migrationId) && target.regionSize === hello.regionSize &&
+      target.pageSize === hello.pageSize;
   }
 
   private admit(connection: FramedConnection, join: Join): void {
@@ -363,14 +406,14 @@ export class MigrationTarget extends EventEmitter<TargetEvents> {
   }
 
   /**
-   * A resume HELLO, authenticated: handed to the suspended migration it names; if that migration has not
-   * yet noticed its connections are gone, they are given up now, and the resume waits for it.
+   * A resume HELLO that proved the session secret: handed to the suspended migration it names; if that
+   * migration has not yet noticed its connections are gone (they are half-open: its source, the only
+   * holder of the secret, has given them up), they are given up now, and the resume waits for it.
    */
   private resumeWith(connection: FramedConnection, hello: Hello): void {
-    const target = this.resuming?.hello ?? (this.sessionResumable() ? this.served : undefined);
-    if (!target || !timingSafeEqual(target.migrationId, hello.migrationId) || target.regionSize !== hello.regionSize ||
-      target.pageSize !== hello.pageSize) {
-      const refused = new HandshakeError('HELLO asks to resume a migration this target is not serving');
+    // The migration may have moved on while the resume proved itself.
+    if (!this.resumable(hello)) {
+      const refused = notResumable();
       this.emit('refused', refused, connection.remote);
       void connection.sendErrorAndClose(refused);
       return;
@@ -409,13 +452,13 @@ export class MigrationTarget extends EventEmitter<TargetEvents> {
    * Waits until the extra streams WELCOME granted have joined (within the handshake timeout), while
    * still hearing the control connection: a source's ERROR there, or stop(), ends the wait at once.
    */
-  private async awaitJoins(control: FramedConnection, migrationId: Buffer, expected: number): Promise<FramedConnection[]> {
+  private async awaitJoins(control: FramedConnection, migrationId: Buffer, expected: number, session: Session): Promise<FramedConnection[]> {
     if (expected === 0) return [];
     const joined = new Map<number, FramedConnection>();
     let timer: NodeJS.Timeout | undefined;
     try {
       await control.guard(new Promise<void>((resolve, reject) => {
-        this.joining = { migrationId, expected, joined, complete: resolve };
+        this.joining = { migrationId, expected, joined, ...session, complete: resolve };
         const { handshakeTimeoutMs } = this.options;
         timer = setTimeout(() => reject(new TimeoutError(
           `only ${joined.size} of ${expected} extra streams joined within ${handshakeTimeoutMs} ms`)), handshakeTimeoutMs);
@@ -430,7 +473,7 @@ export class MigrationTarget extends EventEmitter<TargetEvents> {
     return [...joined.keys()].sort((a, b) => a - b).map((stream) => joined.get(stream)!);
   }
 
-  private async serve(connection: FramedConnection, hello: Hello): Promise<void> {
+  private async serve(connection: FramedConnection, hello: Hello, session: Session): Promise<void> {
     const { image, hooks, timeoutMs } = this.options;
     const started = performance.now();
     const migrationId = hello.migrationId.toString('hex');
@@ -469,6 +512,7 @@ export class MigrationTarget extends EventEmitter<TargetEvents> {
       return;
     }
     this.served = hello;
+    this.sessionSecret = session.secret;
     const { resumeWindowMs } = this.options;
     let extras: ExtraStreamReader[] = [];
     let failedStream: PagewireError | undefined;
@@ -517,7 +561,7 @@ export class MigrationTarget extends EventEmitter<TargetEvents> {
           connection.readNatively();
           await connection.send(MessageType.Welcome, encodeWelcome({
             version: Math.min(hello.maxVersion, MAX_VERSION), extraStreams, features: hello.features & SUPPORTED_FEATURES,
-            flags: image.zeroed ? TARGET_ZEROED : 0,
+            flags: image.zeroed ? TARGET_ZEROED : 0, sessionKey: session.welcomeKey,
           }));
           connection.maxPayload = MAX_PAYLOAD_BYTES;
           if (resumed) {
@@ -527,7 +571,7 @@ export class MigrationTarget extends EventEmitter<TargetEvents> {
               await connection.send(MessageType.Held, encodeHeld(summary.rounds, first, heldHashes.subarray(first, first + count)));
             }
           }
-          const joined = await this.awaitJoins(connection, hello.migrationId, extraStreams);
+          const joined = await this.awaitJoins(connection, hello.migrationId, extraStreams, session);
           for (const stream of [connection, ...joined]) stream.readAheadBytes = Math.max(MIN_READ_AHEAD_BYTES, READ_AHEAD_BYTES / streams);
           if (resumeWindowMs === 0) this.server.close();
           this.setPhase('receiving');
@@ -543,9 +587,9 @@ export class MigrationTarget extends EventEmitter<TargetEvents> {
             });
           });
           control = new StreamReceiver(0, streams, connection, decoders[0]!, store.pageCount, noteWritten, store.pageSize, lastRound);
-          const session = control;
+          const current = control;
           // A resume HELLO may retire this session only before its stop-and-copy round.
-          this.sessionResumable = () => resumeWindowMs > 0 && control === session && !session.inFinalRound &&
+          this.sessionResumable = () => resumeWindowMs > 0 && control === current && !current.inFinalRound &&
             !extras.some((extra) => extra.receiver.inFinalRound);
           let last: RoundEnd | undefined;
           for (;;) {
@@ -613,6 +657,8 @@ export class MigrationTarget extends EventEmitter<TargetEvents> {
           this.interrupt = interruptSession;
           connection = back.connection;
           hello = back.hello;
+          // This connection set's JOINs prove the secret over a WELCOME key of their own.
+          session = { secret: session.secret, welcomeKey: randomBytes(SESSION_KEY_BYTES) };
           decoders = [new PageBatchDecoder(store, heldHashes)];
           summary.resumes += 1;
           this.emit('resumed', summary.resumes, connection.remote);
@@ -740,6 +786,10 @@ export class MigrationTarget extends EventEmitter<TargetEvents> {
     this.phaseNow = phase;
     this.emit('phase', phase);
   }
+}
+
+function notResumable(): HandshakeError {
+  return new HandshakeError('HELLO asks to resume a migration this target is not serving');
 }
 
 function checkVersions(min: number, max: number): void {

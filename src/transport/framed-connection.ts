@@ -4,6 +4,7 @@
 import type { Socket } from 'node:net';
 import { ConnectionError, PagewireError, PeerError, ProtocolError, TimeoutError, asPagewireError } from '../errors.js';
 import { FrameDecoder } from '../wire/frame-decoder.js';
+import { FRAME_TAG_BYTES, FrameAuthenticator, type FrameKeys } from './frame-auth.js';
 import { NativeFrameReads } from './native-frame-reads.js';
 import {
   MessageType, encodeError, frameHeader, messageName, parseError, type Frame,
@@ -40,6 +41,11 @@ export class FramedConnection {
   private nativeReads: NativeFrameReads | undefined;
   /** The native reader waiting for the queue of unread frames to shrink. */
   private wakeReader: (() => void) | undefined;
+  /** Set once every frame is tagged and checked (authenticateFrames()). */
+  private sealer: FrameAuthenticator | undefined;
+  private opener: FrameAuthenticator | undefined;
+  /** A frame failed its tag: what follows is dropped unread. */
+  private forged = false;
 
   /** sendTimeoutMs bounds how long a send may wait for a peer that stops reading. */
   constructor(readonly socket: Socket, maxPayload: number, private readonly sendTimeoutMs = 30_000) {
@@ -62,7 +68,26 @@ export class FramedConnection {
 
   /** Raises the payload limit once the handshake has passed. */
   set maxPayload(bytes: number) {
-    this.decoder.maxPayload = bytes;
+    this.decoder.maxPayload = bytes + (this.opener ? FRAME_TAG_BYTES : 0);
+  }
+
+  /** Whether TLS protects this connection (then frames need no tag of their own). */
+  get encrypted(): boolean {
+    return 'encrypted' in this.socket;
+  }
+
+  /**
+   * From now on every frame sent carries a tag, and every frame received must carry a valid one
+   * (src/transport/frame-auth.ts). Call it right after the AUTH exchange: frames already queued are
+   * checked now, in order, since the peer tags everything after its own last AUTH frame.
+   */
+  authenticateFrames(keys: FrameKeys): void {
+    this.sealer = new FrameAuthenticator(keys.send);
+    this.opener = new FrameAuthenticator(keys.receive);
+    this.decoder.maxPayload += FRAME_TAG_BYTES;
+    const queued = this.frames.splice(0);
+    this.queuedBytes = 0;
+    this.deliver(queued);
   }
 
   get bytesWritten(): number {
@@ -177,15 +202,13 @@ export class FramedConnection {
       written?.();
       throw this.failure;
     }
-    let length = 0;
-    for (const part of parts) length += part.length;
     const socket = this.socket;
     socket.cork();
     // Write callbacks run in order, so the last write's tells that every part is done with.
     const done = written && (() => written());
-    const last = parts.length - 1;
-    socket.write(frameHeader(type, length), last < 0 ? done : undefined);
-    parts.forEach((part, i) => socket.write(part, i === last ? done : undefined));
+    const all = this.framed(type, parts);
+    const last = all.length - 1;
+    all.forEach((part, i) => socket.write(part, i === last ? done : undefined));
     socket.uncork();
     while (socket.writableNeedDrain && !this.failure) {
       const drained = await new Promise<boolean>((resolve) => {
@@ -201,8 +224,7 @@ export class FramedConnection {
   /** Tells the peer why we stop (best effort), then closes. */
   async sendErrorAndClose(error: PagewireError): Promise<void> {
     if (!this.socket.destroyed && this.socket.writable) {
-      const payload = encodeError(error.code, error.message);
-      this.socket.write(Buffer.concat([frameHeader(MessageType.Error, payload.length), payload]));
+      this.socket.write(Buffer.concat(this.framed(MessageType.Error, [encodeError(error.code, error.message)])));
     }
     await this.close();
   }
@@ -244,6 +266,15 @@ export class FramedConnection {
     this.wakeWriters();
   }
 
+  /** A frame's header, its payload parts, and its tag when frames are authenticated. */
+  private framed(type: MessageType, parts: Buffer[]): Buffer[] {
+    let length = 0;
+    for (const part of parts) length += part.length;
+    if (!this.sealer) return [frameHeader(type, length), ...parts];
+    const header = frameHeader(type, length + FRAME_TAG_BYTES);
+    return [header, ...parts, this.sealer.tag(header, parts)];
+  }
+
   private onData(chunk: Buffer): void {
     const { frames, error } = this.decoder.push(chunk);
     this.deliver(frames);
@@ -256,7 +287,24 @@ export class FramedConnection {
   }
 
   private deliver(frames: Frame[]): void {
-    for (const frame of frames) {
+    for (let frame of frames) {
+      if (this.forged) {
+        frame.release?.();
+        continue;
+      }
+      if (this.opener) {
+        try {
+          frame = { ...frame, payload: this.opener.open(frame.type, frame.payload) };
+        } catch (error) {
+          // Nothing after a forged frame is believed: stop reading, keep the socket to say why.
+          frame.release?.();
+          this.forged = true;
+          this.socket.pause();
+          this.socket.removeAllListeners('data');
+          this.interrupt(error as PagewireError);
+          continue;
+        }
+      }
       if (frame.type === MessageType.Error && !this.peerFailure) {
         this.peerFailure = peerErrorOf(frame);
         for (const wake of [...this.peerErrorWaiters]) wake();

@@ -1,12 +1,15 @@
-// Mutual challenge-response with a pre-shared key (docs/PROTOCOL.md, "Authentication"). After HELLO,
-// the target sends a fresh nonce; the source answers with its own nonce and an HMAC-SHA256 over both
-// nonces and the migration id; the target checks it (constant time) and answers with its own HMAC. Each
-// side proves it holds the key to the other before the target opens an image or accepts a page, and
-// the two proofs carry different labels, so a proof cannot be reflected back to its sender.
+// Mutual challenge-response with a key (docs/PROTOCOL.md, "Authentication"): the pre-shared key, or on
+// a resume the key derived from the session secret. After HELLO (or JOIN), the target sends a fresh
+// nonce; the source answers with its own nonce and an HMAC-SHA256 over that first frame and both
+// nonces; the target checks it (constant time) and answers with its own HMAC. Each side proves it holds
+// the key to the other before the target opens an image or accepts a page; the two proofs carry
+// different labels, so a proof cannot be reflected back to its sender; and the first frame is covered,
+// so a HELLO or JOIN changed on the way fails the exchange. Both sides then hold the same frame keys.
 import { createHmac, randomBytes, timingSafeEqual } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import { AuthError, InvalidArgumentError, ProtocolError } from '../errors.js';
 import { MessageType } from '../wire/messages.js';
+import { deriveFrameKeys, type FrameKeys } from './frame-auth.js';
 import type { FramedConnection } from './framed-connection.js';
 
 const NONCE_BYTES = 32;
@@ -16,9 +19,9 @@ const MIN_PSK_BYTES = 16;
 
 type Role = 'source' | 'target';
 
-function proof(key: Uint8Array, role: Role, migrationId: Buffer, targetNonce: Buffer, sourceNonce: Buffer): Buffer {
+function proof(key: Uint8Array, role: Role, firstFrame: Buffer, targetNonce: Buffer, sourceNonce: Buffer): Buffer {
   return createHmac('sha256', key)
-    .update(`pagewire v2 ${role} proof`).update(migrationId).update(targetNonce).update(sourceNonce)
+    .update(`pagewire v4 ${role} proof`).update(firstFrame).update(targetNonce).update(sourceNonce)
     .digest();
 }
 
@@ -50,28 +53,33 @@ export function checkPsk(key: Uint8Array): void {
   }
 }
 
-/** The target's side, right after a HELLO that offered the PSK feature. Throws AuthError on a wrong proof. */
-export async function authenticateSource(connection: FramedConnection, key: Uint8Array, migrationId: Buffer,
-  timeoutMs: number): Promise<void> {
+/**
+ * The target's side, right after the connection's first frame (HELLO or JOIN), whose payload is
+ * `firstFrame`. Throws AuthError on a wrong proof; returns this connection's frame keys.
+ */
+export async function authenticateSource(connection: FramedConnection, key: Uint8Array, firstFrame: Buffer,
+  timeoutMs: number, keyName = 'this target\'s pre-shared key'): Promise<FrameKeys> {
   const targetNonce = randomBytes(NONCE_BYTES);
   await connection.send(MessageType.Auth, targetNonce);
   const answer = payloadOf(await connection.expect(MessageType.Auth, timeoutMs), NONCE_BYTES + PROOF_BYTES, 'AUTH from the source');
   const sourceNonce = answer.subarray(0, NONCE_BYTES);
   if (same(sourceNonce, targetNonce)) throw new AuthError('the source echoed this target\'s nonce');
-  if (!same(answer.subarray(NONCE_BYTES), proof(key, 'source', migrationId, targetNonce, sourceNonce))) {
-    throw new AuthError('the source does not hold this target\'s pre-shared key');
+  if (!same(answer.subarray(NONCE_BYTES), proof(key, 'source', firstFrame, targetNonce, sourceNonce))) {
+    throw new AuthError(`the source does not hold ${keyName}`);
   }
-  await connection.send(MessageType.Auth, proof(key, 'target', migrationId, targetNonce, sourceNonce));
+  await connection.send(MessageType.Auth, proof(key, 'target', firstFrame, targetNonce, sourceNonce));
+  return deriveFrameKeys(key, [firstFrame, targetNonce, sourceNonce], 'target');
 }
 
-/** The source's side, right after sending HELLO with the PSK feature. Throws AuthError on a wrong proof. */
-export async function authenticateTarget(connection: FramedConnection, key: Uint8Array, migrationId: Buffer,
-  timeoutMs: number): Promise<void> {
+/** The source's side, right after sending `firstFrame` (HELLO or JOIN). Throws AuthError on a wrong proof. */
+export async function authenticateTarget(connection: FramedConnection, key: Uint8Array, firstFrame: Buffer,
+  timeoutMs: number, keyName = 'the pre-shared key'): Promise<FrameKeys> {
   const targetNonce = payloadOf(await connection.expect(MessageType.Auth, timeoutMs), NONCE_BYTES, 'AUTH from the target');
   const sourceNonce = randomBytes(NONCE_BYTES);
-  await connection.send(MessageType.Auth, Buffer.concat([sourceNonce, proof(key, 'source', migrationId, targetNonce, sourceNonce)]));
+  await connection.send(MessageType.Auth, Buffer.concat([sourceNonce, proof(key, 'source', firstFrame, targetNonce, sourceNonce)]));
   const answer = payloadOf(await connection.expect(MessageType.Auth, timeoutMs), PROOF_BYTES, 'AUTH proof from the target');
-  if (!same(answer, proof(key, 'target', migrationId, targetNonce, sourceNonce))) {
-    throw new AuthError('the target does not hold the pre-shared key: it is not the target this key was made for');
+  if (!same(answer, proof(key, 'target', firstFrame, targetNonce, sourceNonce))) {
+    throw new AuthError(`the target does not hold ${keyName}: it is not the target this key was made for`);
   }
+  return deriveFrameKeys(key, [firstFrame, targetNonce, sourceNonce], 'source');
 }

@@ -1,4 +1,4 @@
-// Wire protocol v3 messages (docs/PROTOCOL.md is the source of truth). Every frame is an 8-byte header
+// Wire protocol v4 messages (docs/PROTOCOL.md is the source of truth). Every frame is an 8-byte header
 // (u8 type, u8 reserved, u16 reserved, u32 payload length, little-endian) and a payload. Parsers check
 // every length, enum and range here, at the boundary; nothing past this file sees an unchecked field.
 import { HandshakeError, ProtocolError } from '../errors.js';
@@ -6,8 +6,8 @@ import { HandshakeError, ProtocolError } from '../errors.js';
 export const FRAME_HEADER_BYTES = 8;
 export const MAGIC = Buffer.from('PAGEWIRE', 'latin1');
 /** The window of versions this build speaks. */
-export const MIN_VERSION = 3;
-export const MAX_VERSION = 3;
+export const MIN_VERSION = 4;
+export const MAX_VERSION = 4;
 /** Feature bits. Unknown offered bits are dropped by the target's answer. */
 export const FEATURE_PSK = 1;
 /** This HELLO resumes the migration it names, which lost its connections during the pre-copy. */
@@ -23,6 +23,10 @@ export const MAX_ERROR_PAYLOAD_BYTES = 1 + 64 + 2 + MAX_ERROR_REASON_BYTES;
 /** Payload limit until the handshake completes: a HELLO, a WELCOME, or an ERROR saying why not. */
 export const HANDSHAKE_PAYLOAD_LIMIT = MAX_ERROR_PAYLOAD_BYTES;
 export const MIGRATION_ID_BYTES = 16;
+/** An X25519 public key (HELLO, WELCOME): the session secret that a resume and each JOIN prove. */
+export const SESSION_KEY_BYTES = 32;
+/** HMAC-SHA256 of a JOIN's first 32 bytes under the session secret. */
+export const JOIN_PROOF_BYTES = 32;
 /** The batch header in front of the records of a PAGES payload. */
 export const PAGES_HEADER_BYTES = 8;
 
@@ -77,7 +81,7 @@ export function frameHeader(type: MessageType, payloadLength: number): Buffer {
 
 // ---- HELLO ---------------------------------------------------------------------------------------
 
-export const HELLO_BYTES = 48;
+export const HELLO_BYTES = 80;
 
 export interface Hello {
   minVersion: number;
@@ -88,6 +92,8 @@ export interface Hello {
   migrationId: Buffer;
   /** Connections the source asks to add to this one (docs/PROTOCOL.md, "Parallel streams"). */
   extraStreams: number;
+  /** The source's X25519 public key for the session secret; zeros on a resume, which proves the secret instead. */
+  sessionKey: Buffer;
 }
 
 export function encodeHello(hello: Hello): Buffer {
@@ -100,6 +106,7 @@ export function encodeHello(hello: Hello): Buffer {
   b.writeUInt16LE(hello.extraStreams, 20);
   b.writeBigUInt64LE(BigInt(hello.regionSize), 24);
   hello.migrationId.copy(b, 32, 0, MIGRATION_ID_BYTES);
+  hello.sessionKey.copy(b, 48, 0, SESSION_KEY_BYTES);
   return b;
 }
 
@@ -120,6 +127,7 @@ export function parseHello(payload: Buffer): Hello {
     regionSize: Number(regionSize),
     migrationId: Buffer.from(payload.subarray(32, 32 + MIGRATION_ID_BYTES)),
     extraStreams: payload.readUInt16LE(20),
+    sessionKey: Buffer.from(payload.subarray(48, 48 + SESSION_KEY_BYTES)),
   };
 }
 
@@ -131,29 +139,42 @@ export interface Welcome {
   extraStreams: number;
   features: number;
   flags: number;
+  /**
+   * The target's X25519 public key for the session secret; when answering a resume, 32 fresh random
+   * bytes instead. Either way the JOINs of this session's extra streams prove the secret over it.
+   */
+  sessionKey: Buffer;
 }
 
+export const WELCOME_BYTES = 12 + SESSION_KEY_BYTES;
+
 export function encodeWelcome(welcome: Welcome): Buffer {
-  const b = Buffer.alloc(12);
+  const b = Buffer.alloc(WELCOME_BYTES);
   b.writeUInt16LE(welcome.version, 0);
   b.writeUInt16LE(welcome.extraStreams, 2);
   b.writeUInt32LE(welcome.features >>> 0, 4);
   b.writeUInt32LE(welcome.flags >>> 0, 8);
+  welcome.sessionKey.copy(b, 12, 0, SESSION_KEY_BYTES);
   return b;
 }
 
 export function parseWelcome(payload: Buffer): Welcome {
-  expectLength(payload, 12, 'WELCOME');
+  expectLength(payload, WELCOME_BYTES, 'WELCOME');
   const version = payload.readUInt16LE(0);
   if (version < MIN_VERSION || version > MAX_VERSION) {
     throw new ProtocolError(`target chose protocol version ${version}, outside ${MIN_VERSION}..${MAX_VERSION}`);
   }
-  return { version, extraStreams: payload.readUInt16LE(2), features: payload.readUInt32LE(4), flags: payload.readUInt32LE(8) };
+  return {
+    version, extraStreams: payload.readUInt16LE(2), features: payload.readUInt32LE(4), flags: payload.readUInt32LE(8),
+    sessionKey: Buffer.from(payload.subarray(12, 12 + SESSION_KEY_BYTES)),
+  };
 }
 
 // ---- JOIN ----------------------------------------------------------------------------------------
 
-export const JOIN_BYTES = 32;
+/** The part of a JOIN its proof covers. */
+export const JOIN_HEAD_BYTES = 32;
+export const JOIN_BYTES = JOIN_HEAD_BYTES + JOIN_PROOF_BYTES;
 
 /** The first frame of each extra connection: which migration it joins, as which stream. */
 export interface Join {
@@ -163,8 +184,9 @@ export interface Join {
   migrationId: Buffer;
 }
 
-export function encodeJoin(join: Join): Buffer {
-  const b = Buffer.alloc(JOIN_BYTES);
+/** The JOIN's first JOIN_HEAD_BYTES: what its proof covers. */
+export function encodeJoinHead(join: Join): Buffer {
+  const b = Buffer.alloc(JOIN_HEAD_BYTES);
   MAGIC.copy(b, 0);
   b.writeUInt16LE(join.version, 8);
   b.writeUInt16LE(join.stream, 10);
@@ -172,7 +194,7 @@ export function encodeJoin(join: Join): Buffer {
   return b;
 }
 
-export function parseJoin(payload: Buffer): Join {
+export function parseJoin(payload: Buffer): Join & { head: Buffer; proof: Buffer } {
   if (payload.length !== JOIN_BYTES) throw new HandshakeError(`JOIN has ${payload.length} bytes, expected ${JOIN_BYTES}`);
   if (!payload.subarray(0, 8).equals(MAGIC)) throw new HandshakeError('wrong magic: not a pagewire source');
   if (payload.readUInt32LE(12) !== 0) throw new HandshakeError('JOIN has non-zero reserved bytes');
@@ -180,6 +202,8 @@ export function parseJoin(payload: Buffer): Join {
     version: payload.readUInt16LE(8),
     stream: payload.readUInt16LE(10),
     migrationId: Buffer.from(payload.subarray(16, 16 + MIGRATION_ID_BYTES)),
+    head: Buffer.from(payload.subarray(0, JOIN_HEAD_BYTES)),
+    proof: Buffer.from(payload.subarray(JOIN_HEAD_BYTES)),
   };
 }
 

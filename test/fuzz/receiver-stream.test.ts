@@ -8,14 +8,14 @@ import { MemoryRegion, MemoryTargetImage, MigrationTarget, PagewireError, mixedI
 import { PageBatchEncoder } from '../../dist/src/codec/page-batch-encoder.js';
 import { regionDigest } from '../../dist/src/codec/page-hashes.js';
 import {
-  MessageType, STOP_AND_COPY, encodeFinal, encodeHello, encodePagesHeader, encodeRoundMarker,
+  HELLO_BYTES, MessageType, STOP_AND_COPY, WELCOME_BYTES, encodeFinal, encodeHello, encodePagesHeader, encodeRoundMarker,
 } from '../../dist/src/wire/messages.js';
-import { frame, rawClient, withTimeout } from '../helpers.js';
+import { HELLO_V4, frame, rawClient, withTimeout } from '../helpers.js';
 
 const PAGE = 4096;
 const PAGES = 24;
 const RUNS = Number(process.env.PAGEWIRE_FUZZ_RUNS ?? 400);
-const HELLO_FRAME_BYTES = 8 + 48;
+const HELLO_FRAME_BYTES = 8 + HELLO_BYTES;
 const HANG_UP_AFTER_MS = 100;
 const PARALLEL = 8;
 
@@ -43,7 +43,7 @@ async function validStream(): Promise<{ hello: Buffer; rest: Buffer; image: Buff
   parts.push(frame(MessageType.Final, encodeFinal({ round: 2, regionDigest: regionDigest(encoder.sentHashes) })));
   parts.push(frame(MessageType.Go));
   const hello = frame(MessageType.Hello, encodeHello({
-    minVersion: 3, maxVersion: 3, extraStreams: 0, features: 0, pageSize: PAGE, regionSize: PAGES * PAGE, migrationId: Buffer.alloc(16, 7),
+    ...HELLO_V4, extraStreams: 0, features: 0, pageSize: PAGE, regionSize: PAGES * PAGE, migrationId: Buffer.alloc(16, 7),
   }));
   return { hello, rest: Buffer.concat(parts), image };
 }
@@ -79,9 +79,9 @@ async function replay(stream: Buffer, source: Buffer): Promise<Outcome> {
     });
     const client = await rawClient(target.address.port);
     client.socket.write(stream.subarray(0, HELLO_FRAME_BYTES));
-    // As a real source: the rest only once WELCOME (20 bytes) is back, or the target has hung up.
+    // As a real source: the rest only once WELCOME is back, or the target has hung up.
     await withTimeout(new Promise<void>((resolve) => {
-      const check = () => { if (client.received().length >= 20) resolve(); };
+      const check = () => { if (client.received().length >= 8 + WELCOME_BYTES) resolve(); };
       client.socket.on('data', check);
       void client.closed.then(() => resolve());
       check();
