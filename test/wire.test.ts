@@ -78,7 +78,10 @@ describe('messages', () => {
     wrongMagic.write('NOTPAGEW', 0, 'latin1');
     expect(() => parseHello(wrongMagic)).toThrow(/wrong magic/);
     expect(() => parseHello(encodeHello(hello).subarray(0, 40))).toThrow(/expected 80/);
-    expect(() => parseHello(encodeHello({ ...hello, minVersion: 4, maxVersion: 3 }))).toThrow(/version window/);
+    expect(() => parseHello(encodeHello({ ...hello, minVersion: 5, maxVersion: 4 }))).toThrow(/version window/);
+    // A v3 source's HELLO is 48 bytes: it hears about the versions, not about the length.
+    const v3 = encodeHello({ ...hello, minVersion: 3, maxVersion: 3 }).subarray(0, 48);
+    expect(() => parseHello(v3)).toThrow(expect.objectContaining({ code: 'PW_ERR_VERSION', message: expect.stringMatching(/3\.\.3; this target speaks 4\.\.4/) }));
     const huge = encodeHello(hello);
     huge.writeBigUInt64LE(2n ** 60n, 24);
     expect(() => parseHello(huge)).toThrow(/too large/);

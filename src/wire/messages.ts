@@ -1,7 +1,7 @@
 // Wire protocol v4 messages (docs/PROTOCOL.md is the source of truth). Every frame is an 8-byte header
 // (u8 type, u8 reserved, u16 reserved, u32 payload length, little-endian) and a payload. Parsers check
 // every length, enum and range here, at the boundary; nothing past this file sees an unchecked field.
-import { HandshakeError, ProtocolError } from '../errors.js';
+import { HandshakeError, ProtocolError, VersionError } from '../errors.js';
 
 export const FRAME_HEADER_BYTES = 8;
 export const MAGIC = Buffer.from('PAGEWIRE', 'latin1');
@@ -111,6 +111,13 @@ export function encodeHello(hello: Hello): Buffer {
 }
 
 export function parseHello(payload: Buffer): Hello {
+  // The version window comes before the length: an older source's HELLO has another length, and it
+  // deserves to hear that the versions differ.
+  if (payload.length >= 12 && payload.subarray(0, 8).equals(MAGIC) && payload.readUInt16LE(10) < MIN_VERSION &&
+    payload.readUInt16LE(8) <= payload.readUInt16LE(10)) {
+    throw new VersionError(`source speaks protocol versions ${payload.readUInt16LE(8)}..${payload.readUInt16LE(10)}; ` +
+      `this target speaks ${MIN_VERSION}..${MAX_VERSION}`);
+  }
   if (payload.length !== HELLO_BYTES) throw new HandshakeError(`HELLO has ${payload.length} bytes, expected ${HELLO_BYTES}`);
   if (!payload.subarray(0, 8).equals(MAGIC)) throw new HandshakeError('wrong magic: not a pagewire source');
   const minVersion = payload.readUInt16LE(8);
