@@ -19,7 +19,7 @@ import { formatDigest, newPageHashes, regionDigest } from '../codec/page-hashes.
 import { BitmapTracker, HashTracker, type DirtyTracker, type PageList } from '../memory/dirty-tracker.js';
 import type { DirtyBitmap } from '../memory/dirty-bitmap.js';
 import type { MemoryRegion } from '../memory/region.js';
-import { connectTcp } from '../transport/connect.js';
+import { endpointOf, openConnection, type Endpoint, type EndpointOptions } from '../transport/connect.js';
 import { tlsClientOptions, type TlsCertificates } from '../transport/tls-certs.js';
 import { FramedConnection, PEER_REASON_GRACE_MS } from '../transport/framed-connection.js';
 import type { FrameKeys } from '../transport/frame-auth.js';
@@ -56,12 +56,11 @@ export interface SourceHooks {
   throttle?(percent: number, signal: AbortSignal): Promise<void> | void;
 }
 
-export interface MigrationSourceOptions {
+/** Where the target is: exactly one of `host` and `port` (TCP), `path` (a Unix socket) or `connect`. */
+export interface MigrationSourceOptions extends EndpointOptions {
   region: MemoryRegion;
   /** Set by the workload's writers; without it, pages are tracked by hashing. */
   dirtyBitmap?: DirtyBitmap;
-  host: string;
-  port: number;
   hooks: SourceHooks;
   /** Downtime budget for the stop rule (default 300 ms, as QEMU). */
   maxDowntimeMs?: number;
@@ -163,8 +162,9 @@ export class MigrationSource extends EventEmitter<SourceEvents> {
   private readonly sessionKeys = SessionKeyPair.generate();
   /** Agreed at the first WELCOME: a resume and every JOIN prove it (docs/PROTOCOL.md, section 3). */
   private sessionSecret: Buffer | undefined;
-  private readonly options: Required<Omit<MigrationSourceOptions, 'dirtyBitmap' | 'signal' | 'psk' | 'tls' | 'tlsCertificates'>> &
+  private readonly options: Required<Omit<MigrationSourceOptions, 'dirtyBitmap' | 'signal' | 'psk' | 'tls' | 'tlsCertificates' | keyof EndpointOptions>> &
     Pick<MigrationSourceOptions, 'dirtyBitmap' | 'signal' | 'psk' | 'tls' | 'tlsCertificates'>;
+  private readonly endpoint: Endpoint;
   /** The xxHash64 of each page as last sent, shared by the streams' encoders. */
   private readonly sentHashes: BigUint64Array;
   private readonly tracker: DirtyTracker;
@@ -245,8 +245,9 @@ export class MigrationSource extends EventEmitter<SourceEvents> {
     if (filled.tls && !filled.psk) throw new InvalidArgumentError('tls needs a pre-shared key (psk): TLS-PSK encrypts with it');
     if (filled.tlsCertificates) {
       if (filled.tls) throw new InvalidArgumentError('tls (TLS-PSK) and tlsCertificates exclude each other');
-      tlsClientOptions(filled.tlsCertificates, filled.host); // checks what is given, now rather than at connect
+      tlsClientOptions(filled.tlsCertificates, filled.host ?? 'localhost'); // checks what is given, now rather than at connect
     }
+    this.endpoint = endpointOf(options);
     this.options = filled;
     this.hooks = new HookRunner(filled.hookTimeoutMs, filled.signal);
     const { region } = filled;
@@ -495,8 +496,8 @@ export class MigrationSource extends EventEmitter<SourceEvents> {
     const { options } = this;
     const tls = options.tls && options.psk ? { psk: options.psk }
       : options.tlsCertificates ? { certificates: options.tlsCertificates } : undefined;
-    const socket = await connectTcp(options.host, options.port, options.timeoutMs, options.signal, tls);
-    const connection = new FramedConnection(socket, HANDSHAKE_PAYLOAD_LIMIT, options.timeoutMs);
+    const socket = await openConnection(this.endpoint, options.timeoutMs, options.signal, tls);
+    const connection = new FramedConnection(socket, HANDSHAKE_PAYLOAD_LIMIT, options.timeoutMs, 'the target');
     if (this.failing) {
       socket.destroy();
       throw new AbortedError('the migration failed while this stream connected');

@@ -4,7 +4,8 @@
 import { randomBytes, timingSafeEqual } from 'node:crypto';
 import { EventEmitter } from 'node:events';
 import { createServer, type AddressInfo, type Server, type Socket } from 'node:net';
-import { createServer as createTlsServer } from 'node:tls';
+import type { Duplex } from 'node:stream';
+import { Server as TlsServer, createServer as createTlsServer } from 'node:tls';
 import { performance } from 'node:perf_hooks';
 import {
   AbortedError, AuthError, ConnectionError, CapacityError, ChecksumError, HandshakeError, InvalidArgumentError, PagewireError, PeerError,
@@ -30,7 +31,7 @@ import {
 import { MAX_STREAMS, STRIPE_PAGES } from '../wire/streams.js';
 import { ExtraStreamReader, StreamReceiver, type RoundEnd } from './stream-receiver.js';
 import { HookRunner } from './hook-runner.js';
-import { RoundFlusher, type TargetImage } from './target-image.js';
+import { RoundFlusher, type RegionOffer, type TargetImage } from './target-image.js';
 
 /** Each hook is bounded by `hookTimeoutMs` and given an AbortSignal that aborts when the target gives up on it. */
 export interface TargetHooks {
@@ -41,11 +42,27 @@ export interface TargetHooks {
 }
 
 export interface MigrationTargetOptions {
-  image: TargetImage;
+  /**
+   * Where the received region goes: an image, or a function that makes one from the source's offer (its
+   * region and page size; throw a CapacityError to refuse it). With `serve: 'many'` a function is called
+   * for each migration, an image is opened again for each.
+   */
+  image: TargetImage | ((offer: RegionOffer) => TargetImage | Promise<TargetImage>);
   hooks?: TargetHooks;
+  /** TCP (the default, on 127.0.0.1): the address to listen on. */
   host?: string;
   /** 0 picks a free port. */
   port?: number;
+  /** Listen on this Unix domain socket instead of TCP. */
+  path?: string;
+  /**
+   * Or take connections from a server the embedder made and listens with (a net.Server, or a tls.Server
+   * whose options are the embedder's): the target adds its listener and removes it when done. Sources
+   * may also be handed in one by one with `accept()`.
+   */
+  server?: Server;
+  /** 'many': serve one migration after another until stop(), as a daemon; each ends with a 'migration' event (default 'one'). */
+  serve?: 'one' | 'many';
   /** Longest silence from the source during a migration (default 30 s). */
   timeoutMs?: number;
   /** Longest wait for a complete HELLO after a connection opens (default 5 s). */
@@ -154,12 +171,19 @@ interface TargetEvents {
   round: [TargetRoundEvent];
   /** The source came back after the connections broke (the count so far). */
   resumed: [resumes: number, remote: string];
+  /** A migration ended (with `serve: 'many'`, each one; the error when it failed). */
+  migration: [summary: TargetSummary | undefined, error: PagewireError | undefined];
 }
 
 export class MigrationTarget extends EventEmitter<TargetEvents> {
   private readonly server: Server;
-  private readonly options: Required<Omit<MigrationTargetOptions, 'signal' | 'hooks' | 'psk' | 'tls' | 'tlsCertificates' | 'insecure'>> &
-    Pick<MigrationTargetOptions, 'signal' | 'psk' | 'tls' | 'tlsCertificates' | 'insecure'> & { hooks: TargetHooks };
+  private readonly options: Required<Omit<MigrationTargetOptions, 'signal' | 'hooks' | 'psk' | 'tls' | 'tlsCertificates' | 'insecure' | 'path' | 'server'>> &
+    Pick<MigrationTargetOptions, 'signal' | 'psk' | 'tls' | 'tlsCertificates' | 'insecure' | 'path' | 'server'> & { hooks: TargetHooks };
+  /** The server connections come from, and whether this target made it (and so listens and closes it). */
+  private readonly ownServer: boolean;
+  private readonly onServerConnection = (socket: Socket) => this.onConnection(socket);
+  /** Set by stop(): nothing more is served. */
+  private stopped = false;
   private active = false;
   private joining: Joining | undefined;
   /** The migration waiting for its source to come back, while it is suspended. */
@@ -171,7 +195,7 @@ export class MigrationTarget extends EventEmitter<TargetEvents> {
   private earlyResume: { connection: FramedConnection; hello: Hello } | undefined;
   /** Whether the session being served could still be resumed (pre-copy rounds only). */
   private sessionResumable: () => boolean = () => false;
-  private readonly sockets = new Set<Socket>();
+  private readonly sockets = new Set<Duplex>();
   private settle!: { resolve(s: TargetSummary): void; reject(e: PagewireError): void };
   private phaseNow: TargetPhase = 'listening';
   private summaryNow: TargetSummary | undefined;
@@ -184,12 +208,21 @@ export class MigrationTarget extends EventEmitter<TargetEvents> {
     super();
     this.options = {
       host: '127.0.0.1', port: 0, timeoutMs: 30_000, handshakeTimeoutMs: 5_000, hookTimeoutMs: 30_000, hooks: {}, maxStreams: DEFAULT_MAX_STREAMS,
-      resumeWindowMs: DEFAULT_RESUME_WINDOW_MS,
+      resumeWindowMs: DEFAULT_RESUME_WINDOW_MS, serve: 'one',
       ...Object.fromEntries(Object.entries(options).filter(([, v]) => v !== undefined)),
     } as MigrationTarget['options'];
     const { psk, tls, tlsCertificates, maxStreams, host, insecure } = this.options;
     // Client certificates a CA of ours signed authenticate the source as well as a key does.
-    if (!psk && !tlsCertificates?.ca && !insecure && !isLoopback(host)) {
+    const { path, server } = this.options;
+    if (path !== undefined && server !== undefined) throw new InvalidArgumentError('give path or server, not both');
+    if ((path !== undefined || server !== undefined) && (tls || tlsCertificates)) {
+      throw new InvalidArgumentError('tls and tlsCertificates apply to the TCP listener this target makes; with path or server, protect the channel yourself (or use psk)');
+    }
+    if (this.options.serve !== 'one' && this.options.serve !== 'many') {
+      throw new InvalidArgumentError(`serve must be 'one' or 'many', got '${String(this.options.serve)}'`);
+    }
+    // A Unix socket is as local as loopback (its file's permissions decide who connects); an embedder's server is its own business.
+    if (path === undefined && server === undefined && !psk && !tlsCertificates?.ca && !insecure && !isLoopback(host)) {
       throw new InvalidArgumentError(`host ${host}: anyone who reaches this address could write the image; give psk ` +
         '(the same key as the source\'s) or tlsCertificates with a ca (to require client certificates), or insecure: true ' +
         'on a network you trust');
@@ -209,8 +242,30 @@ export class MigrationTarget extends EventEmitter<TargetEvents> {
     this.result = new Promise((resolve, reject) => { this.settle = { resolve, reject }; });
     this.result.catch(() => {});
     if (tls && tlsCertificates) throw new InvalidArgumentError('tls (TLS-PSK) and tlsCertificates exclude each other');
-    this.server = tls && psk ? this.tlsPskServer(psk)
-      : tlsCertificates ? this.tlsCertServer(tlsCertificates) : createServer((socket) => this.onConnection(socket));
+    this.ownServer = server === undefined;
+    this.server = server ?? (tls && psk ? this.tlsPskServer(psk)
+      : tlsCertificates ? this.tlsCertServer(tlsCertificates) : createServer(this.onServerConnection));
+    if (server) server.on(server instanceof TlsServer ? 'secureConnection' : 'connection', this.onServerConnection);
+  }
+
+  /** Serves a connection the embedder opened (an in-process pair, a vsock): as if it had been accepted. */
+  accept(stream: Duplex): void {
+    if (this.stopped) {
+      stream.destroy();
+      return;
+    }
+    this.onConnection(stream);
+  }
+
+  /** No more connections from the server; an embedder's server is left listening, without our listener. */
+  private stopListening(): void {
+    if (this.ownServer) this.server.close();
+    else this.server.off(this.server instanceof TlsServer ? 'secureConnection' : 'connection', this.onServerConnection);
+  }
+
+  /** Stops listening for new sources once this migration needs no more connections, unless serving many. */
+  private doneAccepting(): void {
+    if (this.options.serve === 'one') this.stopListening();
   }
 
   /** A TLS 1.3 server with a certificate: a source that does not trust it, or lacks a client certificate, is refused. */
@@ -239,13 +294,18 @@ export class MigrationTarget extends EventEmitter<TargetEvents> {
   /** Starts listening; the returned target's `result` settles after one migration. */
   static async listen(options: MigrationTargetOptions): Promise<MigrationTarget> {
     const target = new MigrationTarget(options);
-    await new Promise<void>((resolve, reject) => {
-      target.server.once('error', reject);
-      target.server.listen(target.options.port, target.options.host, () => {
-        target.server.off('error', reject);
-        resolve();
+    if (target.ownServer) {
+      await new Promise<void>((resolve, reject) => {
+        target.server.once('error', reject);
+        const listening = () => {
+          target.server.off('error', reject);
+          resolve();
+        };
+        const { path } = target.options;
+        if (path !== undefined) target.server.listen(path, listening);
+        else target.server.listen(target.options.port, target.options.host, listening);
       });
-    });
+    }
     const { signal } = target.options;
     if (signal) {
       const onAbort = () => target.stop(new AbortedError('target aborted'));
@@ -271,7 +331,8 @@ export class MigrationTarget extends EventEmitter<TargetEvents> {
 
   /** Stops listening; a migration in flight fails with `reason` and the image is discarded. */
   stop(reason: PagewireError = new AbortedError('target stopped')): void {
-    this.server.close();
+    this.stopped = true;
+    this.stopListening();
     if (!this.active) {
       for (const socket of this.sockets) socket.destroy();
       this.finish(reason);
@@ -280,10 +341,10 @@ export class MigrationTarget extends EventEmitter<TargetEvents> {
     }
   }
 
-  private onConnection(socket: Socket): void {
+  private onConnection(socket: Duplex): void {
     this.sockets.add(socket);
     socket.once('close', () => this.sockets.delete(socket));
-    const connection = new FramedConnection(socket, HANDSHAKE_PAYLOAD_LIMIT, this.options.timeoutMs);
+    const connection = new FramedConnection(socket, HANDSHAKE_PAYLOAD_LIMIT, this.options.timeoutMs, 'a source');
     const remote = connection.remote;
     // While a migration runs, only its extra streams, and its source coming back, get a hearing.
     if (this.active && !this.joining && !this.resuming && this.options.resumeWindowMs === 0) {
@@ -474,7 +535,7 @@ export class MigrationTarget extends EventEmitter<TargetEvents> {
   }
 
   private async serve(connection: FramedConnection, hello: Hello, session: Session): Promise<void> {
-    const { image, hooks, timeoutMs } = this.options;
+    const { hooks, timeoutMs } = this.options;
     const started = performance.now();
     const migrationId = hello.migrationId.toString('hex');
     if (this.active) {
@@ -485,20 +546,24 @@ export class MigrationTarget extends EventEmitter<TargetEvents> {
     }
     let store;
     let decoder;
+    let image: TargetImage | undefined;
     // Taken before the image opens (off the event loop): no second HELLO may open it meanwhile, and a
     // stop() meanwhile ends this migration once the image is open.
     this.active = true;
     let stoppedWhileOpening: PagewireError | undefined;
     this.interrupt = (error) => { stoppedWhileOpening = error; };
     try {
-      store = await image.open({ regionSize: hello.regionSize, pageSize: hello.pageSize, migrationId });
+      const offer = { regionSize: hello.regionSize, pageSize: hello.pageSize, migrationId };
+      const given = this.options.image;
+      image = typeof given === 'function' ? await given(offer) : given;
+      store = await image.open(offer);
       decoder = new PageBatchDecoder(store);
     } catch (error) {
       // A refusal before the handshake completes: keep listening for a source we can serve.
       this.active = false;
       this.interrupt = undefined;
       const refused = asPagewireError(error);
-      image.discard();
+      image?.discard();
       this.emit('refused', refused, connection.remote);
       await connection.sendErrorAndClose(refused);
       // A stop() that came while the image was opening ends the target, refusal or not.
@@ -555,7 +620,7 @@ export class MigrationTarget extends EventEmitter<TargetEvents> {
         const streams = 1 + extraStreams;
         summary.streams = streams;
         // Listening goes on for the extra streams, and for a resume while one is possible.
-        if (extraStreams === 0 && resumeWindowMs === 0) this.server.close();
+        if (extraStreams === 0 && resumeWindowMs === 0) this.doneAccepting();
         try {
           // The source sends nothing more before WELCOME: the addon takes over reading at a frame boundary.
           connection.readNatively();
@@ -573,7 +638,7 @@ export class MigrationTarget extends EventEmitter<TargetEvents> {
           }
           const joined = await this.awaitJoins(connection, hello.migrationId, extraStreams, session);
           for (const stream of [connection, ...joined]) stream.readAheadBytes = Math.max(MIN_READ_AHEAD_BYTES, READ_AHEAD_BYTES / streams);
-          if (resumeWindowMs === 0) this.server.close();
+          if (resumeWindowMs === 0) this.doneAccepting();
           this.setPhase('receiving');
           const lastRound = summary.rounds;
           extras = joined.map((extra, i) => {
@@ -667,7 +732,7 @@ export class MigrationTarget extends EventEmitter<TargetEvents> {
       this.sessionResumable = () => false;
       // A round that could not be made durable fails the migration before READY, not after GO.
       flusher.check();
-      this.server.close();
+      this.doneAccepting();
       // READY as soon as the image is verified: the source holds the state at the pause point until DONE,
       // so making the last round durable waits for GO, outside the downtime (PROTOCOL.md, section 6).
       // Set before the write: once any byte of READY may be on the wire, the source may hand over.
@@ -775,10 +840,23 @@ export class MigrationTarget extends EventEmitter<TargetEvents> {
   }
 
   private finish(error: PagewireError | undefined, summary?: TargetSummary): void {
-    this.server.close();
+    if (summary || this.active) this.emit('migration', summary, error);
+    if (this.options.serve === 'many' && !this.stopped) {
+      // A daemon: ready for the next source. Connections in their handshake may be it.
+      this.active = false;
+      this.served = undefined;
+      this.sessionSecret = undefined;
+      this.earlyResume = undefined;
+      this.sessionResumable = () => false;
+      this.interrupt = undefined;
+      this.setPhase('listening');
+      return;
+    }
+    this.stopListening();
     // Connections still in their handshake are not served any more.
     for (const socket of this.sockets) socket.destroy();
     if (error) this.settle.reject(error);
+    else if (this.options.serve === 'many') this.settle.reject(new AbortedError('target stopped'));
     else this.settle.resolve(summary!);
   }
 

@@ -1,6 +1,9 @@
+// Opening one connection of a migration: TCP, a Unix socket, or a stream the embedder opens itself (a
+// vsock, an in-process pair), with TLS over it when asked.
 import { connect as netConnect, type Socket } from 'node:net';
+import type { Duplex } from 'node:stream';
 import { connect as tlsConnect } from 'node:tls';
-import { AbortedError, AuthError, ConnectionError, TimeoutError, type PagewireError } from '../errors.js';
+import { AbortedError, AuthError, ConnectionError, InvalidArgumentError, TimeoutError, type PagewireError } from '../errors.js';
 import { tlsClientOptions, type TlsCertificates } from './tls-certs.js';
 import { TLS_PSK_IDENTITY, tlsPskOptions } from './tls-psk.js';
 
@@ -8,18 +11,91 @@ import { TLS_PSK_IDENTITY, tlsPskOptions } from './tls-psk.js';
 export type TlsSetup = { psk: Uint8Array } | { certificates: TlsCertificates };
 
 /**
- * Opens a TCP connection (TLS over it when `tls` is given), failing with a typed error on refusal, a
- * failed TLS handshake, after timeoutMs, or on abort.
+ * Opens one connection of a migration, the embedder's way. `connect` gets an AbortSignal that aborts
+ * when the migration stops waiting for it.
  */
-export function connectTcp(host: string, port: number, timeoutMs: number, signal?: AbortSignal,
+export type Endpoint =
+  | { host: string; port: number }
+  | { path: string }
+  | { connect(signal: AbortSignal): Promise<Duplex> | Duplex };
+
+/** Where to connect, as an embedder gives it: exactly one of host and port, path, or connect. */
+export interface EndpointOptions {
+  /** TCP: the target's host and port. */
+  host?: string;
+  port?: number;
+  /** A Unix domain socket the target listens on. */
+  path?: string;
+  /** Opens one connection to the target however the embedder likes (a vsock, an in-process pair); called once per stream. */
+  connect?(signal: AbortSignal): Promise<Duplex> | Duplex;
+}
+
+/** The one endpoint `options` names; InvalidArgumentError unless exactly one is given. */
+export function endpointOf(options: EndpointOptions): Endpoint {
+  const { host, port, path, connect } = options;
+  const given = [host !== undefined || port !== undefined, path !== undefined, connect !== undefined].filter(Boolean).length;
+  if (given !== 1) throw new InvalidArgumentError('give exactly one of host and port, path (a Unix socket) or connect');
+  if (connect !== undefined) {
+    if (typeof connect !== 'function') throw new InvalidArgumentError('connect must be a function returning a Duplex stream');
+    return { connect };
+  }
+  if (path !== undefined) {
+    if (typeof path !== 'string' || path === '') throw new InvalidArgumentError('path must be the Unix socket\'s path');
+    return { path };
+  }
+  if (typeof host !== 'string' || host === '') throw new InvalidArgumentError('host must be a host name or address (for a Unix socket give path)');
+  if (!Number.isInteger(port) || port! < 1 || port! > 65535) throw new InvalidArgumentError(`port must be from 1 to 65535, got ${port}`);
+  if (host.includes('/')) throw new InvalidArgumentError(`host '${host}' looks like a path: give a Unix socket as path`);
+  return { host, port: port! };
+}
+
+/** How an endpoint is named in messages. */
+export function describeEndpoint(endpoint: Endpoint): string {
+  return 'path' in endpoint ? `unix:${endpoint.path}` : 'host' in endpoint ? `${endpoint.host}:${endpoint.port}` : 'the embedder\'s connection';
+}
+
+/**
+ * Opens a connection to `endpoint` (TLS over it when `tls` is given), failing with a typed error on
+ * refusal, a failed TLS handshake, after timeoutMs, or on abort.
+ */
+export async function openConnection(endpoint: Endpoint, timeoutMs: number, signal?: AbortSignal, tls?: TlsSetup): Promise<Duplex> {
+  if (!('connect' in endpoint)) return connectSocket(endpoint, timeoutMs, signal, tls);
+  const gaveUp = new AbortController();
+  const onAbort = () => gaveUp.abort(signal?.reason);
+  signal?.addEventListener('abort', onAbort, { once: true });
+  let timer: NodeJS.Timeout | undefined;
+  try {
+    const stream = await Promise.race([
+      Promise.resolve().then(() => endpoint.connect(gaveUp.signal)),
+      new Promise<never>((_, reject) => {
+        timer = setTimeout(() => reject(new TimeoutError(`the embedder's connect() did not give a connection within ${timeoutMs} ms`)), timeoutMs);
+        gaveUp.signal.addEventListener('abort', () => reject(new AbortedError('migration aborted while connecting', { cause: signal?.reason })));
+      }),
+    ]);
+    if (!tls) return stream;
+    return await connectSocket({ stream }, timeoutMs, signal, tls);
+  } catch (error) {
+    gaveUp.abort();
+    if (error instanceof TimeoutError || error instanceof AbortedError || error instanceof AuthError) throw error;
+    throw new ConnectionError(`the embedder's connect() failed: ${(error as Error).message}`, { cause: error });
+  } finally {
+    clearTimeout(timer);
+    signal?.removeEventListener('abort', onAbort);
+  }
+}
+
+function connectSocket(to: { host: string; port: number } | { path: string } | { stream: Duplex }, timeoutMs: number, signal?: AbortSignal,
   tls?: TlsSetup): Promise<Socket> {
+  const where = 'stream' in to ? { socket: to.stream } : to;
+  const host = 'host' in to ? to.host : 'localhost';
+  const name = 'stream' in to ? 'the embedder\'s connection' : describeEndpoint(to);
   return new Promise((resolve, reject) => {
     const socket = !tls
-      ? netConnect({ host, port })
+      ? netConnect(where as { host: string; port: number } | { path: string })
       : 'psk' in tls
-        ? tlsConnect({ host, port, ...tlsPskOptions(), pskCallback: () => ({ psk: Buffer.from(tls.psk), identity: TLS_PSK_IDENTITY }),
+        ? tlsConnect({ ...where, ...tlsPskOptions(), pskCallback: () => ({ psk: Buffer.from(tls.psk), identity: TLS_PSK_IDENTITY }),
           checkServerIdentity: () => undefined })
-        : tlsConnect({ host, port, ...tlsClientOptions(tls.certificates, host) });
+        : tlsConnect({ ...where, ...tlsClientOptions(tls.certificates, host) });
     const settle = (error?: PagewireError) => {
       clearTimeout(timer);
       signal?.removeEventListener('abort', onAbort);
@@ -29,14 +105,14 @@ export function connectTcp(host: string, port: number, timeoutMs: number, signal
       reject(error);
     };
     const onAbort = () => settle(new AbortedError('migration aborted while connecting'));
-    const timer = setTimeout(() => settle(new TimeoutError(`could not connect to ${host}:${port} within ${timeoutMs} ms`)), timeoutMs);
+    const timer = setTimeout(() => settle(new TimeoutError(`could not connect to ${name} within ${timeoutMs} ms`)), timeoutMs);
     signal?.addEventListener('abort', onAbort, { once: true });
     socket.once(tls ? 'secureConnect' : 'connect', () => settle());
     socket.once('error', (error: Error & { code?: string }) => settle(!tls || error.code === 'ECONNREFUSED'
-      ? new ConnectionError(`cannot connect to ${host}:${port}: ${error.message}`, { cause: error })
+      ? new ConnectionError(`cannot connect to ${name}: ${error.message}`, { cause: error })
       : 'psk' in tls
-        ? new AuthError(`TLS-PSK handshake with ${host}:${port} failed: the target does not hold this key or does not use --tls`, { cause: error })
-        : new AuthError(`TLS handshake with ${host}:${port} failed (${error.message}): check --tls-ca against the target's ` +
+        ? new AuthError(`TLS-PSK handshake with ${name} failed: the target does not hold this key or does not use --tls`, { cause: error })
+        : new AuthError(`TLS handshake with ${name} failed (${error.message}): check --tls-ca against the target's ` +
           'certificate, and give --tls-cert/--tls-key if the target asks for one', { cause: error })));
   });
 }

@@ -1,7 +1,8 @@
-// One TCP connection carrying frames both ways, with backpressure: send() waits for 'drain' when the
+// One connection carrying frames both ways (TCP, TLS, a Unix socket, or any Duplex an embedder hands in), with backpressure: send() waits for 'drain' when the
 // socket's buffer is full, and reading pauses when unread frames pile up. An ERROR frame from the peer
 // surfaces as a PeerError from receive(), so the peer's code and reason reach the caller.
-import type { Socket } from 'node:net';
+import { Socket } from 'node:net';
+import type { Duplex } from 'node:stream';
 import { ConnectionError, PagewireError, PeerError, ProtocolError, TimeoutError, asPagewireError } from '../errors.js';
 import { FrameDecoder } from '../wire/frame-decoder.js';
 import { FRAME_TAG_BYTES, FrameAuthenticator, type FrameKeys } from './frame-auth.js';
@@ -47,14 +48,26 @@ export class FramedConnection {
   /** A frame failed its tag: what follows is dropped unread. */
   private forged = false;
 
-  /** sendTimeoutMs bounds how long a send may wait for a peer that stops reading. */
-  constructor(readonly socket: Socket, maxPayload: number, private readonly sendTimeoutMs = 30_000) {
+  /** Bytes of frames handed to the stream, and bytes Node read from it (the addon's reads come on top). */
+  private written = 0;
+  private read = 0;
+
+  /**
+   * sendTimeoutMs bounds how long a send may wait for a peer that stops reading; `label` names the peer
+   * in messages when the stream is not a socket with an address.
+   */
+  constructor(readonly socket: Duplex, maxPayload: number, private readonly sendTimeoutMs = 30_000, private readonly label = 'the peer') {
     this.decoder = new FrameDecoder(maxPayload);
-    socket.setNoDelay(true);
-    // A peer that vanishes without FIN or RST is noticed by keepalive probes, not after the kernel's
-    // retransmission timeout of many minutes.
-    socket.setKeepAlive(true, KEEPALIVE_DELAY_MS);
-    socket.on('data', (chunk: Buffer) => this.onData(chunk));
+    if (socket instanceof Socket && socket.remotePort !== undefined) {
+      socket.setNoDelay(true);
+      // A peer that vanishes without FIN or RST is noticed by keepalive probes, not after the kernel's
+      // retransmission timeout of many minutes.
+      socket.setKeepAlive(true, KEEPALIVE_DELAY_MS);
+    }
+    socket.on('data', (chunk: Buffer) => {
+      this.read += chunk.length;
+      this.onData(chunk);
+    });
     socket.on('drain', () => this.wakeWriters());
     socket.on('error', (error) => this.fail(new ConnectionError(`connection failed: ${error.message}`, { cause: error })));
     socket.on('close', () => this.fail(new ConnectionError('the peer closed the connection')));
@@ -91,11 +104,11 @@ export class FramedConnection {
   }
 
   get bytesWritten(): number {
-    return this.socket.bytesWritten;
+    return this.written;
   }
 
   get bytesRead(): number {
-    return this.socket.bytesRead + (this.nativeReads?.bytesRead ?? 0);
+    return this.read + (this.nativeReads?.bytesRead ?? 0);
   }
 
   /**
@@ -105,7 +118,7 @@ export class FramedConnection {
    * whether it switched.
    */
   readNatively(): boolean {
-    if (this.nativeReads || this.failure || this.decoder.pendingBytes > 0) return false;
+    if (this.nativeReads || this.failure || this.decoder.pendingBytes > 0 || !(this.socket instanceof Socket)) return false;
     this.nativeReads = NativeFrameReads.start(this.socket, {
       maxPayload: () => this.decoder.maxPayload,
       deliver: (frame) => this.deliver([frame]),
@@ -118,7 +131,8 @@ export class FramedConnection {
   }
 
   get remote(): string {
-    return `${this.socket.remoteAddress ?? '?'}:${this.socket.remotePort ?? '?'}`;
+    const socket = this.socket;
+    return socket instanceof Socket && socket.remotePort !== undefined ? `${socket.remoteAddress ?? '?'}:${socket.remotePort}` : this.label;
   }
 
   /** The next frame; a peer ERROR becomes PeerError. Queued frames are delivered before a failure. */
@@ -208,7 +222,10 @@ export class FramedConnection {
     const done = written && (() => written());
     const all = this.framed(type, parts);
     const last = all.length - 1;
-    all.forEach((part, i) => socket.write(part, i === last ? done : undefined));
+    all.forEach((part, i) => {
+      this.written += part.length;
+      socket.write(part, i === last ? done : undefined);
+    });
     socket.uncork();
     while (socket.writableNeedDrain && !this.failure) {
       const drained = await new Promise<boolean>((resolve) => {
@@ -224,7 +241,9 @@ export class FramedConnection {
   /** Tells the peer why we stop (best effort), then closes. */
   async sendErrorAndClose(error: PagewireError): Promise<void> {
     if (!this.socket.destroyed && this.socket.writable) {
-      this.socket.write(Buffer.concat(this.framed(MessageType.Error, [encodeError(error.code, error.message)])));
+      const frame = Buffer.concat(this.framed(MessageType.Error, [encodeError(error.code, error.message)]));
+      this.written += frame.length;
+      this.socket.write(frame);
     }
     await this.close();
   }
@@ -233,7 +252,7 @@ export class FramedConnection {
   async close(graceMs = 1000): Promise<void> {
     const socket = this.socket;
     // Node reads again from where the addon stopped, so that the peer's FIN is seen.
-    await this.nativeReads?.stop(socket);
+    if (this.nativeReads) await this.nativeReads.stop(socket as Socket);
     if (socket.destroyed) return;
     return new Promise<void>((resolve) => {
       const timer = setTimeout(() => { socket.destroy(); }, graceMs);
