@@ -28,6 +28,7 @@
         "native/addon.cc",
         "native/bitmap.cc",
         "native/codec.cc",
+        "native/extents.cc",
         "native/frame_reader.cc",
         "native/mmap.cc",
         "native/page_lz4.cc",

@@ -11,6 +11,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   pagewire::InitBitmap(env, exports);
   pagewire::InitCodec(env, exports);
   pagewire::InitFrameReader(env, exports);
+  pagewire::InitExtents(env, exports);
   return exports;
 }
 

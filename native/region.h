@@ -29,6 +29,7 @@ void InitMmap(Napi::Env env, Napi::Object exports);
 void InitBitmap(Napi::Env env, Napi::Object exports);
 void InitCodec(Napi::Env env, Napi::Object exports);
 void InitFrameReader(Napi::Env env, Napi::Object exports);
+void InitExtents(Napi::Env env, Napi::Object exports);
 
 [[noreturn]] inline void ThrowRange(Napi::Env env, const std::string& msg) {
   throw Napi::RangeError::New(env, msg);

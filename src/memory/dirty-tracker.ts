@@ -10,6 +10,16 @@ export interface PageList {
   batches(batchPages: number): Iterable<Uint32Array>;
 }
 
+/** A PageList of these pages, in this order. */
+export function pageListOf(pages: Uint32Array): PageList {
+  return {
+    count: pages.length,
+    *batches(batchPages: number) {
+      for (let i = 0; i < pages.length; i += batchPages) yield pages.subarray(i, i + batchPages);
+    },
+  };
+}
+
 export interface DirtyTracker {
   /** Forgets what was recorded so far: called right before round 1 reads every page. */
   start(): void;

@@ -60,13 +60,42 @@ export class MemoryRegion {
   private readonly fileCopy: { path: string; buffer: SharedArrayBuffer } | undefined;
 
   private constructor(byteLength: number, pageSize: number, source: () => NativeRegion,
-    backing: { mapping?: NativeMapping; fileCopy?: { path: string; buffer: SharedArrayBuffer } } = {}) {
+    backing: { mapping?: NativeMapping; fileCopy?: { path: string; buffer: SharedArrayBuffer }; filePath?: string } = {}) {
     this.pageSize = validatePageSize(pageSize);
     this.pageCount = validateRegionSize(byteLength, pageSize);
     this.byteLength = byteLength;
     this.source = source;
     this.mapping = backing.mapping;
     this.fileCopy = backing.fileCopy;
+    this.filePath = backing.filePath ?? backing.fileCopy?.path;
+  }
+
+  /** The file a mapFile() region is, if it is one. */
+  readonly filePath: string | undefined;
+
+  /**
+   * The pages of a mapFile() region that hold data, in order: every page that overlaps a data extent of
+   * the file (SEEK_DATA/SEEK_HOLE); the others are holes, which read as zeros. Undefined for a region in
+   * memory, whose pages are all data. The answer is a snapshot: a hole written afterwards is data.
+   */
+  dataPages(): Uint32Array | undefined {
+    if (this.filePath === undefined) return undefined;
+    const extents = binding().dataExtents(this.filePath);
+    const { pageSize, pageCount } = this;
+    let total = 0;
+    for (let i = 0; i < extents.length; i += 2) {
+      total += Math.min(pageCount, Math.ceil(extents[i + 1]! / pageSize)) - Math.floor(extents[i]! / pageSize);
+    }
+    const pages = new Uint32Array(total);
+    let n = 0;
+    let next = 0;
+    for (let i = 0; i < extents.length; i += 2) {
+      // Two extents may share a page; each page is listed once.
+      const end = Math.min(pageCount, Math.ceil(extents[i + 1]! / pageSize));
+      for (let page = Math.max(next, Math.floor(extents[i]! / pageSize)); page < end; page++) pages[n++] = page;
+      next = Math.max(next, end);
+    }
+    return pages.subarray(0, n);
   }
 
   /** Wraps memory the embedder owns. A WebAssembly.Memory is read through its current buffer each time. */
@@ -132,7 +161,7 @@ export class MemoryRegion {
       unlinkCreated();
       throw new StorageError(`cannot map ${path}: ${(cause as Error).message}`, { cause });
     }
-    return new MemoryRegion(byteLength, pageSize, () => mapping, { mapping });
+    return new MemoryRegion(byteLength, pageSize, () => mapping, { mapping, filePath: path });
   }
 
   /** mapFile without the addon: the file read into shared memory; flush() writes it back. */

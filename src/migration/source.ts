@@ -16,7 +16,7 @@ import {
 } from '../codec/page-batch-encoder.js';
 import { LZ4_MODES, Lz4Policy, type Lz4Mode } from '../codec/lz4-policy.js';
 import { formatDigest, newPageHashes, regionDigest } from '../codec/page-hashes.js';
-import { BitmapTracker, HashTracker, type DirtyTracker, type PageList } from '../memory/dirty-tracker.js';
+import { BitmapTracker, HashTracker, pageListOf, type DirtyTracker, type PageList } from '../memory/dirty-tracker.js';
 import type { DirtyBitmap } from '../memory/dirty-bitmap.js';
 import type { MemoryRegion } from '../memory/region.js';
 import { endpointOf, openConnection, type Endpoint, type EndpointOptions } from '../transport/connect.js';
@@ -424,7 +424,10 @@ export class MigrationSource extends EventEmitter<SourceEvents> {
     this.tracker.start();
     let round = 1;
     let report: RoundReport | undefined;
-    let next = this.allPagesByStream();
+    // Into a zeroed image, round 1 of a sparse file reads only its data: its holes are zero pages,
+    // which round 1 would skip anyway, after reading them.
+    const data = targetZeroed ? region.dataPages() : undefined;
+    let next = data ? this.byStream(pageListOf(data)) : this.allPagesByStream();
     let first = true;
     while (!report) {
       try {
@@ -597,12 +600,7 @@ export class MigrationSource extends EventEmitter<SourceEvents> {
       all.set(batch, n);
       n += batch.length;
     }
-    return splitByStream(all.subarray(0, n), this.streams.length).map((part) => ({
-      count: part.length,
-      *batches(batchPages: number) {
-        for (let i = 0; i < part.length; i += batchPages) yield part.subarray(i, i + batchPages);
-      },
-    }));
+    return splitByStream(all.subarray(0, n), this.streams.length).map(pageListOf);
   }
 
   private async stopAndCopy(finalRound: number): Promise<void> {

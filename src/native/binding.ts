@@ -120,6 +120,11 @@ export interface NativeBinding {
   readonly kind: 'addon' | 'twin';
 
   mapFile(path: string, byteLength: number, writable: boolean): NativeMapping;
+  /**
+   * The byte ranges of the file at `path` that hold data, as [start, end) pairs in order (lseek
+   * SEEK_DATA/SEEK_HOLE); the rest are holes, which read as zeros. Without SEEK_DATA, the whole file.
+   */
+  dataExtents(path: string): Float64Array;
 
   /** XXH64 (seed 0) of bytes. */
   xxh64(data: Uint8Array): bigint;

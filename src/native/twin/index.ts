@@ -1,5 +1,6 @@
 // The TypeScript twin of the C++ addon (native/*.cc): the same functions, checks and bytes, used when
 // the addon cannot load or PAGEWIRE_NO_NATIVE=1 asks for it. Slower, never different.
+import { statSync } from 'node:fs';
 import type { NativeBinding, NativeMapping, NativeRegion } from '../binding.js';
 import { NativeUnavailableError } from '../../errors.js';
 import { MAX_FD, toBigU64, toIndex, toPageSize } from './args.js';
@@ -44,6 +45,11 @@ function hashPages(region: NativeRegion, pageSize: number, firstPage: number, co
   }
 }
 
+/** Without the addon there is no lseek(SEEK_DATA): the whole file counts as data. */
+function dataExtents(path: string): Float64Array {
+  return Float64Array.of(0, statSync(path).size);
+}
+
 /** The addon starts writeback with sync_file_range; here the fsync that follows does all the work. */
 function startWriteback(fd: number): Promise<void> {
   toIndex(fd, 'fd', MAX_FD);
@@ -53,6 +59,7 @@ function startWriteback(fd: number): Promise<void> {
 export const twin: NativeBinding = {
   kind: 'twin',
   mapFile,
+  dataExtents,
   xxh64: checkedXxh64,
   hashPages,
   dirtySync,
