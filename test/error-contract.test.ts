@@ -2,11 +2,14 @@
 // with a documented code, naming the option or hook at fault, with what went wrong underneath as
 // `cause`. Each case here once surfaced as a raw Node error or as the catch-all PW_ERR.
 import { randomFillSync } from 'node:crypto';
+import { mkdtempSync, rmSync } from 'node:fs';
 import { createServer, type Server } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import {
-  AbortedError, DirtyBitmap, HookError, InvalidArgumentError, ListenError, MemoryRegion, MemoryTargetImage,
-  MigrationSource, MigrationTarget, PagewireError, PeerError, type MigrationSourceOptions, type MigrationTargetOptions,
+  AbortedError, DirtyBitmap, FileTargetImage, HookError, InvalidArgumentError, ListenError, MemoryRegion, MemoryTargetImage,
+  MigrationSource, MigrationTarget, PagewireError, PeerError, StorageError, type MigrationSourceOptions, type MigrationTargetOptions,
   type SourceHooks,
 } from '../src/index.js';
 
@@ -197,6 +200,20 @@ describe('MemoryTargetImage', () => {
     expect(dirty.zeroed).toBe(false);
     expectCoded(catchSync(() => new MemoryTargetImage(MemoryRegion.fromMemory(used), true as never)), InvalidArgumentError,
       'PW_ERR_INVALID_ARGUMENT', /options must be an object/);
+  });
+});
+
+describe('FileTargetImage', () => {
+  it('a directory that cannot be made durable is a StorageError, with the system error as cause', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'pagewire-contract-'));
+    const image = new FileTargetImage(join(dir, 'out.img'));
+    await image.open({ regionSize: BYTES, pageSize: PAGE, migrationId: '00' });
+    // The temp file stays open and writable; only its directory is gone.
+    rmSync(dir, { recursive: true, force: true });
+    const error = await failure(() => image.persist());
+    expectCoded(error, StorageError, 'PW_ERR_STORAGE', new RegExp(dir));
+    expect((error as StorageError).cause).toMatchObject({ code: 'ENOENT' });
+    image.discard();
   });
 });
 

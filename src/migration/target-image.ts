@@ -204,8 +204,12 @@ async function allZero(region: MemoryRegion): Promise<boolean> {
 }
 
 async function fsyncDirectory(dir: string): Promise<void> {
-  const handle = await open(dir, 'r');
-  try { await handle.sync(); } finally { await handle.close(); }
+  try {
+    const handle = await open(dir, 'r');
+    try { await handle.sync(); } finally { await handle.close(); }
+  } catch (cause) {
+    throw new StorageError(`cannot make the directory ${dir} durable: ${(cause as Error).message}`, { cause });
+  }
 }
 
 /**
