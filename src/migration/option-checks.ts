@@ -33,7 +33,7 @@ export function checkOptionalBoolean(name: string, value: unknown): void {
   if (value !== undefined && typeof value !== 'boolean') throw invalid(name, 'true or false', value);
 }
 
-// eslint-disable-next-line @typescript-eslint/no-unsafe-function-type -- any class, private constructors included
+// `Function`, not a constructor type: MemoryRegion's constructor is private.
 export function checkInstance(name: string, value: unknown, type: Function, what: string): void {
   if (!(value instanceof type)) throw invalid(name, what, value);
 }

@@ -153,7 +153,7 @@ interface RoundState {
 const PACE_CREDIT_MS = 20;
 
 export class MigrationSource extends EventEmitter<SourceEvents> {
-  readonly migrationId = randomBytes(16);
+  readonly migrationId: Buffer = randomBytes(16);
   private readonly options: SourceSettings;
   /** The xxHash64 of each page as last sent, shared by the streams' encoders. */
   private readonly sentHashes: BigUint64Array;
