@@ -97,7 +97,7 @@ async function handle(request: AgentRequest): Promise<unknown> {
       if (!receiveBuffer) throw new Error('migrate-listen before init');
       await collectGarbage();
       // The baseline's pre-faulted buffer, not zeroed: the source then sends zero pages as records.
-      const image = new MemoryTargetImage(MemoryRegion.fromMemory(receiveBuffer), false);
+      const image = new MemoryTargetImage(MemoryRegion.fromMemory(receiveBuffer), { zeroed: false });
       const rss = new RssSampler('self', receiveBuffer.length);
       const controller = new AbortController();
       const timer = setTimeout(() => controller.abort(new Error('bench step timed out')), request.timeoutMs);

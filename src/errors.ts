@@ -74,14 +74,35 @@ export class AbortedError extends PagewireError {
   override readonly code = 'PW_ERR_ABORTED';
 }
 
-/** The connection closed or failed under us. */
+/** The connection closed or failed under us, or could not be opened (refused, unknown host); `cause` is the system error. */
 export class ConnectionError extends PagewireError {
   override readonly code = 'PW_ERR_CONNECTION';
+}
+
+/** The target could not listen on its host and port (in use, not an address of this machine); `cause` is the system error. */
+export class ListenError extends PagewireError {
+  override readonly code = 'PW_ERR_LISTEN';
+}
+
+/** An embedder's hook threw or rejected; `hook` names it and `cause` is what it threw. */
+export class HookError extends PagewireError {
+  override readonly code = 'PW_ERR_HOOK';
+  /** The hook that failed: 'pause', 'resume', 'deviceState', 'throttle', 'onDeviceState'. */
+  readonly hook: string;
+  constructor(hook: string, thrown: unknown) {
+    super(`the ${hook} hook failed: ${thrown instanceof Error ? thrown.message : String(thrown)}`, { cause: thrown });
+    this.hook = hook;
+  }
 }
 
 /** The peer reported a failure; its code and reason are kept. */
 export class PeerError extends PagewireError {
   override readonly code = 'PW_ERR_PEER';
+  /**
+   * The code the peer failed with, as it sent it: `PW_ERR_CHECKSUM` when the target found a bad page,
+   * `PW_ERR_HOOK` when the source's pause hook threw, and so on (`PW_ERR` for a failure the peer could not
+   * code). The table of codes is in docs/PROTOCOL.md, section 7.
+   */
   readonly remoteCode: string;
   constructor(remoteCode: string, reason: string) {
     super(`peer failed: ${reason} (${remoteCode})`);

@@ -11,7 +11,9 @@ export { MigrationSource, type MigrationSourceOptions, type SourceHooks, type So
 export {
   MigrationTarget, type MigrationTargetOptions, type TargetHooks, type TargetPhase, type TargetSummary,
 } from './migration/target.js';
-export { FileTargetImage, MemoryTargetImage, type TargetImage, type RegionOffer } from './migration/target-image.js';
+export {
+  FileTargetImage, MemoryTargetImage, type FileTargetImageOptions, type MemoryTargetImageOptions, type TargetImage, type RegionOffer,
+} from './migration/target-image.js';
 export type { SourceSummary, RoundProgress, RoundReport, DowntimeBreakdown } from './migration/metrics.js';
 export { formatRoundLine } from './migration/metrics.js';
 export { regionSha256 } from './memory/region-sha256.js';

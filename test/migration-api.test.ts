@@ -18,7 +18,7 @@ const PAGE = 4096;
 async function memoryTarget(bytes: number, hooks: TargetHooks = {}) {
   const targetBytes = Buffer.alloc(bytes);
   const target = await MigrationTarget.listen({
-    image: new MemoryTargetImage(MemoryRegion.fromMemory(targetBytes), true), host: '127.0.0.1', port: 0, hooks,
+    image: new MemoryTargetImage(MemoryRegion.fromMemory(targetBytes), { zeroed: true }), host: '127.0.0.1', port: 0, hooks,
   });
   return { target, targetBytes };
 }
@@ -51,7 +51,7 @@ describe('library migration over 127.0.0.1', () => {
     const targetBytes = Buffer.alloc(bytes);
     let resumeSignal: AbortSignal | undefined;
     const target = await MigrationTarget.listen({
-      image: new MemoryTargetImage(MemoryRegion.fromMemory(targetBytes), true), host: '127.0.0.1', port: 0, hookTimeoutMs: 50,
+      image: new MemoryTargetImage(MemoryRegion.fromMemory(targetBytes), { zeroed: true }), host: '127.0.0.1', port: 0, hookTimeoutMs: 50,
       hooks: { resume: (signal) => { resumeSignal = signal; return new Promise<void>(() => {}); } },
     });
     const source = new MigrationSource({
@@ -145,7 +145,7 @@ describe('library migration over 127.0.0.1', () => {
     const bitmap = new DirtyBitmap(region.pageCount);
     const targetBytes = Buffer.alloc(64 * page);
     const target = await MigrationTarget.listen({
-      image: new MemoryTargetImage(MemoryRegion.fromMemory(targetBytes, { pageSize: page }), true), host: '127.0.0.1', port: 0,
+      image: new MemoryTargetImage(MemoryRegion.fromMemory(targetBytes, { pageSize: page }), { zeroed: true }), host: '127.0.0.1', port: 0,
     });
     const source = new MigrationSource({
       region, dirtyBitmap: bitmap, host: '127.0.0.1', port: target.address.port, maxDowntimeMs: 0, maxRounds: 2, streams: 1,

@@ -115,7 +115,7 @@ describe('a third party who read the migration id', () => {
       randomFillSync(bytes);
       const targetBytes = Buffer.alloc(bytes.length);
       const target = await MigrationTarget.listen({
-        image: new MemoryTargetImage(MemoryRegion.fromMemory(targetBytes), true), host: '127.0.0.1', port: 0,
+        image: new MemoryTargetImage(MemoryRegion.fromMemory(targetBytes), { zeroed: true }), host: '127.0.0.1', port: 0,
         ...(psk ? { psk } : {}),
       });
       const refusals: PagewireError[] = [];
@@ -155,7 +155,7 @@ describe('a third party who read the migration id', () => {
 
   it('cannot join it as an extra stream: a JOIN must prove the session secret', async () => {
     const target = await MigrationTarget.listen({
-      image: new MemoryTargetImage(MemoryRegion.fromMemory(Buffer.alloc(2 * PAGES * PAGE)), true), host: '127.0.0.1', port: 0,
+      image: new MemoryTargetImage(MemoryRegion.fromMemory(Buffer.alloc(2 * PAGES * PAGE)), { zeroed: true }), host: '127.0.0.1', port: 0,
       handshakeTimeoutMs: 60_000,
     });
     const refusals: PagewireError[] = [];

@@ -20,7 +20,7 @@ const PAGE = 4096;
 async function memoryTarget(bytes: number, psk?: Buffer) {
   const targetBytes = Buffer.alloc(bytes);
   const target = await MigrationTarget.listen({
-    image: new MemoryTargetImage(MemoryRegion.fromMemory(targetBytes), true), host: '127.0.0.1', port: 0, ...(psk ? { psk } : {}),
+    image: new MemoryTargetImage(MemoryRegion.fromMemory(targetBytes), { zeroed: true }), host: '127.0.0.1', port: 0, ...(psk ? { psk } : {}),
   });
   return { target, targetBytes };
 }
@@ -151,7 +151,7 @@ describe('joining streams', () => {
 
   async function listen(handshakeTimeoutMs = 5000) {
     const target = await MigrationTarget.listen({
-      image: new MemoryTargetImage(MemoryRegion.fromMemory(Buffer.alloc(PAGES * PAGE)), true), host: '127.0.0.1', port: 0,
+      image: new MemoryTargetImage(MemoryRegion.fromMemory(Buffer.alloc(PAGES * PAGE)), { zeroed: true }), host: '127.0.0.1', port: 0,
       handshakeTimeoutMs, resumeWindowMs: 0,
     });
     const refusals: PagewireError[] = [];

@@ -36,7 +36,7 @@ const end = (round: number, pages = PAGES) => frame(MessageType.RoundEnd, encode
 async function drive(script: (digest: bigint, pages: Buffer) => Buffer[]) {
   const resumed: string[] = [];
   const target = await MigrationTarget.listen({
-    image: new MemoryTargetImage(MemoryRegion.fromMemory(Buffer.alloc(PAGES * PAGE)), true), host: '127.0.0.1', port: 0,
+    image: new MemoryTargetImage(MemoryRegion.fromMemory(Buffer.alloc(PAGES * PAGE)), { zeroed: true }), host: '127.0.0.1', port: 0,
     hooks: { resume: () => { resumed.push('resume'); } },
   });
   const result = target.result.then(() => undefined, (e: PagewireError) => e);

@@ -19,7 +19,7 @@ async function migrate(targetCertificates: TlsCertificates, sourceCertificates: 
   randomFillSync(raw);
   const targetBytes = Buffer.alloc(bytes);
   const target = await MigrationTarget.listen({
-    image: new MemoryTargetImage(MemoryRegion.fromMemory(targetBytes), true), host: '127.0.0.1', port: 0,
+    image: new MemoryTargetImage(MemoryRegion.fromMemory(targetBytes), { zeroed: true }), host: '127.0.0.1', port: 0,
     tlsCertificates: targetCertificates, handshakeTimeoutMs: 2000,
   });
   const refusals: PagewireError[] = [];

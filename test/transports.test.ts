@@ -59,7 +59,7 @@ async function migrate(options: { connect?: () => Duplex; path?: string; port?: 
 
 function memoryImage() {
   const bytes = Buffer.alloc(BYTES);
-  return { bytes, image: new MemoryTargetImage(MemoryRegion.fromMemory(bytes), true) };
+  return { bytes, image: new MemoryTargetImage(MemoryRegion.fromMemory(bytes), { zeroed: true }) };
 }
 
 /** Two Duplex ends wired to each other in memory: what one writes, the other reads. */
@@ -129,7 +129,7 @@ describe('transports an embedder supplies', () => {
       image: (offer) => {
         const bytes = Buffer.alloc(offer.regionSize);
         images.push(bytes);
-        return new MemoryTargetImage(MemoryRegion.fromMemory(bytes, { pageSize: offer.pageSize }), true);
+        return new MemoryTargetImage(MemoryRegion.fromMemory(bytes, { pageSize: offer.pageSize }), { zeroed: true });
       },
     });
     const ended: Array<[TargetSummary | undefined, PagewireError | undefined]> = [];

@@ -1,7 +1,8 @@
 // Runs the embedder's hooks, each bounded by a timeout and the migration's AbortSignal, and each given
 // an AbortSignal of its own that aborts when the migration stops waiting for it. A hook given up on may
 // still be running: settled() lets its opposite (resume after pause) wait for it, never overlap it.
-import { AbortedError, TimeoutError, type PagewireError } from '../errors.js';
+// Whatever a hook throws reaches the caller as a HookError naming the hook, with the thrown value as cause.
+import { AbortedError, HookError, TimeoutError, type PagewireError } from '../errors.js';
 
 export class HookRunner {
   /** Hooks given up on (timeout, abort) that may still be running. */
@@ -30,7 +31,9 @@ export class HookRunner {
         else signal.addEventListener('abort', onAbort, { once: true });
       }
     });
-    const running = Promise.resolve().then(() => hook(givenUp.signal));
+    const running = Promise.resolve().then(() => hook(givenUp.signal)).catch((thrown: unknown) => {
+      throw new HookError(name, thrown);
+    });
     try {
       return await Promise.race([running, stop]);
     } finally {

@@ -4,26 +4,23 @@
 // the source is handed over and never resumes on its own.
 import { randomBytes } from 'node:crypto';
 import { EventEmitter } from 'node:events';
-import { availableParallelism } from 'node:os';
 import { performance } from 'node:perf_hooks';
 import { setTimeout as sleep } from 'node:timers/promises';
 import {
   AbortedError, ConnectionError, ConvergenceError, InvalidArgumentError, PeerError, PagewireError, ProtocolError, SwitchoverError, TimeoutError,
   asPagewireError,
 } from '../errors.js';
-import {
-  DEFAULT_PAGE_CACHE_BYTES, PageBatchEncoder, defaultBatchPages, type EncodedBatch,
-} from '../codec/page-batch-encoder.js';
-import { LZ4_MODES, Lz4Policy, type Lz4Mode } from '../codec/lz4-policy.js';
+import { PageBatchEncoder, type EncodedBatch } from '../codec/page-batch-encoder.js';
+import { Lz4Policy, type Lz4Mode } from '../codec/lz4-policy.js';
 import { formatDigest, newPageHashes, regionDigest } from '../codec/page-hashes.js';
 import { BitmapTracker, HashTracker, pageListOf, type DirtyTracker, type PageList } from '../memory/dirty-tracker.js';
 import type { DirtyBitmap } from '../memory/dirty-bitmap.js';
 import type { MemoryRegion } from '../memory/region.js';
-import { endpointOf, openConnection, type Endpoint, type EndpointOptions } from '../transport/connect.js';
-import { tlsClientOptions, type TlsCertificates } from '../transport/tls-certs.js';
+import { openConnection, type EndpointOptions } from '../transport/connect.js';
+import type { TlsCertificates } from '../transport/tls-certs.js';
 import { FramedConnection, PEER_REASON_GRACE_MS } from '../transport/framed-connection.js';
 import type { FrameKeys } from '../transport/frame-auth.js';
-import { authenticateTarget, checkPsk } from '../transport/psk-auth.js';
+import { authenticateTarget } from '../transport/psk-auth.js';
 import { SessionKeyPair, joinProof, resumeKey } from '../transport/session-secret.js';
 import {
   FEATURE_PSK, FEATURE_RESUME, HANDSHAKE_PAYLOAD_LIMIT, MAX_PAYLOAD_BYTES, MAX_VERSION, MIN_VERSION, MessageType, SESSION_KEY_BYTES,
@@ -31,9 +28,10 @@ import {
   encodeFinal, encodeHello, encodeJoinHead, encodePagesHeader, encodeRoundMarker, expectEmpty, parseReady, parseRoundAck,
   parseHeld, parseWelcome, type Welcome,
 } from '../wire/messages.js';
-import { MAX_STREAMS, STRIPE_PAGES, pagesOnStream, splitByStream } from '../wire/streams.js';
-import { STALL_POLICIES, SWITCHOVER_ROUND_TRIPS, decideNextRound, roundBandwidth, type StallPolicy } from './convergence.js';
+import { STRIPE_PAGES, pagesOnStream, splitByStream } from '../wire/streams.js';
+import { SWITCHOVER_ROUND_TRIPS, decideNextRound, roundBandwidth, type StallPolicy } from './convergence.js';
 import { HookRunner } from './hook-runner.js';
+import { checkDeviceState, sourceSettings, type SourceSettings } from './source-options.js';
 import type { RoundProgress, RoundReport, SourceSummary } from './metrics.js';
 
 /**
@@ -127,8 +125,6 @@ interface SourceEvents {
   round: [RoundReport];
 }
 
-const MAX_DEVICE_STATE_BYTES = MAX_PAYLOAD_BYTES;
-
 /** One TCP connection of the migration, with the encoder (and page cache) of the pages it carries. */
 interface Stream {
   index: number;
@@ -158,13 +154,11 @@ interface RoundState {
 const PACE_CREDIT_MS = 20;
 
 export class MigrationSource extends EventEmitter<SourceEvents> {
-  readonly migrationId = randomBytes(16);
+  readonly migrationId: Buffer = randomBytes(16);
   private readonly sessionKeys = SessionKeyPair.generate();
   /** Agreed at the first WELCOME: a resume and every JOIN prove it (docs/PROTOCOL.md, section 3). */
   private sessionSecret: Buffer | undefined;
-  private readonly options: Required<Omit<MigrationSourceOptions, 'dirtyBitmap' | 'signal' | 'psk' | 'tls' | 'tlsCertificates' | keyof EndpointOptions>> &
-    Pick<MigrationSourceOptions, 'dirtyBitmap' | 'signal' | 'psk' | 'tls' | 'tlsCertificates'>;
-  private readonly endpoint: Endpoint;
+  private readonly options: SourceSettings;
   /** The xxHash64 of each page as last sent, shared by the streams' encoders. */
   private readonly sentHashes: BigUint64Array;
   private readonly tracker: DirtyTracker;
@@ -200,54 +194,7 @@ export class MigrationSource extends EventEmitter<SourceEvents> {
 
   constructor(options: MigrationSourceOptions) {
     super();
-    const filled = {
-      maxDowntimeMs: 300, maxRounds: 30, maxBandwidthBytesPerSec: 0, timeoutMs: 30_000, persistTimeoutMs: 600_000,
-      hookTimeoutMs: 30_000,
-      batchPages: defaultBatchPages(options.region.pageSize), pageCacheBytes: DEFAULT_PAGE_CACHE_BYTES,
-      streams: Math.min(MAX_STREAMS, availableParallelism()), onStall: options.hooks.throttle ? 'throttle' : 'stop',
-      lz4: 'adaptive', maxResumeAttempts: 3, resumeBackoffMs: 200,
-      ...dropUndefined(options),
-    } as const;
-    checkPositive('maxDowntimeMs', filled.maxDowntimeMs, true);
-    checkPositive('maxRounds', filled.maxRounds);
-    checkPositive('maxBandwidthBytesPerSec', filled.maxBandwidthBytesPerSec, true);
-    checkPositive('batchPages', filled.batchPages);
-    if (!Number.isSafeInteger(filled.streams) || filled.streams < 1 || filled.streams > MAX_STREAMS) {
-      throw new InvalidArgumentError(`streams must be a whole number from 1 to ${MAX_STREAMS}, got ${filled.streams}`);
-    }
-    if (!LZ4_MODES.includes(filled.lz4)) {
-      throw new InvalidArgumentError(`lz4 must be 'adaptive', 'always' or 'off', got '${filled.lz4}'`);
-    }
-    if (!STALL_POLICIES.includes(filled.onStall)) {
-      throw new InvalidArgumentError(`onStall must be 'throttle', 'stop' or 'fail', got '${filled.onStall}'`);
-    }
-    if (filled.onStall === 'throttle' && !filled.hooks.throttle) {
-      throw new InvalidArgumentError("onStall 'throttle' needs a throttle hook");
-    }
-    for (const name of ['batchPages', 'maxRounds'] as const) {
-      if (!Number.isSafeInteger(filled[name])) throw new InvalidArgumentError(`${name} must be a whole number, got ${filled[name]}`);
-    }
-    checkPositive('timeoutMs', filled.timeoutMs);
-    checkPositive('persistTimeoutMs', filled.persistTimeoutMs);
-    checkPositive('hookTimeoutMs', filled.hookTimeoutMs);
-    checkPositive('resumeBackoffMs', filled.resumeBackoffMs, true);
-    if (!Number.isSafeInteger(filled.maxResumeAttempts) || filled.maxResumeAttempts < 0) {
-      throw new InvalidArgumentError(`maxResumeAttempts must be a whole number >= 0, got ${filled.maxResumeAttempts}`);
-    }
-    if (filled.batchPages * (filled.region.pageSize + 20) > MAX_PAYLOAD_BYTES / 2) {
-      throw new InvalidArgumentError(`batchPages ${filled.batchPages} makes frames larger than the protocol allows`);
-    }
-    if (filled.dirtyBitmap && filled.dirtyBitmap.pageCount !== filled.region.pageCount) {
-      throw new InvalidArgumentError(
-        `dirty bitmap covers ${filled.dirtyBitmap.pageCount} pages, the region has ${filled.region.pageCount}`);
-    }
-    if (filled.psk) checkPsk(filled.psk);
-    if (filled.tls && !filled.psk) throw new InvalidArgumentError('tls needs a pre-shared key (psk): TLS-PSK encrypts with it');
-    if (filled.tlsCertificates) {
-      if (filled.tls) throw new InvalidArgumentError('tls (TLS-PSK) and tlsCertificates exclude each other');
-      tlsClientOptions(filled.tlsCertificates, filled.host ?? 'localhost'); // checks what is given, now rather than at connect
-    }
-    this.endpoint = endpointOf(options);
+    const filled = sourceSettings(options);
     this.options = filled;
     this.hooks = new HookRunner(filled.hookTimeoutMs, filled.signal);
     const { region } = filled;
@@ -281,7 +228,7 @@ export class MigrationSource extends EventEmitter<SourceEvents> {
     signal?.addEventListener('abort', onAbort, { once: true });
     this.startedAt = performance.now();
     try {
-      if (signal?.aborted) throw new AbortedError('migration aborted before it started');
+      if (signal?.aborted) throw new AbortedError('migration aborted before it started', { cause: signal.reason });
       await this.migrate();
       this.summary.status = 'completed';
       this.summary.totalTimeMs = performance.now() - this.startedAt;
@@ -299,7 +246,7 @@ export class MigrationSource extends EventEmitter<SourceEvents> {
   private abort(): void {
     // Past READY the switch-over cannot be undone; an abort then changes nothing.
     if (this.handedOver) return;
-    this.interruptAll(new AbortedError(`migration aborted during ${this.phaseNow}`));
+    this.interruptAll(new AbortedError(`migration aborted during ${this.phaseNow}`, { cause: this.options.signal?.reason }));
   }
 
   private interruptAll(error: PagewireError): void {
@@ -499,14 +446,14 @@ export class MigrationSource extends EventEmitter<SourceEvents> {
     const { options } = this;
     const tls = options.tls && options.psk ? { psk: options.psk }
       : options.tlsCertificates ? { certificates: options.tlsCertificates } : undefined;
-    const socket = await openConnection(this.endpoint, options.timeoutMs, options.signal, tls);
+    const socket = await openConnection(options.endpoint, options.timeoutMs, options.signal, tls);
     const connection = new FramedConnection(socket, HANDSHAKE_PAYLOAD_LIMIT, options.timeoutMs, 'the target');
     if (this.failing) {
       socket.destroy();
       throw new AbortedError('the migration failed while this stream connected');
     }
     this.connections.push(connection);
-    if (options.signal?.aborted) throw new AbortedError('migration aborted while connecting');
+    if (options.signal?.aborted) throw new AbortedError('migration aborted while connecting', { cause: options.signal.reason });
     return connection;
   }
 
@@ -618,10 +565,8 @@ export class MigrationSource extends EventEmitter<SourceEvents> {
     summary.downtime.finalSyncMs = collected - synced;
     await this.sendRound(finalRound, finalPages, false, STOP_AND_COPY);
     const { deviceState } = options.hooks;
-    const state = deviceState ? await this.hooks.run('deviceState', (hookSignal) => deviceState(hookSignal)) : new Uint8Array(0);
-    if (state.byteLength > MAX_DEVICE_STATE_BYTES) {
-      throw new InvalidArgumentError(`device state of ${state.byteLength} bytes exceeds ${MAX_DEVICE_STATE_BYTES}`);
-    }
+    const state = deviceState ? checkDeviceState(await this.hooks.run('deviceState', (hookSignal) => deviceState(hookSignal)))
+      : new Uint8Array(0);
     summary.deviceStateBytes = state.byteLength;
     await connection.send(MessageType.DeviceState, Buffer.from(state.buffer, state.byteOffset, state.byteLength));
     const digest = regionDigest(this.sentHashes);
@@ -765,7 +710,7 @@ export class MigrationSource extends EventEmitter<SourceEvents> {
     try {
       await sleep(ms, undefined, signal ? { signal } : {});
     } catch {
-      throw new AbortedError(`migration aborted during ${this.phaseNow}`);
+      throw new AbortedError(`migration aborted during ${this.phaseNow}`, { cause: signal?.reason });
     }
   }
 
@@ -836,14 +781,4 @@ export class MigrationSource extends EventEmitter<SourceEvents> {
     this.phaseNow = phase;
     this.emit('phase', phase);
   }
-}
-
-function checkPositive(name: string, value: number, zeroAllowed = false): void {
-  if (typeof value !== 'number' || !Number.isFinite(value) || value < 0 || (!zeroAllowed && value === 0)) {
-    throw new InvalidArgumentError(`${name} must be a ${zeroAllowed ? 'non-negative' : 'positive'} number, got ${value}`);
-  }
-}
-
-function dropUndefined<T extends object>(value: T): T {
-  return Object.fromEntries(Object.entries(value).filter(([, v]) => v !== undefined)) as T;
 }

@@ -5,9 +5,12 @@
 import { unlinkSync } from 'node:fs';
 import { open, rename, statfs } from 'node:fs/promises';
 import { basename, dirname, join } from 'node:path';
+import { setImmediate as setImmediatePromise } from 'node:timers/promises';
 import { CapacityError, StorageError } from '../errors.js';
 import { FilePageStore, RegionPageStore, type PageStore } from '../memory/page-store.js';
 import type { MemoryRegion } from '../memory/region.js';
+import { binding } from '../native/engine.js';
+import { checkObject, checkOptionalBoolean } from './option-checks.js';
 
 export interface RegionOffer {
   regionSize: number;
@@ -139,17 +142,44 @@ export class FileTargetImage implements TargetImage {
   }
 }
 
+export interface MemoryTargetImageOptions {
+  /**
+   * Whether the region holds only zero bytes, so that the source may leave zero pages out of round 1.
+   * Left out, open() finds out by reading the region (natively, stopping at the first page that is not
+   * zero): skipping is then as fast as promising it and never wrong. `true` skips that read, and must
+   * be true: a page the source leaves out would keep its old bytes here, and the region digest, which
+   * counts it as zero, would not notice. `false` has every page sent.
+   */
+  zeroed?: boolean;
+}
+
+/** Bytes of the region open() checks for zeros between two turns of the event loop (whole pages of any size). */
+const ZERO_CHECK_BYTES = 64 * 1024 * 1024;
+
 /** The embedder's own memory as the target. It is written in place: on failure it holds a partial copy. */
 export class MemoryTargetImage implements TargetImage {
-  constructor(private readonly region: MemoryRegion, readonly zeroed = false) {}
+  private zeroedRegion: boolean;
 
-  open(offer: RegionOffer): PageStore {
-    if (offer.regionSize !== this.region.byteLength || offer.pageSize !== this.region.pageSize) {
+  constructor(private readonly region: MemoryRegion, private readonly options: MemoryTargetImageOptions = {}) {
+    checkObject('options', options);
+    checkOptionalBoolean('options.zeroed', options.zeroed);
+    this.zeroedRegion = options.zeroed ?? false;
+  }
+
+  /** As given, or, when left out, what open() found. */
+  get zeroed(): boolean {
+    return this.zeroedRegion;
+  }
+
+  async open(offer: RegionOffer): Promise<PageStore> {
+    const { region } = this;
+    if (offer.regionSize !== region.byteLength || offer.pageSize !== region.pageSize) {
       throw new CapacityError(
         `source offers ${offer.regionSize} bytes in pages of ${offer.pageSize}; this target holds ` +
-        `${this.region.byteLength} bytes in pages of ${this.region.pageSize}`);
+        `${region.byteLength} bytes in pages of ${region.pageSize}`);
     }
-    return new RegionPageStore(this.region);
+    if (this.options.zeroed === undefined) this.zeroedRegion = await allZero(region);
+    return new RegionPageStore(region);
   }
 
   noteWritten(): void {}
@@ -161,9 +191,25 @@ export class MemoryTargetImage implements TargetImage {
   }
 }
 
+/** Whether every byte of the region is zero; yields to the event loop between chunks of a large region. */
+async function allZero(region: MemoryRegion): Promise<boolean> {
+  const { pageSize } = region;
+  let first = true;
+  for (const window of region.windows(ZERO_CHECK_BYTES)) {
+    if (!first) await setImmediatePromise();
+    first = false;
+    if (binding().zeroPageCount(window, pageSize) !== window.length / pageSize) return false;
+  }
+  return true;
+}
+
 async function fsyncDirectory(dir: string): Promise<void> {
-  const handle = await open(dir, 'r');
-  try { await handle.sync(); } finally { await handle.close(); }
+  try {
+    const handle = await open(dir, 'r');
+    try { await handle.sync(); } finally { await handle.close(); }
+  } catch (cause) {
+    throw new StorageError(`cannot make the directory ${dir} durable: ${(cause as Error).message}`, { cause });
+  }
 }
 
 /**

@@ -8,16 +8,15 @@ import type { Duplex } from 'node:stream';
 import { Server as TlsServer, createServer as createTlsServer } from 'node:tls';
 import { performance } from 'node:perf_hooks';
 import {
-  AbortedError, AuthError, ConnectionError, CapacityError, ChecksumError, HandshakeError, InvalidArgumentError, PagewireError, PeerError,
+  AbortedError, AuthError, ConnectionError, CapacityError, ChecksumError, HandshakeError, InvalidArgumentError, ListenError, PagewireError, PeerError,
   ProtocolError, SwitchoverError, TimeoutError, VersionError, asPagewireError,
 } from '../errors.js';
 import { PageBatchDecoder } from '../codec/page-batch-decoder.js';
 import { formatDigest, regionDigest } from '../codec/page-hashes.js';
 import { validatePageSize, validateRegionSize } from '../memory/region.js';
 import { FramedConnection, PEER_REASON_GRACE_MS, READ_AHEAD_BYTES } from '../transport/framed-connection.js';
-import { isLoopback } from '../transport/loopback.js';
 import type { FrameKeys } from '../transport/frame-auth.js';
-import { authenticateSource, checkPsk } from '../transport/psk-auth.js';
+import { authenticateSource } from '../transport/psk-auth.js';
 import { SessionKeyPair, joinProof, resumeKey } from '../transport/session-secret.js';
 import { tlsServerOptions, type TlsCertificates } from '../transport/tls-certs.js';
 import { TLS_PSK_IDENTITY, tlsPskOptions } from '../transport/tls-psk.js';
@@ -28,9 +27,10 @@ import {
   encodeHeld, encodeReady, encodeRoundAck, encodeWelcome, expectEmpty, messageName, parseFinal, parseHello, parseJoin,
   type Hello, type Join,
 } from '../wire/messages.js';
-import { MAX_STREAMS, STRIPE_PAGES } from '../wire/streams.js';
+import { STRIPE_PAGES } from '../wire/streams.js';
 import { ExtraStreamReader, StreamReceiver, type RoundEnd } from './stream-receiver.js';
 import { HookRunner } from './hook-runner.js';
+import { targetSettings, type TargetSettings } from './target-options.js';
 import { RoundFlusher, type RegionOffer, type TargetImage } from './target-image.js';
 
 /** Each hook is bounded by `hookTimeoutMs` and given an AbortSignal that aborts when the target gives up on it. */
@@ -100,9 +100,6 @@ export type TargetPhase = 'listening' | 'receiving' | 'suspended' | 'ready-sent'
 
 /** 2^27 pages: 64 GiB in 512-byte pages, 512 GiB in 4 KiB pages; 1 GiB of page hashes. */
 const MAX_TARGET_PAGES = 2 ** 27;
-/** Each stream may hold about 100 MiB of frames read ahead and 4 being decoded. */
-const DEFAULT_MAX_STREAMS = 16;
-const DEFAULT_RESUME_WINDOW_MS = 10_000;
 /** Each stream's share of the read-ahead budget, at least this (eight frames of the default size). */
 const MIN_READ_AHEAD_BYTES = 8 * 1024 * 1024;
 
@@ -177,8 +174,9 @@ interface TargetEvents {
 
 export class MigrationTarget extends EventEmitter<TargetEvents> {
   private readonly server: Server;
-  private readonly options: Required<Omit<MigrationTargetOptions, 'signal' | 'hooks' | 'psk' | 'tls' | 'tlsCertificates' | 'insecure' | 'path' | 'server'>> &
-    Pick<MigrationTargetOptions, 'signal' | 'psk' | 'tls' | 'tlsCertificates' | 'insecure' | 'path' | 'server'> & { hooks: TargetHooks };
+  /** Kept from listen(): the server's own address() is null once it has closed; undefined for a Unix socket or an embedder's server. */
+  private boundAddress: AddressInfo | undefined;
+  private readonly options: TargetSettings;
   /** The server connections come from, and whether this target made it (and so listens and closes it). */
   private readonly ownServer: boolean;
   private readonly onServerConnection = (socket: Socket) => this.onConnection(socket);
@@ -206,42 +204,10 @@ export class MigrationTarget extends EventEmitter<TargetEvents> {
 
   private constructor(options: MigrationTargetOptions) {
     super();
-    this.options = {
-      host: '127.0.0.1', port: 0, timeoutMs: 30_000, handshakeTimeoutMs: 5_000, hookTimeoutMs: 30_000, hooks: {}, maxStreams: DEFAULT_MAX_STREAMS,
-      resumeWindowMs: DEFAULT_RESUME_WINDOW_MS, serve: 'one',
-      ...Object.fromEntries(Object.entries(options).filter(([, v]) => v !== undefined)),
-    } as MigrationTarget['options'];
-    const { psk, tls, tlsCertificates, maxStreams, host, insecure } = this.options;
-    // Client certificates a CA of ours signed authenticate the source as well as a key does.
-    const { path, server } = this.options;
-    if (path !== undefined && server !== undefined) throw new InvalidArgumentError('give path or server, not both');
-    if ((path !== undefined || server !== undefined) && (tls || tlsCertificates)) {
-      throw new InvalidArgumentError('tls and tlsCertificates apply to the TCP listener this target makes; with path or server, protect the channel yourself (or use psk)');
-    }
-    if (this.options.serve !== 'one' && this.options.serve !== 'many') {
-      throw new InvalidArgumentError(`serve must be 'one' or 'many', got '${String(this.options.serve)}'`);
-    }
-    // A Unix socket is as local as loopback (its file's permissions decide who connects); an embedder's server is its own business.
-    if (path === undefined && server === undefined && !psk && !tlsCertificates?.ca && !insecure && !isLoopback(host)) {
-      throw new InvalidArgumentError(`host ${host}: anyone who reaches this address could write the image; give psk ` +
-        '(the same key as the source\'s) or tlsCertificates with a ca (to require client certificates), or insecure: true ' +
-        'on a network you trust');
-    }
-    if (!Number.isSafeInteger(maxStreams) || maxStreams < 1 || maxStreams > MAX_STREAMS) {
-      throw new InvalidArgumentError(`maxStreams must be a whole number from 1 to ${MAX_STREAMS}, got ${maxStreams}`);
-    }
-    const { resumeWindowMs, hookTimeoutMs } = this.options;
-    if (typeof hookTimeoutMs !== 'number' || !(hookTimeoutMs > 0)) {
-      throw new InvalidArgumentError(`hookTimeoutMs must be a positive number, got ${hookTimeoutMs}`);
-    }
-    if (typeof resumeWindowMs !== 'number' || !Number.isFinite(resumeWindowMs) || resumeWindowMs < 0) {
-      throw new InvalidArgumentError(`resumeWindowMs must be a non-negative number, got ${resumeWindowMs}`);
-    }
-    if (psk) checkPsk(psk);
-    if (tls && !psk) throw new InvalidArgumentError('tls needs a pre-shared key (psk): TLS-PSK encrypts with it');
+    this.options = targetSettings(options);
+    const { psk, tls, tlsCertificates, server } = this.options;
     this.result = new Promise((resolve, reject) => { this.settle = { resolve, reject }; });
     this.result.catch(() => {});
-    if (tls && tlsCertificates) throw new InvalidArgumentError('tls (TLS-PSK) and tlsCertificates exclude each other');
     this.ownServer = server === undefined;
     this.server = server ?? (tls && psk ? this.tlsPskServer(psk)
       : tlsCertificates ? this.tlsCertServer(tlsCertificates) : createServer(this.onServerConnection));
@@ -294,21 +260,24 @@ export class MigrationTarget extends EventEmitter<TargetEvents> {
   /** Starts listening; the returned target's `result` settles after one migration. */
   static async listen(options: MigrationTargetOptions): Promise<MigrationTarget> {
     const target = new MigrationTarget(options);
+    const { host, port, path, signal } = target.options;
     if (target.ownServer) {
+      const where = path === undefined ? `${host}:${port}` : `unix:${path}`;
       await new Promise<void>((resolve, reject) => {
-        target.server.once('error', reject);
+        const onError = (error: Error) => reject(new ListenError(`cannot listen on ${where}: ${error.message}`, { cause: error }));
+        target.server.once('error', onError);
         const listening = () => {
-          target.server.off('error', reject);
+          target.server.off('error', onError);
           resolve();
         };
-        const { path } = target.options;
         if (path !== undefined) target.server.listen(path, listening);
-        else target.server.listen(target.options.port, target.options.host, listening);
+        else target.server.listen(port, host, listening);
       });
     }
-    const { signal } = target.options;
+    const bound = target.server.address();
+    if (bound !== null && typeof bound === 'object') target.boundAddress = bound;
     if (signal) {
-      const onAbort = () => target.stop(new AbortedError('target aborted'));
+      const onAbort = () => target.stop(new AbortedError('target aborted', { cause: signal.reason }));
       if (signal.aborted) onAbort();
       else signal.addEventListener('abort', onAbort, { once: true });
       target.result.finally(() => signal.removeEventListener('abort', onAbort)).catch(() => {});
@@ -316,8 +285,11 @@ export class MigrationTarget extends EventEmitter<TargetEvents> {
     return target;
   }
 
+  /** The address and port it listens on; after the migration (or stop()), the ones it listened on. */
+  /** The TCP address it listens on (also after the migration); a Unix socket or an embedder's server has none: InvalidArgumentError. */
   get address(): AddressInfo {
-    return this.server.address() as AddressInfo;
+    if (!this.boundAddress) throw new InvalidArgumentError('this target does not listen on TCP (it uses a Unix socket path or the embedder\'s server)');
+    return this.boundAddress;
   }
 
   get phase(): TargetPhase {

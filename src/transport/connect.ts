@@ -104,11 +104,12 @@ function connectSocket(to: { host: string; port: number } | { path: string } | {
       socket.destroy();
       reject(error);
     };
-    const onAbort = () => settle(new AbortedError('migration aborted while connecting'));
+    const onAbort = () => settle(new AbortedError('migration aborted while connecting', { cause: signal?.reason }));
     const timer = setTimeout(() => settle(new TimeoutError(`could not connect to ${name} within ${timeoutMs} ms`)), timeoutMs);
     signal?.addEventListener('abort', onAbort, { once: true });
     socket.once(tls ? 'secureConnect' : 'connect', () => settle());
-    socket.once('error', (error: Error & { code?: string }) => settle(!tls || error.code === 'ECONNREFUSED'
+    // Refused, unreachable or an unknown host is the network's failure, with TLS or without.
+    socket.once('error', (error: Error & { syscall?: string }) => settle(!tls || error.syscall === 'connect' || error.syscall === 'getaddrinfo'
       ? new ConnectionError(`cannot connect to ${name}: ${error.message}`, { cause: error })
       : 'psk' in tls
         ? new AuthError(`TLS-PSK handshake with ${name} failed: the target does not hold this key or does not use --tls`, { cause: error })

@@ -4,7 +4,7 @@
 import { HandshakeError, ProtocolError, VersionError } from '../errors.js';
 
 export const FRAME_HEADER_BYTES = 8;
-export const MAGIC = Buffer.from('PAGEWIRE', 'latin1');
+export const MAGIC: Buffer = Buffer.from('PAGEWIRE', 'latin1');
 /** The window of versions this build speaks. */
 export const MIN_VERSION = 4;
 export const MAX_VERSION = 4;

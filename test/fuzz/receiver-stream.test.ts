@@ -68,7 +68,7 @@ type Outcome = 'refused' | 'failed' | 'completed';
 async function replay(stream: Buffer, source: Buffer): Promise<Outcome> {
   const targetBytes = Buffer.alloc(PAGES * PAGE);
   const target = await MigrationTarget.listen({
-    image: new MemoryTargetImage(MemoryRegion.fromMemory(targetBytes), true), host: '127.0.0.1', port: 0,
+    image: new MemoryTargetImage(MemoryRegion.fromMemory(targetBytes), { zeroed: true }), host: '127.0.0.1', port: 0,
     timeoutMs: 2000, handshakeTimeoutMs: 2000, resumeWindowMs: 0,
   });
   try {

@@ -1,0 +1,103 @@
+// What the embedder hands a MigrationSource, checked before anything starts: every option (type,
+// range, enum, the hooks it needs), filled with its default, and the device state its hook returns.
+// A wrong value is an InvalidArgumentError naming it, never a TypeError from deep inside a migration.
+import { availableParallelism } from 'node:os';
+import { InvalidArgumentError } from '../errors.js';
+import { DEFAULT_PAGE_CACHE_BYTES, defaultBatchPages } from '../codec/page-batch-encoder.js';
+import { LZ4_MODES } from '../codec/lz4-policy.js';
+import { DirtyBitmap } from '../memory/dirty-bitmap.js';
+import { MemoryRegion } from '../memory/region.js';
+import { endpointOf, type Endpoint, type EndpointOptions } from '../transport/connect.js';
+import { checkPsk } from '../transport/psk-auth.js';
+import { tlsClientOptions } from '../transport/tls-certs.js';
+import { MAX_PAYLOAD_BYTES } from '../wire/messages.js';
+import { MAX_STREAMS } from '../wire/streams.js';
+import { STALL_POLICIES } from './convergence.js';
+import {
+  checkFunction, checkHost, checkInstance, checkMs, checkNumber, checkObject, checkOneOf, checkOptionalBoolean,
+  checkOptionalBytes, checkOptionalFunction, checkRange, checkSignal, checkTlsContext, definedEntries, shown,
+} from './option-checks.js';
+import type { MigrationSourceOptions } from './source.js';
+
+type Optional = 'dirtyBitmap' | 'signal' | 'psk' | 'tls' | 'tlsCertificates';
+
+/** The options with every default filled in, and where to connect. */
+export type SourceSettings = Required<Omit<MigrationSourceOptions, Optional | keyof EndpointOptions>> & Pick<MigrationSourceOptions, Optional> &
+  { endpoint: Endpoint; host?: string };
+
+const MAX_DEVICE_STATE_BYTES = MAX_PAYLOAD_BYTES;
+
+/** Checks every option and returns them with the defaults filled in; throws InvalidArgumentError naming the option. */
+export function sourceSettings(options: MigrationSourceOptions): SourceSettings {
+  checkObject('options', options);
+  checkInstance('options.region', options.region, MemoryRegion, 'a MemoryRegion');
+  const { hooks } = options;
+  checkObject('options.hooks', hooks);
+  checkFunction('options.hooks.pause', hooks.pause);
+  checkFunction('options.hooks.resume', hooks.resume);
+  checkOptionalFunction('options.hooks.deviceState', hooks.deviceState);
+  checkOptionalFunction('options.hooks.throttle', hooks.throttle);
+  if (options.host !== undefined || options.port !== undefined) {
+    checkHost('options.host', options.host);
+    checkRange('options.port', options.port, 1, 65535);
+  }
+  const endpoint = endpointOf(options);
+  const filled: SourceSettings = {
+    maxDowntimeMs: 300, maxRounds: 30, maxBandwidthBytesPerSec: 0, timeoutMs: 30_000, persistTimeoutMs: 600_000,
+    hookTimeoutMs: 30_000,
+    batchPages: defaultBatchPages(options.region.pageSize), pageCacheBytes: DEFAULT_PAGE_CACHE_BYTES,
+    streams: Math.min(MAX_STREAMS, availableParallelism()), onStall: hooks.throttle ? 'throttle' : 'stop',
+    lz4: 'adaptive', maxResumeAttempts: 3, resumeBackoffMs: 200,
+    ...definedEntries(options),
+    endpoint,
+  } as SourceSettings;
+  checkMs('options.maxDowntimeMs', filled.maxDowntimeMs, true);
+  checkNumber('options.maxRounds', filled.maxRounds, { whole: true });
+  checkNumber('options.maxBandwidthBytesPerSec', filled.maxBandwidthBytesPerSec, { zeroAllowed: true });
+  checkRange('options.streams', filled.streams, 1, MAX_STREAMS);
+  checkOneOf('options.lz4', filled.lz4, LZ4_MODES);
+  checkOneOf('options.onStall', filled.onStall, STALL_POLICIES);
+  if (filled.onStall === 'throttle' && !hooks.throttle) {
+    throw new InvalidArgumentError("options.onStall 'throttle' needs options.hooks.throttle");
+  }
+  checkNumber('options.maxResumeAttempts', filled.maxResumeAttempts, { zeroAllowed: true, whole: true });
+  checkMs('options.resumeBackoffMs', filled.resumeBackoffMs, true);
+  checkMs('options.timeoutMs', filled.timeoutMs);
+  checkMs('options.persistTimeoutMs', filled.persistTimeoutMs);
+  checkMs('options.hookTimeoutMs', filled.hookTimeoutMs);
+  checkNumber('options.batchPages', filled.batchPages, { whole: true });
+  if (filled.batchPages * (filled.region.pageSize + 20) > MAX_PAYLOAD_BYTES / 2) {
+    throw new InvalidArgumentError(`options.batchPages ${filled.batchPages} makes frames larger than the protocol allows`);
+  }
+  checkNumber('options.pageCacheBytes', filled.pageCacheBytes, { zeroAllowed: true, whole: true });
+  if (filled.dirtyBitmap !== undefined) {
+    checkInstance('options.dirtyBitmap', filled.dirtyBitmap, DirtyBitmap, 'a DirtyBitmap');
+    if (filled.dirtyBitmap.pageCount !== filled.region.pageCount) {
+      throw new InvalidArgumentError(
+        `options.dirtyBitmap covers ${filled.dirtyBitmap.pageCount} pages, the region has ${filled.region.pageCount}`);
+    }
+  }
+  checkOptionalBytes('options.psk', filled.psk);
+  if (filled.psk) checkPsk(filled.psk);
+  checkOptionalBoolean('options.tls', filled.tls);
+  if (filled.tls && !filled.psk) throw new InvalidArgumentError('options.tls needs a pre-shared key (options.psk): TLS-PSK encrypts with it');
+  if (filled.tlsCertificates !== undefined) {
+    checkObject('options.tlsCertificates', filled.tlsCertificates);
+    if (filled.tls) throw new InvalidArgumentError('options.tls (TLS-PSK) and options.tlsCertificates exclude each other');
+    // Checks what is given now rather than at connect.
+    checkTlsContext('options.tlsCertificates', tlsClientOptions(filled.tlsCertificates, filled.host ?? 'localhost'));
+  }
+  checkSignal('options.signal', filled.signal);
+  return filled;
+}
+
+/** What hooks.deviceState returned, checked: bytes, within what one DEVICE_STATE frame carries. */
+export function checkDeviceState(state: unknown): Uint8Array {
+  if (!(state instanceof Uint8Array)) {
+    throw new InvalidArgumentError(`hooks.deviceState must return a Uint8Array (or Buffer), returned ${shown(state)}`);
+  }
+  if (state.byteLength > MAX_DEVICE_STATE_BYTES) {
+    throw new InvalidArgumentError(`hooks.deviceState returned ${state.byteLength} bytes; device state may be at most ${MAX_DEVICE_STATE_BYTES}`);
+  }
+  return state;
+}
