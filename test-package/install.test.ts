@@ -6,7 +6,7 @@ import { spawnSync, type SpawnSyncReturns } from 'node:child_process';
 import { cpSync, existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
 import { createHash } from 'node:crypto';
 import { tmpdir } from 'node:os';
-import { dirname, join, resolve } from 'node:path';
+import { dirname, join, posix, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 
@@ -143,7 +143,17 @@ describe('the packed tarball', () => {
     expect(files).toContain('binding.gyp');
     expect(files).toContain('dist/src/index.js');
     expect(files).toContain('dist/src/index.d.ts');
-    expect(files.filter((f) => f.endsWith('.map') || f.startsWith('dist/bench/') || f.startsWith('src/') || f.startsWith('test/'))).toEqual([]);
+    expect(files.filter((f) => f.startsWith('dist/bench/') || f.startsWith('bench/') || f.startsWith('test'))).toEqual([]);
+
+    // Every source map points at sources the tarball holds.
+    const maps = files.filter((f) => f.endsWith('.map'));
+    expect(maps.length).toBeGreaterThan(0);
+    for (const map of maps) {
+      const { sources, sourceRoot = '' } = JSON.parse(mustRun('tar', ['-xzOf', tarball, `package/${map}`], work, cleanEnv()));
+      for (const source of sources as string[]) {
+        expect(files, `${map} -> ${source}`).toContain(posix.join(posix.dirname(map), sourceRoot, source));
+      }
+    }
   });
 });
 

@@ -1,7 +1,7 @@
 // An embedder's tree can hold two installed copies of pagewire (one of theirs, one under another
 // dependency); an error made by one copy must pass `instanceof` against the other copy's classes.
 // Two copies of the built errors module, each in a directory of its own, stand for the two installs.
-import { copyFileSync, mkdirSync } from 'node:fs';
+import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { afterAll, describe, expect, it } from 'vitest';
@@ -15,7 +15,9 @@ afterAll(() => temp.cleanup());
 async function installedCopy(name: string): Promise<Errors> {
   const dir = join(temp.dir, name, 'node_modules', 'pagewire', 'dist', 'src');
   mkdirSync(dir, { recursive: true });
-  copyFileSync(join(ROOT, 'dist', 'src', 'errors.js'), join(dir, 'errors.js'));
+  // Without its source map comment, as the package ships it (no maps).
+  const built = readFileSync(join(ROOT, 'dist', 'src', 'errors.js'), 'utf8');
+  writeFileSync(join(dir, 'errors.js'), built.replace(/^\/\/# sourceMappingURL=.*$/m, ''));
   return await import(pathToFileURL(join(dir, 'errors.js')).href) as Errors;
 }
 
