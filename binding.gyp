@@ -1,15 +1,15 @@
 {
   "variables": {
-    # The C library bundled by the lz4 npm package (its LZ4_decompress_safe decodes LZ4 records).
-    # Resolved through node, so a hoisted node_modules/lz4 is found too; relative to this directory
-    # (gyp's make generator cannot place objects for absolute source paths).
-    "lz4_lib": "<!(node -p \"const p = require('path'); p.relative(process.cwd(), p.join(p.dirname(require.resolve('lz4/package.json')), 'deps', 'lz4', 'lib'))\")"
+    # LZ4 1.9.2's lz4.c and lz4.h (BSD-2-Clause, native/vendor/lz4/LICENSE), as the lz4 npm package
+    # 0.6.5 bundled them (its LZ4_decompress_safe decodes LZ4 records); vendored so that installing
+    # pagewire never installs, or builds, that package's own addon.
+    "lz4_lib": "native/vendor/lz4"
   },
   "targets": [
     {
       # lz4.c on its own, compiled as C (no -Werror anywhere: a new compiler's warning in it must not
-      # break the install), its symbols hidden so they cannot clash with another copy (the lz4
-      # package's own addon).
+      # break the install), its symbols hidden so they cannot clash with another copy loaded in the same
+      # process (another package's LZ4 addon).
       "target_name": "pagewire_lz4",
       "type": "static_library",
       "sources": ["<(lz4_lib)/lz4.c"],

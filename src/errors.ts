@@ -5,11 +5,35 @@ export interface PagewireErrorOptions {
   cause?: unknown;
 }
 
+/**
+ * Marks every pagewire error, whichever installed copy of the package made it (a Symbol.for key is the
+ * same in every copy, as undici brands its errors), so that instanceof works across copies.
+ */
+const kPagewireError = Symbol.for('pagewire.error');
+
 export class PagewireError extends Error {
   readonly code: string = 'PW_ERR';
   constructor(message: string, options?: PagewireErrorOptions) {
     super(message, options);
     this.name = new.target.name;
+  }
+
+  get [kPagewireError](): true {
+    return true;
+  }
+
+  /**
+   * `error instanceof PagewireError` (or a subclass) also holds for an error made by another installed
+   * copy of pagewire, whose classes are other objects: a branded error is an instance of this class when
+   * a class of the same name is in its prototype chain. Every subclass inherits this.
+   */
+  static [Symbol.hasInstance](value: unknown): boolean {
+    if (Function.prototype[Symbol.hasInstance].call(this, value)) return true;
+    if (typeof value !== 'object' || value === null || (value as Record<symbol, unknown>)[kPagewireError] !== true) return false;
+    for (let proto = Object.getPrototypeOf(value); proto !== null; proto = Object.getPrototypeOf(proto)) {
+      if (Object.hasOwn(proto, 'constructor') && proto.constructor.name === this.name) return true;
+    }
+    return false;
   }
 }
 

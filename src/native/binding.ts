@@ -202,18 +202,32 @@ function packageRoot(): string {
   }
 }
 
+interface NodeGypBuild {
+  /** The addon file for this process: build/Release (a local build), else the best prebuilds/<platform>-<arch> match. */
+  path(dir: string): string;
+}
+
 let loaded: NativeBinding | undefined;
 
-/** The C++ addon, loaded once. Throws NativeUnavailableError with a build hint when it is missing. */
+/**
+ * The C++ addon, loaded once: the one built from source in build/Release when there is one (the
+ * install script builds it only when no prebuilt binary loads, and in a checkout it is the fresh one),
+ * else the prebuilt binary for this platform in prebuilds/. Throws NativeUnavailableError with a build
+ * hint when neither loads; engine.ts then falls back to the TypeScript twin.
+ */
 export function loadAddon(): NativeBinding {
   if (loaded) return loaded;
   const root = packageRoot();
-  const path = join(root, 'build', 'Release', 'pagewire.node');
+  const require = createRequire(import.meta.url);
+  let path = root;
   try {
-    loaded = createRequire(import.meta.url)(path) as NativeBinding;
+    path = (require('node-gyp-build') as NodeGypBuild).path(root);
+    loaded = require(path) as NativeBinding;
   } catch (cause) {
     throw new NativeUnavailableError(
-      `the native addon could not be loaded from ${path}; run 'npm ci' (or 'npx node-gyp rebuild') to build it`,
+      `the native addon could not be loaded from ${path} (no prebuilt binary for ${process.platform}-${process.arch} ` +
+      `loaded, nor a build from source); with a C++ toolchain, build it by 'npm rebuild pagewire' where it is ` +
+      `installed, or 'npm ci' in a checkout`,
       { cause });
   }
   return loaded;

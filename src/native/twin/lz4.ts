@@ -1,26 +1,11 @@
-// LZ4 blocks (the block format, no frame). Compression is the lz4 package's greedy JS compressor, which
-// the addon ports to C++ so that both emit the same bytes. Decompression is a bounded decoder of our
-// own: the package's uncompress() follows hostile lengths and offsets unchecked.
-import { createRequire } from 'node:module';
+// LZ4 blocks (the block format, no frame). Compression is the lz4 package's greedy JS compressor (ported
+// in lz4-block-compressor.ts), which the addon ports to C++ so that both emit the same bytes.
+// Decompression is a bounded decoder of our own: the package's uncompress() follows hostile lengths and
+// offsets unchecked.
+import { compressBlock, compressBound, HASH_TABLE_SIZE, MF_LIMIT, MIN_MATCH } from './lz4-block-compressor.js';
 
-interface Lz4BlockCompressor {
-  /** compressBlock(src, dst, pos, hashTable, sIdx, eIdx): bytes written to dst, 0 when no match was found. */
-  compressDependent(src: Uint8Array, dst: Uint8Array, pos: number, hashTable: Uint16Array | Uint32Array,
-    sIdx: number, eIdx: number): number;
-  /** The room dst needs: (length + length / 255 + 16) | 0, or 0 past the largest input it takes. */
-  compressBound(length: number): number;
-}
-
-// lib/binding.js itself, not the package index, which needs a native build that npm skips.
-const blockCompressor = createRequire(import.meta.url)('lz4/lib/binding.js') as Lz4BlockCompressor;
-
-/** Entries of the compressor's hash table (hashLog 16). */
-const HASH_TABLE_SIZE = 1 << 16;
-const MIN_MATCH = 4;
 /** The last 5 bytes of a block are literals. */
 const LAST_LITERALS = 5;
-/** The last match starts at least 12 bytes before the end of the block. */
-const MF_LIMIT = 12;
 
 /** Compresses pages of one size, reusing its hash table and output buffer. */
 export class Lz4PageCompressor {
@@ -32,7 +17,7 @@ export class Lz4PageCompressor {
 
   constructor(pageSize: number) {
     this.hashTable = pageSize <= 2 ** 16 ? new Uint16Array(HASH_TABLE_SIZE) : new Uint32Array(HASH_TABLE_SIZE);
-    this.block = new Uint8Array(blockCompressor.compressBound(pageSize));
+    this.block = new Uint8Array(compressBound(pageSize));
   }
 
   /**
@@ -42,7 +27,7 @@ export class Lz4PageCompressor {
   compress(page: Uint8Array): Uint8Array {
     if (this.block.length === 0) return this.block;
     this.hashTable.fill(0);
-    const length = blockCompressor.compressDependent(page, this.block, 0, this.hashTable, 0, this.block.length);
+    const length = compressBlock(page, this.block, 0, this.hashTable, 0, this.block.length);
     return this.block.subarray(0, length);
   }
 }
