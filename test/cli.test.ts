@@ -8,9 +8,11 @@ import {
   MessageType, encodeHello, encodePagesHeader, encodeRoundMarker, frameHeader,
 } from '../dist/src/wire/messages.js';
 import { FaultProxy } from './fault-proxy.js';
-import { frame, lastJson, rawClient, sha256File, spawnCli, startReceiver, tempDir, withTimeout } from './helpers.js';
+import { answered, frame, lastJson, rawClient, sha256File, spawnCli, startReceiver, tempDir, withTimeout } from './helpers.js';
 import { gateRoundsOnWrites, imageWrites } from './round-gate.js';
 
+/** A WELCOME frame: 8 bytes of header, 12 of payload. */
+const WELCOME_BYTES = 20;
 const tmp = tempDir();
 afterAll(() => tmp.cleanup());
 let n = 0;
@@ -200,7 +202,7 @@ describe('pagewire receive / send', () => {
     const receiver = await startReceiver(c.out, ['--resume-window', '0']);
     const client = await rawClient(receiver.port);
     client.socket.write(hello());
-    await new Promise((r) => setTimeout(r, 100));
+    await withTimeout(answered(client, WELCOME_BYTES), 10_000, 'WELCOME');
     client.socket.write(frame(MessageType.RoundBegin, encodeRoundMarker({ round: 1, pages: 1 })));
     client.socket.end(bad(256));
     expect(await withTimeout(receiver.exit, 10_000, 'receive')).toBe(1);

@@ -13,7 +13,7 @@ import {
   MessageType, STOP_AND_COPY, encodeFinal, encodeHello, encodeJoin, encodePagesHeader, encodeRoundMarker,
 } from '../../dist/src/wire/messages.js';
 import { STRIPE_PAGES, splitByStream } from '../../dist/src/wire/streams.js';
-import { frame, rawClient, withTimeout } from '../helpers.js';
+import { answered, frame, rawClient, withTimeout } from '../helpers.js';
 import { mutate } from './mutate.js';
 
 const SEED = Number(process.env.PAGEWIRE_FUZZ_SEED ?? 8086);
@@ -74,16 +74,6 @@ async function validMigration(): Promise<ValidMigration> {
 }
 
 type Client = Awaited<ReturnType<typeof rawClient>>;
-
-/** Resolves once `count` bytes came back, or the target hung up. */
-function answered(client: Client, count: number): Promise<void> {
-  return new Promise((resolve) => {
-    const check = () => { if (client.received().length >= count) resolve(); };
-    client.socket.on('data', check);
-    void client.closed.then(() => resolve());
-    check();
-  });
-}
 
 type Outcome = { failed: string } | 'completed';
 
