@@ -176,6 +176,23 @@ RegionSpan ReadRegion(const Napi::Value& v, const char* name, Keep* keep) {
   return keep != nullptr ? HoldRegion(v, name, keep) : GetRegion(v, name);
 }
 
+// Pool work that settles a promise: Execute() does the work off the JS thread, Result() turns its
+// outcome into the value resolved; an error set in Execute() rejects.
+class PromiseWorker : public Napi::AsyncWorker {
+ public:
+  PromiseWorker(Napi::Env env, const char* name)
+      : Napi::AsyncWorker(env, name), deferred_(Napi::Promise::Deferred::New(env)) {}
+  Napi::Promise Promise() { return deferred_.Promise(); }
+
+ protected:
+  virtual Napi::Value Result() = 0;
+  void OnOK() override { deferred_.Resolve(Result()); }
+  void OnError(const Napi::Error& e) override { deferred_.Reject(e.Value()); }
+
+ private:
+  Napi::Promise::Deferred deferred_;
+};
+
 // Queues a worker and hands back its promise; a worker that could not be queued is freed here.
 template <typename Worker>
 Napi::Promise QueueWorker(Worker* worker) {
@@ -247,23 +264,17 @@ uint64_t FindChangedPages(const ChangedPagesJob& job) {
   return n;
 }
 
-class ChangedPagesWorker : public Napi::AsyncWorker {
+class ChangedPagesWorker : public PromiseWorker {
  public:
   ChangedPagesWorker(Napi::Env env, ChangedPagesJob job, Keep keep)
-      : Napi::AsyncWorker(env, "pagewire:changedPages"),
-        job_(job),
-        keep_(std::move(keep)),
-        deferred_(Napi::Promise::Deferred::New(env)) {}
-  Napi::Promise Promise() { return deferred_.Promise(); }
+      : PromiseWorker(env, "pagewire:changedPages"), job_(job), keep_(std::move(keep)) {}
   void Execute() override { changed_ = FindChangedPages(job_); }
-  void OnOK() override { deferred_.Resolve(Napi::Number::New(Env(), static_cast<double>(changed_))); }
-  void OnError(const Napi::Error& e) override { deferred_.Reject(e.Value()); }
 
  private:
+  Napi::Value Result() override { return Napi::Number::New(Env(), static_cast<double>(changed_)); }
   ChangedPagesJob job_;
   Keep keep_;
   uint64_t changed_ = 0;
-  Napi::Promise::Deferred deferred_;
 };
 
 Napi::Value ChangedPages(const Napi::CallbackInfo& info) {
@@ -670,33 +681,31 @@ EncodeJob PageEncoder::Prepare(const Napi::CallbackInfo& info, Keep* keep) {
   return job;
 }
 
-class EncodeWorker : public Napi::AsyncWorker {
+class EncodeWorker : public PromiseWorker {
  public:
   EncodeWorker(Napi::Env env, PageEncoder* encoder, Napi::Object encoderObject, EncodeJob job, Keep keep)
-      : Napi::AsyncWorker(env, "pagewire:encode"),
+      : PromiseWorker(env, "pagewire:encode"),
         encoder_(encoder),
         encoderRef_(Napi::Persistent(encoderObject)),
         job_(std::move(job)),
-        keep_(std::move(keep)),
-        deferred_(Napi::Promise::Deferred::New(env)) {}
-  Napi::Promise Promise() { return deferred_.Promise(); }
+        keep_(std::move(keep)) {}
   void Execute() override { counts_ = encoder_->Run(job_); }
   void OnOK() override {
     encoder_->Settled();
-    deferred_.Resolve(EncodeTuple(Env(), counts_));
+    PromiseWorker::OnOK();
   }
   void OnError(const Napi::Error& e) override {
     encoder_->Settled();
-    deferred_.Reject(e.Value());
+    PromiseWorker::OnError(e);
   }
 
  private:
+  Napi::Value Result() override { return EncodeTuple(Env(), counts_); }
   PageEncoder* encoder_;
   Napi::ObjectReference encoderRef_;  // keeps the encoder (and its cache) alive
   EncodeJob job_;
   Keep keep_;
   EncodeCounts counts_;
-  Napi::Promise::Deferred deferred_;
 };
 
 Napi::Value PageEncoder::Encode(const Napi::CallbackInfo& info) {
@@ -1053,26 +1062,20 @@ Napi::Value ApplyPagesSync(const Napi::CallbackInfo& info) {
   return ApplyTuple(env, outcome);
 }
 
-class ApplyWorker : public Napi::AsyncWorker {
+class ApplyWorker : public PromiseWorker {
  public:
   ApplyWorker(Napi::Env env, ApplyJob job, Keep keep)
-      : Napi::AsyncWorker(env, "pagewire:apply"),
-        job_(job),
-        keep_(std::move(keep)),
-        deferred_(Napi::Promise::Deferred::New(env)) {}
-  Napi::Promise Promise() { return deferred_.Promise(); }
+      : PromiseWorker(env, "pagewire:apply"), job_(job), keep_(std::move(keep)) {}
   void Execute() override {
     std::string error;
     if (!RunApply(job_, &outcome_, &error)) SetError(error);
   }
-  void OnOK() override { deferred_.Resolve(ApplyTuple(Env(), outcome_)); }
-  void OnError(const Napi::Error& e) override { deferred_.Reject(e.Value()); }
 
  private:
+  Napi::Value Result() override { return ApplyTuple(Env(), outcome_); }
   ApplyJob job_;
   Keep keep_;
   ApplyOutcome outcome_{};
-  Napi::Promise::Deferred deferred_;
 };
 
 Napi::Value ApplyPages(const Napi::CallbackInfo& info) {
@@ -1084,22 +1087,18 @@ Napi::Value ApplyPages(const Napi::CallbackInfo& info) {
 // ---------------------------------------------------------------------------------------------
 // startWriteback(fd): starts writing the file's dirty pages back (sync_file_range) on a libuv pool
 // thread, since submitting the I/O can block for long; the promise settles when the call returns.
-class WritebackWorker : public Napi::AsyncWorker {
+class WritebackWorker : public PromiseWorker {
  public:
-  WritebackWorker(Napi::Env env, int fd)
-      : Napi::AsyncWorker(env, "pagewire:writeback"), fd_(fd), deferred_(Napi::Promise::Deferred::New(env)) {}
-  Napi::Promise Promise() { return deferred_.Promise(); }
+  WritebackWorker(Napi::Env env, int fd) : PromiseWorker(env, "pagewire:writeback"), fd_(fd) {}
   void Execute() override {
 #ifdef __linux__
     if (sync_file_range(fd_, 0, 0, SYNC_FILE_RANGE_WRITE) != 0) SetError(strerror(errno));
 #endif
   }
-  void OnOK() override { deferred_.Resolve(Env().Undefined()); }
-  void OnError(const Napi::Error& e) override { deferred_.Reject(e.Value()); }
 
  private:
+  Napi::Value Result() override { return Env().Undefined(); }
   int fd_;
-  Napi::Promise::Deferred deferred_;
 };
 
 Napi::Value StartWriteback(const Napi::CallbackInfo& info) {
