@@ -4,14 +4,17 @@
 // sink does differently: runs of consecutive RAW pages longer than IOV_MAX (1024) and than the twin's
 // 1 MiB run, batches whose built pages (LZ4, DELTA, DUP) overflow the addon's 16 MiB arena, zero pages
 // punched as holes over written ones, and pages in random order (runs broken at every step).
-// Seed: PAGEWIRE_FUZZ_SEED (printed); rounds per shape scale with PAGEWIRE_FUZZ_RUNS / 400.
+// Seed: PAGEWIRE_FUZZ_SEED (printed); rounds per shape scale with PAGEWIRE_FUZZ_RUNS / 400. Last, a file
+// that takes a write short (a file size limit in a child process): what came before lands, then the
+// sink's error rejects the batch.
+import { spawnSync } from 'node:child_process';
 import { randomFillSync } from 'node:crypto';
-import { closeSync, ftruncateSync, openSync, readFileSync } from 'node:fs';
+import { closeSync, ftruncateSync, openSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { ApplyStatus, loadAddon, type NativeBinding } from '../../dist/src/native/binding.js';
 import { twin } from '../../dist/src/native/twin/index.js';
-import { randomWorkload, tempDir } from '../helpers.js';
+import { ROOT, randomWorkload, tempDir } from '../helpers.js';
 
 const SEED = Number(process.env.PAGEWIRE_FUZZ_SEED ?? 31337);
 const SCALE = Number(process.env.PAGEWIRE_FUZZ_RUNS ?? 400) / 400;
@@ -97,4 +100,47 @@ describe('the file sink against the memory sink', () => {
       await fuzz(engine, shape, SEED);
     }, 120_000);
   }
+});
+
+/** Applies a batch of records into a new file, in a child process whose files may grow to `limitKiB`. */
+const APPLY_CHILD = `
+const [kind, path, pageSize, pageCount, recordsPath, recordCount] = process.argv.slice(1);
+const { readFileSync, openSync } = await import('node:fs');
+const { loadAddon } = await import(process.env.ROOT + '/dist/src/native/binding.js');
+const { twin } = await import(process.env.ROOT + '/dist/src/native/twin/index.js');
+const engine = kind === 'addon' ? loadAddon() : twin;
+const fd = openSync(path, 'w+');
+try {
+  const result = await engine.applyPages(fd, Number(pageSize), Number(pageCount), new Uint8Array(readFileSync(recordsPath)),
+    Number(recordCount), new BigUint64Array(Number(pageCount)));
+  console.log(JSON.stringify({ result }));
+} catch (error) {
+  console.log(JSON.stringify({ error: error.message }));
+}
+`;
+
+describe('a file that takes writes short', () => {
+  it.each(['addon', 'twin'] as const)('%s: the bytes before the limit land, then the write error rejects the batch', (kind) => {
+    const pageSize = 4096;
+    const pageCount = 32;
+    const limitKiB = 42; // ten pages and a half: the run's write stops inside page 10
+    const pages = randomFillSync(new Uint8Array(pageSize * pageCount));
+    const out = new Uint8Array(pageCount * (pageSize + 20));
+    const all = Uint32Array.from({ length: pageCount }, (_, i) => i);
+    const [bytes, records, , , , , raw] = new addon.PageEncoder(pageSize, pageCount, 0)
+      .encodeSync(pages, all, false, out, new BigUint64Array(pageCount));
+    expect(raw).toBe(pageCount); // one run of RAW pages, written from the batch in one call
+    const recordsPath = join(tmp.dir, `short-${kind}.records`);
+    const path = join(tmp.dir, `short-${kind}.img`);
+    writeFileSync(recordsPath, out.subarray(0, bytes));
+    const child = spawnSync('bash', ['-c', `ulimit -f ${limitKiB}; exec "${process.execPath}" --input-type=module -e "$0" "$@"`,
+      APPLY_CHILD, kind, path, String(pageSize), String(pageCount), recordsPath, String(records)],
+    { encoding: 'utf8', env: { ...process.env, ROOT } });
+    expect(child.status, child.stderr).toBe(0);
+    const reported = JSON.parse(child.stdout.trim().split('\n').at(-1)!) as { error?: string };
+    expect(reported.error).toMatch(/writing pages failed: .*(File too large|EFBIG)/i);
+    const written = readFileSync(path);
+    expect(written.length).toBe(limitKiB * 1024);
+    expect(Buffer.compare(written, pages.subarray(0, limitKiB * 1024))).toBe(0);
+  });
 });
