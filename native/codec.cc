@@ -176,6 +176,36 @@ RegionSpan ReadRegion(const Napi::Value& v, const char* name, Keep* keep) {
   return keep != nullptr ? HoldRegion(v, name, keep) : GetRegion(v, name);
 }
 
+// Pool work that settles a promise: Execute() does the work off the JS thread, Result() turns its
+// outcome into the value resolved; an error set in Execute() rejects.
+class PromiseWorker : public Napi::AsyncWorker {
+ public:
+  PromiseWorker(Napi::Env env, const char* name)
+      : Napi::AsyncWorker(env, name), deferred_(Napi::Promise::Deferred::New(env)) {}
+  Napi::Promise Promise() { return deferred_.Promise(); }
+
+ protected:
+  virtual Napi::Value Result() = 0;
+  void OnOK() override { deferred_.Resolve(Result()); }
+  void OnError(const Napi::Error& e) override { deferred_.Reject(e.Value()); }
+
+ private:
+  Napi::Promise::Deferred deferred_;
+};
+
+// Queues a worker and hands back its promise; a worker that could not be queued is freed here.
+template <typename Worker>
+Napi::Promise QueueWorker(Worker* worker) {
+  Napi::Promise promise = worker->Promise();
+  try {
+    worker->Queue();
+  } catch (...) {
+    delete worker;
+    throw;
+  }
+  return promise;
+}
+
 // ---------------------------------------------------------------------------------------------
 // XXH64
 
@@ -210,6 +240,80 @@ Napi::Value HashPages(const Napi::CallbackInfo& info) {
     out.data[outOffset + i] = Xxh64(page, static_cast<size_t>(pageSize));
   }
   return env.Undefined();
+}
+
+// ---------------------------------------------------------------------------------------------
+// changedPages(region, pageSize, firstPage, count, sentHashes, out) -> Promise<number>: the hash
+// tracker's pass, on a pool thread, so a large region does not stop the event loop (nor, inside the
+// pause, the switch-over's messages). Writes the index of every page in [firstPage, +count) whose
+// XXH64 differs from sentHashes[page] into out from 0, ascending, and resolves with how many.
+
+struct ChangedPagesJob {
+  const uint8_t* region = nullptr;
+  uint64_t pageSize = 0, firstPage = 0, count = 0;
+  const uint64_t* sent = nullptr;
+  uint32_t* out = nullptr;
+};
+
+uint64_t FindChangedPages(const ChangedPagesJob& job) {
+  uint64_t n = 0;
+  const uint8_t* page = job.region + job.firstPage * job.pageSize;
+  for (uint64_t i = job.firstPage; i < job.firstPage + job.count; ++i, page += job.pageSize) {
+    if (Xxh64(page, static_cast<size_t>(job.pageSize)) != job.sent[i]) job.out[n++] = static_cast<uint32_t>(i);
+  }
+  return n;
+}
+
+class ChangedPagesWorker : public PromiseWorker {
+ public:
+  ChangedPagesWorker(Napi::Env env, ChangedPagesJob job, Keep keep)
+      : PromiseWorker(env, "pagewire:changedPages"), job_(job), keep_(std::move(keep)) {}
+  void Execute() override { changed_ = FindChangedPages(job_); }
+
+ private:
+  Napi::Value Result() override { return Napi::Number::New(Env(), static_cast<double>(changed_)); }
+  ChangedPagesJob job_;
+  Keep keep_;
+  uint64_t changed_ = 0;
+};
+
+Napi::Value ChangedPages(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  Keep keep;
+  RegionSpan region = HoldRegion(Arg(info, 0), "region", &keep);  // first: it may run JS
+  ChangedPagesJob job;
+  job.pageSize = ToPageSize(Arg(info, 1));
+  job.firstPage = ToIndex(Arg(info, 2), "firstPage");
+  job.count = ToIndex(Arg(info, 3), "count");
+  TypedSpan<uint64_t> sent = ToBigU64(Arg(info, 4), "sentHashes");
+  TypedSpan<uint32_t> out = ToU32(Arg(info, 5), "out");
+
+  const uint64_t regionPages = region.byteLength / job.pageSize;
+  if (job.firstPage > regionPages || job.count > regionPages - job.firstPage) {
+    ThrowRange(env, "pages [" + std::to_string(job.firstPage) + ", +" + std::to_string(job.count) +
+                        ") are beyond the region's " + std::to_string(regionPages) + " pages");
+  }
+  if (job.firstPage + job.count > kMaxPageCount) ThrowRange(env, "page indices must fit in u32");
+  if (sent.length < job.firstPage + job.count) {
+    ThrowRange(env, "sentHashes has " + std::to_string(sent.length) + " slots, fewer than firstPage + count = " +
+                        std::to_string(job.firstPage + job.count));
+  }
+  if (out.length < job.count) {
+    ThrowRange(env, "out has " + std::to_string(out.length) + " slots, fewer than count " + std::to_string(job.count));
+  }
+  const uint64_t outBytes = job.count * 4;
+  if (Overlaps(out.data, outBytes, region.data + job.firstPage * job.pageSize, job.count * job.pageSize)) {
+    ThrowRange(env, "out must not overlap the pages hashed");
+  }
+  if (Overlaps(out.data, outBytes, sent.data + job.firstPage, job.count * 8)) {
+    ThrowRange(env, "out must not overlap sentHashes");
+  }
+  job.region = region.data;
+  job.sent = sent.data;
+  job.out = out.data;
+  Hold(&keep, Arg(info, 4));
+  Hold(&keep, Arg(info, 5));
+  return QueueWorker(new ChangedPagesWorker(env, job, std::move(keep)));
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -577,46 +681,31 @@ EncodeJob PageEncoder::Prepare(const Napi::CallbackInfo& info, Keep* keep) {
   return job;
 }
 
-// Queues a worker and hands back its promise; a worker that could not be queued is freed here.
-template <typename Worker>
-Napi::Promise QueueWorker(Worker* worker) {
-  Napi::Promise promise = worker->Promise();
-  try {
-    worker->Queue();
-  } catch (...) {
-    delete worker;
-    throw;
-  }
-  return promise;
-}
-
-class EncodeWorker : public Napi::AsyncWorker {
+class EncodeWorker : public PromiseWorker {
  public:
   EncodeWorker(Napi::Env env, PageEncoder* encoder, Napi::Object encoderObject, EncodeJob job, Keep keep)
-      : Napi::AsyncWorker(env, "pagewire:encode"),
+      : PromiseWorker(env, "pagewire:encode"),
         encoder_(encoder),
         encoderRef_(Napi::Persistent(encoderObject)),
         job_(std::move(job)),
-        keep_(std::move(keep)),
-        deferred_(Napi::Promise::Deferred::New(env)) {}
-  Napi::Promise Promise() { return deferred_.Promise(); }
+        keep_(std::move(keep)) {}
   void Execute() override { counts_ = encoder_->Run(job_); }
   void OnOK() override {
     encoder_->Settled();
-    deferred_.Resolve(EncodeTuple(Env(), counts_));
+    PromiseWorker::OnOK();
   }
   void OnError(const Napi::Error& e) override {
     encoder_->Settled();
-    deferred_.Reject(e.Value());
+    PromiseWorker::OnError(e);
   }
 
  private:
+  Napi::Value Result() override { return EncodeTuple(Env(), counts_); }
   PageEncoder* encoder_;
   Napi::ObjectReference encoderRef_;  // keeps the encoder (and its cache) alive
   EncodeJob job_;
   Keep keep_;
   EncodeCounts counts_;
-  Napi::Promise::Deferred deferred_;
 };
 
 Napi::Value PageEncoder::Encode(const Napi::CallbackInfo& info) {
@@ -973,26 +1062,20 @@ Napi::Value ApplyPagesSync(const Napi::CallbackInfo& info) {
   return ApplyTuple(env, outcome);
 }
 
-class ApplyWorker : public Napi::AsyncWorker {
+class ApplyWorker : public PromiseWorker {
  public:
   ApplyWorker(Napi::Env env, ApplyJob job, Keep keep)
-      : Napi::AsyncWorker(env, "pagewire:apply"),
-        job_(job),
-        keep_(std::move(keep)),
-        deferred_(Napi::Promise::Deferred::New(env)) {}
-  Napi::Promise Promise() { return deferred_.Promise(); }
+      : PromiseWorker(env, "pagewire:apply"), job_(job), keep_(std::move(keep)) {}
   void Execute() override {
     std::string error;
     if (!RunApply(job_, &outcome_, &error)) SetError(error);
   }
-  void OnOK() override { deferred_.Resolve(ApplyTuple(Env(), outcome_)); }
-  void OnError(const Napi::Error& e) override { deferred_.Reject(e.Value()); }
 
  private:
+  Napi::Value Result() override { return ApplyTuple(Env(), outcome_); }
   ApplyJob job_;
   Keep keep_;
   ApplyOutcome outcome_{};
-  Napi::Promise::Deferred deferred_;
 };
 
 Napi::Value ApplyPages(const Napi::CallbackInfo& info) {
@@ -1004,22 +1087,18 @@ Napi::Value ApplyPages(const Napi::CallbackInfo& info) {
 // ---------------------------------------------------------------------------------------------
 // startWriteback(fd): starts writing the file's dirty pages back (sync_file_range) on a libuv pool
 // thread, since submitting the I/O can block for long; the promise settles when the call returns.
-class WritebackWorker : public Napi::AsyncWorker {
+class WritebackWorker : public PromiseWorker {
  public:
-  WritebackWorker(Napi::Env env, int fd)
-      : Napi::AsyncWorker(env, "pagewire:writeback"), fd_(fd), deferred_(Napi::Promise::Deferred::New(env)) {}
-  Napi::Promise Promise() { return deferred_.Promise(); }
+  WritebackWorker(Napi::Env env, int fd) : PromiseWorker(env, "pagewire:writeback"), fd_(fd) {}
   void Execute() override {
 #ifdef __linux__
     if (sync_file_range(fd_, 0, 0, SYNC_FILE_RANGE_WRITE) != 0) SetError(strerror(errno));
 #endif
   }
-  void OnOK() override { deferred_.Resolve(Env().Undefined()); }
-  void OnError(const Napi::Error& e) override { deferred_.Reject(e.Value()); }
 
  private:
+  Napi::Value Result() override { return Env().Undefined(); }
   int fd_;
-  Napi::Promise::Deferred deferred_;
 };
 
 Napi::Value StartWriteback(const Napi::CallbackInfo& info) {
@@ -1186,6 +1265,7 @@ Napi::Value Lz4DecompressPages(const Napi::CallbackInfo& info) { return DecodePa
 void InitCodec(Napi::Env env, Napi::Object exports) {
   exports.Set("xxh64", Napi::Function::New<Xxh64Js>(env, "xxh64"));
   exports.Set("hashPages", Napi::Function::New<HashPages>(env, "hashPages"));
+  exports.Set("changedPages", Napi::Function::New<ChangedPages>(env, "changedPages"));
   exports.Set("PageEncoder", PageEncoder::Define(env));
   exports.Set("applyPages", Napi::Function::New<ApplyPages>(env, "applyPages"));
   exports.Set("applyPagesSync", Napi::Function::New<ApplyPagesSync>(env, "applyPagesSync"));

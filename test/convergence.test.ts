@@ -3,7 +3,7 @@ import { decideNextRound, expectedDowntimeMs, nextThrottlePercent, stalledRounds
 
 const base = {
   pageSize: 4096, maxDowntimeMs: 300, maxRounds: 30, pendingHistory: [] as number[], onStall: 'stop' as const, throttlePercent: 0,
-  switchoverMs: 0,
+  switchoverMs: 0, finalSyncMs: 0,
 };
 
 describe('decideNextRound (the stop rule)', () => {
@@ -33,6 +33,24 @@ describe('decideNextRound (the stop rule)', () => {
     const decision = decideNextRound({ ...base, round: 3, pendingPages: 7000, bandwidthBytesPerSec: 100e6, switchoverMs });
     expect(decision.action).toBe(action);
     expect(decision.expectedDowntimeMs).toBeCloseTo(expected, 1);
+  });
+
+  it.each([
+    // finding the dirty pages again inside the pause (hashing the region) counts too: 7000 pages and 10 ms of round trips
+    { finalSyncMs: 0, action: 'stop-and-copy', expected: 296.72 },
+    { finalSyncMs: 3.2, action: 'stop-and-copy', expected: 299.92 },
+    { finalSyncMs: 3.3, action: 'iterate', expected: 300.02 },
+  ])('with $finalSyncMs ms to find the dirty pages, 7000 pages -> $action', ({ finalSyncMs, action, expected }) => {
+    const decision = decideNextRound({
+      ...base, round: 3, pendingPages: 7000, bandwidthBytesPerSec: 100e6, switchoverMs: 10, finalSyncMs,
+    });
+    expect(decision.action).toBe(action);
+    expect(decision.expectedDowntimeMs).toBeCloseTo(expected, 1);
+  });
+
+  it('counts the time to find the dirty pages when none are pending', () => {
+    expect(decideNextRound({ ...base, round: 2, pendingPages: 0, bandwidthBytesPerSec: 1e9, switchoverMs: 1, finalSyncMs: 4 }))
+      .toMatchObject({ action: 'stop-and-copy', reason: 'no-dirty-pages', expectedDowntimeMs: 5 });
   });
 
   it.each([

@@ -1,7 +1,8 @@
 // An in-process TCP proxy for network-fault tests. It reads whole frames both ways, so a fault can be
 // tied to a message (a phase of the migration) rather than to a byte count that shifts with the codec:
 // cut the connection (FIN), reset it (RST), stall it (the peer vanishes without FIN: half-open, found
-// only by idle timeouts), or flip a payload byte. It can also add latency and cap the bandwidth.
+// only by idle timeouts), or flip a payload byte. It can also add latency, cap the bandwidth, and hold a
+// frame back until the test lets it go.
 import { connect, createServer, type Server, type Socket } from 'node:net';
 
 export type Direction = 'to-target' | 'to-source';
@@ -23,6 +24,8 @@ export type Fault = 'cut' | 'reset' | 'stall' | { corruptPayloadByte: number } |
 export interface FaultProxyOptions {
   /** Asked before each frame is forwarded; a fault applies to that frame's connection. */
   fault?(frame: ProxiedFrame): Fault | undefined;
+  /** Asked as each frame arrives: a promise holds it (and what follows it that way) until it settles. */
+  hold?(frame: ProxiedFrame): Promise<void> | undefined;
   /** Added to every frame's trip, each way. */
   delayMs?: number;
   /** Per connection and direction. */
@@ -81,11 +84,12 @@ export class FaultProxy {
       let queued = 0;
       let sentAt = performance.now();
       let seen = 0;
-      const forward = (bytes: Buffer) => {
+      const forward = (bytes: Buffer, held: Promise<void> | undefined) => {
         queued += bytes.length;
         if (queued > MAX_QUEUED_BYTES) from.pause();
         const due = performance.now() + (options.delayMs ?? 0);
         queue = queue.then(async () => {
+          await held;
           // Latency: the frame leaves no earlier than delayMs after it arrived; bandwidth: no earlier
           // than the bytes before it allow.
           const paced = options.bytesPerSec ? sentAt + (bytes.length * 1000) / options.bytesPerSec : 0;
@@ -126,7 +130,7 @@ export class FaultProxy {
             if ('rewrite' in fault) fault.rewrite(bytes.subarray(8));
             else bytes[8 + fault.corruptPayloadByte]! ^= 0x40;
           }
-          forward(bytes);
+          forward(bytes, options.hold?.(frame));
         }
       });
       from.on('end', () => { if (!stalled) void queue.then(() => to.end()); });

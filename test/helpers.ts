@@ -98,6 +98,16 @@ export function rawClient(port: number): Promise<{ socket: Socket; received(): B
   });
 }
 
+/** Resolves once `count` bytes came back from the peer, or it hung up. */
+export function answered(client: { socket: Socket; received(): Buffer; closed: Promise<void> }, count: number): Promise<void> {
+  return new Promise((resolve) => {
+    const check = () => { if (client.received().length >= count) resolve(); };
+    client.socket.on('data', check);
+    void client.closed.then(() => resolve());
+    check();
+  });
+}
+
 export function withTimeout<T>(promise: Promise<T>, ms: number, what: string): Promise<T> {
   return Promise.race([promise, new Promise<T>((_, reject) => setTimeout(() => reject(new Error(`${what}: no result within ${ms} ms`)), ms))]);
 }

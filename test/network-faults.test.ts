@@ -72,13 +72,12 @@ async function migrateThrough(name: string, proxyOptions: FaultProxyOptions, tim
     }
   });
   const sourceError = await source.run().then(() => undefined, (e: PagewireError) => e);
-  // A target that never began a migration keeps listening: its phase tells, then stop() ends it.
-  const settled = await Promise.race([
-    targetResult.then((e) => ({ e })), new Promise<undefined>((resolve) => setTimeout(resolve, 3000)),
-  ]);
+  // A target that never heard a HELLO keeps listening, and only stop() ends it; one that began a
+  // migration ends it by itself (no resume window here), so its result is awaited as it is.
   const phase = target.phase;
+  if (phase === 'listening') target.stop();
+  const targetError = await targetResult;
   target.stop();
-  const targetError = settled ? settled.e : await targetResult;
   proxy.close();
   const leftovers = readdirSync(tmp.dir).filter((f) => f.startsWith(`.${name}.img.pagewire-`));
   return {

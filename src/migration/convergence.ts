@@ -1,7 +1,7 @@
 // The stop rule, as a pure function of measured figures, so it can be tested alone with a table.
 // Like QEMU: stop iterating once the pages still dirty could be sent within the downtime budget at the
-// bandwidth just measured; unlike QEMU, the pause's fixed cost (the switch-over's round trips) counts
-// against the budget too, so a budget holds on a link with latency. When the dirty set stops shrinking by a tenth (as CRIU's P.Haul judges
+// bandwidth just measured; unlike QEMU, the pause's fixed cost (the switch-over's round trips, and finding
+// the dirty pages again) counts against the budget too, so a budget holds on a link with latency. When the dirty set stops shrinking by a tenth (as CRIU's P.Haul judges
 // growth) for two rounds in a row, throttle the workload as QEMU's auto-converge does (20%, then +10%
 // per step, at most 99%), or give up cleanly, or stop and copy with a longer pause that the metrics
 // report; also stop at a round cap, so every migration ends.
@@ -28,6 +28,11 @@ export interface ConvergenceInput {
    * READY (the target's fsync waits for GO, outside the pause). 0 when unknown.
    */
   switchoverMs: number;
+  /**
+   * How long finding the dirty pages took after this round (hashing the whole region, without a dirty
+   * bitmap): the final round finds them again inside the pause.
+   */
+  finalSyncMs: number;
   maxRounds: number;
   /** What to do once the rounds stop converging ('throttle' only if the workload can be throttled). */
   onStall: StallPolicy;
@@ -63,17 +68,19 @@ export function nextThrottlePercent(percent: number): number {
   return percent <= 0 ? THROTTLE_INITIAL_PERCENT : Math.min(THROTTLE_MAX_PERCENT, percent + THROTTLE_STEP_PERCENT);
 }
 
-export function expectedDowntimeMs(pendingPages: number, pageSize: number, bandwidthBytesPerSec: number, switchoverMs = 0): number {
-  if (pendingPages === 0) return switchoverMs;
+/** fixedMs: what the pause costs whatever the pages (round trips, finding the dirty pages). */
+export function expectedDowntimeMs(pendingPages: number, pageSize: number, bandwidthBytesPerSec: number, fixedMs = 0): number {
+  if (pendingPages === 0) return fixedMs;
   if (!(bandwidthBytesPerSec > 0)) return Infinity;
-  return (pendingPages * pageSize * 1000) / bandwidthBytesPerSec + switchoverMs;
+  return (pendingPages * pageSize * 1000) / bandwidthBytesPerSec + fixedMs;
 }
 
 /** The switch-over's round trips inside the pause: the last ROUND_ACK, then FINAL out and READY back. */
 export const SWITCHOVER_ROUND_TRIPS = 2;
 
 export function decideNextRound(input: ConvergenceInput): ConvergenceDecision {
-  const downtime = expectedDowntimeMs(input.pendingPages, input.pageSize, input.bandwidthBytesPerSec, input.switchoverMs);
+  const downtime = expectedDowntimeMs(input.pendingPages, input.pageSize, input.bandwidthBytesPerSec,
+    input.switchoverMs + input.finalSyncMs);
   if (input.pendingPages === 0) return { action: 'stop-and-copy', expectedDowntimeMs: downtime, reason: 'no-dirty-pages' };
   if (downtime <= input.maxDowntimeMs) return { action: 'stop-and-copy', expectedDowntimeMs: downtime, reason: 'converged' };
   if (input.round >= input.maxRounds) return { action: 'stop-and-copy', expectedDowntimeMs: downtime, reason: 'round-cap' };

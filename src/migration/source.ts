@@ -346,7 +346,7 @@ export class MigrationSource extends EventEmitter<SourceEvents> {
         // From here the bitmap records new writes; what changed before is found by comparing hashes.
         this.tracker.start();
         this.sentHashes.set(held!.hashes);
-        const changed = new HashTracker(region, this.sentHashes).collect();
+        const changed = (await new HashTracker(region, this.sentHashes).scan()).take();
         summary.resumes += 1;
         summary.resumeSavedBytes += (region.pageCount - changed.count) * region.pageSize;
         return { round: held!.lastRound + 1, pages: this.byStream(changed) };
@@ -387,10 +387,12 @@ export class MigrationSource extends EventEmitter<SourceEvents> {
     }
     let pendingHistory: number[] = [];
     for (;;) {
-      const pendingPages = this.tracker.pending();
+      const dirty = await this.tracker.scan();
+      const pendingPages = dirty.count;
       const decision = decideNextRound({
         round, pendingPages, pendingHistory, pageSize: region.pageSize, bandwidthBytesPerSec: report.pageBandwidthBytesPerSec,
         maxDowntimeMs: options.maxDowntimeMs, switchoverMs: SWITCHOVER_ROUND_TRIPS * this.roundTripMs,
+        finalSyncMs: dirty.durationMs,
         maxRounds: options.maxRounds, onStall: options.onStall,
         throttlePercent: this.throttlePercent,
       });
@@ -423,7 +425,7 @@ export class MigrationSource extends EventEmitter<SourceEvents> {
         pendingHistory.push(pendingPages);
       }
       round += 1;
-      next = this.byStream(this.tracker.collect());
+      next = this.byStream(dirty.take());
       for (;;) {
         try {
           report = await this.sendRound(round, next, false);
@@ -560,7 +562,7 @@ export class MigrationSource extends EventEmitter<SourceEvents> {
     await this.hooks.run('pause', (hookSignal) => options.hooks.pause(hookSignal));
     const synced = performance.now();
     summary.downtime.pauseMs = synced - this.pausedAt;
-    const finalPages = this.byStream(this.tracker.collect());
+    const finalPages = this.byStream((await this.tracker.scan()).take());
     const collected = performance.now();
     summary.downtime.finalSyncMs = collected - synced;
     await this.sendRound(finalRound, finalPages, false, STOP_AND_COPY);

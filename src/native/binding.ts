@@ -131,6 +131,13 @@ export interface NativeBinding {
   /** out[outOffset + i] = XXH64 of page firstPage + i, for i < count. */
   hashPages(region: NativeRegion, pageSize: number, firstPage: number, count: number,
     out: BigUint64Array, outOffset: number): void;
+  /**
+   * The hash tracker's pass, on a pool thread: writes the index of every page in [firstPage, +count)
+   * whose XXH64 differs from sentHashes[page] into out from 0, ascending, and resolves with how many.
+   * out needs count slots; neither it nor sentHashes may change until the promise settles.
+   */
+  changedPages(region: NativeRegion, pageSize: number, firstPage: number, count: number,
+    sentHashes: BigUint64Array, out: Uint32Array): Promise<number>;
 
   /** Atomic fetch-and-clear of bitmap words [wordStart, wordEnd) into snapshot; returns bits found set. */
   dirtySync(bitmap: Int32Array, snapshot: Uint32Array, wordStart: number, wordEnd: number): number;

@@ -11,6 +11,7 @@ import {
   HELLO_BYTES, MessageType, STOP_AND_COPY, WELCOME_BYTES, encodeFinal, encodeHello, encodePagesHeader, encodeRoundMarker,
 } from '../../dist/src/wire/messages.js';
 import { HELLO_V4, frame, rawClient, withTimeout } from '../helpers.js';
+import { mutate } from './mutate.js';
 
 const PAGE = 4096;
 const PAGES = 24;
@@ -46,21 +47,6 @@ async function validStream(): Promise<{ hello: Buffer; rest: Buffer; image: Buff
     ...HELLO_V4, extraStreams: 0, features: 0, pageSize: PAGE, regionSize: PAGES * PAGE, migrationId: Buffer.alloc(16, 7),
   }));
   return { hello, rest: Buffer.concat(parts), image };
-}
-
-function mutate(stream: Buffer, rnd: (n: number) => number): Buffer {
-  let out = Buffer.from(stream);
-  switch (rnd(4)) {
-    case 0: out = out.subarray(0, rnd(out.length)); break; // truncated
-    case 1: { // a chunk dropped
-      const at = rnd(out.length);
-      out = Buffer.concat([out.subarray(0, at), out.subarray(Math.min(out.length, at + 1 + rnd(64)))]);
-      break;
-    }
-    default: // bytes changed
-      for (let k = 0; k < 1 + rnd(6); k++) out[rnd(out.length)] = rnd(256);
-  }
-  return out;
 }
 
 type Outcome = 'refused' | 'failed' | 'completed';

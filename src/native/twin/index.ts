@@ -1,16 +1,17 @@
 // The TypeScript twin of the C++ addon (native/*.cc): the same functions, checks and bytes, used when
 // the addon cannot load or PAGEWIRE_NO_NATIVE=1 asks for it. Slower, never different.
 import { statSync } from 'node:fs';
-import type { NativeBinding, NativeMapping, NativeRegion } from '../binding.js';
+import type { NativeBinding, NativeMapping } from '../binding.js';
 import { NativeUnavailableError } from '../../errors.js';
-import { MAX_FD, toBigU64, toIndex, toPageSize } from './args.js';
+import { MAX_FD, toIndex } from './args.js';
 import { applyPages, applyPagesSync } from './apply-pages.js';
 import { dirtyCount, dirtyScan, dirtySync } from './bitmap.js';
 import {
   lz4CompressPages, lz4DecompressPages, xbzrleDecodePages, xbzrleEncodePages, zeroPageCount,
 } from './kernels.js';
 import { TwinPageEncoder } from './page-encoder.js';
-import { regionBytes, viewBytes } from './regions.js';
+import { changedPages, hashPages } from './page-hashing.js';
+import { viewBytes } from './regions.js';
 import { xxh64 } from './xxh64.js';
 
 function mapFile(): NativeMapping {
@@ -22,27 +23,6 @@ function checkedXxh64(data: Uint8Array): bigint {
   const bytes = viewBytes(data);
   if (!bytes) throw new TypeError('data must be a Uint8Array');
   return xxh64(bytes);
-}
-
-function hashPages(region: NativeRegion, pageSize: number, firstPage: number, count: number,
-  out: BigUint64Array, outOffset: number): void {
-  const bytes = regionBytes(region);
-  const size = toPageSize(pageSize);
-  const first = toIndex(firstPage, 'firstPage');
-  const pages = toIndex(count, 'count');
-  const hashes = toBigU64(out, 'out');
-  const offset = toIndex(outOffset, 'outOffset');
-  const regionPages = Math.floor(bytes.length / size);
-  if (first > regionPages || pages > regionPages - first) {
-    throw new RangeError(`pages [${first}, +${pages}) are beyond the region's ${regionPages} pages`);
-  }
-  if (offset > hashes.length || pages > hashes.length - offset) {
-    throw new RangeError(`out has ${hashes.length} slots, fewer than outOffset + count = ${offset} + ${pages}`);
-  }
-  for (let i = 0; i < pages; i++) {
-    const at = (first + i) * size;
-    hashes[offset + i] = xxh64(bytes.subarray(at, at + size));
-  }
 }
 
 /** Without the addon there is no lseek(SEEK_DATA): the whole file counts as data. */
@@ -62,6 +42,7 @@ export const twin: NativeBinding = {
   dataExtents,
   xxh64: checkedXxh64,
   hashPages,
+  changedPages,
   dirtySync,
   dirtyCount,
   dirtyScan,
