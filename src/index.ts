@@ -35,3 +35,4 @@ export { PageBatchDecoder } from './codec/page-batch-decoder.js';
 export { LZ4_MODES, type Lz4Mode } from './codec/lz4-policy.js';
 export { codecKind } from './native/engine.js';
 export { readTlsFiles, type TlsCertificates } from './transport/tls-certs.js';
+export type { EndpointOptions } from './transport/connect.js';
