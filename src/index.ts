@@ -4,16 +4,24 @@ export { MemoryRegion, DEFAULT_PAGE_SIZE, type RegionBacking, type WasmMemory } 
 export { DirtyBitmap, DirtyPages } from './memory/dirty-bitmap.js';
 export { BitmapTracker, HashTracker, type DirtyTracker, type PageList } from './memory/dirty-tracker.js';
 export {
-  decideNextRound, expectedDowntimeMs, nextThrottlePercent, stalledRounds, type ConvergenceDecision, type ConvergenceInput,
-  type StallPolicy, type StopReason,
+  decideNextRound, expectedDowntimeMs, nextThrottlePercent, stalledRounds, STALL_POLICIES, type ConvergenceDecision,
+  type ConvergenceInput, type StallPolicy, type StopReason,
 } from './migration/convergence.js';
-export { MigrationSource, type MigrationSourceOptions, type SourceHooks, type SourcePhase } from './migration/source.js';
 export {
-  MigrationTarget, type MigrationTargetOptions, type TargetHooks, type TargetPhase, type TargetSummary,
+  MigrationSource, type MigrationSourceOptions, type SourceEvents, type SourceHooks, type SourcePhase,
+} from './migration/source.js';
+export {
+  MigrationTarget, type MigrationTargetOptions, type TargetEvents, type TargetHooks, type TargetPhase, type TargetRoundEvent,
+  type TargetSummary,
 } from './migration/target.js';
+export type { Hello } from './wire/messages.js';
 export {
   FileTargetImage, MemoryTargetImage, type FileTargetImageOptions, type MemoryTargetImageOptions, type TargetImage, type RegionOffer,
 } from './migration/target-image.js';
+export type { PageStore } from './memory/page-store.js';
+export { ApplyStatus, type ApplyResult, type NativeMapping, type NativeRegion } from './native/binding.js';
+export { StoreTargetImage } from './target/store-target-image.js';
+export type { AllocateTarget, RegionAllocation, VerifiedPageStore } from './target/verified-page-store.js';
 export type { SourceSummary, RoundProgress, RoundReport, DowntimeBreakdown } from './migration/metrics.js';
 export { formatRoundLine } from './migration/metrics.js';
 export { regionSha256 } from './memory/region-sha256.js';
@@ -24,5 +32,7 @@ export {
   PageBatchEncoder, DEFAULT_PAGE_CACHE_BYTES, type EncodedBatch, type EncodingCounts, type PageBatchEncoderOptions,
 } from './codec/page-batch-encoder.js';
 export { PageBatchDecoder } from './codec/page-batch-decoder.js';
+export { LZ4_MODES, type Lz4Mode } from './codec/lz4-policy.js';
 export { codecKind } from './native/engine.js';
 export { readTlsFiles, type TlsCertificates } from './transport/tls-certs.js';
+export type { EndpointOptions } from './transport/connect.js';

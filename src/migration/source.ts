@@ -119,7 +119,7 @@ export interface MigrationSourceOptions extends EndpointOptions {
 
 export type SourcePhase = 'connecting' | 'precopy' | 'stop-and-copy' | 'awaiting-ready' | 'handed-over' | 'completed' | 'failed';
 
-interface SourceEvents {
+export interface SourceEvents {
   phase: [SourcePhase];
   progress: [RoundProgress];
   round: [RoundReport];

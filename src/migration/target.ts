@@ -161,7 +161,7 @@ export interface TargetRoundEvent {
   bytesReceived: number;
 }
 
-interface TargetEvents {
+export interface TargetEvents {
   refused: [error: PagewireError, remote: string];
   accepted: [hello: Hello, remote: string];
   phase: [TargetPhase];
