@@ -119,9 +119,13 @@ export interface MigrationSourceOptions extends EndpointOptions {
 
 export type SourcePhase = 'connecting' | 'precopy' | 'stop-and-copy' | 'awaiting-ready' | 'handed-over' | 'completed' | 'failed';
 
+/** MigrationSource's events and their arguments. */
 export interface SourceEvents {
+  /** The source entered a phase. */
   phase: [SourcePhase];
+  /** Pages sent so far in the current round (several times a round). */
   progress: [RoundProgress];
+  /** A round ended (formatRoundLine() makes it the CLI's log line). */
   round: [RoundReport];
 }
 
