@@ -13,6 +13,8 @@ const RESULT_LINES: Record<string, RegExp> = {
   'wasm-memory.mjs': /^wasm-memory: 1024 KiB of linear memory moved live after [1-9]\d* stores, \d+ rounds, target identical, instance continued there$/,
   'custom-target-image.mjs':
     /^custom-target-image: refused an oversized source \(PW_ERR_CAPACITY\), then committed 4 MiB by swapping buffers after \d+ rounds; target identical$/,
+  'unix-socket.mjs':
+    /^unix-socket: 2 migrations \(4 and 8 MiB, 2 streams each, keyed\) served one after another over a socket in the temp directory, targets identical$/,
 };
 
 const programs = readdirSync(EXAMPLES).filter((name) => name.endsWith('.mjs')).sort();
