@@ -12,7 +12,7 @@ import { runSource, sourceJson } from '../src/cli/run-source.js';
 import { asPagewireError } from '../src/errors.js';
 import { MemoryRegion } from '../src/memory/region.js';
 import type { RoundReport } from '../src/migration/metrics.js';
-import { MemoryTargetImage } from '../src/migration/target-image.js';
+import { MemoryTargetImage } from '../src/target/target-image.js';
 import { MigrationTarget } from '../src/migration/target.js';
 import type {
   AgentMessage, AgentRequest, AgentRole, BaselineReceiveResult, BaselineSendResult, DriverMessage, ErrorInfo,

@@ -177,6 +177,25 @@ function buildOps(size: number): Op[] {
     return p;
   };
 
+  // The prepared records, each header moved onto a page of stream 0 of 2 (DUPs copy page 0) but the
+  // last one's, which is stream 1's: applyPages' ownership pass walks every header, then refuses.
+  const offStream = new Map<NativeBinding, Uint8Array>();
+  const offStreamFor = (engine: NativeBinding) => {
+    let records = offStream.get(engine);
+    if (!records) {
+      const { records: source, count } = prepare(engine);
+      records = source.slice();
+      const view = new DataView(records.buffer);
+      for (let i = 0, at = 0; i < count; i++) {
+        view.setUint32(at, i === count - 1 ? 256 : i % 256, true);
+        if (view.getUint8(at + 4) === 3) view.setUint32(at + 20, 0, true);
+        at += 20 + view.getUint32(at + 8, true);
+      }
+      offStream.set(engine, records);
+    }
+    return records;
+  };
+
   return [
     {
       // The round's sync (atomic fetch-and-clear of a clean bitmap) and the scan of a snapshot with 5% of
@@ -235,6 +254,12 @@ function buildOps(size: number): Op[] {
         const { records, count } = prepare(engine);
         return engine.applyPagesSync(work, PAGE, pages, records, count, new BigUint64Array(pages))[0];
       },
+    },
+    {
+      // The target's check that a batch writes and copies only its stream's pages, alone: the twin's
+      // pass is the JavaScript one the target ran on every PAGES frame before the decoder took it over.
+      name: 'stream-ownership', bytes,
+      run: (engine) => engine.applyPagesSync(work, PAGE, pages, offStreamFor(engine), prepare(engine).count, new BigUint64Array(pages), 0, 2)[0],
     },
   ];
 }

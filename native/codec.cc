@@ -52,6 +52,7 @@ enum ApplyStatus : uint32_t {
   kChecksumMismatch = 5,
   kTrailingBytes = 6,
   kBadPayload = 7,
+  kWrongStream = 8,
 };
 
 // True when all n bytes are zero. 64-byte chunks of eight OR-reduced 64-bit loads, leaving at the
@@ -718,8 +719,8 @@ Napi::Value PageEncoder::Encode(const Napi::CallbackInfo& info) {
 }
 
 // ---------------------------------------------------------------------------------------------
-// Decoder: applyPages / applyPagesSync(sink, pageSize, pageCount, records, recordCount, heldHashes)
-//   -> [status, pageIndexOrRecordNumber, recordsApplied]
+// Decoder: applyPages / applyPagesSync(sink, pageSize, pageCount, records, recordCount, heldHashes
+//   [, stream, streams]) -> [status, pageIndexOrRecordNumber, recordsApplied]
 // records comes from the network: every length and index in it is checked before use, and every
 // field is read once. A record is verified before the sink sees it, so a bad page is never written.
 //
@@ -734,9 +735,38 @@ struct ApplyOutcome {
   uint64_t applied;
 };
 
+// Which of `streams` parallel streams carries page p: stripes of 256 pages, dealt round-robin
+// (docs/PROTOCOL.md section 2, "Parallel streams").
+constexpr uint64_t kStripePages = 256;
+uint64_t StreamOfPage(uint32_t page, uint64_t streams) { return (page / kStripePages) % streams; }
+
+// The ownership pass, over the headers only and before any record is applied: the byte offset of the
+// first record (as far as headers are intact) that writes a page of another stream, or whose DUP copies
+// one; len when there is none. Two streams writing one page could tear it while its hash reads as
+// verified. Malformed records are left to the decoding pass, which names what is wrong with them.
+uint64_t FirstRecordOffStream(const uint8_t* records, uint64_t len, uint64_t recordCount, uint64_t stream,
+                              uint64_t streams) {
+  uint64_t pos = 0;
+  for (uint64_t r = 0; r < recordCount && pos <= len && len - pos >= kHeaderSize; ++r) {
+    const uint8_t* rec = records + pos;
+    const uint32_t payloadLength = Load32(rec + 8);
+    if (StreamOfPage(Load32(rec), streams) != stream) return pos;
+    if (rec[4] == kEncDup && payloadLength == 4 && len - pos - kHeaderSize >= 4 &&
+        StreamOfPage(Load32(rec + kHeaderSize), streams) != stream) {
+      return pos;
+    }
+    pos += kHeaderSize + payloadLength;
+  }
+  return len;
+}
+
 template <typename Sink>
 ApplyOutcome ApplyRecords(uint64_t pageSize, uint64_t pageCount, const uint8_t* records, uint64_t len,
-                          uint64_t recordCount, uint64_t* held, Sink& sink) {
+                          uint64_t recordCount, uint64_t stream, uint64_t streams, uint64_t* held, Sink& sink) {
+  if (streams > 1) {
+    const uint64_t off = FirstRecordOffStream(records, len, recordCount, stream, streams);
+    if (off != len) return ApplyOutcome{kWrongStream, off, 0};  // the whole batch is refused
+  }
   const size_t ps = static_cast<size_t>(pageSize);
   const uint64_t zeroHash = Xxh64Zeros(ps);
   uint64_t pos = 0;
@@ -981,6 +1011,7 @@ struct ApplyJob {
   uint64_t pageSize = 0, pageCount = 0;
   const uint8_t* records = nullptr;
   uint64_t length = 0, recordCount = 0;
+  uint64_t stream = 0, streams = 1;
   uint64_t* held = nullptr;
 };
 
@@ -989,10 +1020,12 @@ bool RunApply(const ApplyJob& job, ApplyOutcome* outcome, std::string* error) {
   try {
     if (job.toFile) {
       FileSink sink(job.fd, job.pageSize);
-      *outcome = ApplyRecords(job.pageSize, job.pageCount, job.records, job.length, job.recordCount, job.held, sink);
+      *outcome = ApplyRecords(job.pageSize, job.pageCount, job.records, job.length, job.recordCount,
+                              job.stream, job.streams, job.held, sink);
     } else {
       MemorySink sink(job.base, job.pageSize);
-      *outcome = ApplyRecords(job.pageSize, job.pageCount, job.records, job.length, job.recordCount, job.held, sink);
+      *outcome = ApplyRecords(job.pageSize, job.pageCount, job.records, job.length, job.recordCount,
+                              job.stream, job.streams, job.held, sink);
     }
     return true;
   } catch (const IoError& e) {
@@ -1024,6 +1057,12 @@ ApplyJob PrepareApply(const Napi::CallbackInfo& info, Keep* keep) {
   TypedSpan<uint8_t> records = ToU8(Arg(info, 3), "records");
   job.recordCount = ToIndex(Arg(info, 4), "recordCount");
   TypedSpan<uint64_t> held = ToBigU64(Arg(info, 5), "heldHashes");
+  // Left out: the only stream, which owns every page.
+  if (!Arg(info, 7).IsUndefined()) {
+    job.streams = ToIndex(Arg(info, 7), "streams", kMaxPageCount);
+    if (job.streams == 0) ThrowRange(env, "streams must be at least 1");
+  }
+  if (!Arg(info, 6).IsUndefined()) job.stream = ToIndex(Arg(info, 6), "stream", job.streams - 1);
 
   if (held.length < job.pageCount) {
     ThrowRange(env, "heldHashes has " + std::to_string(held.length) + " slots, fewer than pageCount " +

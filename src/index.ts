@@ -17,8 +17,8 @@ export {
 export type { Hello } from './wire/messages.js';
 export {
   FileTargetImage, MemoryTargetImage, type FileTargetImageOptions, type MemoryTargetImageOptions, type TargetImage, type RegionOffer,
-} from './migration/target-image.js';
-export type { PageStore } from './memory/page-store.js';
+} from './target/target-image.js';
+export type { PageStore } from './codec/page-store.js';
 export { ApplyStatus, type ApplyResult, type NativeMapping, type NativeRegion } from './native/binding.js';
 export { StoreTargetImage } from './target/store-target-image.js';
 export type { AllocateTarget, RegionAllocation, VerifiedPageStore } from './target/verified-page-store.js';

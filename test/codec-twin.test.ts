@@ -2,7 +2,7 @@
 // other on random workloads, and against hostile batches.
 import { readFileSync } from 'node:fs';
 import { describe, expect, it } from 'vitest';
-import { loadAddon, type NativeBinding } from '../dist/src/native/binding.js';
+import { ApplyStatus, loadAddon, type NativeBinding } from '../dist/src/native/binding.js';
 import { twin } from '../dist/src/native/twin/index.js';
 import { randomWorkload } from './helpers.js';
 
@@ -13,6 +13,10 @@ interface Vectors {
   batches: {
     pageSize: number; pageCount: number; cacheBytes: number;
     steps: { region: string; indices: number[]; skipZero: boolean; records: string; result: number[]; sentDigest: string }[];
+  };
+  ownership: {
+    pageSize: number; pageCount: number; region: string;
+    cases: { name: string; stream: number; streams: number; records: string; recordCount: number; result: number[]; written: number[] }[];
   };
 }
 
@@ -80,7 +84,45 @@ describe.each(implementations)('%s against the shared vectors', (_, engine) => {
   });
 });
 
+describe.each(implementations)('%s judging stream ownership', (_, engine) => {
+  it('refuses a batch with a record of another stream\'s page (or a DUP of one) before applying any of it, as the vectors say', async () => {
+    const { pageSize, pageCount, region, cases } = vectors.ownership;
+    const statuses = new Set<number>();
+    for (const v of cases) {
+      for (const apply of [engine.applyPagesSync, engine.applyPages]) {
+        const target = bytes(region);
+        for (let p = 0; p < pageCount; p++) target.fill(0, p * pageSize, p * pageSize + 8);
+        const before = Uint8Array.from(target);
+        const held = new BigUint64Array(pageCount);
+        const result = await apply(target, pageSize, pageCount, bytes(v.records), v.recordCount, held, v.stream, v.streams);
+        expect(result, `${v.name}; ${REGENERATE}`).toEqual(v.result);
+        const written = [];
+        for (let p = 0; p < pageCount; p++) {
+          if (hex(target.subarray(p * pageSize, (p + 1) * pageSize)) !== hex(before.subarray(p * pageSize, (p + 1) * pageSize))) written.push(p);
+        }
+        expect(written, v.name).toEqual(v.written);
+        if (result[0] === ApplyStatus.WrongStream) expect(held.every((h) => h === 0n), v.name).toBe(true);
+      }
+      statuses.add(v.result[0]!);
+    }
+    expect(statuses.has(ApplyStatus.WrongStream) && statuses.has(ApplyStatus.Ok)).toBe(true);
+  });
+});
+
 describe('addon and twin', () => {
+  it('refuse the same stream arguments with the same errors', () => {
+    const call = (engine: NativeBinding, stream: unknown, streams: unknown) => () =>
+      engine.applyPagesSync(new Uint8Array(512), 512, 1, new Uint8Array(0), 0, new BigUint64Array(1), stream as number, streams as number);
+    for (const [stream, streams, message] of [
+      [0, 0, 'streams must be at least 1'], [3, 3, 'stream is too large (max 2)'], [1, undefined, 'stream is too large (max 0)'],
+      [-1, 2, 'stream must be a non-negative safe integer'], [0, 2 ** 32 + 1, 'streams is too large (max 4294967296)'],
+      ['0', 2, 'stream must be a number'], [0, null, 'streams must be a number'],
+    ] as const) {
+      for (const engine of [addon, twin]) expect(call(engine, stream, streams), `${engine.kind}: ${stream} of ${streams}`).toThrow(message);
+    }
+    for (const engine of [addon, twin]) expect(call(engine, 1, 2)()).toEqual([ApplyStatus.Ok, 0, 0]);
+  });
+
   it('produce byte-identical batches on random workloads, and each decodes the other\'s', () => {
     for (const [pageSize, pageCount, cacheSlots, seed] of [[4096, 96, 32, 1], [512, 200, 50, 2], [4096, 64, 0, 3], [1024, 80, 200, 4]] as const) {
       const work = randomWorkload(seed, pageSize, pageCount);

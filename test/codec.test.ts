@@ -7,7 +7,7 @@ import { ChecksumError, MemoryRegion, ProtocolError } from '../dist/src/index.js
 import { PageBatchEncoder, type EncodedBatch } from '../dist/src/codec/page-batch-encoder.js';
 import { PageBatchDecoder } from '../dist/src/codec/page-batch-decoder.js';
 import { RECORD_HEADER_BYTES } from '../dist/src/codec/page-records.js';
-import { FilePageStore, RegionPageStore } from '../dist/src/memory/page-store.js';
+import { FilePageStore, RegionPageStore } from '../dist/src/target/page-stores.js';
 import { regionDigest } from '../dist/src/codec/page-hashes.js';
 import { mixedImage } from '../dist/src/workload/mixed-image.js';
 import { twin } from '../dist/src/native/twin/index.js';
@@ -262,6 +262,51 @@ describe('page batch codec', () => {
     await expect(apply(batch.records.subarray(0, 10), 1)).rejects.toThrow(/truncated/);
     await expect(apply(Buffer.concat([batch.records, Buffer.alloc(3)]), 1)).rejects.toThrow(/after its last record/);
     await expect(apply(batch.records, 2)).rejects.toThrow(/truncated/);
+  });
+
+  it('refuses a batch that writes or copies a page of another stream, naming both streams, before applying any of it', async () => {
+    // 3 streams, stripes of 256 pages: stream 1 owns pages 256..511, stream 2 owns 512..767.
+    const pages = 3 * 256;
+    const source = mixedRegion(pages);
+    const own = await new PageBatchEncoder(source).encode(Uint32Array.of(256, 257), false);
+    const other = await new PageBatchEncoder(source).encode(Uint32Array.of(600), false);
+    const dupHeader = Buffer.alloc(RECORD_HEADER_BYTES + 4);
+    dupHeader.writeUInt32LE(258, 0);
+    dupHeader.writeUInt8(3, 4); // DUP
+    dupHeader.writeUInt32LE(4, 8);
+    dupHeader.writeUInt32LE(600, RECORD_HEADER_BYTES);
+    const refusals: [Uint8Array, number, RegExp][] = [
+      [Buffer.concat([own.records, other.records]), 3, /^page 600 arrived on stream 1; it belongs to stream 2$/],
+      [Buffer.concat([own.records, dupHeader]), 3, /^page 258 on stream 1 copies page 600 of stream 2$/],
+    ];
+    const dir = tempDir();
+    try {
+      for (const [n, [records, count, message]] of refusals.entries()) {
+        const memory = Buffer.alloc(pages * PAGE);
+        const file = await FilePageStore.create(join(dir.dir, `${n}.img`), pages * PAGE, PAGE);
+        for (const store of [new RegionPageStore(MemoryRegion.fromMemory(memory)), file]) {
+          const decoder = new PageBatchDecoder(store);
+          const held = decoder.heldHashes.slice();
+          decoder.enqueue(records, count, undefined, 1, 3);
+          const error = await decoder.settled().catch((e: unknown) => e);
+          expect(error).toBeInstanceOf(ProtocolError);
+          expect((error as ProtocolError).message).toMatch(message);
+          expect(decoder.pagesApplied).toBe(0);
+          expect(decoder.heldHashes).toEqual(held);
+        }
+        file.close();
+        expect(memory.every((b) => b === 0)).toBe(true);
+        expect(readFileSync(join(dir.dir, `${n}.img`)).every((b) => b === 0)).toBe(true);
+        // The same records as stream 1 of 1, or on the streams that own them, go through the checks.
+        const alone = new PageBatchDecoder(new RegionPageStore(MemoryRegion.fromMemory(Buffer.alloc(pages * PAGE))));
+        alone.enqueue(own.records, 2, undefined, 1, 3);
+        alone.enqueue(other.records, 1, undefined, 2, 3);
+        await alone.settled();
+        expect(alone.pagesApplied).toBe(3);
+      }
+    } finally {
+      dir.cleanup();
+    }
   });
 
   it('stops a queue of batches at the first bad one and applies none after it', async () => {

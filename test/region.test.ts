@@ -4,7 +4,7 @@ import { afterAll, describe, expect, it } from 'vitest';
 import { MemoryRegion } from '../dist/src/index.js';
 import { PageBatchEncoder } from '../dist/src/codec/page-batch-encoder.js';
 import { PageBatchDecoder } from '../dist/src/codec/page-batch-decoder.js';
-import { FilePageStore, RegionPageStore } from '../dist/src/memory/page-store.js';
+import { FilePageStore, RegionPageStore } from '../dist/src/target/page-stores.js';
 import { tempDir } from './helpers.js';
 
 const tmp = tempDir();

@@ -1,7 +1,8 @@
 // RoundFlusher: pre-copy rounds made durable in the background, one persist() at a time.
 import { describe, expect, it } from 'vitest';
 import { StorageError } from '../dist/src/index.js';
-import { RoundFlusher, type TargetImage } from '../dist/src/migration/target-image.js';
+import { RoundFlusher } from '../dist/src/target/round-flusher.js';
+import type { TargetImage } from '../dist/src/target/target-image.js';
 
 /** An embedder's image whose persist() settles when the test says so. */
 function controlledImage() {

@@ -1,13 +1,18 @@
 // StoreTargetImage: an embedder's VerifiedPageStore receives exactly the pages, hashes and statuses that
 // the in-place decoder produces, batch for batch, on genuine and hostile batches alike.
+import { readFileSync } from 'node:fs';
 import { describe, expect, it } from 'vitest';
 import {
-  CapacityError, MemoryRegion, PageBatchDecoder, StoreTargetImage, type PageStore, type VerifiedPageStore,
+  ApplyStatus, CapacityError, MemoryRegion, PageBatchDecoder, StoreTargetImage, type PageStore, type VerifiedPageStore,
 } from '../dist/src/index.js';
 import { binding } from '../dist/src/native/engine.js';
 import { randomWorkload } from './helpers.js';
 
 const OFFER = { migrationId: '00' };
+/** Batches applied as one stream of several (test/vectors/generate.mjs), with the addon's results. */
+const ownershipVectors = (JSON.parse(readFileSync(new URL('./vectors/codec.json', import.meta.url), 'utf8')) as {
+  ownership: { pageSize: number; pageCount: number; cases: { name: string; stream: number; streams: number; records: string; recordCount: number; result: number[] }[] };
+}).ownership;
 
 /** A VerifiedPageStore over a Map, counting its calls and checking their shape. */
 class MapStore implements VerifiedPageStore {
@@ -52,12 +57,13 @@ class Targets {
     this.store = new MapStore(pageSize, from?.store.pages);
   }
 
-  async apply(records: Uint8Array, recordCount: number) {
+  async apply(records: Uint8Array, recordCount: number, stream = 0, streams = 1) {
     this.staged ??= await new StoreTargetImage(() => this.store).open({ ...OFFER, regionSize: this.memory.length, pageSize: this.pageSize });
-    const inPlace = await binding().applyPages(this.memory, this.pageSize, this.pageCount, records.slice(), recordCount, this.memoryHeld);
+    const inPlace = await binding().applyPages(this.memory, this.pageSize, this.pageCount, records.slice(), recordCount, this.memoryHeld,
+      stream, streams);
     const reads = this.store.reads;
     const writes = this.store.writes;
-    const staged = await this.staged.applyRecords(records, recordCount, this.storeHeld);
+    const staged = await this.staged.applyRecords(records, recordCount, this.storeHeld, stream, streams);
     expect(staged).toEqual(inPlace);
     expect(Buffer.from(this.store.image(this.pageCount)).equals(this.memory)).toBe(true);
     expect(this.storeHeld).toEqual(this.memoryHeld);
@@ -143,6 +149,18 @@ describe('StoreTargetImage with a VerifiedPageStore', () => {
     expect([...seen].sort()).toEqual([0, 1, 2, 3, 4]);
     // Every refusal the decoder has: truncated, index, encoding, length, checksum, trailing bytes, payload.
     expect([...statuses].sort()).toEqual([1, 2, 3, 4, 5, 6, 7]);
+  });
+
+  it('refuses a record of another stream\'s page, or a DUP of one, as the in-place decoder does (the shared ownership vectors)', async () => {
+    const { pageSize, pageCount, cases } = ownershipVectors;
+    for (const v of cases) {
+      const targets = new Targets(pageSize, pageCount);
+      const reads = targets.store.reads;
+      expect(await targets.apply(Buffer.from(v.records, 'hex'), v.recordCount, v.stream, v.streams), v.name).toEqual(v.result);
+      // A refused batch reaches the store not at all.
+      if (v.result[0] === ApplyStatus.WrongStream) expect([targets.store.reads - reads, targets.store.pages.size], v.name).toEqual([0, 0]);
+    }
+    expect(cases.some((v) => v.result[0] === ApplyStatus.WrongStream)).toBe(true);
   });
 
   it('fails the batch with PW_ERR_STORAGE, the store\'s error as cause, when the store throws', async () => {

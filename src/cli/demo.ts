@@ -3,7 +3,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { asPagewireError } from '../errors.js';
 import { mbps } from '../migration/metrics.js';
-import { FileTargetImage } from '../migration/target-image.js';
+import { FileTargetImage } from '../target/target-image.js';
 import { MigrationTarget } from '../migration/target.js';
 import { writeMixedImage } from '../workload/mixed-image.js';
 import { parseWorkloadSpec } from '../workload/workload-spec.js';

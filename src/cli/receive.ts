@@ -1,7 +1,7 @@
 import { accessSync, constants } from 'node:fs';
 import { dirname, resolve } from 'node:path';
 import { InvalidArgumentError, StorageError, asPagewireError } from '../errors.js';
-import { FileTargetImage } from '../migration/target-image.js';
+import { FileTargetImage } from '../target/target-image.js';
 import { MigrationTarget } from '../migration/target.js';
 import { isLoopback } from '../transport/loopback.js';
 import { optionalString, parseFlags, parseEndpoint, parsePositiveNumber, parseSize, requireString } from './args.js';

@@ -1,7 +1,9 @@
 import { ApplyStatus } from '../native/binding.js';
+import { streamOfPage } from '../native/twin/stream-ownership.js';
 import { ChecksumError, ProtocolError } from '../errors.js';
-import type { PageStore } from '../memory/page-store.js';
+import type { PageStore } from './page-store.js';
 import { newPageHashes } from './page-hashes.js';
+import { RECORD_HEADER_BYTES } from './page-records.js';
 
 /**
  * Verifies and applies batches of wire records to the target's pages, one native call per batch on a
@@ -16,6 +18,9 @@ export class PageBatchDecoder {
   /** One promise per queued batch, oldest first; none of them rejects (failures land in `failure`). */
   private readonly inflight: Promise<void>[] = [];
   private failure: Error | undefined;
+  private noteFailure!: (error: Error) => void;
+  /** Resolves with the first batch's failure, as it happens (never rejects): a reader can stop waiting for frames. */
+  readonly failed = new Promise<Error>((resolve) => { this.noteFailure = resolve; });
 
   /** heldHashes may be shared with the decoders of other streams, each writing only its own pages' entries. */
   constructor(private readonly store: PageStore, heldHashes?: BigUint64Array) {
@@ -25,15 +30,17 @@ export class PageBatchDecoder {
   /**
    * Queues a batch behind the others. The records buffer must stay untouched until settled() resolves,
    * or until `done` is called: once the batch is applied, or skipped after an earlier failure.
-   * Throws the error of an earlier batch, if one failed.
+   * The batch came on `stream` of `streams` parallel streams: it may write and copy only that stream's
+   * pages (docs/PROTOCOL.md section 2). Throws the error of an earlier batch, if one failed.
    */
-  enqueue(records: Uint8Array, recordCount: number, done?: () => void): void {
+  enqueue(records: Uint8Array, recordCount: number, done?: () => void, stream = 0, streams = 1): void {
     if (this.failure) throw this.failure;
     this.queue = this.queue.then(async () => {
       try {
-        if (!this.failure) await this.apply(records, recordCount);
+        if (!this.failure) await this.apply(records, recordCount, stream, streams);
       } catch (error) {
         this.failure = error as Error;
+        this.noteFailure(this.failure);
       } finally {
         done?.();
       }
@@ -52,8 +59,8 @@ export class PageBatchDecoder {
     return this.drainTo(0);
   }
 
-  private async apply(records: Uint8Array, recordCount: number): Promise<void> {
-    const [status, where, applied] = await this.store.applyRecords(records, recordCount, this.heldHashes);
+  private async apply(records: Uint8Array, recordCount: number, stream: number, streams: number): Promise<void> {
+    const [status, where, applied] = await this.store.applyRecords(records, recordCount, this.heldHashes, stream, streams);
     this.pagesApplied += applied;
     switch (status) {
       case ApplyStatus.Ok: return;
@@ -71,8 +78,20 @@ export class PageBatchDecoder {
         throw new ProtocolError(`page ${where} has a malformed DELTA or LZ4 payload`);
       case ApplyStatus.TrailingBytes:
         throw new ProtocolError('page batch has bytes after its last record');
+      case ApplyStatus.WrongStream:
+        throw wrongStream(records, where, stream, streams);
       default:
         throw new ProtocolError(`page batch rejected with status ${status as number}`);
     }
   }
+}
+
+/** The refusal of a record that writes (or copies) a page of another stream, read from the record at `offset`. */
+function wrongStream(records: Uint8Array, offset: number, stream: number, streams: number): ProtocolError {
+  const view = new DataView(records.buffer, records.byteOffset, records.byteLength);
+  const page = view.getUint32(offset, true);
+  const owner = streamOfPage(page, streams);
+  if (owner !== stream) return new ProtocolError(`page ${page} arrived on stream ${stream}; it belongs to stream ${owner}`);
+  const base = view.getUint32(offset + RECORD_HEADER_BYTES, true);
+  return new ProtocolError(`page ${page} on stream ${stream} copies page ${base} of stream ${streamOfPage(base, streams)}`);
 }

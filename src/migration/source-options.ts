@@ -16,7 +16,7 @@ import { STALL_POLICIES } from './convergence.js';
 import {
   checkFunction, checkHost, checkInstance, checkMs, checkNumber, checkObject, checkOneOf, checkOptionalBoolean,
   checkOptionalBytes, checkOptionalFunction, checkRange, checkSignal, checkTlsContext, definedEntries, shown,
-} from './option-checks.js';
+} from '../option-checks.js';
 import type { MigrationSourceOptions } from './source.js';
 
 type Optional = 'dirtyBitmap' | 'signal' | 'psk' | 'tls' | 'tlsCertificates';

@@ -2,11 +2,11 @@
 // and ROUND_END, checked against what the stream may carry and queued to the stream's own decoder. The
 // target acknowledges a round once every stream has ended it; an extra stream waits for that
 // acknowledgement before it reads on, so no page of round r+1 is applied before all of round r.
-import { ProtocolError, type PagewireError } from '../errors.js';
+import { ProtocolError, asPagewireError, type PagewireError } from '../errors.js';
 import type { PageBatchDecoder } from '../codec/page-batch-decoder.js';
 import type { FramedConnection } from '../transport/framed-connection.js';
 import { MessageType, STOP_AND_COPY, messageName, parsePages, parseRoundMarker, type Frame } from '../wire/messages.js';
-import { checkRecordsOnStream, pagesOnStream } from '../wire/streams.js';
+import { pagesOnStream } from '../wire/streams.js';
 
 /** PAGES frames received but not yet applied, per stream, beyond which it stops reading (about 4 MiB). */
 const MAX_QUEUED_BATCHES = 4;
@@ -39,6 +39,9 @@ export class StreamReceiver {
   ) {
     this.maxPages = pagesOnStream(index, streams, pageCount);
     this.round = lastRound;
+    // A batch refused on the pool thread (a bad page, a page of another stream) ends this stream's wait
+    // for its next frame, instead of waiting for the source to send one.
+    void decoder.failed.then((error) => connection.interrupt(asPagewireError(error)));
   }
 
   get inProgress(): boolean {
@@ -81,9 +84,9 @@ export class StreamReceiver {
       if (this.records + batch.recordCount > this.announced) {
         throw new ProtocolError(`round ${this.round} carries more page records than the ${this.announced} its ROUND_BEGIN announced${label}`);
       }
-      checkRecordsOnStream(batch.records, batch.recordCount, this.index, this.streams);
-      // A natively read frame's buffer goes back to its pool once applied.
-      this.decoder.enqueue(batch.records, batch.recordCount, frame.release);
+      // A natively read frame's buffer goes back to its pool once applied. The decoder refuses a
+      // record of another stream's page before it applies any of the batch.
+      this.decoder.enqueue(batch.records, batch.recordCount, frame.release, this.index, this.streams);
       this.records += batch.recordCount;
       this.noteWritten(batch.recordCount * this.pageSize);
       // Reading goes on while the pool thread decodes; past a few queued batches the socket waits.

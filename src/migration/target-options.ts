@@ -10,9 +10,9 @@ import { MAX_STREAMS } from '../wire/streams.js';
 import {
   checkFunction, checkHost, checkMs, checkObject, checkOneOf, checkOptionalBoolean, checkOptionalBytes, checkOptionalFunction, checkRange,
   checkSignal, checkTlsContext, definedEntries,
-} from './option-checks.js';
+} from '../option-checks.js';
 import type { MigrationTargetOptions, TargetHooks } from './target.js';
-import type { TargetImage } from './target-image.js';
+import type { TargetImage } from '../target/target-image.js';
 
 type Optional = 'signal' | 'hooks' | 'psk' | 'tls' | 'tlsCertificates' | 'insecure' | 'path' | 'server';
 

@@ -31,7 +31,8 @@ import { STRIPE_PAGES } from '../wire/streams.js';
 import { ExtraStreamReader, StreamReceiver, type RoundEnd } from './stream-receiver.js';
 import { HookRunner } from './hook-runner.js';
 import { targetSettings, type TargetSettings } from './target-options.js';
-import { RoundFlusher, type RegionOffer, type TargetImage } from './target-image.js';
+import { RoundFlusher } from '../target/round-flusher.js';
+import type { RegionOffer, TargetImage } from '../target/target-image.js';
 
 /** Each hook is bounded by `hookTimeoutMs` and given an AbortSignal that aborts when the target gives up on it. */
 export interface TargetHooks {

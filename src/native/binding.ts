@@ -73,6 +73,11 @@ export enum ApplyStatus {
   TrailingBytes = 6,
   /** A DELTA (XBZRLE) or LZ4 payload is malformed, or LZ4 does not give exactly one page. */
   BadPayload = 7,
+  /**
+   * A record writes a page of another stream, or is a DUP of one; nothing of the batch was applied. The
+   * value is the record's byte offset in records, where the caller reads its page and DUP source.
+   */
+  WrongStream = 8,
 }
 
 /** [bytesWritten, records, zeroRecords, deltaRecords, dupRecords, lz4Records, rawRecords, zeroSkipped] */
@@ -155,12 +160,15 @@ export interface NativeBinding {
   /**
    * Verifies and applies recordCount records from records to sink, recording heldHashes[page], on a
    * pool thread. Stops at the first bad record (a bad page is never written). Rejects on a write error.
+   * With streams > 1 the batch came on `stream` of `streams` parallel streams, and one record of
+   * another stream's page (or a DUP of one) refuses the whole batch, WrongStream, before anything is
+   * applied. Left out: stream 0 of 1, which owns every page.
    */
   applyPages(sink: PageSink, pageSize: number, pageCount: number, records: Uint8Array,
-    recordCount: number, heldHashes: BigUint64Array): Promise<ApplyResult>;
+    recordCount: number, heldHashes: BigUint64Array, stream?: number, streams?: number): Promise<ApplyResult>;
   /** The same work on the calling thread; throws on a write error. */
   applyPagesSync(sink: PageSink, pageSize: number, pageCount: number, records: Uint8Array,
-    recordCount: number, heldHashes: BigUint64Array): ApplyResult;
+    recordCount: number, heldHashes: BigUint64Array, stream?: number, streams?: number): ApplyResult;
 
   /** Writes the file's dirty pages back (sync_file_range, not waiting for the disk) on a pool thread; settles when that call returns. */
   startWriteback(fd: number): Promise<void>;

@@ -3,8 +3,9 @@
 // the batch touches, and the store receives the pages that passed, by index, in one call.
 import { ApplyStatus, type ApplyResult } from '../native/binding.js';
 import { binding } from '../native/engine.js';
+import { firstRecordOffStream } from '../native/twin/stream-ownership.js';
 import { DUP_PAYLOAD_BYTES, Encoding, RECORD_HEADER_BYTES } from '../codec/page-records.js';
-import type { PageStore } from '../memory/page-store.js';
+import type { PageStore } from '../codec/page-store.js';
 import { storeCall } from './store-call.js';
 import type { VerifiedPageStore } from './verified-page-store.js';
 
@@ -30,8 +31,15 @@ interface StagedBatch {
 export class StagedPageStore implements PageStore {
   constructor(private readonly store: VerifiedPageStore, readonly pageSize: number, readonly pageCount: number) {}
 
-  async applyRecords(records: Uint8Array, recordCount: number, heldHashes: BigUint64Array): Promise<ApplyResult> {
+  async applyRecords(records: Uint8Array, recordCount: number, heldHashes: BigUint64Array, stream = 0,
+    streams = 1): Promise<ApplyResult> {
     const { pageSize } = this;
+    // The kernel sees slots, not pages, so it cannot tell whose a page is: the headers are checked here
+    // first (staging walks them in JavaScript anyway), before anything is read or written.
+    if (streams > 1) {
+      const off = firstRecordOffStream(new DataView(records.buffer, records.byteOffset, records.byteLength), recordCount, stream, streams);
+      if (off !== records.length) return [ApplyStatus.WrongStream, off, 0];
+    }
     const batch = stageBatch(records, recordCount, this.pageCount);
     const slots = batch.pages.length;
     // Per call, not per store: the decoders of parallel streams share this store and apply concurrently.

@@ -1,8 +1,9 @@
 // A target image from an embedder's allocation hook: its own VerifiedPageStore, or a region in memory
 // sized from the source's offer.
 import { CapacityError, PagewireError } from '../errors.js';
-import { RegionPageStore, type PageStore } from '../memory/page-store.js';
-import type { RegionOffer, TargetImage } from '../migration/target-image.js';
+import type { PageStore } from '../codec/page-store.js';
+import { RegionPageStore } from './page-stores.js';
+import type { RegionOffer, TargetImage } from './target-image.js';
 import { StagedPageStore } from './staged-page-store.js';
 import { messageOf, storeCall } from './store-call.js';
 import type { AllocateTarget, RegionAllocation, VerifiedPageStore } from './verified-page-store.js';

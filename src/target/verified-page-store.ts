@@ -1,7 +1,7 @@
 // The storage an embedder writes for a target: pages that pagewire has already decoded and verified,
 // by index, in batches. StoreTargetImage (store-target-image.ts) adapts it to the target.
 import type { MemoryRegion } from '../memory/region.js';
-import type { RegionOffer } from '../migration/target-image.js';
+import type { RegionOffer } from './target-image.js';
 
 /**
  * Where a target keeps the pages it receives, at the level of page bytes: pagewire decodes every wire

@@ -12,6 +12,7 @@ import { FileSink, MemorySink, fileRunPages, type PageSink } from './page-sinks.
 import { DUP_PAYLOAD_BYTES, Encoding, RECORD_HEADER_BYTES, payloadLengthAllowed } from './records.js';
 import { regionBytes } from './regions.js';
 import { settleLater } from './settle.js';
+import { firstRecordOffStream } from './stream-ownership.js';
 import { xbzrleDecode } from './xbzrle.js';
 import { xxh64, zeroPageHash } from './xxh64.js';
 
@@ -23,27 +24,33 @@ interface ApplyJob {
   records: Uint8Array;
   recordCount: number;
   heldHashes: BigUint64Array;
+  stream: number;
+  streams: number;
 }
 
 export function applyPagesSync(sink: SinkArgument, pageSize: number, pageCount: number, records: Uint8Array,
-  recordCount: number, heldHashes: BigUint64Array): ApplyResult {
-  return applyRecords(checkApply(sink, pageSize, pageCount, records, recordCount, heldHashes));
+  recordCount: number, heldHashes: BigUint64Array, stream?: number, streams?: number): ApplyResult {
+  return applyRecords(checkApply(sink, pageSize, pageCount, records, recordCount, heldHashes, stream, streams));
 }
 
 export function applyPages(sink: SinkArgument, pageSize: number, pageCount: number, records: Uint8Array,
-  recordCount: number, heldHashes: BigUint64Array): Promise<ApplyResult> {
-  const job = checkApply(sink, pageSize, pageCount, records, recordCount, heldHashes);
+  recordCount: number, heldHashes: BigUint64Array, stream?: number, streams?: number): Promise<ApplyResult> {
+  const job = checkApply(sink, pageSize, pageCount, records, recordCount, heldHashes, stream, streams);
   return settleLater(() => applyRecords(job));
 }
 
 function checkApply(sink: unknown, pageSize: unknown, pageCount: unknown, records: unknown, recordCount: unknown,
-  heldHashes: unknown): ApplyJob {
+  heldHashes: unknown, stream: unknown, streams: unknown): ApplyJob {
   const target = typeof sink === 'number' ? toIndex(sink, 'fd', MAX_FD) : regionBytes(sink, 'sink');
   const size = toPageSize(pageSize);
   const count = toIndex(pageCount, 'pageCount', MAX_PAGE_COUNT);
   const recordBytes = toU8(records, 'records');
   const recordTotal = toIndex(recordCount, 'recordCount');
   const held = toBigU64(heldHashes, 'heldHashes');
+  // Left out: the only stream, which owns every page.
+  const streamTotal = streams === undefined ? 1 : toIndex(streams, 'streams', MAX_PAGE_COUNT);
+  if (streamTotal === 0) throw new RangeError('streams must be at least 1');
+  const streamIndex = stream === undefined ? 0 : toIndex(stream, 'stream', streamTotal - 1);
   checkPerPage(held, 'heldHashes', count);
   if (overlaps(held, recordBytes)) throw new RangeError('heldHashes must not overlap records');
   let pageSink: PageSink;
@@ -55,12 +62,19 @@ function checkApply(sink: unknown, pageSize: unknown, pageCount: unknown, record
     if (overlaps(held, pages)) throw new RangeError('heldHashes must not overlap the sink\'s pages');
     pageSink = new MemorySink(pages, size);
   }
-  return { sink: pageSink, pageSize: size, pageCount: count, records: recordBytes, recordCount: recordTotal, heldHashes: held };
+  return {
+    sink: pageSink, pageSize: size, pageCount: count, records: recordBytes, recordCount: recordTotal, heldHashes: held,
+    stream: streamIndex, streams: streamTotal,
+  };
 }
 
 function applyRecords(job: ApplyJob): ApplyResult {
-  const { sink, pageSize, pageCount, records, recordCount, heldHashes } = job;
+  const { sink, pageSize, pageCount, records, recordCount, heldHashes, stream, streams } = job;
   const view = new DataView(records.buffer, records.byteOffset, records.byteLength);
+  if (streams > 1) {
+    const off = firstRecordOffStream(view, recordCount, stream, streams);
+    if (off !== records.length) return [ApplyStatus.WrongStream, off, 0]; // the whole batch is refused
+  }
   const scratch = new Uint8Array(pageSize);
   const zeroHash = zeroPageHash(pageSize);
   let pos = 0;

@@ -3,19 +3,10 @@
 import { close, closeSync, fsync, ftruncate, open, rm } from 'node:fs';
 import { promisify } from 'node:util';
 import { StorageError } from '../errors.js';
+import type { PageStore } from '../codec/page-store.js';
+import { validatePageSize, validateRegionSize, type MemoryRegion } from '../memory/region.js';
 import type { ApplyResult } from '../native/binding.js';
 import { binding } from '../native/engine.js';
-import { validatePageSize, validateRegionSize, type MemoryRegion } from './region.js';
-
-export interface PageStore {
-  readonly pageSize: number;
-  readonly pageCount: number;
-  /**
-   * Verifies and stores a batch of wire records on a pool thread; resolves [status,
-   * pageIndexOrRecordNo, recordsApplied]. Batches must be applied one after another, in stream order.
-   */
-  applyRecords(records: Uint8Array, recordCount: number, heldHashes: BigUint64Array): Promise<ApplyResult>;
-}
 
 export class RegionPageStore implements PageStore {
   readonly pageSize: number;
@@ -24,8 +15,10 @@ export class RegionPageStore implements PageStore {
     this.pageSize = region.pageSize;
     this.pageCount = region.pageCount;
   }
-  applyRecords(records: Uint8Array, recordCount: number, heldHashes: BigUint64Array): Promise<ApplyResult> {
-    return binding().applyPages(this.region.native, this.pageSize, this.pageCount, records, recordCount, heldHashes);
+  applyRecords(records: Uint8Array, recordCount: number, heldHashes: BigUint64Array, stream?: number,
+    streams?: number): Promise<ApplyResult> {
+    return binding().applyPages(this.region.native, this.pageSize, this.pageCount, records, recordCount, heldHashes,
+      stream, streams);
   }
 }
 
@@ -61,10 +54,12 @@ export class FilePageStore implements PageStore {
     return new FilePageStore(path, fd, pageSize, byteLength);
   }
 
-  async applyRecords(records: Uint8Array, recordCount: number, heldHashes: BigUint64Array): Promise<ApplyResult> {
+  async applyRecords(records: Uint8Array, recordCount: number, heldHashes: BigUint64Array, stream?: number,
+    streams?: number): Promise<ApplyResult> {
     const fd = this.requireFd();
     try {
-      return await this.onPool(fd, binding().applyPages(fd, this.pageSize, this.pageCount, records, recordCount, heldHashes));
+      const applied = binding().applyPages(fd, this.pageSize, this.pageCount, records, recordCount, heldHashes, stream, streams);
+      return await this.onPool(fd, applied);
     } catch (cause) {
       // Arguments are ours and checked; what the addon throws here is the kernel refusing a write or read.
       throw new StorageError(`cannot write pages to ${this.path}: ${(cause as Error).message}`, { cause });

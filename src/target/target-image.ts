@@ -7,10 +7,11 @@ import { open, rename, statfs } from 'node:fs/promises';
 import { basename, dirname, join } from 'node:path';
 import { setImmediate as setImmediatePromise } from 'node:timers/promises';
 import { CapacityError, StorageError } from '../errors.js';
-import { FilePageStore, RegionPageStore, type PageStore } from '../memory/page-store.js';
+import type { PageStore } from '../codec/page-store.js';
 import type { MemoryRegion } from '../memory/region.js';
 import { binding } from '../native/engine.js';
-import { checkObject, checkOptionalBoolean } from './option-checks.js';
+import { checkObject, checkOptionalBoolean } from '../option-checks.js';
+import { FilePageStore, RegionPageStore } from './page-stores.js';
 
 export interface RegionOffer {
   regionSize: number;
@@ -209,52 +210,5 @@ async function fsyncDirectory(dir: string): Promise<void> {
     try { await handle.sync(); } finally { await handle.close(); }
   } catch (cause) {
     throw new StorageError(`cannot make the directory ${dir} durable: ${(cause as Error).message}`, { cause });
-  }
-}
-
-/**
- * Makes the pre-copy rounds durable in the background, one persist() at a time, while the next round
- * arrives: a round is acknowledged once applied, so the source's bandwidth figure is the one its final
- * round will see (that round's fsync waits for GO), and the disk works while the network does. The
- * commit on GO waits for what is in flight; a failure fails the migration at the next round's end.
- */
-export class RoundFlusher {
-  private running: Promise<void> | undefined;
-  private again = false;
-  private failure: unknown;
-
-  constructor(private readonly image: TargetImage) {}
-
-  /** Starts making everything written so far durable; throws an earlier flush's failure. */
-  flush(): void {
-    this.check();
-    if (this.running) {
-      this.again = true;
-      return;
-    }
-    this.running = this.run().finally(() => { this.running = undefined; });
-  }
-
-  /** Throws the failure of a flush, if one failed. */
-  check(): void {
-    if (this.failure !== undefined) throw this.failure;
-  }
-
-  /** Waits for the flush in flight; throws its failure. */
-  async settled(): Promise<void> {
-    await this.running;
-    this.check();
-  }
-
-  private async run(): Promise<void> {
-    do {
-      this.again = false;
-      try {
-        await this.image.persist();
-      } catch (error) {
-        this.failure ??= error;
-        return;
-      }
-    } while (this.again);
   }
 }

@@ -3,7 +3,7 @@
 // wrong option fails at construction, not as a Node TypeError somewhere inside a migration.
 import { isIP } from 'node:net';
 import { createSecureContext, type SecureContextOptions } from 'node:tls';
-import { InvalidArgumentError } from '../errors.js';
+import { InvalidArgumentError } from './errors.js';
 
 /** How a received value reads in a message: short, and typed where its type is the problem. */
 export function shown(value: unknown): string {
