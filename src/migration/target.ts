@@ -344,6 +344,8 @@ export class MigrationTarget extends EventEmitter<TargetEvents> {
     const switchover = new Switchover(host, this.options, image, flusher);
     const { summary } = session;
     this.summaryNow = summary;
+    // From here stop() interrupts the session's connections.
+    this.enter({ kind: 'welcoming', interrupt: session.interrupt });
     try {
       this.emit('accepted', hello, connection.remote);
       await session.receive();

@@ -89,13 +89,15 @@ export class TargetSession {
     this.summary.totalTimeMs = performance.now() - this.started;
   }
 
-  /** Receives rounds until FINAL's region digest matches the pages held; resumes the connection set when it breaks in the pre-copy. */
+  /**
+   * Receives rounds until FINAL's region digest matches the pages held; resumes the connection set when it
+   * breaks in the pre-copy. The target has entered `welcoming` with this session's interrupt.
+   */
   async receive(): Promise<void> {
     const { resumeWindowMs } = this.settings;
     // One connection set after another: the first, then one per resume after the connections broke.
     for (let resumed = false; ; resumed = true) {
       this.failedStream = undefined;
-      this.host.enter({ kind: 'welcoming', interrupt: this.interrupt });
       try {
         await this.receiveOn(resumed);
         return;
@@ -121,6 +123,7 @@ export class TargetSession {
         this.extras = [];
         this.control = undefined;
         const back = await this.host.awaitResume(this.resumableSession(), lost);
+        this.host.enter({ kind: 'welcoming', interrupt: this.interrupt });
         this.controlConnection = back.connection;
         this.hello = back.hello;
         // This connection set's JOINs prove the secret over a WELCOME key of their own.
