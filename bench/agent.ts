@@ -137,7 +137,7 @@ async function handle(request: AgentRequest): Promise<unknown> {
       const rss = new RssSampler('self', statSync(request.imagePath).size);
       // sha256: the region's at the pause point, hashed after the timed migration, to check the target's copy.
       const outcome = await runSource({
-        imagePath: request.imagePath, host: '127.0.0.1', port: request.port, signal: AbortSignal.timeout(request.timeoutMs),
+        imagePath: request.imagePath, endpoint: { host: '127.0.0.1', port: request.port }, signal: AbortSignal.timeout(request.timeoutMs),
         progress, workload: request.workload, streams: request.streams, lz4: request.lz4, maxDowntimeMs: request.maxDowntimeMs,
         sha256: true, ...(request.tlsKey ? { psk: request.tlsKey, tls: request.tls !== false } : {}),
       }).catch((error: unknown) => {

@@ -121,7 +121,14 @@ class FrameReader : public Napi::ObjectWrap<FrameReader> {
       // During an environment's teardown (a worker thread terminated) the callback gets no env: JS can
       // no longer be called, and the cleanup hook below ends this thread.
       done_.BlockingCall([this](Napi::Env env, Napi::Function) {
-        if (env != nullptr) Settle(env);
+        if (env == nullptr) return;
+        // While the environment shuts down (a process or worker exiting with a read still in flight),
+        // the callback may still get an env in which JS can no longer run: resolving the promise then
+        // fails. Nobody is left to hear it, and an exception escaping here would abort the process.
+        try {
+          Settle(env);
+        } catch (const Napi::Error&) {
+        }
       });
     }
   }

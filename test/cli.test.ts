@@ -144,6 +144,22 @@ describe('pagewire receive / send', () => {
     samePausePoint(c, s);
   });
 
+  it('migrates over a Unix socket (--listen unix:PATH, --connect unix:PATH), keyed, byte-exact', async () => {
+    const c = setup(8);
+    const socket = join(c.dir, 'receive.sock');
+    const key = join(c.dir, 'unix.key');
+    writeFileSync(key, 'k'.repeat(32));
+    const receiver = spawnCli(['receive', '--listen', `unix:${socket}`, '--out', c.out, '--json', '--psk-file', key]);
+    await receiver.waitForStderr(/listening on unix:/);
+    const sender = spawnCli(['send', '--connect', `unix:${socket}`, '--image', c.image, '--json', '--psk-file', key, '--streams', '2']);
+    expect(await withTimeout(sender.exit, 30_000, 'send')).toBe(0);
+    expect(await withTimeout(receiver.exit, 30_000, 'receive')).toBe(0);
+    const s = lastJson(sender.stdout());
+    expect(s).toMatchObject({ status: 'completed', streams: 2 });
+    expect(lastJson(receiver.stdout()).digest).toBe(s.digest);
+    expect(sha256File(c.out)).toBe(sha256File(c.image));
+  });
+
   it('refuses garbage, a wrong magic and an unknown version with a reason, and keeps listening', async () => {
     const c = setup(1);
     const receiver = await startReceiver(c.out);

@@ -41,9 +41,19 @@ export function parseHostPort(text: string, flag: string): { host: string; port:
   const match = /^(?:\[([^\]]+)\]|([^:]+)):(\d+)$/.exec(text);
   const port = match ? Number(match[3]) : NaN;
   if (!match || !(port >= 0 && port <= 65535)) {
-    throw new InvalidArgumentError(`--${flag}: expected HOST:PORT such as 127.0.0.1:7000, got '${text}'`);
+    throw new InvalidArgumentError(`--${flag}: expected HOST:PORT such as 127.0.0.1:7000 (or unix:PATH), got '${text}'`);
   }
   return { host: (match[1] ?? match[2])!, port };
+}
+
+/** HOST:PORT, or unix:PATH for a Unix domain socket. */
+export function parseEndpoint(text: string, flag: string): { host: string; port: number } | { path: string } {
+  if (text.startsWith('unix:')) {
+    const path = text.slice('unix:'.length);
+    if (path === '') throw new InvalidArgumentError(`--${flag}: expected unix:PATH, got '${text}'`);
+    return { path };
+  }
+  return parseHostPort(text, flag);
 }
 
 /** "256MiB", "1GiB", "4096", "64G" as bytes. */

@@ -35,7 +35,7 @@ export async function demoCommand(argv: string[]): Promise<number> {
     target = await MigrationTarget.listen({ image: new FileTargetImage(outPath), host: '127.0.0.1', port: 0, signal: signals.signal });
     const progress = new ProgressLine(process.stdout);
     const outcome = await runSource({
-      imagePath, host: '127.0.0.1', port: target.address.port, workload, signal: signals.signal, progress, sha256: true,
+      imagePath, endpoint: { host: '127.0.0.1', port: target.address.port }, workload, signal: signals.signal, progress, sha256: true,
       ...(downtime === undefined ? {} : { maxDowntimeMs: downtime }),
     });
     if (outcome.error) {

@@ -4,13 +4,13 @@ import { InvalidArgumentError, StorageError, asPagewireError } from '../errors.j
 import { FileTargetImage } from '../migration/target-image.js';
 import { MigrationTarget } from '../migration/target.js';
 import { isLoopback } from '../transport/loopback.js';
-import { optionalString, parseFlags, parseHostPort, parsePositiveNumber, parseSize, requireString } from './args.js';
+import { optionalString, parseFlags, parseEndpoint, parsePositiveNumber, parseSize, requireString } from './args.js';
 import { fileSha256 } from './file-sha256.js';
 import { printJson, printTable, roundMs } from './output.js';
 import { abortOnSignals } from './signals.js';
 import { SECURITY_FLAGS, readSecurityFlags } from './security-flags.js';
 
-export const RECEIVE_USAGE = 'pagewire receive --listen HOST:PORT --out FILE [--psk-file F [--tls] | --insecure] ' +
+export const RECEIVE_USAGE = 'pagewire receive --listen HOST:PORT|unix:PATH --out FILE [--psk-file F [--tls] | --insecure] ' +
   '[--tls-cert F --tls-key F [--tls-ca F]] [--max-size SIZE] [--timeout MS] [--resume-window MS] [--json [--sha256]]';
 
 export async function receiveCommand(argv: string[]): Promise<number> {
@@ -18,13 +18,14 @@ export async function receiveCommand(argv: string[]): Promise<number> {
     listen: 'string', out: 'string', insecure: 'boolean', json: 'boolean', sha256: 'boolean', 'max-size': 'string',
     timeout: 'string', 'resume-window': 'string', ...SECURITY_FLAGS,
   });
-  const { host, port } = parseHostPort(requireString(flags, 'listen'), 'listen');
+  const endpoint = parseEndpoint(requireString(flags, 'listen'), 'listen');
   const out = resolve(requireString(flags, 'out'));
   const json = flags.has('json');
   const security = readSecurityFlags(flags);
   // The library refuses the same; the CLI says it in terms of its flags, before anything else is opened.
-  if (!security.psk && !security.tlsCertificates?.ca && !flags.has('insecure') && !isLoopback(host)) {
-    throw new InvalidArgumentError(`--listen ${host}: anyone who reaches this address could write --out; give --psk-file ` +
+  // A Unix socket is as local as loopback: its file's permissions decide who connects.
+  if ('host' in endpoint && !security.psk && !security.tlsCertificates?.ca && !flags.has('insecure') && !isLoopback(endpoint.host)) {
+    throw new InvalidArgumentError(`--listen ${endpoint.host}: anyone who reaches this address could write --out; give --psk-file ` +
       '(the same key as the source\'s) or --tls-ca (to require client certificates), or --insecure on a network you trust');
   }
   const maxSize = optionalString(flags, 'max-size');
@@ -38,12 +39,16 @@ export async function receiveCommand(argv: string[]): Promise<number> {
   const image = new FileTargetImage(out, maxSize ? { maxRegionBytes: parseSize(maxSize, 'max-size') } : {});
   const signals = abortOnSignals();
   const target = await MigrationTarget.listen({
-    image, host, port, signal: signals.signal, ...security, insecure: flags.has('insecure'),
+    image, ...endpoint, signal: signals.signal, ...security, insecure: flags.has('insecure'),
     ...(timeout ? { timeoutMs: parsePositiveNumber(timeout, 'timeout', true) } : {}),
     ...(resumeWindow ? { resumeWindowMs: resumeWindow.trim() === '0' ? 0 : parsePositiveNumber(resumeWindow, 'resume-window') } : {}),
   });
-  const bound = target.address;
-  process.stderr.write(`listening on ${bound.family === 'IPv6' ? `[${bound.address}]` : bound.address}:${bound.port}\n`);
+  if ('path' in endpoint) {
+    process.stderr.write(`listening on unix:${endpoint.path}\n`);
+  } else {
+    const bound = target.address;
+    process.stderr.write(`listening on ${bound.family === 'IPv6' ? `[${bound.address}]` : bound.address}:${bound.port}\n`);
+  }
   target.on('refused', (error, remote) => process.stderr.write(`refused ${remote}: ${error.message} (${error.code})\n`));
   target.on('accepted', (hello, remote) => process.stderr.write(
     `migration ${hello.migrationId.toString('hex')} from ${remote}: ${hello.regionSize} bytes in pages of ${hello.pageSize}\n`));

@@ -17,8 +17,8 @@ import { roundMs, type ProgressLine } from './output.js';
 
 export interface SourceRun {
   imagePath: string;
-  host: string;
-  port: number;
+  /** TCP, or a Unix domain socket. */
+  endpoint: { host: string; port: number } | { path: string };
   workload?: WorkloadSpec;
   maxDowntimeMs?: number;
   maxBandwidthBytesPerSec?: number;
@@ -56,7 +56,7 @@ export async function runSource(run: SourceRun): Promise<SourceOutcome> {
       workload = await SyntheticWorkload.start(memory, bitmap, region.pageSize, run.workload);
     }
     const source = new MigrationSource({
-      region, dirtyBitmap: bitmap, host: run.host, port: run.port, signal: run.signal,
+      region, dirtyBitmap: bitmap, ...run.endpoint, signal: run.signal,
       hooks: {
         pause: () => workload?.pause(), resume: () => workload?.resume(), throttle: (percent) => workload?.throttle(percent),
       },

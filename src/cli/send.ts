@@ -1,7 +1,7 @@
 import { resolve } from 'node:path';
 import { InvalidArgumentError } from '../errors.js';
 import { parseRate, parseWorkloadSpec } from '../workload/workload-spec.js';
-import { optionalString, parseFlags, parseHostPort, parsePositiveNumber, parseSize, requireString } from './args.js';
+import { optionalString, parseFlags, parseEndpoint, parsePositiveNumber, parseSize, requireString } from './args.js';
 import { ProgressLine, printJson, printTable } from './output.js';
 import { runSource, sourceJson } from './run-source.js';
 import { abortOnSignals } from './signals.js';
@@ -16,7 +16,7 @@ function parseStreams(text: string): number {
   return streams;
 }
 
-export const SEND_USAGE = 'pagewire send --connect HOST:PORT --image FILE [--workload rate=200MB/s,hot=0.05,seed=1] ' +
+export const SEND_USAGE = 'pagewire send --connect HOST:PORT|unix:PATH --image FILE [--workload rate=200MB/s,hot=0.05,seed=1] ' +
   '[--max-downtime MS] [--max-bandwidth MB/s] [--max-rounds N] [--on-stall throttle|stop|fail] [--cache-size 64MiB] ' +
   '[--lz4 adaptive|always|off] ' +
   '[--streams N] [--psk-file F [--tls]] [--tls-ca F [--tls-cert F --tls-key F]] [--json [--sha256]]';
@@ -27,8 +27,8 @@ export async function sendCommand(argv: string[]): Promise<number> {
     'max-rounds': 'string', 'cache-size': 'string', streams: 'string', 'on-stall': 'string', lz4: 'string', json: 'boolean',
     sha256: 'boolean', ...SECURITY_FLAGS,
   });
-  const { host, port } = parseHostPort(requireString(flags, 'connect'), 'connect');
-  if (port === 0) throw new InvalidArgumentError('--connect: port 0 is not a port to connect to');
+  const endpoint = parseEndpoint(requireString(flags, 'connect'), 'connect');
+  if ('port' in endpoint && endpoint.port === 0) throw new InvalidArgumentError('--connect: port 0 is not a port to connect to');
   const imagePath = resolve(requireString(flags, 'image'));
   const json = flags.has('json');
   const security = readSecurityFlags(flags);
@@ -47,7 +47,7 @@ export async function sendCommand(argv: string[]): Promise<number> {
   const progress = new ProgressLine();
   try {
     const outcome = await runSource({
-      imagePath, host, port, signal: signals.signal, progress, ...security, sha256: flags.has('sha256'),
+      imagePath, endpoint, signal: signals.signal, progress, ...security, sha256: flags.has('sha256'),
       ...(workloadText ? { workload: parseWorkloadSpec(workloadText) } : {}),
       ...(downtime ? { maxDowntimeMs: parsePositiveNumber(downtime, 'max-downtime') } : {}),
       ...(bandwidth ? { maxBandwidthBytesPerSec: parseRate(bandwidth) } : {}),

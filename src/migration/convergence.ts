@@ -45,6 +45,10 @@ export interface ConvergenceInput {
  * stop: stop and copy now, with a longer pause; fail: give up, the workload keeps running here.
  */
 export const STALL_POLICIES = ['throttle', 'stop', 'fail'] as const;
+/**
+ * What the source does once the rounds stop converging (each is described above).
+ * @useDeclaredType
+ */
 export type StallPolicy = typeof STALL_POLICIES[number];
 
 export type ConvergenceDecision =

@@ -111,9 +111,13 @@ export interface MigrationSourceOptions extends EndpointOptions {
   signal?: AbortSignal;
 }
 
+/** MigrationSource's events and their arguments. */
 export interface SourceEvents {
+  /** The source entered a phase. */
   phase: [SourcePhase];
+  /** Pages sent so far in the current round (several times a round). */
   progress: [RoundProgress];
+  /** A round ended (formatRoundLine() makes it the CLI's log line). */
   round: [RoundReport];
 }
 

@@ -161,10 +161,15 @@ export interface TargetRoundEvent {
   bytesReceived: number;
 }
 
+/** MigrationTarget's events and their arguments (`remote` is the peer's HOST:PORT). */
 export interface TargetEvents {
+  /** A connection's handshake failed; the target keeps listening. */
   refused: [error: PagewireError, remote: string];
+  /** A source's HELLO was accepted: the migration it offers has begun. */
   accepted: [hello: Hello, remote: string];
+  /** The target entered a phase. */
   phase: [TargetPhase];
+  /** A round was applied and acknowledged. */
   round: [TargetRoundEvent];
   /** The source came back after the connections broke (the count so far). */
   resumed: [resumes: number, remote: string];
@@ -285,7 +290,6 @@ export class MigrationTarget extends EventEmitter<TargetEvents> {
     return target;
   }
 
-  /** The address and port it listens on; after the migration (or stop()), the ones it listened on. */
   /** The TCP address it listens on (also after the migration); a Unix socket or an embedder's server has none: InvalidArgumentError. */
   get address(): AddressInfo {
     if (!this.boundAddress) throw new InvalidArgumentError('this target does not listen on TCP (it uses a Unix socket path or the embedder\'s server)');
