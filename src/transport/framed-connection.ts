@@ -1,6 +1,8 @@
-// One connection carrying frames both ways (TCP, TLS, a Unix socket, or any Duplex an embedder hands in), with backpressure: send() waits for 'drain' when the
-// socket's buffer is full, and reading pauses when unread frames pile up. An ERROR frame from the peer
-// surfaces as a PeerError from receive(), so the peer's code and reason reach the caller.
+// One connection carrying frames both ways (TCP, TLS, a Unix socket, or any Duplex an embedder hands in),
+// with backpressure: send() waits for 'drain' when the stream's buffer is full, and reading pauses when
+// unread frames pile up. With a key and no TLS every frame is tagged and checked (frame-auth.ts). An
+// ERROR frame from the peer surfaces as a PeerError from receive(), so the peer's code and reason reach
+// the caller.
 import { Socket } from 'node:net';
 import type { Duplex } from 'node:stream';
 import { ConnectionError, PagewireError, PeerError, ProtocolError, TimeoutError, asPagewireError } from '../errors.js';
