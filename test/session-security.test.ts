@@ -108,6 +108,27 @@ describe('an on-path proxy without the key', () => {
   });
 });
 
+describe('a target that refuses right after the AUTH exchange', () => {
+  for (const psk of [undefined, PSK]) {
+    it(`${psk ? 'keyed' : 'keyless'}: the source hears the refusal's own code (a tagged ERROR, checked once the keys are in)`, async () => {
+      // The target's image has another size: open() refuses with PW_ERR_CAPACITY, right after AUTH.
+      const target = await MigrationTarget.listen({
+        image: new MemoryTargetImage(MemoryRegion.fromMemory(Buffer.alloc(64 * PAGE))), host: '127.0.0.1', port: 0, ...(psk ? { psk } : {}),
+      });
+      const refused: string[] = [];
+      target.on('refused', (e) => refused.push(e.code));
+      const source = new MigrationSource({
+        region: MemoryRegion.fromMemory(Buffer.alloc(128 * PAGE)), host: '127.0.0.1', port: target.address.port, streams: 1,
+        maxResumeAttempts: 0, hooks: { pause: () => {}, resume: () => {} }, ...(psk ? { psk } : {}),
+      });
+      const error = await source.run().then(() => undefined, (e: PagewireError) => e);
+      target.stop();
+      expect(refused).toEqual(['PW_ERR_CAPACITY']);
+      expect(error).toMatchObject({ code: 'PW_ERR_PEER', remoteCode: 'PW_ERR_CAPACITY' });
+    });
+  }
+});
+
 describe('a third party who read the migration id', () => {
   for (const psk of [undefined, PSK]) {
     it(`cannot resume the live migration${psk ? ' even with the pre-shared key' : ''}; the migration goes on untouched`, async () => {

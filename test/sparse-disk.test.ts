@@ -97,4 +97,20 @@ describe('a 64 GiB sparse disk image', () => {
     expect(statSync(out).blocks * 512).toBeLessThan(4 * EXTENTS * EXTENT_BYTES);
     region.close();
   });
+
+  it('lists, of a file that grew after it was mapped, only the data pages inside the region', () => {
+    const path = join(tmp.dir, 'grown.img');
+    const fd = openSync(path, 'wx');
+    try {
+      ftruncateSync(fd, 64 * PAGE);
+      writeSync(fd, Buffer.alloc(4 * PAGE, 1), 0, 4 * PAGE, 0);
+      const region = MemoryRegion.mapFile(path);
+      // Data beyond the mapped size (the file was extended afterwards) is not the region's.
+      writeSync(fd, Buffer.alloc(2 * PAGE, 2), 0, 2 * PAGE, 66 * PAGE);
+      expect([...region.dataPages()!]).toEqual([0, 1, 2, 3]);
+      region.close();
+    } finally {
+      closeSync(fd);
+    }
+  });
 });

@@ -82,9 +82,10 @@ export class MemoryRegion {
     if (this.filePath === undefined) return undefined;
     const extents = binding().dataExtents(this.filePath);
     const { pageSize, pageCount } = this;
+    // The file may have grown past the region since it was mapped: what lies beyond is not the region's.
     let total = 0;
     for (let i = 0; i < extents.length; i += 2) {
-      total += Math.min(pageCount, Math.ceil(extents[i + 1]! / pageSize)) - Math.floor(extents[i]! / pageSize);
+      total += Math.max(0, Math.min(pageCount, Math.ceil(extents[i + 1]! / pageSize)) - Math.floor(extents[i]! / pageSize));
     }
     const pages = new Uint32Array(total);
     let n = 0;

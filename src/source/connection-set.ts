@@ -103,13 +103,12 @@ export class ConnectionSet {
     });
     await connection.send(MessageType.Hello, hello);
     if (resume) {
+      // HELD follows WELCOME at once, possibly in the same read as the proof: its 8 MiB frames must pass.
       this.authenticated(connection, await authenticateTarget(connection, resumeKey(this.sessionSecret!, settings.psk), hello,
-        settings.timeoutMs, 'this migration\'s session secret'));
+        settings.timeoutMs, 'this migration\'s session secret'), MAX_PAYLOAD_BYTES);
     } else if (settings.psk) {
       this.authenticated(connection, await authenticateTarget(connection, settings.psk, hello, settings.timeoutMs));
     }
-    // HELD follows WELCOME at once, possibly in the same read: its 8 MiB frames must pass the decoder.
-    if (resume) connection.maxPayload = MAX_PAYLOAD_BYTES;
     const welcome = parseWelcome(await connection.expect(MessageType.Welcome, settings.timeoutMs));
     this.noteRoundTrip(performance.now() - helloSent);
     if (!resume) this.sessionSecret = this.sessionKeys.secretWith(welcome.sessionKey, hello, welcome.sessionKey);
@@ -209,8 +208,14 @@ export class ConnectionSet {
     return this.allOrInterrupt(joins);
   }
 
-  /** With a pre-shared key and no TLS, every later frame of the connection is tagged and checked. */
-  private authenticated(connection: FramedConnection, keys: FrameKeys): void {
+  /**
+   * After the AUTH exchange: with a pre-shared key and no TLS, every later frame of the connection is
+   * tagged and checked; then (with the payload limit raised to `maxPayload` if given) what the target
+   * sent after its proof is decoded.
+   */
+  private authenticated(connection: FramedConnection, keys: FrameKeys, maxPayload?: number): void {
     if (this.settings.psk && !connection.encrypted) connection.authenticateFrames(keys);
+    if (maxPayload !== undefined) connection.maxPayload = maxPayload;
+    connection.release();
   }
 }

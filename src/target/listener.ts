@@ -48,7 +48,8 @@ export interface TargetAdmission {
   refused(error: PagewireError, remote: string): void;
 }
 
-type FirstFrame = { kind: 'hello'; hello: Hello; session: Session } | { kind: 'resume'; hello: Hello } | { kind: 'join'; join: Join };
+type FirstFrame = { kind: 'hello'; hello: Hello; session: Session } | { kind: 'resume'; hello: Hello } |
+  { kind: 'join'; join: Join; registry: JoinRegistry };
 
 export function notResumable(): HandshakeError {
   return new HandshakeError('HELLO asks to resume a migration this target is not serving');
@@ -163,8 +164,10 @@ export class TargetListener {
     }
     this.handshake(connection).then((first) => {
       if (first.kind === 'join') {
+        // Only into the connection set whose WELCOME the JOIN proved: a resume may have begun another
+        // while its key exchange ran.
         const joins = this.admission.joins();
-        if (joins) joins.admit(connection, first.join);
+        if (joins && joins === first.registry) joins.admit(connection, first.join);
         else void connection.sendErrorAndClose(joinTooLate());
       } else if (first.kind === 'resume') {
         this.admission.resume(connection, first.hello);
@@ -187,7 +190,7 @@ export class TargetListener {
       const e = asPagewireError(error);
       throw e instanceof ProtocolError ? new HandshakeError(`not a pagewire handshake: ${e.message}`) : e;
     }
-    if (frame.type === MessageType.Join) return { kind: 'join', join: await this.checkJoin(connection, frame.payload) };
+    if (frame.type === MessageType.Join) return { kind: 'join', ...await this.checkJoin(connection, frame.payload) };
     if (frame.type !== MessageType.Hello) throw new HandshakeError(`expected HELLO, received ${messageName(frame.type)}`);
     const hello = parseHello(frame.payload);
     checkVersions(hello.minVersion, hello.maxVersion);
@@ -226,16 +229,19 @@ export class TargetListener {
     if (this.options.psk && !connection.encrypted) connection.authenticateFrames(keys);
   }
 
-  /** A JOIN names the migration being set up and a stream not yet joined, proves the session secret, and proves the key. */
-  private async checkJoin(connection: FramedConnection, payload: Buffer): Promise<Join> {
+  /**
+   * A JOIN names the migration being set up and a stream not yet joined, proves the session secret, and
+   * proves the key; returns it with the registry it was checked against.
+   */
+  private async checkJoin(connection: FramedConnection, payload: Buffer): Promise<{ join: Join; registry: JoinRegistry }> {
     const join = parseJoin(payload);
     checkVersions(join.version, join.version);
-    const joins = this.admission.joins();
-    if (!joins) throw unknownJoin();
-    joins.check(join);
+    const registry = this.admission.joins();
+    if (!registry) throw unknownJoin();
+    registry.check(join);
     const { psk, handshakeTimeoutMs } = this.options;
     if (psk) this.authenticated(connection, await authenticateSource(connection, psk, payload, handshakeTimeoutMs));
-    return join;
+    return { join, registry };
   }
 }
 

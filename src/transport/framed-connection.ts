@@ -49,6 +49,8 @@ export class FramedConnection {
   private opener: FrameAuthenticator | undefined;
   /** A frame failed its tag: what follows is dropped unread. */
   private forged = false;
+  /** Frames Node may still cut from the stream before it holds (holdAfterNextFrame(), release()). */
+  private frameBudget = Infinity;
 
   /** Bytes of frames handed to the stream, and bytes Node read from it (the addon's reads come on top). */
   private written = 0;
@@ -103,6 +105,23 @@ export class FramedConnection {
     const queued = this.frames.splice(0);
     this.queuedBytes = 0;
     this.deliver(queued);
+  }
+
+  /**
+   * Cuts one more frame from the stream, then holds: nothing after it is decoded (its header not even
+   * checked against the payload limit) until release(). For the last frame before the keys or the limit
+   * change: whatever the peer sent after it in the same read must be judged by the new ones.
+   */
+  holdAfterNextFrame(): void {
+    this.frameBudget = 1;
+  }
+
+  /** Decodes what was held back, under the keys and limit now in force, and reads on. */
+  release(): void {
+    if (this.frameBudget === Infinity) return;
+    this.frameBudget = Infinity;
+    this.onData(Buffer.alloc(0));
+    if (!this.full && !this.nativeReads && this.socket.isPaused() && !this.failure) this.socket.resume();
   }
 
   get bytesWritten(): number {
@@ -297,7 +316,12 @@ export class FramedConnection {
   }
 
   private onData(chunk: Buffer): void {
-    const { frames, error } = this.decoder.push(chunk);
+    const { frames, error } = this.decoder.push(chunk, this.frameBudget);
+    if (this.frameBudget !== Infinity) {
+      this.frameBudget -= frames.length;
+      // Held: read no further until release(), so nothing piles up meanwhile.
+      if (this.frameBudget === 0) this.socket.pause();
+    }
     this.deliver(frames);
     if (error) {
       // Malformed input: stop reading but keep the socket, so the owner can tell the peer why.

@@ -71,12 +71,19 @@ export async function authenticateSource(connection: FramedConnection, key: Uint
   return deriveFrameKeys(key, [firstFrame, targetNonce, sourceNonce], 'target');
 }
 
-/** The source's side, right after sending `firstFrame` (HELLO or JOIN). Throws AuthError on a wrong proof. */
+/**
+ * The source's side, right after sending `firstFrame` (HELLO or JOIN). Throws AuthError on a wrong
+ * proof. The connection holds what follows the target's proof: install the keys (and raise the payload
+ * limit) as they apply, then connection.release().
+ */
 export async function authenticateTarget(connection: FramedConnection, key: Uint8Array, firstFrame: Buffer,
   timeoutMs: number, keyName = 'the pre-shared key'): Promise<FrameKeys> {
   const targetNonce = payloadOf(await connection.expect(MessageType.Auth, timeoutMs), NONCE_BYTES, 'AUTH from the target');
   const sourceNonce = randomBytes(NONCE_BYTES);
   await connection.send(MessageType.Auth, Buffer.concat([sourceNonce, proof(key, 'source', firstFrame, targetNonce, sourceNonce)]));
+  // The target's next frames (WELCOME, HELD, or an ERROR) may come in the same read as its proof; they
+  // are tagged, and HELD is above the handshake's limit: decoded only once the caller has released.
+  connection.holdAfterNextFrame();
   const answer = payloadOf(await connection.expect(MessageType.Auth, timeoutMs), PROOF_BYTES, 'AUTH proof from the target');
   if (!same(answer, proof(key, 'target', firstFrame, targetNonce, sourceNonce))) {
     throw new AuthError(`the target does not hold ${keyName}: it is not the target this key was made for`);

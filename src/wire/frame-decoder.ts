@@ -25,23 +25,24 @@ export class FrameDecoder {
   constructor(public maxPayload: number) {}
 
   /**
-   * Adds bytes; returns the frames they complete and, at a malformed header, the ProtocolError that
-   * stops the stream (the frames before it still count). Nothing more may be pushed after an error.
+   * Adds bytes; returns the frames they complete, at most maxFrames (the rest stays buffered, not even
+   * its headers checked, until a later push), and, at a malformed header, the ProtocolError that stops
+   * the stream (the frames before it still count). Nothing more may be pushed after an error.
    */
-  push(chunk: Buffer): { frames: Frame[]; error?: ProtocolError } {
+  push(chunk: Buffer, maxFrames = Infinity): { frames: Frame[]; error?: ProtocolError } {
     this.chunks.push(chunk);
     this.buffered += chunk.length;
     const frames: Frame[] = [];
     try {
-      this.cut(frames);
+      this.cut(frames, maxFrames);
     } catch (error) {
       return { frames, error: error as ProtocolError };
     }
     return { frames };
   }
 
-  private cut(frames: Frame[]): void {
-    for (;;) {
+  private cut(frames: Frame[], maxFrames: number): void {
+    while (frames.length < maxFrames) {
       if (this.buffered < FRAME_HEADER_BYTES) break;
       const { type, length } = checkFrameHeader(this.peek(FRAME_HEADER_BYTES), this.maxPayload);
       if (this.buffered < FRAME_HEADER_BYTES + length) break;
