@@ -214,7 +214,8 @@ export class ConnectionSet {
    * sent after its proof is decoded.
    */
   private authenticated(connection: FramedConnection, keys: FrameKeys, maxPayload?: number): void {
-    if (this.settings.psk && !connection.encrypted) connection.authenticateFrames(keys);
+    // Only pagewire's own TLS stands in for the tags, as on the target.
+    if (this.settings.psk && !this.settings.tls && !this.settings.tlsCertificates) connection.authenticateFrames(keys);
     if (maxPayload !== undefined) connection.maxPayload = maxPayload;
     connection.release();
   }

@@ -226,7 +226,8 @@ export class TargetListener {
 
   /** With a pre-shared key and no TLS, every later frame of the connection is tagged and checked. */
   private authenticated(connection: FramedConnection, keys: FrameKeys): void {
-    if (this.options.psk && !connection.encrypted) connection.authenticateFrames(keys);
+    // Only pagewire's own TLS stands in for the tags: an embedder's TLS server may not authenticate anyone.
+    if (this.options.psk && !this.options.tls && !this.options.tlsCertificates) connection.authenticateFrames(keys);
   }
 
   /**

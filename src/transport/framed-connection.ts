@@ -88,11 +88,6 @@ export class FramedConnection {
     this.decoder.maxPayload = bytes + (this.opener ? FRAME_TAG_BYTES : 0);
   }
 
-  /** Whether TLS protects this connection (then frames need no tag of their own). */
-  get encrypted(): boolean {
-    return 'encrypted' in this.socket;
-  }
-
   /**
    * From now on every frame sent carries a tag, and every frame received must carry a valid one
    * (src/transport/frame-auth.ts). Call it right after the AUTH exchange: frames already queued are
