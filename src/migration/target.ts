@@ -205,6 +205,12 @@ export class MigrationTarget extends EventEmitter<TargetEvents> {
 
   /** The one place the state changes; a state with a phase of its own announces it when it differs. */
   private enter(next: TargetState): void {
+    const previous = this.state;
+    // A resume that came early is taken by the suspension that follows; if the migration ends instead,
+    // its connection is refused here rather than left open until its source gives up.
+    if (previous.kind === 'receiving' && previous.earlyResume && next.kind !== 'receiving' && next.kind !== 'suspended') {
+      this.refuse(notResumable(), previous.earlyResume.connection);
+    }
     this.state = next;
     const phase = phaseOf(next);
     if (phase === undefined || phase === this.phaseNow) return;
