@@ -58,7 +58,7 @@ async function migrateOnce(image: string, out: string) {
   rmSync(out, { force: true });
   let listening: (port: number) => void = () => {};
   const port = new Promise<number>((resolve) => { listening = resolve; });
-  const receive = new ChildRun('receive', process.execPath, [CLI_PATH, 'receive', '--listen', '127.0.0.1:0', '--out', out, '--json'], {
+  const receive = new ChildRun('receive', process.execPath, [CLI_PATH, 'receive', '--listen', '127.0.0.1:0', '--out', out, '--json', '--sparse'], {
     timeoutMs: 30 * 60_000,
     onStderrLine: (line) => {
       const match = /^listening on [^\s]+:(\d+)/.exec(line);

@@ -11,11 +11,11 @@ import { abortOnSignals } from './signals.js';
 import { SECURITY_FLAGS, readSecurityFlags } from './security-flags.js';
 
 export const RECEIVE_USAGE = 'pagewire receive --listen HOST:PORT|unix:PATH --out FILE [--psk-file F [--tls] | --insecure] ' +
-  '[--tls-cert F --tls-key F [--tls-ca F]] [--max-size SIZE] [--timeout MS] [--resume-window MS] [--json [--sha256]]';
+  '[--tls-cert F --tls-key F [--tls-ca F]] [--max-size SIZE] [--sparse] [--timeout MS] [--resume-window MS] [--json [--sha256]]';
 
 export async function receiveCommand(argv: string[]): Promise<number> {
   const flags = parseFlags(argv, {
-    listen: 'string', out: 'string', insecure: 'boolean', json: 'boolean', sha256: 'boolean', 'max-size': 'string',
+    listen: 'string', out: 'string', insecure: 'boolean', json: 'boolean', sha256: 'boolean', 'max-size': 'string', sparse: 'boolean',
     timeout: 'string', 'resume-window': 'string', ...SECURITY_FLAGS,
   });
   const endpoint = parseEndpoint(requireString(flags, 'listen'), 'listen');
@@ -36,7 +36,10 @@ export async function receiveCommand(argv: string[]): Promise<number> {
   } catch {
     throw new StorageError(`--out: cannot write in ${dirname(out)}; choose a file in a writable directory`);
   }
-  const image = new FileTargetImage(out, maxSize ? { maxRegionBytes: parseSize(maxSize, 'max-size') } : {});
+  // --sparse: the image may be mostly holes, so its size need not be free (a full disk fails a write later).
+  const image = new FileTargetImage(out, {
+    ...(maxSize ? { maxRegionBytes: parseSize(maxSize, 'max-size') } : {}), ...(flags.has('sparse') ? { checkFreeSpace: false } : {}),
+  });
   const signals = abortOnSignals();
   const target = await MigrationTarget.listen({
     image, ...endpoint, signal: signals.signal, ...security, insecure: flags.has('insecure'),

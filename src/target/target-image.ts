@@ -42,6 +42,12 @@ const WRITEBACK_EVERY_BYTES = 32 * 1024 * 1024;
 export interface FileTargetImageOptions {
   /** Refuse regions above this many bytes (default: no limit beyond free disk space). */
   maxRegionBytes?: number;
+  /**
+   * Refuse a region larger than the free space of --out's file system (default true). False for sparse
+   * images (a disk that is mostly holes takes only its data): a disk that fills up later fails a write
+   * with PW_ERR_STORAGE, before the switch-over, and the previous image stays.
+   */
+  checkFreeSpace?: boolean;
 }
 
 export class FileTargetImage implements TargetImage {
@@ -59,15 +65,17 @@ export class FileTargetImage implements TargetImage {
       throw new CapacityError(`region of ${offer.regionSize} bytes exceeds this target's limit of ${maxRegionBytes} bytes`);
     }
     const dir = dirname(this.outPath);
-    let free: number;
-    try {
-      const fs = await statfs(dir);
-      free = Number(fs.bavail) * Number(fs.bsize);
-    } catch (cause) {
-      throw new StorageError(`cannot inspect ${dir}: ${(cause as Error).message}`, { cause });
-    }
-    if (offer.regionSize > free) {
-      throw new CapacityError(`region of ${offer.regionSize} bytes does not fit: ${free} bytes free in ${dir}`);
+    if (this.options.checkFreeSpace !== false) {
+      let free: number;
+      try {
+        const fs = await statfs(dir);
+        free = Number(fs.bavail) * Number(fs.bsize);
+      } catch (cause) {
+        throw new StorageError(`cannot inspect ${dir}: ${(cause as Error).message}`, { cause });
+      }
+      if (offer.regionSize > free) {
+        throw new CapacityError(`region of ${offer.regionSize} bytes does not fit: ${free} bytes free in ${dir}`);
+      }
     }
     // Beside --out, so the final rename stays within one file system and is atomic.
     this.migrationId = offer.migrationId;
