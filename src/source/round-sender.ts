@@ -63,6 +63,11 @@ export class RoundSender {
   private streams: Stream[] = [];
   /** Encodes left in flight by a failed send: they write sentHashes until they settle. */
   private readonly lateEncodes = new Set<Promise<void>>();
+  /**
+   * Streams' rounds not yet settled. A round fails as soon as one connection does, while another stream
+   * may still be waiting for its encode: that encode is a late one too, found only once its stream ends.
+   */
+  private readonly streamRounds = new Set<Promise<void>>();
 
   constructor(private readonly context: RoundSenderContext) {}
 
@@ -83,8 +88,10 @@ export class RoundSender {
     summary.streams = count;
   }
 
-  /** Resolves once no encode left by a failed send can still write sentHashes. */
+  /** Resolves once no encode left by a failed round can still write sentHashes. */
   async lateEncodesSettled(): Promise<void> {
+    // A stream still in its round ends soon: its connection was interrupted, so its next send fails.
+    await Promise.allSettled([...this.streamRounds]);
     await Promise.all([...this.lateEncodes]);
   }
 
@@ -100,7 +107,12 @@ export class RoundSender {
       round, started, planned: parts.reduce((n, p) => n + p.count, 0), done: 0, records: 0, bytesBefore,
       paceFrom: started, paceBytesBefore: bytesBefore,
     };
-    await connections.allOrInterrupt(this.streams.map((stream) => this.sendStreamRound(stream, state, parts[stream.index]!, kind)));
+    const streamRounds = this.streams.map((stream) => this.sendStreamRound(stream, state, parts[stream.index]!, kind));
+    for (const streamRound of streamRounds) {
+      this.streamRounds.add(streamRound);
+      void streamRound.finally(() => this.streamRounds.delete(streamRound)).catch(() => undefined);
+    }
+    await connections.allOrInterrupt(streamRounds);
     const acked = parseRoundAck(await connections.control.expect(MessageType.RoundAck, settings.persistTimeoutMs));
     if (acked !== round) throw new ProtocolError(`target acknowledged round ${acked}, expected ${round}`);
     summary.rounds = round;
