@@ -3,13 +3,18 @@
 // kernel needs and no copy in between. Node's own reads go through 64 KiB buffers that JavaScript
 // then joins into frames (a second copy of every page, and fresh memory for each frame). Only bytes
 // are read here; the header is checked in TypeScript (src/wire/frame-decoder.ts), before the payload
-// is used.
+// is used. With authenticate(key), each frame's ChaCha20-Poly1305 tag (src/transport/frame-auth.ts) is
+// checked here too, on this thread, while the payload is still in cache: the JavaScript thread, which is
+// on a migration's critical path, never hashes the bytes.
 #include <errno.h>
 #include <fcntl.h>
 #include <poll.h>
 #include <string.h>
 #include <sys/eventfd.h>
 #include <unistd.h>
+
+#include <openssl/crypto.h>
+#include <openssl/evp.h>
 
 #include <atomic>
 #include <condition_variable>
@@ -36,7 +41,30 @@ enum ReadStatus : uint32_t {
   kCut = 3,          // the peer closed it inside a frame
   kCancelled = 4,    // cancel() was called
   kFailed = 5,       // read() or poll() failed; the third value is errno
+  kForged = 6,       // the frame's tag does not verify (authenticate()); the third value is bytes read
 };
+
+constexpr size_t kKeyBytes = 32;
+constexpr uint64_t kTagBytes = 16;
+
+// Whether the last 16 bytes of payload[0, length) are the ChaCha20-Poly1305 tag, under key and the nonce
+// u32 0 || u64 number (little-endian), of the header and the rest of the payload as associated data.
+bool TagVerifies(const uint8_t* key, uint64_t number, const uint8_t* header, const uint8_t* payload, uint64_t length) {
+  if (length < kTagBytes || length - kTagBytes > static_cast<uint64_t>(INT32_MAX)) return false;
+  uint8_t nonce[12] = {0};
+  for (int i = 0; i < 8; i++) nonce[4 + i] = static_cast<uint8_t>(number >> (8 * i));
+  EVP_CIPHER_CTX* ctx = EVP_CIPHER_CTX_new();
+  if (ctx == nullptr) return false;
+  uint8_t tag[kTagBytes];
+  int ignored = 0;
+  const bool ok = EVP_EncryptInit_ex(ctx, EVP_chacha20_poly1305(), nullptr, key, nonce) == 1 &&
+                  EVP_EncryptUpdate(ctx, nullptr, &ignored, header, static_cast<int>(kHeaderBytes)) == 1 &&
+                  EVP_EncryptUpdate(ctx, nullptr, &ignored, payload, static_cast<int>(length - kTagBytes)) == 1 &&
+                  EVP_EncryptFinal_ex(ctx, tag, &ignored) == 1 &&
+                  EVP_CIPHER_CTX_ctrl(ctx, EVP_CTRL_AEAD_GET_TAG, static_cast<int>(kTagBytes), tag) == 1;
+  EVP_CIPHER_CTX_free(ctx);
+  return ok && CRYPTO_memcmp(tag, payload + length - kTagBytes, kTagBytes) == 0;
+}
 
 struct ReadOutcome {
   uint32_t status = kFrame;
@@ -56,6 +84,7 @@ class FrameReader : public Napi::ObjectWrap<FrameReader> {
                            InstanceMethod<&FrameReader::ReadPayload>("readPayload"),
                            InstanceMethod<&FrameReader::Cancel>("cancel"),
                            InstanceMethod<&FrameReader::Close>("close"),
+                           InstanceMethod<&FrameReader::Authenticate>("authenticate"),
                        });
   }
 
@@ -103,6 +132,21 @@ class FrameReader : public Napi::ObjectWrap<FrameReader> {
     bool payloadOnly = false;
   };
 
+  // authenticate(key, nextNumber): from the next frame on, check each frame's tag under key, the first
+  // with nextNumber as its number. Only between reads.
+  Napi::Value Authenticate(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    if (busy_) throw Napi::Error::New(env, "a read is in flight: authenticate between reads");
+    TypedSpan<uint8_t> key = ToU8(Arg(info, 0), "key");
+    if (key.length != kKeyBytes) ThrowRange(env, "key must hold 32 bytes");
+    const uint64_t next = ToIndex(Arg(info, 1), "nextNumber", UINT32_MAX);
+    std::lock_guard<std::mutex> lock(mutex_);
+    memcpy(key_, key.data, kKeyBytes);
+    nextNumber_ = next;
+    authenticated_ = true;
+    return env.Undefined();
+  }
+
   void Loop() {
     for (;;) {
       Request request;
@@ -137,17 +181,27 @@ class FrameReader : public Napi::ObjectWrap<FrameReader> {
     ReadOutcome out;
     if (r.payloadOnly) {
       out.length = r.capacity;
-      Fill(r.payload, r.capacity, false, &out);
+      if (Fill(r.payload, r.capacity, false, &out)) Verify(lastHeader_, r.payload, r.capacity, &out);
       return out;
     }
     if (!Fill(r.header, kHeaderBytes, true, &out)) return out;
     out.length = Load32(r.header + 4);
     if (out.length > r.capacity) {
+      // The payload comes with readPayload(), which checks the tag against this header.
+      memcpy(lastHeader_, r.header, kHeaderBytes);
       out.status = kPayloadLater;
       return out;
     }
-    Fill(r.payload, out.length, false, &out);
+    if (Fill(r.payload, out.length, false, &out)) Verify(r.header, r.payload, out.length, &out);
     return out;
+  }
+
+  // On this thread, a whole frame just read: with a key, its tag must verify (the key and number are
+  // set only between reads, so no lock is needed here).
+  void Verify(const uint8_t* header, const uint8_t* payload, uint64_t length, ReadOutcome* out) {
+    if (!authenticated_) return;
+    const uint64_t number = nextNumber_++;
+    if (!TagVerifies(key_, number, header, payload, length)) out->status = kForged;
   }
 
   // On the main thread, once the reader's thread has finished a read.
@@ -302,6 +356,12 @@ class FrameReader : public Napi::ObjectWrap<FrameReader> {
   bool pending_ = false, exiting_ = false;  // under mutex_
   Request request_;                         // under mutex_
   ReadOutcome outcome_;                     // under mutex_
+  // Set between reads (authenticate()), used by the reader thread during one: the hand-over through
+  // mutex_ with each request orders them.
+  bool authenticated_ = false;
+  uint8_t key_[kKeyBytes] = {0};
+  uint64_t nextNumber_ = 0;
+  uint8_t lastHeader_[kHeaderBytes] = {0};
   Napi::ThreadSafeFunction done_;
   std::optional<Napi::Promise::Deferred> deferred_;
   Napi::ObjectReference headerRef_, payloadRef_, selfRef_;

@@ -4,7 +4,9 @@
 import { createServer, type Server, type Socket } from 'node:net';
 import { Worker } from 'node:worker_threads';
 import { afterEach, describe, expect, it } from 'vitest';
-import { ConnectionError, ProtocolError } from '../dist/src/index.js';
+import { randomBytes } from 'node:crypto';
+import { AuthError, ConnectionError, ProtocolError } from '../dist/src/index.js';
+import { FRAME_TAG_BYTES, FrameAuthenticator } from '../dist/src/transport/frame-auth.js';
 import { FramedConnection } from '../dist/src/transport/framed-connection.js';
 import { MAX_PAYLOAD_BYTES, MessageType, encodeRoundMarker, frameHeader } from '../dist/src/wire/messages.js';
 import { frame, rawClient, withTimeout } from './helpers.js';
@@ -13,7 +15,7 @@ let server: Server | undefined;
 afterEach(() => server?.close());
 
 /** A FramedConnection reading natively on the accepted side of a loopback connection, and the raw peer. */
-async function nativePair(): Promise<{ connection: FramedConnection; peer: Socket; closed: Promise<void> }> {
+async function nativePair(keys?: { send: Buffer; receive: Buffer }): Promise<{ connection: FramedConnection; peer: Socket; closed: Promise<void> }> {
   const accepted = new Promise<Socket>((resolve) => {
     server = createServer(resolve);
   });
@@ -21,6 +23,7 @@ async function nativePair(): Promise<{ connection: FramedConnection; peer: Socke
   const port = (server!.address() as { port: number }).port;
   const peer = await rawClient(port);
   const connection = new FramedConnection(await accepted, MAX_PAYLOAD_BYTES);
+  if (keys) connection.authenticateFrames(keys);
   expect(connection.readNatively()).toBe(true);
   return { connection, peer: peer.socket, closed: peer.closed };
 }
@@ -63,6 +66,30 @@ describe('native frame reads', () => {
     expect(typeof got[1]!.release).toBe('function');
     expect(got[2]!.release).toBeUndefined();
     expect(connection.bytesRead).toBe(stream.length);
+    peer.destroy();
+    await connection.close();
+  });
+
+  it('checks frame tags on the reader\'s thread: the TypeScript sender\'s tags verify, a changed byte fails', async () => {
+    const key = randomBytes(32);
+    const { connection, peer } = await nativePair({ send: randomBytes(32), receive: key });
+    const sealer = new FrameAuthenticator(key);
+    const tagged = (type: MessageType, payload: Buffer) => {
+      const header = frameHeader(type, payload.length + FRAME_TAG_BYTES);
+      return Buffer.concat([header, payload, sealer.tag(header, [payload])]);
+    };
+    // Small (copied out), pooled, and beyond a pooled buffer (read with readPayload).
+    const payloads = [Buffer.alloc(100, 1), Buffer.alloc(300_000, 2), Buffer.alloc(3 * 2 ** 20, 3)];
+    const good = Buffer.concat(payloads.map((p) => tagged(MessageType.Pages, p)));
+    const bad = tagged(MessageType.Pages, Buffer.alloc(5000, 4));
+    bad[8 + 100] ^= 1;
+    await writeInSplits(peer, Buffer.concat([good, bad]), 11);
+    for (const payload of payloads) {
+      const got = await connection.receive(10_000);
+      expect(got.payload.equals(payload)).toBe(true);
+    }
+    await expect(connection.receive(10_000)).rejects.toSatisfy((e: unknown) =>
+      e instanceof AuthError && /frame 3 \(PAGES\) on this connection failed authentication/.test(e.message));
     peer.destroy();
     await connection.close();
   });

@@ -35,6 +35,8 @@ export enum ReadStatus {
   Cancelled = 4,
   /** read() failed; the third value is the errno. */
   Failed = 5,
+  /** The frame's tag did not verify (authenticate()); the third value is the bytes read. */
+  Forged = 6,
 }
 
 /** [status, payload length the header announced, bytes consumed from the socket (errno for Failed)]. */
@@ -54,6 +56,11 @@ export interface NativeFrameReader {
   cancel(): void;
   /** Closes the duplicate descriptor; only once no read is in flight. */
   close(): void;
+  /**
+   * From the next frame on, checks each frame's ChaCha20-Poly1305 tag (src/transport/frame-auth.ts)
+   * under key, numbering frames from nextNumber; a frame that fails ends as Forged. Only between reads.
+   */
+  authenticate(key: Uint8Array, nextNumber: number): void;
 }
 
 /** What native calls accept as a region: a DataView over (Shared)ArrayBuffer memory, or a mapping. */

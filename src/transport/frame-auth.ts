@@ -30,12 +30,28 @@ export function deriveFrameKeys(key: Uint8Array, transcript: Buffer[], role: 'so
   return role === 'source' ? { send: toTarget, receive: toSource } : { send: toSource, receive: toTarget };
 }
 
+/** The error for frame `number` of a connection whose tag does not verify. */
+export function forgedFrame(type: MessageType, number: bigint | number): AuthError {
+  return new AuthError(`frame ${number} (${messageName(type)}) on this connection failed authentication: it was altered, ` +
+    'replayed or forged on the way, or the peer does not hold the key');
+}
+
 /** One direction of one connection: numbers its frames and tags or checks them in order. */
 export class FrameAuthenticator {
   private frames = 0n;
   private readonly nonce = Buffer.alloc(NONCE_BYTES);
 
-  constructor(private readonly key: Buffer) {}
+  constructor(readonly key: Buffer) {}
+
+  /** The number the next frame gets. */
+  get nextNumber(): number {
+    return Number(this.frames);
+  }
+
+  /** Counts a frame whose tag was checked elsewhere (the native reader). */
+  skip(): void {
+    this.frames += 1n;
+  }
 
   /** The tag of the next frame: `header` already counts the tag in its length. */
   tag(header: Buffer, parts: readonly Uint8Array[]): Buffer {
@@ -49,7 +65,7 @@ export class FrameAuthenticator {
   /** Checks the next frame received; returns its payload without the tag. Throws AuthError when it fails. */
   open(type: MessageType, payload: Buffer): Buffer {
     const number = this.frames;
-    if (payload.length < FRAME_TAG_BYTES) throw this.forged(type, number);
+    if (payload.length < FRAME_TAG_BYTES) throw forgedFrame(type, number);
     const body = payload.subarray(0, payload.length - FRAME_TAG_BYTES);
     const header = Buffer.alloc(FRAME_HEADER_BYTES);
     header.writeUInt8(type, 0);
@@ -61,7 +77,7 @@ export class FrameAuthenticator {
     try {
       decipher.final();
     } catch {
-      throw this.forged(type, number);
+      throw forgedFrame(type, number);
     }
     return body;
   }
@@ -70,10 +86,5 @@ export class FrameAuthenticator {
     this.nonce.writeBigUInt64LE(this.frames, 4);
     this.frames += 1n;
     return this.nonce;
-  }
-
-  private forged(type: MessageType, number: bigint): AuthError {
-    return new AuthError(`frame ${number} (${messageName(type)}) on this connection failed authentication: it was altered, ` +
-      'replayed or forged on the way, or the peer does not hold the key');
   }
 }

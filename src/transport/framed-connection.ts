@@ -135,6 +135,8 @@ export class FramedConnection {
    */
   readNatively(): boolean {
     if (this.nativeReads || this.failure || this.decoder.pendingBytes > 0 || !(this.socket instanceof Socket)) return false;
+    // With frame tags, the reader checks them on its own thread (call authenticateFrames() first).
+    const tags = this.opener && { key: this.opener.key, nextNumber: this.opener.nextNumber };
     this.nativeReads = NativeFrameReads.start(this.socket, {
       maxPayload: () => this.decoder.maxPayload,
       deliver: (frame) => this.deliver([frame]),
@@ -142,7 +144,7 @@ export class FramedConnection {
       // A stream that ended or broke is a lost connection, as Node's 'close' and 'error' say; a
       // malformed header stops reading but keeps the socket, so the owner can tell the peer why.
       failed: (error) => (error instanceof ConnectionError ? this.fail(error) : this.interrupt(error)),
-    });
+    }, tags);
     return this.nativeReads !== undefined;
   }
 
@@ -332,7 +334,10 @@ export class FramedConnection {
         frame.release?.();
         continue;
       }
-      if (this.opener) {
+      if (this.opener && frame.authenticated) {
+        this.opener.skip();
+        frame = { ...frame, payload: frame.payload.subarray(0, frame.payload.length - FRAME_TAG_BYTES), authenticated: false };
+      } else if (this.opener) {
         try {
           frame = { ...frame, payload: this.opener.open(frame.type, frame.payload) };
         } catch (error) {

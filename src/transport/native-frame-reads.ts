@@ -9,6 +9,7 @@ import { ConnectionError, type PagewireError } from '../errors.js';
 import { ReadStatus, type NativeFrameReader } from '../native/binding.js';
 import { binding } from '../native/engine.js';
 import { checkFrameHeader } from '../wire/frame-decoder.js';
+import { forgedFrame } from './frame-auth.js';
 import { FRAME_HEADER_BYTES, type Frame } from '../wire/messages.js';
 
 /** A pooled payload buffer: a PAGES batch of 256 pages of 4 KiB (about 1 MiB) and then some. */
@@ -54,8 +55,15 @@ export class NativeFrameReads {
   /** Settles when the read loop has ended and no read is in flight. */
   private readonly loop: Promise<void>;
   bytesRead = 0;
+  /** With frame tags: the number of the next frame, for the message when one is forged. */
+  private nextNumber: number | undefined;
 
-  private constructor(private readonly reader: NativeFrameReader, private readonly sink: FrameSink) {
+  private constructor(private readonly reader: NativeFrameReader, private readonly sink: FrameSink,
+    tags?: { key: Uint8Array; nextNumber: number }) {
+    if (tags) {
+      reader.authenticate(tags.key, tags.nextNumber);
+      this.nextNumber = tags.nextNumber;
+    }
     this.stopping = new Promise((resolve) => { this.stopNow = resolve; });
     this.loop = this.run();
   }
@@ -65,7 +73,7 @@ export class NativeFrameReads {
    * changed) when the socket is not plain TCP or the addon is missing. Node must not have read past
    * a frame boundary: the caller switches before the peer may send more.
    */
-  static start(socket: Socket, sink: FrameSink): NativeFrameReads | undefined {
+  static start(socket: Socket, sink: FrameSink, tags?: { key: Uint8Array; nextNumber: number }): NativeFrameReads | undefined {
     const readable = nativeReadable(socket);
     if (!readable) return undefined;
     const reader = new (binding().FrameReader!)(readable.fd);
@@ -75,7 +83,7 @@ export class NativeFrameReads {
     readable.handle.reading = false;
     readable.handle.readStop();
     (socket as unknown as { _read: () => void })._read = () => {};
-    return new NativeFrameReads(reader, sink);
+    return new NativeFrameReads(reader, sink, tags);
   }
 
   /**
@@ -135,22 +143,33 @@ export class NativeFrameReads {
       // Longer than a pooled buffer (within the limit just checked): a buffer of its own.
       const payload = Buffer.allocUnsafeSlow(length);
       const [rest, , restBytes] = await this.reader.readPayload(payload);
-      return this.check(rest, restBytes) ? { type, payload } : undefined;
+      return this.check(rest, restBytes) ? this.authenticated(rest, { type, payload }) : undefined;
     }
     if (length <= COPY_PAYLOAD_UP_TO) {
       const payload = Buffer.from(buffer.subarray(0, length));
       this.pool.push(buffer);
-      return { type, payload };
+      return this.authenticated(status, { type, payload });
     }
     let released = false;
-    return {
+    return this.authenticated(status, {
       type, payload: buffer.subarray(0, length),
       release: () => {
         if (released) return;
         released = true;
         this.pool.push(buffer);
       },
-    };
+    });
+  }
+
+  /** With frame tags, a whole frame the reader checked: marked so, or the AuthError of a forged one. */
+  private authenticated(status: ReadStatus, frame: Frame): Frame {
+    if (this.nextNumber === undefined) return frame;
+    const number = this.nextNumber++;
+    if (status === ReadStatus.Forged) {
+      frame.release?.();
+      throw forgedFrame(frame.type, number);
+    }
+    return { ...frame, authenticated: true };
   }
 
   /** Counts what a read consumed; false when stopped; throws what ended the stream. */
@@ -163,6 +182,7 @@ export class NativeFrameReads {
     switch (status) {
       case ReadStatus.Frame:
       case ReadStatus.PayloadLater:
+      case ReadStatus.Forged:
         return true;
       case ReadStatus.Cancelled:
         return false;

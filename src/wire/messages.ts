@@ -70,6 +70,8 @@ export interface Frame {
    * once nothing reads it any more. Without the call it is left to the garbage collector.
    */
   release?: () => void;
+  /** The native reader has checked this frame's tag (the payload still ends with it). */
+  authenticated?: boolean;
 }
 
 export function frameHeader(type: MessageType, payloadLength: number): Buffer {
