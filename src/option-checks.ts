@@ -67,6 +67,11 @@ export function checkHost(name: string, value: unknown): void {
   }
 }
 
+/** A Unix domain socket's path: a non-empty string. */
+export function checkSocketPath(name: string, value: unknown): void {
+  if (typeof value !== 'string' || value === '') throw invalid(name, 'the Unix socket\'s path', value);
+}
+
 /** Longest delay setTimeout keeps: a longer one would fire at once. */
 const MAX_TIMER_MS = 2 ** 31 - 1;
 

@@ -108,6 +108,19 @@ export function answered(client: { socket: Socket; received(): Buffer; closed: P
   });
 }
 
+/** Waits until `count` bytes came back from the peer (a WELCOME or JOINED frame, say), failing after 10 s. */
+export function receivedAtLeast(client: { socket: Socket; received(): Buffer }, count: number): Promise<void> {
+  return withTimeout(new Promise<void>((resolve) => {
+    const check = () => {
+      if (client.received().length < count) return;
+      client.socket.off('data', check);
+      resolve();
+    };
+    client.socket.on('data', check);
+    check();
+  }), 10_000, `${count} bytes from the peer`);
+}
+
 export function withTimeout<T>(promise: Promise<T>, ms: number, what: string): Promise<T> {
   return Promise.race([promise, new Promise<T>((_, reject) => setTimeout(() => reject(new Error(`${what}: no result within ${ms} ms`)), ms))]);
 }

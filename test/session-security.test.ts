@@ -15,7 +15,7 @@ import {
   FEATURE_PSK, FEATURE_RESUME, MessageType, WELCOME_BYTES, encodeHello, encodeJoinHead, messageName,
 } from '../dist/src/wire/messages.js';
 import { FaultProxy, type ProxiedFrame } from './fault-proxy.js';
-import { HELLO_V4, frame, provenJoin, rawClient, tempDir, withTimeout } from './helpers.js';
+import { HELLO_V4, frame, provenJoin, rawClient, receivedAtLeast, tempDir, withTimeout } from './helpers.js';
 
 const tmp = tempDir();
 afterAll(() => tmp.cleanup());
@@ -216,10 +216,3 @@ function framesOf(bytes: Buffer): string[] {
   return names;
 }
 
-async function receivedAtLeast(client: { received(): Buffer; socket: { on(e: 'data', f: () => void): void } }, bytes: number): Promise<void> {
-  await withTimeout(new Promise<void>((resolve) => {
-    const check = () => { if (client.received().length >= bytes) resolve(); };
-    client.socket.on('data', check);
-    check();
-  }), 10_000, `${bytes} bytes from the target`);
-}

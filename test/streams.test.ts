@@ -13,7 +13,7 @@ import {
 } from '../dist/src/wire/messages.js';
 import { STRIPE_PAGES, pagesOnStream, splitByStream, streamOfPage } from '../dist/src/wire/streams.js';
 import { SessionKeyPair } from '../dist/src/transport/session-secret.js';
-import { HELLO_V4, provenJoin, frame, randomShared, rawClient, tempDir, withTimeout } from './helpers.js';
+import { HELLO_V4, provenJoin, receivedAtLeast, frame, randomShared, rawClient, tempDir, withTimeout } from './helpers.js';
 
 const PAGE = 4096;
 
@@ -23,15 +23,6 @@ async function memoryTarget(bytes: number, psk?: Buffer) {
     image: new MemoryTargetImage(MemoryRegion.fromMemory(targetBytes), { zeroed: true }), host: '127.0.0.1', port: 0, ...(psk ? { psk } : {}),
   });
   return { target, targetBytes };
-}
-
-/** Waits until `count` bytes came back (a WELCOME or JOINED frame, say). */
-function receivedAtLeast(client: Awaited<ReturnType<typeof rawClient>>, count: number): Promise<void> {
-  return withTimeout(new Promise<void>((resolve) => {
-    const check = () => { if (client.received().length >= count) { client.socket.off('data', check); resolve(); } };
-    client.socket.on('data', check);
-    check();
-  }), 5000, `${count} bytes`);
 }
 
 describe('stripes', () => {

@@ -14,7 +14,7 @@ import { MAX_PAYLOAD_BYTES } from '../wire/messages.js';
 import { MAX_STREAMS } from '../wire/streams.js';
 import { STALL_POLICIES } from './convergence.js';
 import {
-  checkFunction, checkHost, checkInstance, checkMs, checkNumber, checkObject, checkOneOf, checkOptionalBoolean,
+  checkFunction, checkHost, checkSocketPath, checkInstance, checkMs, checkNumber, checkObject, checkOneOf, checkOptionalBoolean,
   checkOptionalBytes, checkOptionalFunction, checkRange, checkSignal, checkTlsContext, definedEntries, shown,
 } from '../option-checks.js';
 import type { MigrationSourceOptions } from './source.js';
@@ -37,11 +37,15 @@ export function sourceSettings(options: MigrationSourceOptions): SourceSettings 
   checkFunction('options.hooks.resume', hooks.resume);
   checkOptionalFunction('options.hooks.deviceState', hooks.deviceState);
   checkOptionalFunction('options.hooks.throttle', hooks.throttle);
-  if (options.host !== undefined || options.port !== undefined) {
+  const endpoint = endpointOf(options);
+  if ('host' in endpoint) {
     checkHost('options.host', options.host);
     checkRange('options.port', options.port, 1, 65535);
+  } else if ('path' in endpoint) {
+    checkSocketPath('options.path', options.path);
+  } else {
+    checkFunction('options.connect', options.connect);
   }
-  const endpoint = endpointOf(options);
   const filled: SourceSettings = {
     maxDowntimeMs: 300, maxRounds: 30, maxBandwidthBytesPerSec: 0, timeoutMs: 30_000, persistTimeoutMs: 600_000,
     hookTimeoutMs: 30_000,

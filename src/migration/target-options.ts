@@ -8,7 +8,7 @@ import { checkPsk } from '../transport/psk-auth.js';
 import { tlsServerOptions } from '../transport/tls-certs.js';
 import { MAX_STREAMS } from '../wire/streams.js';
 import {
-  checkFunction, checkHost, checkMs, checkObject, checkOneOf, checkOptionalBoolean, checkOptionalBytes, checkOptionalFunction, checkRange,
+  checkFunction, checkHost, checkSocketPath, checkMs, checkObject, checkOneOf, checkOptionalBoolean, checkOptionalBytes, checkOptionalFunction, checkRange,
   checkSignal, checkTlsContext, definedEntries,
 } from '../option-checks.js';
 import type { MigrationTargetOptions, TargetHooks } from './target.js';
@@ -39,7 +39,7 @@ export function targetSettings(options: MigrationTargetOptions): TargetSettings 
     ...definedEntries(options),
   } as TargetSettings;
   const { path, server } = filled;
-  if (path !== undefined && (typeof path !== 'string' || path === '')) throw new InvalidArgumentError('options.path must be the Unix socket\'s path');
+  if (path !== undefined) checkSocketPath('options.path', path);
   if (server !== undefined && !(server instanceof Server)) throw new InvalidArgumentError('options.server must be a net.Server (or tls.Server)');
   if (path !== undefined && server !== undefined) throw new InvalidArgumentError('give options.path or options.server, not both');
   if ((path !== undefined || server !== undefined) && (filled.tls || filled.tlsCertificates)) {

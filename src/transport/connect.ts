@@ -30,23 +30,17 @@ export interface EndpointOptions {
   connect?(signal: AbortSignal): Promise<Duplex> | Duplex;
 }
 
-/** The one endpoint `options` names; InvalidArgumentError unless exactly one is given. */
+/**
+ * The one endpoint `options` names; InvalidArgumentError unless exactly one is given. The values
+ * themselves are checked by the caller (src/migration/source-options.ts).
+ */
 export function endpointOf(options: EndpointOptions): Endpoint {
   const { host, port, path, connect } = options;
   const given = [host !== undefined || port !== undefined, path !== undefined, connect !== undefined].filter(Boolean).length;
   if (given !== 1) throw new InvalidArgumentError('give exactly one of host and port, path (a Unix socket) or connect');
-  if (connect !== undefined) {
-    if (typeof connect !== 'function') throw new InvalidArgumentError('connect must be a function returning a Duplex stream');
-    return { connect };
-  }
-  if (path !== undefined) {
-    if (typeof path !== 'string' || path === '') throw new InvalidArgumentError('path must be the Unix socket\'s path');
-    return { path };
-  }
-  if (typeof host !== 'string' || host === '') throw new InvalidArgumentError('host must be a host name or address (for a Unix socket give path)');
-  if (!Number.isInteger(port) || port! < 1 || port! > 65535) throw new InvalidArgumentError(`port must be from 1 to 65535, got ${port}`);
-  if (host.includes('/')) throw new InvalidArgumentError(`host '${host}' looks like a path: give a Unix socket as path`);
-  return { host, port: port! };
+  if (connect !== undefined) return { connect };
+  if (path !== undefined) return { path };
+  return { host: host!, port: port! };
 }
 
 /** How an endpoint is named in messages. */

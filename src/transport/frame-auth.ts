@@ -6,7 +6,7 @@
 // (docs/PERFORMANCE.md), HMAC-SHA256 about 620.
 import { createCipheriv, createDecipheriv, createHmac } from 'node:crypto';
 import { AuthError } from '../errors.js';
-import { FRAME_HEADER_BYTES, messageName, type MessageType } from '../wire/messages.js';
+import { frameHeader, messageName, type MessageType } from '../wire/messages.js';
 
 export const FRAME_TAG_BYTES = 16;
 const CIPHER = 'chacha20-poly1305';
@@ -67,9 +67,7 @@ export class FrameAuthenticator {
     const number = this.frames;
     if (payload.length < FRAME_TAG_BYTES) throw forgedFrame(type, number);
     const body = payload.subarray(0, payload.length - FRAME_TAG_BYTES);
-    const header = Buffer.alloc(FRAME_HEADER_BYTES);
-    header.writeUInt8(type, 0);
-    header.writeUInt32LE(payload.length, 4);
+    const header = frameHeader(type, payload.length);
     const decipher = createDecipheriv(CIPHER, this.key, this.nextNonce(), { authTagLength: FRAME_TAG_BYTES });
     decipher.setAuthTag(payload.subarray(body.length));
     decipher.setAAD(header, { plaintextLength: 0 });
