@@ -36,7 +36,10 @@
         "native/xxhash64.cc"
       ],
       "include_dirs": ["<!(node -p \"require('node-addon-api').include_dir\")", "<(lz4_lib)"],
-      "defines": ["NAPI_VERSION=8", "NAPI_CPP_EXCEPTIONS", "NODE_ADDON_API_DISABLE_DEPRECATED", "LZ4LIB_VISIBILITY="],
+      # NODE_API_SWALLOW_UNTHROWABLE_EXCEPTIONS: a call that throws while a worker thread's environment
+      # is being torn down cannot throw into JavaScript any more; without it node-addon-api rethrows in
+      # C++ and std::terminate aborts the whole process.
+      "defines": ["NAPI_VERSION=8", "NAPI_CPP_EXCEPTIONS", "NODE_API_SWALLOW_UNTHROWABLE_EXCEPTIONS", "NODE_ADDON_API_DISABLE_DEPRECATED", "LZ4LIB_VISIBILITY="],
       "cflags!": ["-fno-exceptions"],
       "cflags_cc!": ["-fno-exceptions"],
       "cflags_cc": ["-std=c++17", "-O3", "-Wall", "-Wextra"],

@@ -9,7 +9,7 @@ import { AuthError, ConnectionError, ProtocolError } from '../dist/src/index.js'
 import { FRAME_TAG_BYTES, FrameAuthenticator } from '../dist/src/transport/frame-auth.js';
 import { FramedConnection } from '../dist/src/transport/framed-connection.js';
 import { MAX_PAYLOAD_BYTES, MessageType, encodeRoundMarker, frameHeader } from '../dist/src/wire/messages.js';
-import { frame, rawClient, withTimeout } from './helpers.js';
+import { frame, rawClient, spawnCommand, withTimeout } from './helpers.js';
 
 let server: Server | undefined;
 afterEach(() => server?.close());
@@ -183,6 +183,30 @@ describe('native frame reads', () => {
     expect((await connection.receive(10_000)).type).toBe(MessageType.Go);
     peer.destroy();
     await connection.close();
+  });
+
+  it('survives worker threads terminated while they call into the addon and it throws: the process goes on', async () => {
+    // A call that throws after the worker's environment stopped running JavaScript cannot throw into
+    // it; without NODE_API_SWALLOW_UNTHROWABLE_EXCEPTIONS the addon aborted the whole process
+    // ("terminate called after throwing an instance of 'Napi::Error'"). In a child, so an abort fails
+    // this test rather than the test runner's worker.
+    const binding = new URL('../dist/src/native/binding.js', import.meta.url).href;
+    const script = `
+      import { Worker } from 'node:worker_threads';
+      for (let i = 0; i < 12; i++) {
+        const worker = new Worker(\`
+          const { parentPort } = await import('node:worker_threads');
+          const { loadAddon } = await import(\${JSON.stringify(${JSON.stringify(binding)})});
+          const addon = loadAddon();
+          parentPort.postMessage('calling');
+          for (;;) { try { addon.hashPages(); } catch {} }\`, { eval: true });
+        await new Promise((resolve) => worker.once('message', resolve));
+        await worker.terminate();
+      }
+      console.log('still here');`;
+    const child = spawnCommand(process.execPath, ['--input-type=module', '-e', script]);
+    expect(await child.exit, child.stderr()).toBe(0);
+    expect(child.stdout()).toContain('still here');
   });
 
   it('does not switch a connection with part of a frame buffered by Node', async () => {
