@@ -8,13 +8,13 @@ export {
   type ConvergenceInput, type StallPolicy, type StopReason,
 } from './migration/convergence.js';
 export {
-  MigrationSource, type MigrationSourceOptions, type SourceEvents, type SourceHooks, type SourcePhase,
+  MigrationSource, type MigrationSourceOptions, type SourceEvents, type SourceHooks, type SourcePhase, type SourceRegion,
 } from './migration/source.js';
 export {
   MigrationTarget, type MigrationTargetOptions, type TargetEvents, type TargetHooks, type TargetPhase, type TargetRoundEvent,
   type TargetSummary,
 } from './migration/target.js';
-export type { Hello } from './wire/messages.js';
+export type { Hello, RegionShape } from './wire/messages.js';
 export {
   FileTargetImage, MemoryTargetImage, type FileTargetImageOptions, type MemoryTargetImageOptions, type TargetImage, type RegionOffer,
 } from './target/target-image.js';

@@ -9,8 +9,10 @@ import { fileURLToPath } from 'node:url';
 import { SessionKeyPair, joinProof } from '../dist/src/transport/session-secret.js';
 import { MAX_VERSION, encodeJoinHead, frameHeader } from '../dist/src/wire/messages.js';
 
-/** The HELLO fields a hand-driven source sends as this build does: its version and a usable session key. */
-export const HELLO_V4 = { minVersion: MAX_VERSION, maxVersion: MAX_VERSION, sessionKey: SessionKeyPair.generate().publicKey };
+/** The HELLO fields a hand-driven source sends as this build does: its version, a usable session key, one region. */
+export const HELLO_V4 = {
+  minVersion: MAX_VERSION, maxVersion: MAX_VERSION, sessionKey: SessionKeyPair.generate().publicKey, extraRegions: [],
+};
 
 /**
  * The JOIN a hand-driven source sends for `stream`: it proves the session secret agreed by its HELLO (one

@@ -30,6 +30,13 @@ async function allPages(): Promise<{ pages: Buffer; digest: bigint }> {
   };
 }
 
+/** The same PAGES frame, its batch header naming `region` (after the 8-byte frame header, at payload offset 4). */
+function inRegion(pages: Buffer, region: number): Buffer {
+  const copy = Buffer.from(pages);
+  copy.writeUInt32LE(region, 12);
+  return copy;
+}
+
 const begin = (round: number, flags = 0, pages = PAGES) => frame(MessageType.RoundBegin, encodeRoundMarker({ round, pages, flags }));
 const end = (round: number, pages = PAGES) => frame(MessageType.RoundEnd, encodeRoundMarker({ round, pages }));
 
@@ -63,6 +70,7 @@ describe('target against a source that breaks the rules', () => {
     ['a round that does not start at 1', (_d: bigint, p: Buffer) => [begin(2), p], 'PW_ERR_PROTOCOL', /ROUND_BEGIN 2 out of order/],
     ['more records than ROUND_BEGIN announced', (_d: bigint, p: Buffer) => [begin(1, 0, PAGES - 1), p], 'PW_ERR_PROTOCOL', /more page records than the 7 its ROUND_BEGIN announced/],
     ['a ROUND_BEGIN announcing more pages than the region has', () => [begin(1, 0, PAGES + 1)], 'PW_ERR_PROTOCOL', /announces 9 pages, the region has 8/],
+    ['PAGES naming a region the HELLO did not offer', (_d: bigint, p: Buffer) => [begin(1), inRegion(p, 1)], 'PW_ERR_PROTOCOL', /PAGES names region 1 of 1/],
     ['ROUND_END counting other records than sent', (_d: bigint, p: Buffer) => [begin(1), p, end(1, PAGES + 1)], 'PW_ERR_PROTOCOL', /carried 8 page records, the source says it sent 9/],
     ['FINAL without a stop-and-copy round', (d: bigint, p: Buffer) => [begin(1), p, end(1), frame(MessageType.Final, encodeFinal({ round: 1, regionDigest: d }))], 'PW_ERR_PROTOCOL', /FINAL before a complete stop-and-copy round/],
     ['GO before READY', (_d: bigint, p: Buffer) => [begin(1), p, end(1), frame(MessageType.Go)], 'PW_ERR_PROTOCOL', /unexpected GO/],

@@ -1,10 +1,12 @@
 // A small, strict option parser: every flag is declared, anything else is a one-line usage error.
 import { InvalidArgumentError } from '../errors.js';
 
-export type FlagKind = 'string' | 'boolean';
+/** 'strings': a flag that may be given several times, each with a value (`--disk A --disk B`). */
+export type FlagKind = 'string' | 'strings' | 'boolean';
+export type Flags = Map<string, string | true | string[]>;
 
-export function parseFlags(argv: string[], declared: Record<string, FlagKind>): Map<string, string | true> {
-  const flags = new Map<string, string | true>();
+export function parseFlags(argv: string[], declared: Record<string, FlagKind>): Flags {
+  const flags: Flags = new Map();
   for (let i = 0; i < argv.length; i++) {
     const arg = argv[i]!;
     if (!arg.startsWith('--')) throw new InvalidArgumentError(`unexpected argument '${arg}'`);
@@ -12,26 +14,33 @@ export function parseFlags(argv: string[], declared: Record<string, FlagKind>): 
     const name = eq > 0 ? arg.slice(2, eq) : arg.slice(2);
     const kind = declared[name];
     if (!kind) throw new InvalidArgumentError(`unknown option --${name}`);
-    if (flags.has(name)) throw new InvalidArgumentError(`--${name} given twice`);
+    if (flags.has(name) && kind !== 'strings') throw new InvalidArgumentError(`--${name} given twice`);
     if (kind === 'boolean') {
       if (eq > 0) throw new InvalidArgumentError(`--${name} takes no value`);
       flags.set(name, true);
     } else {
       const value = eq > 0 ? arg.slice(eq + 1) : argv[++i];
       if (value === undefined || value === '') throw new InvalidArgumentError(`--${name} needs a value`);
-      flags.set(name, value);
+      if (kind === 'strings') flags.set(name, [...(flags.get(name) as string[] | undefined) ?? [], value]);
+      else flags.set(name, value);
     }
   }
   return flags;
 }
 
-export function requireString(flags: Map<string, string | true>, name: string): string {
+export function requireString(flags: Flags, name: string): string {
   const value = flags.get(name);
   if (typeof value !== 'string') throw new InvalidArgumentError(`--${name} is required`);
   return value;
 }
 
-export function optionalString(flags: Map<string, string | true>, name: string): string | undefined {
+/** Every value of a repeatable flag, in the order given (none: empty). */
+export function repeatedStrings(flags: Flags, name: string): string[] {
+  const value = flags.get(name);
+  return Array.isArray(value) ? value : [];
+}
+
+export function optionalString(flags: Flags, name: string): string | undefined {
   const value = flags.get(name);
   return typeof value === 'string' ? value : undefined;
 }

@@ -1,25 +1,28 @@
 import { accessSync, constants } from 'node:fs';
 import { dirname, resolve } from 'node:path';
-import { InvalidArgumentError, StorageError, asPagewireError } from '../errors.js';
+import { CapacityError, InvalidArgumentError, StorageError, asPagewireError } from '../errors.js';
+import { rollForward } from '../target/commit-manifest.js';
 import { FileTargetImage } from '../target/target-image.js';
 import { MigrationTarget } from '../migration/target.js';
 import { isLoopback } from '../transport/loopback.js';
-import { optionalString, parseFlags, parseEndpoint, parsePositiveNumber, parseSize, requireString } from './args.js';
+import { optionalString, parseFlags, parseEndpoint, parsePositiveNumber, parseSize, repeatedStrings, requireString } from './args.js';
 import { fileSha256 } from './file-sha256.js';
 import { printJson, printTable, roundMs } from './output.js';
 import { abortOnSignals } from './signals.js';
 import { SECURITY_FLAGS, readSecurityFlags } from './security-flags.js';
 
-export const RECEIVE_USAGE = 'pagewire receive --listen HOST:PORT|unix:PATH --out FILE [--psk-file F [--tls] | --insecure] ' +
+export const RECEIVE_USAGE = 'pagewire receive --listen HOST:PORT|unix:PATH --out FILE [--disk-out FILE]... [--psk-file F [--tls] | --insecure] ' +
   '[--tls-cert F --tls-key F [--tls-ca F]] [--max-size SIZE] [--sparse] [--timeout MS] [--resume-window MS] [--json [--sha256]]';
 
 export async function receiveCommand(argv: string[]): Promise<number> {
   const flags = parseFlags(argv, {
-    listen: 'string', out: 'string', insecure: 'boolean', json: 'boolean', sha256: 'boolean', 'max-size': 'string', sparse: 'boolean',
+    listen: 'string', out: 'string', 'disk-out': 'strings', insecure: 'boolean', json: 'boolean', sha256: 'boolean', 'max-size': 'string', sparse: 'boolean',
     timeout: 'string', 'resume-window': 'string', ...SECURITY_FLAGS,
   });
   const endpoint = parseEndpoint(requireString(flags, 'listen'), 'listen');
   const out = resolve(requireString(flags, 'out'));
+  // Where the source's extra regions (its `--disk` images, in order) go.
+  const diskOuts = repeatedStrings(flags, 'disk-out').map((path) => resolve(path));
   const json = flags.has('json');
   const security = readSecurityFlags(flags);
   // The library refuses the same; the CLI says it in terms of its flags, before anything else is opened.
@@ -31,15 +34,30 @@ export async function receiveCommand(argv: string[]): Promise<number> {
   const maxSize = optionalString(flags, 'max-size');
   const timeout = optionalString(flags, 'timeout');
   const resumeWindow = optionalString(flags, 'resume-window');
-  try {
-    accessSync(dirname(out), constants.W_OK);
-  } catch {
-    throw new StorageError(`--out: cannot write in ${dirname(out)}; choose a file in a writable directory`);
+  const outs = [out, ...diskOuts];
+  if (new Set(outs).size !== outs.length) throw new InvalidArgumentError('--out and --disk-out must name different files');
+  for (const [i, path] of outs.entries()) {
+    try {
+      accessSync(dirname(path), constants.W_OK);
+    } catch {
+      throw new StorageError(`--${i === 0 ? 'out' : 'disk-out'}: cannot write in ${dirname(path)}; choose a file in a writable directory`);
+    }
   }
   // --sparse: the image may be mostly holes, so its size need not be free (a full disk fails a write later).
-  const image = new FileTargetImage(out, {
+  const imageOptions = {
     ...(maxSize ? { maxRegionBytes: parseSize(maxSize, 'max-size') } : {}), ...(flags.has('sparse') ? { checkFreeSpace: false } : {}),
-  });
+  };
+  const image = ({ region, regions }: { region: number; regions: number }): FileTargetImage => {
+    if (regions !== outs.length) {
+      throw new CapacityError(`the source moves ${regions} region(s); this receive takes ${outs.length} (--out, and a --disk-out for each extra one)`);
+    }
+    return new FileTargetImage(outs[region]!, imageOptions);
+  };
+  // A commit of several files that a crash interrupted is completed first: never serve beside a torn set.
+  const completed = await rollForward(out);
+  if (completed.length > 0) {
+    process.stderr.write(`completed an interrupted commit: ${completed.map(({ to }) => to).join(', ')}\n`);
+  }
   const signals = abortOnSignals();
   const target = await MigrationTarget.listen({
     image, ...endpoint, signal: signals.signal, ...security, insecure: flags.has('insecure'),
@@ -54,7 +72,8 @@ export async function receiveCommand(argv: string[]): Promise<number> {
   }
   target.on('refused', (error, remote) => process.stderr.write(`refused ${remote}: ${error.message} (${error.code})\n`));
   target.on('accepted', (hello, remote) => process.stderr.write(
-    `migration ${hello.migrationId.toString('hex')} from ${remote}: ${hello.regionSize} bytes in pages of ${hello.pageSize}\n`));
+    `migration ${hello.migrationId.toString('hex')} from ${remote}: ${hello.regionSize} bytes in pages of ${hello.pageSize}` +
+    `${hello.extraRegions.map((r) => `, then ${r.regionSize} bytes in pages of ${r.pageSize}`).join('')}\n`));
   target.on('resumed', (count, remote) => process.stderr.write(`resumed from ${remote} (resume ${count}): the connections had broken\n`));
   target.on('round', (r) => {
     if (!json) process.stderr.write(`round=${r.round} pages_applied=${r.pagesApplied} bytes=${r.bytesReceived}\n`);
@@ -65,7 +84,7 @@ export async function receiveCommand(argv: string[]): Promise<number> {
     const sha256 = flags.has('sha256') ? await fileSha256(out) : undefined;
     if (json) {
       printJson({
-        status: summary.status, error: null, pageSize: summary.pageSize, pagesTotal: summary.pagesTotal,
+        status: summary.status, error: null, regions: summary.regions, pageSize: summary.pageSize, pagesTotal: summary.pagesTotal,
         bytesReceived: summary.bytesReceived, rounds: summary.rounds, pagesApplied: summary.pagesApplied, resumes: summary.resumes,
         totalTimeMs: roundMs(summary.totalTimeMs), commitMs: roundMs(summary.commitMs), migrationId: summary.migrationId,
         digest: summary.regionDigest,

@@ -17,6 +17,8 @@ import { roundMs, type ProgressLine } from './output.js';
 
 export interface SourceRun {
   imagePath: string;
+  /** Disk images moved with the image (regions 1..), each tracked by hashing: no writer marks their pages. */
+  diskPaths?: string[];
   /** TCP, or a Unix domain socket. */
   endpoint: { host: string; port: number } | { path: string };
   workload?: WorkloadSpec;
@@ -47,8 +49,10 @@ export interface SourceOutcome {
 export async function runSource(run: SourceRun): Promise<SourceOutcome> {
   const region = MemoryRegion.mapFile(run.imagePath);
   const bitmap = new DirtyBitmap(region.pageCount);
+  const disks: MemoryRegion[] = [];
   let workload: SyntheticWorkload | undefined;
   try {
+    for (const path of run.diskPaths ?? []) disks.push(MemoryRegion.mapFile(path));
     if (run.workload) {
       // Without the addon the image is a copy in shared memory (written back at the end), not a mapping.
       const shared = region.sharedMemory;
@@ -56,7 +60,7 @@ export async function runSource(run: SourceRun): Promise<SourceOutcome> {
       workload = await SyntheticWorkload.start(memory, bitmap, region.pageSize, run.workload);
     }
     const source = new MigrationSource({
-      region, dirtyBitmap: bitmap, ...run.endpoint, signal: run.signal,
+      region, dirtyBitmap: bitmap, extraRegions: disks.map((disk) => ({ region: disk })), ...run.endpoint, signal: run.signal,
       hooks: {
         pause: () => workload?.pause(), resume: () => workload?.resume(), throttle: (percent) => workload?.throttle(percent),
       },
@@ -86,6 +90,7 @@ export async function runSource(run: SourceRun): Promise<SourceOutcome> {
   } finally {
     await workload?.stop();
     region.close();
+    for (const disk of disks) disk.close();
   }
 }
 
@@ -100,7 +105,7 @@ export function sourceJson(outcome: Pick<SourceOutcome, 'summary' | 'sha256' | '
       pause: ms(s.downtime.pauseMs), finalSync: ms(s.downtime.finalSyncMs), transfer: ms(s.downtime.transferMs),
       verify: ms(s.downtime.verifyMs), persist: ms(s.downtime.persistMs), handshake: ms(s.downtime.handshakeMs),
     },
-    rounds: s.rounds, stopReason: s.stopReason, streams: s.streams, resumes: s.resumes, resumeSavedBytes: s.resumeSavedBytes, throttlePercent: s.throttlePercent,
+    rounds: s.rounds, stopReason: s.stopReason, streams: s.streams, regions: s.regions, resumes: s.resumes, resumeSavedBytes: s.resumeSavedBytes, throttlePercent: s.throttlePercent,
     dirtyRateMBps: mbpsNumber(s.dirtyRateBytesPerSec), bandwidthMBps: mbpsNumber(s.bandwidthBytesPerSec),
     expectedDowntimeMs: Number.isFinite(s.expectedDowntimeMs) ? ms(s.expectedDowntimeMs) : null, pageSize: s.pageSize, pagesTotal: s.pagesTotal,
     pagesTransferred: s.pagesTransferred, zeroPages: s.zeroPages, deltaPages: s.deltaPages, lz4Pages: s.lz4Pages,

@@ -3,7 +3,7 @@
 import { InvalidArgumentError } from '../errors.js';
 import { readPskFile } from '../transport/psk-auth.js';
 import { readTlsFiles, type TlsCertificates } from '../transport/tls-certs.js';
-import { optionalString } from './args.js';
+import { optionalString, type Flags } from './args.js';
 
 export const SECURITY_FLAGS = {
   'psk-file': 'string', tls: 'boolean', 'tls-cert': 'string', 'tls-key': 'string', 'tls-ca': 'string',
@@ -15,7 +15,7 @@ export interface Security {
   tlsCertificates?: TlsCertificates;
 }
 
-export function readSecurityFlags(flags: Map<string, string | true>): Security {
+export function readSecurityFlags(flags: Flags): Security {
   const pskFile = optionalString(flags, 'psk-file');
   const psk = pskFile ? readPskFile(pskFile) : undefined;
   const tls = flags.has('tls');
@@ -29,7 +29,7 @@ export function readSecurityFlags(flags: Map<string, string | true>): Security {
 }
 
 /** A flag's value when it is one of `allowed`, else a usage error naming them. */
-export function oneOf<T extends string>(flags: Map<string, string | true>, name: string, allowed: readonly T[]): T | undefined {
+export function oneOf<T extends string>(flags: Flags, name: string, allowed: readonly T[]): T | undefined {
   const value = optionalString(flags, name);
   if (value !== undefined && !allowed.includes(value as T)) {
     throw new InvalidArgumentError(`--${name}: expected ${allowed.join(', ')}, got '${value}'`);

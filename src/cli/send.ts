@@ -1,7 +1,7 @@
 import { resolve } from 'node:path';
 import { InvalidArgumentError } from '../errors.js';
 import { parseRate, parseWorkloadSpec } from '../workload/workload-spec.js';
-import { optionalString, parseFlags, parseEndpoint, parsePositiveNumber, parseSize, requireString } from './args.js';
+import { optionalString, parseFlags, parseEndpoint, parsePositiveNumber, parseSize, repeatedStrings, requireString } from './args.js';
 import { ProgressLine, printJson, printTable } from './output.js';
 import { runSource, sourceJson } from './run-source.js';
 import { abortOnSignals } from './signals.js';
@@ -16,20 +16,21 @@ function parseStreams(text: string): number {
   return streams;
 }
 
-export const SEND_USAGE = 'pagewire send --connect HOST:PORT|unix:PATH --image FILE [--workload rate=200MB/s,hot=0.05,seed=1] ' +
+export const SEND_USAGE = 'pagewire send --connect HOST:PORT|unix:PATH --image FILE [--disk FILE]... [--workload rate=200MB/s,hot=0.05,seed=1] ' +
   '[--max-downtime MS] [--max-bandwidth MB/s] [--max-rounds N] [--on-stall throttle|stop|fail] [--cache-size 64MiB] ' +
   '[--lz4 adaptive|always|off] ' +
   '[--streams N] [--psk-file F [--tls]] [--tls-ca F [--tls-cert F --tls-key F]] [--json [--sha256]]';
 
 export async function sendCommand(argv: string[]): Promise<number> {
   const flags = parseFlags(argv, {
-    connect: 'string', image: 'string', workload: 'string', 'max-downtime': 'string', 'max-bandwidth': 'string',
+    connect: 'string', image: 'string', disk: 'strings', workload: 'string', 'max-downtime': 'string', 'max-bandwidth': 'string',
     'max-rounds': 'string', 'cache-size': 'string', streams: 'string', 'on-stall': 'string', lz4: 'string', json: 'boolean',
     sha256: 'boolean', ...SECURITY_FLAGS,
   });
   const endpoint = parseEndpoint(requireString(flags, 'connect'), 'connect');
   if ('port' in endpoint && endpoint.port === 0) throw new InvalidArgumentError('--connect: port 0 is not a port to connect to');
   const imagePath = resolve(requireString(flags, 'image'));
+  const diskPaths = repeatedStrings(flags, 'disk').map((path) => resolve(path));
   const json = flags.has('json');
   const security = readSecurityFlags(flags);
   if (security.tlsCertificates && !security.tlsCertificates.ca) {
@@ -47,7 +48,7 @@ export async function sendCommand(argv: string[]): Promise<number> {
   const progress = new ProgressLine();
   try {
     const outcome = await runSource({
-      imagePath, endpoint, signal: signals.signal, progress, ...security, sha256: flags.has('sha256'),
+      imagePath, diskPaths, endpoint, signal: signals.signal, progress, ...security, sha256: flags.has('sha256'),
       ...(workloadText ? { workload: parseWorkloadSpec(workloadText) } : {}),
       ...(downtime ? { maxDowntimeMs: parsePositiveNumber(downtime, 'max-downtime') } : {}),
       ...(bandwidth ? { maxBandwidthBytesPerSec: parseRate(bandwidth) } : {}),
@@ -64,7 +65,7 @@ export async function sendCommand(argv: string[]): Promise<number> {
     else if (!outcome.error) {
       process.stdout.write(`migration ${s.migrationId} completed\n`);
       printTable([
-        ['rounds', s.rounds], ['streams', s.streams], ['throttle', `${s.throttlePercent}%`], ['total time', `${s.totalTimeMs.toFixed(0)} ms`], ['downtime', `${s.downtimeMs.toFixed(1)} ms`],
+        ['rounds', s.rounds], ['streams', s.streams], ['regions', s.regions], ['throttle', `${s.throttlePercent}%`], ['total time', `${s.totalTimeMs.toFixed(0)} ms`], ['downtime', `${s.downtimeMs.toFixed(1)} ms`],
         ['pages sent', `${s.pagesTransferred} of ${s.pagesTotal}`],
         ['encodings', `${s.zeroPages} zero, ${s.deltaPages} delta, ${s.dupPages} dup, ${s.lz4Pages} lz4, ${s.rawPages} raw`],
         ['bytes sent', s.bytesTransferred], ['digest', s.regionDigest],

@@ -26,3 +26,12 @@ export function regionDigest(hashes: BigUint64Array): bigint {
 export function formatDigest(digest: bigint): string {
   return digest.toString(16).padStart(16, '0');
 }
+
+/**
+ * The digest FINAL carries: a single region's own digest, or for several regions the XXH64 of their
+ * digests in region order (u64 little-endian each), so one comparison covers every region.
+ */
+export function migrationDigest(regionDigests: bigint[]): bigint {
+  if (regionDigests.length === 1) return regionDigests[0]!;
+  return regionDigest(BigUint64Array.from(regionDigests));
+}

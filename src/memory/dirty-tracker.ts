@@ -1,6 +1,7 @@
 // How the source learns which pages changed since it last sent them: a dirty bitmap that writers set,
 // or, for regions without write hooks, xxHash64 of every page compared with the hash last sent.
 import { availableParallelism } from 'node:os';
+import { zeroPageHash } from '../codec/page-hashes.js';
 import { binding } from '../native/engine.js';
 import type { DirtyBitmap } from './dirty-bitmap.js';
 import type { MemoryRegion } from './region.js';
@@ -73,25 +74,82 @@ export class HashTracker implements DirtyTracker {
   }
 
   private async changedPages(): Promise<Uint32Array> {
+    const { pageCount } = this.region;
+    const data = this.region.dataPages();
+    if (!data) return this.hashedChanges([0], [pageCount]);
+    // A sparse file: only its data is hashed, so a scan costs what the data does, not the file's size.
+    // A hole reads as zeros: a page there changed only if what was sent for it was not a zero page.
+    const starts: number[] = [];
+    const ends: number[] = [];
+    for (const page of data) {
+      if (ends.length > 0 && ends[ends.length - 1] === page) ends[ends.length - 1] = page + 1;
+      else {
+        starts.push(page);
+        ends.push(page + 1);
+      }
+    }
+    const hashed = await this.hashedChanges(starts, ends);
+    const emptied = this.holesSentNonZero(starts, ends);
+    return emptied.length === 0 ? hashed : mergeAscending(hashed, emptied);
+  }
+
+  /** The pages of the ranges [starts[i], ends[i]) whose hash differs from the one sent, ascending. */
+  private async hashedChanges(starts: number[], ends: number[]): Promise<Uint32Array> {
     const { region, sentHashes } = this;
-    const { pageCount, pageSize } = region;
+    const { pageSize } = region;
     const native = region.native;
     const engine = binding();
+    const total = starts.reduce((n, start, i) => n + ends[i]! - start, 0);
     // Each call lists its pages' changes at the start of its own slice of out; joined below.
-    const out = new Uint32Array(pageCount);
-    const calls = Math.max(1, Math.min(CALLS_PER_PASS, Math.floor(pageCount / MIN_PAGES_PER_CALL)));
-    const perCall = Math.ceil(pageCount / calls);
-    const parts: Promise<[first: number, found: number]>[] = [];
-    for (let first = 0; first < pageCount; first += perCall) {
-      const count = Math.min(perCall, pageCount - first);
-      parts.push(engine.changedPages(native, pageSize, first, count, sentHashes, out.subarray(first, first + count))
-        .then((found) => [first, found]));
+    const out = new Uint32Array(total);
+    const calls = Math.max(1, Math.min(CALLS_PER_PASS, Math.floor(total / MIN_PAGES_PER_CALL)));
+    const perCall = Math.ceil(total / calls);
+    const parts: Promise<[at: number, found: number]>[] = [];
+    let at = 0;
+    for (const [i, start] of starts.entries()) {
+      for (let first = start; first < ends[i]!; first += perCall) {
+        const count = Math.min(perCall, ends[i]! - first);
+        const slice = at;
+        parts.push(engine.changedPages(native, pageSize, first, count, sentHashes, out.subarray(slice, slice + count))
+          .then((found) => [slice, found]));
+        at += count;
+      }
     }
     let joined = 0;
-    for (const [first, found] of await Promise.all(parts)) {
-      out.copyWithin(joined, first, first + found);
+    for (const [slice, found] of await Promise.all(parts)) {
+      out.copyWithin(joined, slice, slice + found);
       joined += found;
     }
     return out.subarray(0, joined);
   }
+
+  /** The pages outside the ranges (holes) whose sent hash is not a zero page's, ascending. */
+  private holesSentNonZero(starts: number[], ends: number[]): Uint32Array {
+    const { region, sentHashes } = this;
+    const zero = zeroPageHash(region.pageSize);
+    // Compared as 32-bit halves (little-endian, as the wire's hashes): no BigInt per page.
+    const low = Number(zero & 0xffffffffn);
+    const high = Number(zero >> 32n);
+    const halves = new Uint32Array(sentHashes.buffer, sentHashes.byteOffset, sentHashes.length * 2);
+    const found: number[] = [];
+    let page = 0;
+    for (let range = 0; range <= starts.length; range++) {
+      const end = range < starts.length ? starts[range]! : region.pageCount;
+      for (; page < end; page++) {
+        if (halves[2 * page] !== low || halves[2 * page + 1] !== high) found.push(page);
+      }
+      if (range < starts.length) page = ends[range]!;
+    }
+    return Uint32Array.from(found);
+  }
+}
+
+/** Two ascending lists without common pages, as one ascending list. */
+function mergeAscending(a: Uint32Array, b: Uint32Array): Uint32Array {
+  const out = new Uint32Array(a.length + b.length);
+  let i = 0;
+  let j = 0;
+  let n = 0;
+  while (i < a.length || j < b.length) out[n++] = j >= b.length || (i < a.length && a[i]! < b[j]!) ? a[i++]! : b[j++]!;
+  return out;
 }

@@ -28,7 +28,11 @@ export interface SourceSummary {
   rounds: number;
   /** TCP connections that carried pages. */
   streams: number;
+  /** Regions moved (1 + options.extraRegions). */
+  regions: number;
+  /** The first region's page size. */
   pageSize: number;
+  /** Pages of every region. */
   pagesTotal: number;
   /** Page records sent, all rounds (zero pages skipped in round 1 are not records). */
   pagesTransferred: number;

@@ -10,20 +10,25 @@ import { MemoryRegion } from '../memory/region.js';
 import { endpointOf, type Endpoint, type EndpointOptions } from '../transport/connect.js';
 import { checkPsk } from '../transport/psk-auth.js';
 import { tlsClientOptions } from '../transport/tls-certs.js';
-import { MAX_PAYLOAD_BYTES } from '../wire/messages.js';
+import { MAX_PAYLOAD_BYTES, MAX_REGIONS } from '../wire/messages.js';
 import { MAX_STREAMS } from '../wire/streams.js';
 import { STALL_POLICIES } from './convergence.js';
 import {
   checkFunction, checkHost, checkSocketPath, checkInstance, checkMs, checkNumber, checkObject, checkOneOf, checkOptionalBoolean,
   checkOptionalBytes, checkOptionalFunction, checkRange, checkSignal, checkTlsContext, definedEntries, shown,
 } from '../option-checks.js';
-import type { MigrationSourceOptions } from './source.js';
+import type { MigrationSourceOptions, SourceRegion } from './source.js';
 
 type Optional = 'dirtyBitmap' | 'signal' | 'psk' | 'tls' | 'tlsCertificates';
 
-/** The options with every default filled in, and where to connect. */
+/** A region to move, checked, with the pages per PAGES frame its page size allows. */
+export interface RegionSettings extends SourceRegion {
+  batchPages: number;
+}
+
+/** The options with every default filled in, where to connect, and every region in wire order. */
 export type SourceSettings = Required<Omit<MigrationSourceOptions, Optional | keyof EndpointOptions>> & Pick<MigrationSourceOptions, Optional> &
-  { endpoint: Endpoint; host?: string };
+  { endpoint: Endpoint; host?: string; regions: RegionSettings[] };
 
 const MAX_DEVICE_STATE_BYTES = MAX_PAYLOAD_BYTES;
 
@@ -51,7 +56,7 @@ export function sourceSettings(options: MigrationSourceOptions): SourceSettings 
     hookTimeoutMs: 30_000,
     batchPages: defaultBatchPages(options.region.pageSize), pageCacheBytes: DEFAULT_PAGE_CACHE_BYTES,
     streams: Math.min(MAX_STREAMS, availableParallelism()), onStall: hooks.throttle ? 'throttle' : 'stop',
-    lz4: 'adaptive', maxResumeAttempts: 3, resumeBackoffMs: 200,
+    lz4: 'adaptive', maxResumeAttempts: 3, resumeBackoffMs: 200, extraRegions: [],
     ...definedEntries(options),
     endpoint,
   } as SourceSettings;
@@ -70,17 +75,8 @@ export function sourceSettings(options: MigrationSourceOptions): SourceSettings 
   checkMs('options.persistTimeoutMs', filled.persistTimeoutMs);
   checkMs('options.hookTimeoutMs', filled.hookTimeoutMs);
   checkNumber('options.batchPages', filled.batchPages, { whole: true });
-  if (filled.batchPages * (filled.region.pageSize + 20) > MAX_PAYLOAD_BYTES / 2) {
-    throw new InvalidArgumentError(`options.batchPages ${filled.batchPages} makes frames larger than the protocol allows`);
-  }
   checkNumber('options.pageCacheBytes', filled.pageCacheBytes, { zeroAllowed: true, whole: true });
-  if (filled.dirtyBitmap !== undefined) {
-    checkInstance('options.dirtyBitmap', filled.dirtyBitmap, DirtyBitmap, 'a DirtyBitmap');
-    if (filled.dirtyBitmap.pageCount !== filled.region.pageCount) {
-      throw new InvalidArgumentError(
-        `options.dirtyBitmap covers ${filled.dirtyBitmap.pageCount} pages, the region has ${filled.region.pageCount}`);
-    }
-  }
+  filled.regions = regionSettings(filled, options.batchPages);
   checkOptionalBytes('options.psk', filled.psk);
   if (filled.psk) checkPsk(filled.psk);
   checkOptionalBoolean('options.tls', filled.tls);
@@ -93,6 +89,33 @@ export function sourceSettings(options: MigrationSourceOptions): SourceSettings 
   }
   checkSignal('options.signal', filled.signal);
   return filled;
+}
+
+/**
+ * `region` and `extraRegions`, each checked with its bitmap; an explicit batchPages holds for every
+ * region, else each gets the default of its page size.
+ */
+function regionSettings(filled: SourceSettings, batchPages: number | undefined): RegionSettings[] {
+  if (!Array.isArray(filled.extraRegions)) throw new InvalidArgumentError(`options.extraRegions must be an array, got ${shown(filled.extraRegions)}`);
+  if (filled.extraRegions.length > MAX_REGIONS - 1) {
+    throw new InvalidArgumentError(`options.extraRegions has ${filled.extraRegions.length} regions; a migration moves at most ${MAX_REGIONS} in all`);
+  }
+  const given: Array<[string, SourceRegion]> = [['options', filled],
+    ...filled.extraRegions.map((extra, i): [string, SourceRegion] => [`options.extraRegions[${i}]`, extra])];
+  return given.map(([name, { region, dirtyBitmap }]) => {
+    checkInstance(`${name}.region`, region, MemoryRegion, 'a MemoryRegion');
+    const pages = batchPages ?? defaultBatchPages(region.pageSize);
+    if (pages * (region.pageSize + 20) > MAX_PAYLOAD_BYTES / 2) {
+      throw new InvalidArgumentError(`options.batchPages ${pages} makes frames of ${name}.region larger than the protocol allows`);
+    }
+    if (dirtyBitmap !== undefined) {
+      checkInstance(`${name}.dirtyBitmap`, dirtyBitmap, DirtyBitmap, 'a DirtyBitmap');
+      if (dirtyBitmap.pageCount !== region.pageCount) {
+        throw new InvalidArgumentError(`${name}.dirtyBitmap covers ${dirtyBitmap.pageCount} pages, the region has ${region.pageCount}`);
+      }
+    }
+    return dirtyBitmap ? { region, dirtyBitmap, batchPages: pages } : { region, batchPages: pages };
+  });
 }
 
 /** What hooks.deviceState returned, checked: bytes, within what one DEVICE_STATE frame carries. */

@@ -8,8 +8,6 @@ import { EventEmitter } from 'node:events';
 import { performance } from 'node:perf_hooks';
 import { AbortedError, ConvergenceError, InvalidArgumentError, asPagewireError } from '../errors.js';
 import type { Lz4Mode } from '../codec/lz4-policy.js';
-import { newPageHashes } from '../codec/page-hashes.js';
-import { BitmapTracker, HashTracker, type DirtyTracker } from '../memory/dirty-tracker.js';
 import type { DirtyBitmap } from '../memory/dirty-bitmap.js';
 import type { MemoryRegion } from '../memory/region.js';
 import type { EndpointOptions } from '../transport/connect.js';
@@ -19,7 +17,8 @@ import { ConnectionSet } from '../source/connection-set.js';
 import { ResumePolicy } from '../source/resume-policy.js';
 import { RoundSender } from '../source/round-sender.js';
 import { PhaseState, type SourcePhase } from '../source/source-phase.js';
-import { byStream, firstRoundByStream } from '../source/stripe-planner.js';
+import { trackRegions, type TrackedRegion } from '../source/tracked-regions.js';
+import { byStreamPerRegion, firstRoundByStream } from '../source/stripe-planner.js';
 import { Switchover } from '../source/switchover.js';
 import { WorkloadControl } from '../source/workload-control.js';
 import { SWITCHOVER_ROUND_TRIPS, decideNextRound, type StallPolicy } from './convergence.js';
@@ -48,11 +47,23 @@ export interface SourceHooks {
   throttle?(percent: number, signal: AbortSignal): Promise<void> | void;
 }
 
+/** A region moved beside `region`: a disk image, a device's memory. */
+export interface SourceRegion {
+  region: MemoryRegion;
+  /** Set by the workload's writers; without it, this region's pages are tracked by hashing. */
+  dirtyBitmap?: DirtyBitmap;
+}
+
 /** Where the target is: exactly one of `host` and `port` (TCP), `path` (a Unix socket) or `connect`. */
 export interface MigrationSourceOptions extends EndpointOptions {
   region: MemoryRegion;
   /** Set by the workload's writers; without it, pages are tracked by hashing. */
   dirtyBitmap?: DirtyBitmap;
+  /**
+   * More regions moved in the same migration, each with its own page size and tracking: one pause, one
+   * switch-over for all of them (at most 15; docs/PROTOCOL.md, "Several regions").
+   */
+  extraRegions?: SourceRegion[];
   hooks: SourceHooks;
   /** Downtime budget for the stop rule (default 300 ms, as QEMU). */
   maxDowntimeMs?: number;
@@ -125,7 +136,7 @@ export class MigrationSource extends EventEmitter<SourceEvents> {
   readonly migrationId: Buffer = randomBytes(16);
   private readonly options: SourceSettings;
   private readonly phases = new PhaseState((phase) => this.emit('phase', phase));
-  private readonly tracker: DirtyTracker;
+  private readonly regions: TrackedRegion[];
   private readonly connections: ConnectionSet;
   private readonly workload: WorkloadControl;
   private readonly sender: RoundSender;
@@ -140,25 +151,26 @@ export class MigrationSource extends EventEmitter<SourceEvents> {
     const settings = sourceSettings(options);
     this.options = settings;
     const { region } = settings;
-    const sentHashes = newPageHashes(region.pageCount, region.pageSize);
-    this.tracker = settings.dirtyBitmap ? new BitmapTracker(settings.dirtyBitmap) : new HashTracker(region, sentHashes);
+    const regions = trackRegions(settings);
+    this.regions = regions;
     this.summary = {
       status: 'failed', migrationId: this.migrationId.toString('hex'), totalTimeMs: 0, setupTimeMs: 0, downtimeMs: 0,
       downtime: { pauseMs: 0, finalSyncMs: 0, transferMs: 0, verifyMs: 0, persistMs: 0, handshakeMs: 0 }, rounds: 0,
-      streams: 0, pageSize: region.pageSize, pagesTotal: region.pageCount, pagesTransferred: 0, zeroPages: 0,
+      streams: 0, regions: regions.length, pageSize: region.pageSize,
+      pagesTotal: regions.reduce((n, r) => n + r.region.pageCount, 0), pagesTransferred: 0, zeroPages: 0,
       deltaPages: 0, lz4Pages: 0, rawPages: 0, dupPages: 0, bytesTransferred: 0, deviceStateBytes: 0, stopReason: '',
       throttlePercent: 0, dirtyRateBytesPerSec: 0, bandwidthBytesPerSec: 0, expectedDowntimeMs: 0, resumes: 0,
       resumeSavedBytes: 0, regionDigest: '',
     };
-    const { summary, phases, tracker } = this;
+    const { summary, phases } = this;
     const connections = new ConnectionSet(settings, this.migrationId);
     const workload = new WorkloadControl(settings);
     const sender = new RoundSender({
-      settings, connections, sentHashes, summary, workload, phases,
+      settings, connections, regions, summary, workload, phases,
       elapsedMs: () => performance.now() - this.startedAt,
       progress: (progress) => this.emit('progress', progress),
     });
-    const parts = { settings, connections, sender, workload, tracker, sentHashes, summary, phases };
+    const parts = { settings, connections, sender, workload, regions, summary, phases };
     this.connections = connections;
     this.workload = workload;
     this.sender = sender;
@@ -207,8 +219,7 @@ export class MigrationSource extends EventEmitter<SourceEvents> {
 
   /** Connects, then the pre-copy rounds, each followed by the stop rule's decision, then the switch-over. */
   private async migrate(): Promise<void> {
-    const { options, sender, resumePolicy, workload } = this;
-    const { region } = options;
+    const { options, sender, resumePolicy, workload, regions } = this;
     this.phases.enter('connecting');
     const { welcome, streams } = await this.connections.open(false);
     sender.useStreams(streams);
@@ -216,22 +227,28 @@ export class MigrationSource extends EventEmitter<SourceEvents> {
 
     this.phases.enter('precopy');
     const targetZeroed = (welcome.flags & TARGET_ZEROED) !== 0;
-    this.tracker.start();
+    for (const tracked of regions) tracked.tracker.start();
     // Round 1 sends every page (or a sparse file's data) in bulk; a resume sends only what differs.
-    let { round, report } = await resumePolicy.sendRound(1, firstRoundByStream(region, sender.streamCount, targetZeroed),
+    const firstRound = regions.map((tracked) => firstRoundByStream(tracked.region, sender.streamCount, targetZeroed));
+    let { round, report } = await resumePolicy.sendRound(1, firstRound,
       (resumeRound, pages, resumed) => sender.sendRound(resumeRound, pages, { skipZero: !resumed && targetZeroed, bulk: !resumed }));
     let pendingHistory: number[] = [];
     for (;;) {
-      const dirty = await this.tracker.scan();
-      const pendingPages = dirty.count;
+      const scanned = performance.now();
+      const dirty = await Promise.all(regions.map((tracked) => tracked.tracker.scan()));
+      const finalSyncMs = performance.now() - scanned;
+      const pendingPages = dirty.reduce((n, pages) => n + pages.count, 0);
+      const pendingBytes = dirty.reduce((n, pages, i) => n + pages.count * regions[i]!.region.pageSize, 0);
       const decision = decideNextRound({
-        round, pendingPages, pendingHistory, pageSize: region.pageSize, bandwidthBytesPerSec: report.pageBandwidthBytesPerSec,
+        // Regions of several page sizes: their mean page size, weighted by the pending pages.
+        round, pendingPages, pendingHistory, pageSize: pendingPages > 0 ? pendingBytes / pendingPages : regions[0]!.region.pageSize,
+        bandwidthBytesPerSec: report.pageBandwidthBytesPerSec,
         maxDowntimeMs: options.maxDowntimeMs, switchoverMs: SWITCHOVER_ROUND_TRIPS * this.connections.roundTripMs,
-        finalSyncMs: dirty.durationMs,
+        finalSyncMs,
         maxRounds: options.maxRounds, onStall: options.onStall,
         throttlePercent: workload.throttlePercent,
       });
-      const dirtyRateBytesPerSec = (pendingPages * region.pageSize * 1000) / Math.max(report.durationMs, 1);
+      const dirtyRateBytesPerSec = (pendingBytes * 1000) / Math.max(report.durationMs, 1);
       Object.assign(this.summary, {
         dirtyRateBytesPerSec, bandwidthBytesPerSec: report.bandwidthBytesPerSec, expectedDowntimeMs: decision.expectedDowntimeMs,
       });
@@ -257,7 +274,7 @@ export class MigrationSource extends EventEmitter<SourceEvents> {
       } else {
         pendingHistory.push(pendingPages);
       }
-      ({ round, report } = await resumePolicy.sendRound(round + 1, byStream(dirty.take(), sender.streamCount),
+      ({ round, report } = await resumePolicy.sendRound(round + 1, byStreamPerRegion(dirty, sender.streamCount),
         (resumeRound, pages) => sender.sendRound(resumeRound, pages)));
     }
     await this.switchover.stopAndCopy(round + 1);

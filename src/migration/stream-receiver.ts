@@ -1,15 +1,25 @@
 // The target's side of one stream's rounds (docs/PROTOCOL.md, "Parallel streams"): ROUND_BEGIN, PAGES
-// and ROUND_END, checked against what the stream may carry and queued to the stream's own decoder. The
-// target acknowledges a round once every stream has ended it; an extra stream waits for that
-// acknowledgement before it reads on, so no page of round r+1 is applied before all of round r.
+// and ROUND_END, checked against what the stream may carry and queued to the stream's own decoder of the
+// batch's region. The target acknowledges a round once every stream has ended it; an extra stream waits
+// for that acknowledgement before it reads on, so no page of round r+1 is applied before all of round r.
 import { ProtocolError, asPagewireError, type PagewireError } from '../errors.js';
 import type { PageBatchDecoder } from '../codec/page-batch-decoder.js';
 import type { FramedConnection } from '../transport/framed-connection.js';
 import { MessageType, STOP_AND_COPY, messageName, parsePages, parseRoundMarker, type Frame } from '../wire/messages.js';
 import { pagesOnStream } from '../wire/streams.js';
 
-/** PAGES frames received but not yet applied, per stream, beyond which it stops reading (about 4 MiB). */
+/** PAGES frames received but not yet applied, per stream and region, beyond which it stops reading (about 4 MiB each). */
 const MAX_QUEUED_BATCHES = 4;
+
+/** A region as one stream receives it. */
+export interface StreamRegion {
+  /** This stream's decoder of the region's pages. */
+  decoder: PageBatchDecoder;
+  pageCount: number;
+  pageSize: number;
+  /** Called with the bytes of pages each batch will write (ZERO records included). */
+  noteWritten(bytes: number): void;
+}
 
 export interface RoundEnd {
   round: number;
@@ -29,19 +39,16 @@ export class StreamReceiver {
     readonly index: number,
     private readonly streams: number,
     readonly connection: FramedConnection,
-    readonly decoder: PageBatchDecoder,
-    pageCount: number,
-    /** Called with the bytes of pages each batch will write (ZERO records included). */
-    private readonly noteWritten: (bytes: number) => void,
-    private readonly pageSize: number,
+    /** The migration's regions, in region order. */
+    private readonly regions: StreamRegion[],
     /** The last round completed before this stream began (after a resume, the target's last). */
     lastRound = 0,
   ) {
-    this.maxPages = pagesOnStream(index, streams, pageCount);
+    this.maxPages = regions.reduce((n, r) => n + pagesOnStream(index, streams, r.pageCount), 0);
     this.round = lastRound;
     // A batch refused on the pool thread (a bad page, a page of another stream) ends this stream's wait
     // for its next frame, instead of waiting for the source to send one.
-    void decoder.failed.then((error) => connection.interrupt(asPagewireError(error)));
+    for (const { decoder } of regions) void decoder.failed.then((error) => connection.interrupt(asPagewireError(error)));
   }
 
   get inProgress(): boolean {
@@ -55,7 +62,7 @@ export class StreamReceiver {
 
   /**
    * Takes a ROUND_BEGIN, PAGES or ROUND_END frame; returns the round's end once its ROUND_END came, and
-   * the decoder has applied all of it. Any other frame is a protocol error.
+   * its decoders have applied all of it. Any other frame is a protocol error.
    */
   async take(frame: Frame): Promise<RoundEnd | undefined> {
     const label = this.streams > 1 ? ` on stream ${this.index}` : '';
@@ -68,7 +75,8 @@ export class StreamReceiver {
       // A round sends each page at most once: a larger announcement can only be an attack, since a
       // 20-byte ZERO record costs this side a whole page of writing.
       if (marker.pages > this.maxPages) {
-        const limit = this.streams > 1 ? `stream ${this.index} carries at most` : 'the region has';
+        const limit = this.streams > 1 ? `stream ${this.index} carries at most`
+          : this.regions.length > 1 ? 'the regions have' : 'the region has';
         throw new ProtocolError(`ROUND_BEGIN ${marker.round} announces ${marker.pages} pages, ${limit} ${this.maxPages}`);
       }
       this.round = marker.round;
@@ -81,16 +89,18 @@ export class StreamReceiver {
     if (frame.type === MessageType.Pages) {
       if (!this.inRound) throw new ProtocolError(`PAGES outside a round${label}`);
       const batch = parsePages(frame.payload);
+      const region = this.regions[batch.region];
+      if (!region) throw new ProtocolError(`PAGES names region ${batch.region} of ${this.regions.length}${label}`);
       if (this.records + batch.recordCount > this.announced) {
         throw new ProtocolError(`round ${this.round} carries more page records than the ${this.announced} its ROUND_BEGIN announced${label}`);
       }
       // A natively read frame's buffer goes back to its pool once applied. The decoder refuses a
       // record of another stream's page before it applies any of the batch.
-      this.decoder.enqueue(batch.records, batch.recordCount, frame.release, this.index, this.streams);
+      region.decoder.enqueue(batch.records, batch.recordCount, frame.release, this.index, this.streams);
       this.records += batch.recordCount;
-      this.noteWritten(batch.recordCount * this.pageSize);
-      // Reading goes on while the pool thread decodes; past a few queued batches the socket waits.
-      await this.decoder.drainTo(MAX_QUEUED_BATCHES);
+      region.noteWritten(batch.recordCount * region.pageSize);
+      // Reading goes on while the pool thread decodes; past a few queued batches of a region the socket waits.
+      await region.decoder.drainTo(MAX_QUEUED_BATCHES);
       return undefined;
     }
     if (frame.type === MessageType.RoundEnd) {
@@ -103,7 +113,7 @@ export class StreamReceiver {
         throw new ProtocolError(`round ${this.round} carried ${this.records} page records${label}, the source says it sent ${marker.pages}`);
       }
       this.inRound = false;
-      await this.decoder.settled();
+      for (const { decoder } of this.regions) await decoder.settled();
       return { round: this.round, final: this.final, records: this.records };
     }
     throw new ProtocolError(`unexpected ${messageName(frame.type)}${label} during the pre-copy`);

@@ -9,8 +9,6 @@ import { performance } from 'node:perf_hooks';
 import {
   AbortedError, ConnectionError, HandshakeError, InvalidArgumentError, SwitchoverError, TimeoutError, asPagewireError, type PagewireError,
 } from '../errors.js';
-import { PageBatchDecoder } from '../codec/page-batch-decoder.js';
-import type { PageStore } from '../codec/page-store.js';
 import type { FramedConnection } from '../transport/framed-connection.js';
 import type { TlsCertificates } from '../transport/tls-certs.js';
 import type { Hello } from '../wire/messages.js';
@@ -23,6 +21,7 @@ import {
 } from '../target/target-state.js';
 import { targetSettings, type TargetSettings } from './target-options.js';
 import { RoundFlusher } from '../target/round-flusher.js';
+import { RegionImages, regionShapes } from '../target/region-images.js';
 import type { RegionOffer, TargetImage } from '../target/target-image.js';
 
 export type { TargetPhase } from '../target/target-state.js';
@@ -39,7 +38,8 @@ export interface MigrationTargetOptions {
   /**
    * Where the received region goes: an image, or a function that makes one from the source's offer (its
    * region and page size; throw a CapacityError to refuse it). With `serve: 'many'` a function is called
-   * for each migration, an image is opened again for each.
+   * for each migration, an image is opened again for each. A migration of several regions needs the
+   * function: it is called once per region, in order (the offer says which); an image alone refuses it.
    */
   image: TargetImage | ((offer: RegionOffer) => TargetImage | Promise<TargetImage>);
   hooks?: TargetHooks;
@@ -95,7 +95,11 @@ export interface TargetSummary {
   error?: string;
   errorCode?: string;
   migrationId: string;
+  /** Regions the migration carried (1 unless the source sent several). */
+  regions: number;
+  /** Region 0's page size. */
   pageSize: number;
+  /** Pages of every region together, as are pagesApplied and bytesReceived. */
   pagesTotal: number;
   pagesApplied: number;
   rounds: number;
@@ -105,7 +109,10 @@ export interface TargetSummary {
   resumes: number;
   bytesReceived: number;
   deviceStateBytes: number;
-  /** The region digest of the committed image (16 hex digits; '' until FINAL was verified). */
+  /**
+   * The region digest of the committed image, or with several regions the digest over theirs, as FINAL
+   * carries it (16 hex digits; '' until FINAL was verified).
+   */
   regionDigest: string;
   /** Where the verified image was kept when the switch-over was left in doubt. */
   inDoubtImage?: string;
@@ -241,8 +248,7 @@ export class MigrationTarget extends EventEmitter<TargetEvents> {
     const { state } = this;
     const session = state.kind === 'suspended' || (state.kind === 'receiving' && state.resumable()) ? state.session : undefined;
     const served = session?.hello;
-    return served !== undefined && timingSafeEqual(served.migrationId, hello.migrationId) && served.regionSize === hello.regionSize &&
-      served.pageSize === hello.pageSize ? session : undefined;
+    return served !== undefined && timingSafeEqual(served.migrationId, hello.migrationId) && sameRegions(served, hello) ? session : undefined;
   }
 
   private refuse(error: PagewireError, connection: FramedConnection): void {
@@ -301,30 +307,25 @@ export class MigrationTarget extends EventEmitter<TargetEvents> {
     if (this.options.serve === 'one') this.listener.stopListening();
   }
 
-  /** Opens the image for an authenticated HELLO (refusing the source when it cannot), then serves the migration. */
+  /** Opens the images for an authenticated HELLO (refusing the source when it cannot), then serves the migration. */
   private async serve(connection: FramedConnection, hello: Hello, session: Session): Promise<void> {
     const started = performance.now();
     if (this.state.kind !== 'listening') {
       this.refuse(new HandshakeError('this target is already serving a migration'), connection);
       return;
     }
-    // Taken before the image opens (off the event loop): no second HELLO may open it meanwhile, and a
-    // stop() meanwhile ends this migration once the image is open.
+    // Taken before the images open (off the event loop): no second HELLO may open them meanwhile, and a
+    // stop() meanwhile ends this migration once they are open.
     this.enter({ kind: 'opening' });
     const stoppedWhileOpening = () => (this.state.kind === 'opening' ? this.state.stoppedBy : undefined);
-    const offer = { regionSize: hello.regionSize, pageSize: hello.pageSize, migrationId: hello.migrationId.toString('hex') };
-    let image: TargetImage | undefined;
-    let store;
+    let images: RegionImages;
     try {
-      const given = this.options.image;
-      image = typeof given === 'function' ? await given(offer) : given;
-      store = await image.open(offer);
+      images = await RegionImages.open(this.options.image, hello);
     } catch (error) {
       // A refusal before the handshake completes: keep listening for a source we can serve.
       const stoppedBy = stoppedWhileOpening();
       this.enter({ kind: 'listening' });
       const refused = asPagewireError(error);
-      image?.discard();
       this.emit('refused', refused, connection.remote);
       await connection.sendErrorAndClose(refused);
       // A stop() that came while the image was opening ends the target, refusal or not.
@@ -333,18 +334,18 @@ export class MigrationTarget extends EventEmitter<TargetEvents> {
     }
     const stoppedBy = stoppedWhileOpening();
     if (stoppedBy) {
-      image.discard();
+      images.discard();
       await connection.sendErrorAndClose(stoppedBy);
       this.finish(stoppedBy);
       return;
     }
-    await this.migrate(connection, hello, session, image, store, started);
+    await this.migrate(connection, hello, session, images, started);
   }
 
-  /** Receives, switches over and reports one migration whose image is open. */
-  private async migrate(connection: FramedConnection, hello: Hello, keys: Session, image: TargetImage,
-    store: PageStore, started: number): Promise<void> {
-    const flusher = new RoundFlusher(image);
+  /** Receives, switches over and reports one migration whose images are open. */
+  private async migrate(connection: FramedConnection, hello: Hello, keys: Session, images: RegionImages,
+    started: number): Promise<void> {
+    const flusher = new RoundFlusher(images);
     const host = {
       enter: (state: TargetState) => this.enter(state),
       doneAccepting: () => this.doneAccepting(),
@@ -352,8 +353,8 @@ export class MigrationTarget extends EventEmitter<TargetEvents> {
       round: (event: TargetRoundEvent) => this.emit('round', event),
       resumed: (resumes: number, remote: string) => this.emit('resumed', resumes, remote),
     };
-    const session = new TargetSession(host, this.options, image, store, new PageBatchDecoder(store), flusher, connection, hello, keys, started);
-    const switchover = new Switchover(host, this.options, image, flusher);
+    const session = new TargetSession(host, this.options, images, flusher, connection, hello, keys, started);
+    const switchover = new Switchover(host, this.options, images, flusher);
     const { summary } = session;
     this.summaryNow = summary;
     // From here stop() interrupts the session's connections.
@@ -394,4 +395,10 @@ export class MigrationTarget extends EventEmitter<TargetEvents> {
     else if (this.options.serve === 'many') this.settle.reject(new AbortedError('target stopped'));
     else this.settle.resolve(summary!);
   }
+}
+
+/** Whether a resume HELLO offers the same regions, in the same order, as the migration's first. */
+function sameRegions(served: Hello, hello: Hello): boolean {
+  const [a, b] = [regionShapes(served), regionShapes(hello)];
+  return a.length === b.length && a.every((shape, i) => shape.regionSize === b[i]!.regionSize && shape.pageSize === b[i]!.pageSize);
 }

@@ -18,7 +18,8 @@ import { streamsWanted } from './stripe-planner.js';
 /** What the target holds when a migration resumes: the last round it completed and every page's hash. */
 export interface Held {
   lastRound: number;
-  hashes: BigUint64Array;
+  /** Each region's page hashes, in region order. */
+  hashes: BigUint64Array[];
 }
 
 /** An opened set: the target's WELCOME, every stream's connection (stream 0 first), and on a resume HELD. */
@@ -43,7 +44,7 @@ export class ConnectionSet {
   private shortestRoundTripMs = Infinity;
 
   constructor(private readonly settings: SourceSettings, private readonly migrationId: Buffer) {
-    this.wantedStreams = streamsWanted(settings.streams, settings.region.pageCount);
+    this.wantedStreams = streamsWanted(settings.streams, Math.max(...settings.regions.map(({ region }) => region.pageCount)));
   }
 
   /** The control connection: HELLO, ROUND_ACK and the switch-over travel on it. */
@@ -91,12 +92,12 @@ export class ConnectionSet {
    */
   async open(resume: boolean): Promise<OpenedSet> {
     const { settings } = this;
-    const { region } = settings;
+    const [first, ...extra] = settings.regions.map(({ region }) => ({ pageSize: region.pageSize, regionSize: region.byteLength }));
     const connection = await this.connect();
     const helloSent = performance.now();
     const hello = encodeHello({
       minVersion: MIN_VERSION, maxVersion: MAX_VERSION, features: (settings.psk ? FEATURE_PSK : 0) | (resume ? FEATURE_RESUME : 0),
-      pageSize: region.pageSize, regionSize: region.byteLength, migrationId: this.migrationId,
+      ...first!, extraRegions: extra, migrationId: this.migrationId,
       extraStreams: this.wantedStreams - 1,
       // A resume proves the secret it already holds rather than agreeing on a new one.
       sessionKey: resume ? Buffer.alloc(SESSION_KEY_BYTES) : this.sessionKeys.publicKey,
@@ -169,19 +170,22 @@ export class ConnectionSet {
     return connection;
   }
 
-  /** HELD: every page's hash as the target holds it, in parts that follow each other. */
+  /** HELD: every page's hash as the target holds it, region by region, in parts that follow each other. */
   private async receiveHeld(connection: FramedConnection): Promise<Held> {
-    const { region, timeoutMs } = this.settings;
-    const hashes = new BigUint64Array(region.pageCount);
+    const { regions, timeoutMs } = this.settings;
     let lastRound = 0;
-    for (let first = 0; first < region.pageCount;) {
-      const part = parseHeld(await connection.expect(MessageType.Held, timeoutMs));
-      if (part.firstPage !== first || part.hashes.length === 0 || first + part.hashes.length > region.pageCount) {
-        throw new ProtocolError(`HELD covers pages ${part.firstPage}..+${part.hashes.length}, expected from ${first}`);
+    const hashes = regions.map(({ region }) => new BigUint64Array(region.pageCount));
+    for (const [index, held] of hashes.entries()) {
+      for (let first = 0; first < held.length;) {
+        const part = parseHeld(await connection.expect(MessageType.Held, timeoutMs));
+        if (part.region !== index || part.firstPage !== first || part.hashes.length === 0 || first + part.hashes.length > held.length) {
+          throw new ProtocolError(`HELD covers pages ${part.firstPage}..+${part.hashes.length} of region ${part.region}, ` +
+            `expected region ${index} from page ${first}`);
+        }
+        held.set(part.hashes, first);
+        first += part.hashes.length;
+        lastRound = part.lastRound;
       }
-      hashes.set(part.hashes, first);
-      first += part.hashes.length;
-      lastRound = part.lastRound;
     }
     return { lastRound, hashes };
   }

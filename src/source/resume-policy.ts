@@ -9,7 +9,7 @@ import type { SourceParts } from './source-parts.js';
 import { byStream } from './stripe-planner.js';
 
 /** Sends a round's pages; `resumed` is set when they are a resume's rather than the round's own. */
-export type SendRound = (round: number, pages: PageList[], resumed: boolean) => Promise<RoundReport>;
+export type SendRound = (round: number, pages: PageList[][], resumed: boolean) => Promise<RoundReport>;
 
 export class ResumePolicy {
   constructor(private readonly parts: SourceParts) {}
@@ -18,7 +18,7 @@ export class ResumePolicy {
    * Sends a pre-copy round, resuming as often as allowed when the connections break. Returns the round
    * that completed: after a resume, the one after the last the target held.
    */
-  async sendRound(round: number, pages: PageList[], send: SendRound): Promise<{ round: number; report: RoundReport }> {
+  async sendRound(round: number, pages: PageList[][], send: SendRound): Promise<{ round: number; report: RoundReport }> {
     const { maxResumeAttempts } = this.parts.settings;
     let resumed = false;
     for (;;) {
@@ -42,9 +42,8 @@ export class ResumePolicy {
    * Reconnects (bounded retries, doubling backoff), and returns the pages to send next: those whose
    * contents differ from what the target holds.
    */
-  private async resume(cause: PagewireError): Promise<{ round: number; pages: PageList[] }> {
-    const { settings, connections, sender, tracker, sentHashes, summary, phases } = this.parts;
-    const { region } = settings;
+  private async resume(cause: PagewireError): Promise<{ round: number; pages: PageList[][] }> {
+    const { settings, connections, sender, regions, summary, phases } = this.parts;
     let error: unknown = cause;
     for (let attempt = 0; attempt < settings.maxResumeAttempts; attempt++) {
       connections.closeForResume(asPagewireError(error));
@@ -54,12 +53,16 @@ export class ResumePolicy {
         sender.useStreams(streams);
         await sender.lateEncodesSettled();
         // From here the bitmap records new writes; what changed before is found by comparing hashes.
-        tracker.start();
-        sentHashes.set(held!.hashes);
-        const changed = (await new HashTracker(region, sentHashes).scan()).take();
+        const pages: PageList[][] = [];
+        for (const { index, region, tracker, sentHashes } of regions) {
+          tracker.start();
+          sentHashes.set(held!.hashes[index]!);
+          const changed = (await new HashTracker(region, sentHashes).scan()).take();
+          summary.resumeSavedBytes += (region.pageCount - changed.count) * region.pageSize;
+          pages.push(byStream(changed, sender.streamCount));
+        }
         summary.resumes += 1;
-        summary.resumeSavedBytes += (region.pageCount - changed.count) * region.pageSize;
-        return { round: held!.lastRound + 1, pages: byStream(changed, sender.streamCount) };
+        return { round: held!.lastRound + 1, pages };
       } catch (failure) {
         if (!(failure instanceof ConnectionError || failure instanceof TimeoutError || failure instanceof PeerError)) throw failure;
         error = failure;

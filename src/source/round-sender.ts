@@ -12,13 +12,21 @@ import { roundBandwidth } from '../migration/convergence.js';
 import type { RoundProgress, RoundReport } from '../migration/metrics.js';
 import { waitUnlessAborted } from './abortable-wait.js';
 import type { SourceParts } from './source-parts.js';
+import type { TrackedRegion } from './tracked-regions.js';
 
-/** One TCP connection of the migration, with the encoder (and page cache) of the pages it carries. */
+/** One TCP connection of the migration, with an encoder (and page cache) per region for the pages it carries. */
 interface Stream {
   index: number;
   connection: FramedConnection;
-  encoder: PageBatchEncoder;
+  /** By region index. */
+  encoders: PageBatchEncoder[];
   lz4: Lz4Policy;
+}
+
+/** A batch of one region's pages, as a stream encodes it. */
+interface RegionBatch {
+  region: TrackedRegion;
+  indices: Uint32Array;
 }
 
 /** What the streams of one round share: the page count for progress, and the pace of the bandwidth cap. */
@@ -28,6 +36,8 @@ interface RoundState {
   planned: number;
   done: number;
   records: number;
+  /** Bytes of the pages sent (records × their region's page size), for the stop rule's bandwidth. */
+  pageBytes: number;
   bytesBefore: number;
   /** The bandwidth cap's schedule: bytes written by then are due at the cap's rate from `paceFrom`. */
   paceFrom: number;
@@ -45,7 +55,7 @@ export interface RoundKind {
 }
 
 /** What the round sender reads of the run it belongs to, and where its progress goes. */
-export type RoundSenderContext = Pick<SourceParts, 'settings' | 'connections' | 'sentHashes' | 'summary' | 'workload' | 'phases'> & {
+export type RoundSenderContext = Pick<SourceParts, 'settings' | 'connections' | 'regions' | 'summary' | 'workload' | 'phases'> & {
   /** Milliseconds since the run started. */
   elapsedMs(): number;
   progress(progress: RoundProgress): void;
@@ -75,14 +85,14 @@ export class RoundSender {
     return this.streams.length;
   }
 
-  /** Gives every stream of a newly opened set its encoder; the page cache is shared out among them. */
+  /** Gives every stream of a newly opened set its encoders; the page cache is shared out evenly among them. */
   useStreams(connections: FramedConnection[]): void {
-    const { settings, sentHashes, summary } = this.context;
+    const { settings, regions, summary } = this.context;
     const count = connections.length;
-    const cacheBytes = Math.floor(settings.pageCacheBytes / count);
+    const cacheBytes = Math.floor(settings.pageCacheBytes / (count * regions.length));
     this.streams = connections.map((connection, index) => ({
       index, connection,
-      encoder: new PageBatchEncoder(settings.region, { batchPages: settings.batchPages, cacheBytes, sentHashes }),
+      encoders: regions.map(({ region, batchPages, sentHashes }) => new PageBatchEncoder(region, { batchPages, cacheBytes, sentHashes })),
       lz4: new Lz4Policy(settings.lz4),
     }));
     summary.streams = count;
@@ -97,17 +107,18 @@ export class RoundSender {
 
   /**
    * One round: on every stream ROUND_BEGIN, its pages in batches and ROUND_END, then the target's
-   * ROUND_ACK on stream 0, sent once every stream's pages of the round are applied.
+   * ROUND_ACK on stream 0, sent once every stream's pages of the round are applied. `parts` is each
+   * region's pages by stream: [region][stream].
    */
-  async sendRound(round: number, parts: PageList[], kind: RoundKind = {}): Promise<RoundReport> {
+  async sendRound(round: number, parts: PageList[][], kind: RoundKind = {}): Promise<RoundReport> {
     const { settings, connections, summary, workload } = this.context;
     const started = performance.now();
     const bytesBefore = connections.bytesWritten();
     const state: RoundState = {
-      round, started, planned: parts.reduce((n, p) => n + p.count, 0), done: 0, records: 0, bytesBefore,
+      round, started, planned: parts.flat().reduce((n, p) => n + p.count, 0), done: 0, records: 0, pageBytes: 0, bytesBefore,
       paceFrom: started, paceBytesBefore: bytesBefore,
     };
-    const streamRounds = this.streams.map((stream) => this.sendStreamRound(stream, state, parts[stream.index]!, kind));
+    const streamRounds = this.streams.map((stream) => this.sendStreamRound(stream, state, parts.map((byStream) => byStream[stream.index]!), kind));
     for (const streamRound of streamRounds) {
       this.streamRounds.add(streamRound);
       void streamRound.finally(() => this.streamRounds.delete(streamRound)).catch(() => undefined);
@@ -122,31 +133,34 @@ export class RoundSender {
     return {
       round, pagesSent: state.records, bytesSent, durationMs,
       bandwidthBytesPerSec: roundBandwidth(bytesSent, durationMs),
-      pageBandwidthBytesPerSec: roundBandwidth(state.records * settings.region.pageSize, durationMs),
+      pageBandwidthBytesPerSec: roundBandwidth(state.pageBytes, durationMs),
       dirtyRateBytesPerSec: 0, pendingPages: 0, expectedDowntimeMs: 0, throttlePercent: workload.throttlePercent,
       elapsedMs: this.context.elapsedMs(),
     };
   }
 
-  /** One stream's share of a round. */
-  private async sendStreamRound(stream: Stream, state: RoundState, pages: PageList, kind: RoundKind): Promise<void> {
-    const { settings, connections, summary, workload } = this.context;
+  /** One stream's share of a round: each region's pages on it (`pages` by region index), region by region. */
+  private async sendStreamRound(stream: Stream, state: RoundState, pages: PageList[], kind: RoundKind): Promise<void> {
+    const { settings, connections, summary, workload, regions } = this.context;
     const { skipZero = false, flags = 0, bulk = false } = kind;
-    const { connection, encoder } = stream;
+    const { connection } = stream;
     const { round } = state;
-    await connection.send(MessageType.RoundBegin, encodeRoundMarker({ round, pages: pages.count, flags }));
+    const planned = pages.reduce((n, p) => n + p.count, 0);
+    await connection.send(MessageType.RoundBegin, encodeRoundMarker({ round, pages: planned, flags }));
     let records = 0;
-    const batches = pages.batches(settings.batchPages)[Symbol.iterator]();
+    const batches = regionBatches(regions, pages);
     // Pipelined: a pool thread encodes batch k+1 while the socket sends batch k. The generator may
     // reuse its index array, so the next batch is taken only once the previous encode has settled.
-    const encode = (): Promise<{ encoded: EncodedBatch; pages: number; lz4: boolean; encodeMs: number }> | undefined => {
+    type Encoded = { encoded: EncodedBatch; encoder: PageBatchEncoder; region: TrackedRegion; pages: number; lz4: boolean; encodeMs: number };
+    const encode = (): Promise<Encoded> | undefined => {
       const following = batches.next();
       if (following.done) return undefined;
-      const indices = following.value;
+      const { region, indices } = following.value;
+      const encoder = stream.encoders[region.index]!;
       const lz4 = stream.lz4.enabled;
       const queued = performance.now();
       const encoding = encoder.encode(indices, skipZero, bulk, lz4)
-        .then((encoded) => ({ encoded, pages: indices.length, lz4, encodeMs: performance.now() - queued }));
+        .then((encoded) => ({ encoded, encoder, region, pages: indices.length, lz4, encodeMs: performance.now() - queued }));
       // An encode may fail while the loop waits on the socket; the await below still sees the error.
       encoding.catch(() => undefined);
       return encoding;
@@ -154,7 +168,8 @@ export class RoundSender {
     let next = encode();
     try {
       while (next) {
-        const { encoded, pages: batchLength, lz4, encodeMs } = await next;
+        const { encoded, encoder, region, pages: batchLength, lz4, encodeMs } = await next;
+        const { pageSize } = region.region;
         next = encode();
         const wireBytes = encoded.records.length;
         state.done += batchLength;
@@ -167,9 +182,10 @@ export class RoundSender {
         const sending = performance.now();
         if (encoded.recordCount > 0) {
           await connection.sendThen(() => encoder.release(encoded), MessageType.Pages,
-            encodePagesHeader(encoded.recordCount), encoded.records);
+            encodePagesHeader(encoded.recordCount, region.index), encoded.records);
           records += encoded.recordCount;
           state.records += encoded.recordCount;
+          state.pageBytes += encoded.recordCount * pageSize;
         } else {
           encoder.release(encoded);
         }
@@ -181,14 +197,14 @@ export class RoundSender {
         });
         if (settings.maxBandwidthBytesPerSec > 0) await this.keepToBandwidthCap(state);
         stream.lz4.record({
-          pageBytes: batchLength * settings.region.pageSize, wireBytes, encodeMs, linkMs: performance.now() - sending, lz4,
+          pageBytes: batchLength * pageSize, wireBytes, encodeMs, linkMs: performance.now() - sending, lz4,
         });
       }
     } finally {
       // A failed send leaves the encode in flight. It still writes sentHashes on its pool thread, so a
       // resume, which overwrites them with what the target holds, waits for it (lateEncodesSettled).
       if (next) {
-        const late = next.then((done) => encoder.release(done.encoded), () => undefined);
+        const late = next.then((done) => done.encoder.release(done.encoded), () => undefined);
         this.lateEncodes.add(late);
         void late.then(() => this.lateEncodes.delete(late));
       }
@@ -209,5 +225,12 @@ export class RoundSender {
       state.paceFrom = now - PACE_CREDIT_MS;
       state.paceBytesBefore = connections.bytesWritten();
     }
+  }
+}
+
+/** A stream's batches of a round, region by region, each region in batches of its own size. */
+function* regionBatches(regions: TrackedRegion[], pages: PageList[]): Generator<RegionBatch> {
+  for (const region of regions) {
+    for (const indices of pages[region.index]!.batches(region.batchPages)) yield { region, indices };
   }
 }

@@ -1,10 +1,10 @@
 // What the modules of one source run share. The orchestrator (src/migration/source.ts) makes each part
 // once, and hands the set to the resume policy and the switch-over, which act on all of them.
-import type { DirtyTracker } from '../memory/dirty-tracker.js';
 import type { SourceSummary } from '../migration/metrics.js';
 import type { SourceSettings } from '../migration/source-options.js';
 import type { ConnectionSet } from './connection-set.js';
 import type { RoundSender } from './round-sender.js';
+import type { TrackedRegion } from './tracked-regions.js';
 import type { PhaseState } from './source-phase.js';
 import type { WorkloadControl } from './workload-control.js';
 
@@ -13,9 +13,8 @@ export interface SourceParts {
   connections: ConnectionSet;
   sender: RoundSender;
   workload: WorkloadControl;
-  tracker: DirtyTracker;
-  /** The xxHash64 of each page as last sent: the encoders write it, a hash tracker and FINAL read it. */
-  sentHashes: BigUint64Array;
+  /** The regions moved, in wire order, each with its tracker and sent hashes. */
+  regions: TrackedRegion[];
   /** The run's figures, which become its summary. */
   summary: SourceSummary;
   phases: PhaseState;

@@ -2,7 +2,7 @@
 // streams in turn (src/wire/streams.ts), so a page always takes the same connection and the target can
 // refuse a record that arrives on another.
 import type { MemoryRegion } from '../memory/region.js';
-import { pageListOf, type PageList } from '../memory/dirty-tracker.js';
+import { pageListOf, type DirtyScan, type PageList } from '../memory/dirty-tracker.js';
 import { STRIPE_PAGES, pagesOnStream, splitByStream } from '../wire/streams.js';
 
 /** The streams to ask the target for: a stream carries whole stripes, so more streams than stripes would idle. */
@@ -51,4 +51,9 @@ export function byStream(pages: PageList, streams: number): PageList[] {
     n += batch.length;
   }
   return splitByStream(all.subarray(0, n), streams).map(pageListOf);
+}
+
+/** Each region's dirty pages (in region order), split by stream: [region][stream]. */
+export function byStreamPerRegion(dirty: DirtyScan[], streams: number): PageList[][] {
+  return dirty.map((pages) => byStream(pages.take(), streams));
 }

@@ -4,11 +4,11 @@
 // target discards what it received; after it the source stays paused and handed over.
 import { performance } from 'node:perf_hooks';
 import { ConnectionError, SwitchoverError, type PagewireError } from '../errors.js';
-import { formatDigest, regionDigest } from '../codec/page-hashes.js';
+import { formatDigest, migrationDigest, regionDigest } from '../codec/page-hashes.js';
 import { PEER_REASON_GRACE_MS } from '../transport/framed-connection.js';
 import { MessageType, STOP_AND_COPY, encodeFinal, expectEmpty, parseReady } from '../wire/messages.js';
 import type { SourceParts } from './source-parts.js';
-import { byStream } from './stripe-planner.js';
+import { byStreamPerRegion } from './stripe-planner.js';
 
 export class Switchover {
   private handedOverNow = false;
@@ -21,21 +21,21 @@ export class Switchover {
   }
 
   async stopAndCopy(finalRound: number): Promise<void> {
-    const { settings, connections, sender, workload, tracker, sentHashes, summary, phases } = this.parts;
+    const { settings, connections, sender, workload, regions, summary, phases } = this.parts;
     const connection = connections.control;
     phases.enter('stop-and-copy');
     const pausedAt = performance.now();
     await workload.pause();
     const synced = performance.now();
     summary.downtime.pauseMs = synced - pausedAt;
-    const finalPages = byStream((await tracker.scan()).take(), sender.streamCount);
+    const finalPages = byStreamPerRegion(await Promise.all(regions.map(({ tracker }) => tracker.scan())), sender.streamCount);
     const collected = performance.now();
     summary.downtime.finalSyncMs = collected - synced;
     await sender.sendRound(finalRound, finalPages, { flags: STOP_AND_COPY });
     const state = await workload.deviceState();
     summary.deviceStateBytes = state.byteLength;
     await connection.send(MessageType.DeviceState, Buffer.from(state.buffer, state.byteOffset, state.byteLength));
-    const digest = regionDigest(sentHashes);
+    const digest = migrationDigest(regions.map(({ sentHashes }) => regionDigest(sentHashes)));
     summary.regionDigest = formatDigest(digest);
     // Transfer ends here: from FINAL on, the target's verify and persist overlap this side's wait.
     summary.downtime.transferMs = performance.now() - collected;

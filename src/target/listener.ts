@@ -21,9 +21,10 @@ import {
   type Hello, type Join,
 } from '../wire/messages.js';
 import { joinTooLate, unknownJoin, type JoinRegistry } from './join-registry.js';
+import { regionShapes } from './region-images.js';
 import type { ResumableSession } from './target-state.js';
 
-/** 2^27 pages: 64 GiB in 512-byte pages, 512 GiB in 4 KiB pages; 1 GiB of page hashes. */
+/** 2^27 pages, all regions together: 64 GiB in 512-byte pages, 512 GiB in 4 KiB pages; 1 GiB of page hashes. */
 const MAX_TARGET_PAGES = 2 ** 27;
 
 /** A migration's session: agreed at its first WELCOME, proven by every resume and JOIN. */
@@ -194,16 +195,20 @@ export class TargetListener {
     if (frame.type !== MessageType.Hello) throw new HandshakeError(`expected HELLO, received ${messageName(frame.type)}`);
     const hello = parseHello(frame.payload);
     checkVersions(hello.minVersion, hello.maxVersion);
-    let pages: number;
-    try {
-      validatePageSize(hello.pageSize);
-      pages = validateRegionSize(hello.regionSize, hello.pageSize);
-    } catch (error) {
-      throw new HandshakeError(`invalid region in HELLO: ${(error as Error).message}`);
+    const shapes = regionShapes(hello);
+    let pages = 0;
+    for (const [i, { pageSize, regionSize }] of shapes.entries()) {
+      try {
+        validatePageSize(pageSize);
+        pages += validateRegionSize(regionSize, pageSize);
+      } catch (error) {
+        throw new HandshakeError(`invalid region${i > 0 ? ` ${i}` : ''} in HELLO: ${(error as Error).message}`);
+      }
     }
     if (pages > MAX_TARGET_PAGES) {
       // Each page costs the target 8 bytes of hash in memory: bound what an unknown peer can ask for.
-      throw new CapacityError(`region of ${pages} pages exceeds this target's limit of ${MAX_TARGET_PAGES}; use larger pages`);
+      const what = shapes.length > 1 ? `${shapes.length} regions of ${pages} pages in all exceed` : `region of ${pages} pages exceeds`;
+      throw new CapacityError(`${what} this target's limit of ${MAX_TARGET_PAGES}; use larger pages`);
     }
     const { psk, handshakeTimeoutMs } = this.options;
     const offersPsk = (hello.features & FEATURE_PSK) !== 0;

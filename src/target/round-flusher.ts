@@ -12,7 +12,8 @@ export class RoundFlusher {
   private again = false;
   private failure: unknown;
 
-  constructor(private readonly image: TargetImage) {}
+  /** `image` may stand for several (RegionImages): each round is durable once all of them are. */
+  constructor(private readonly image: Pick<TargetImage, 'persist'>) {}
 
   /** Starts making everything written so far durable; throws an earlier flush's failure. */
   flush(): void {

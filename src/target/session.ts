@@ -1,18 +1,18 @@
 // One migration's rounds on the target, over one connection set after another: WELCOME (and after a
 // resume, HELD: what this side holds), the JOINs of the extra streams, the stream receivers and the
-// barrier that ends each round on every stream, DEVICE_STATE, and FINAL's region digest. A connection
-// set that breaks during the pre-copy is suspended until its source resumes; the switch-over follows.
+// barrier that ends each round on every stream, DEVICE_STATE, and FINAL's digest of every region. A
+// connection set that breaks during the pre-copy is suspended until its source resumes; the switch-over
+// follows.
 import { randomBytes } from 'node:crypto';
 import { performance } from 'node:perf_hooks';
 import { ChecksumError, ConnectionError, PeerError, ProtocolError, TimeoutError, asPagewireError, type PagewireError } from '../errors.js';
 import { PageBatchDecoder } from '../codec/page-batch-decoder.js';
-import { formatDigest, regionDigest } from '../codec/page-hashes.js';
-import type { PageStore } from '../codec/page-store.js';
+import { formatDigest } from '../codec/page-hashes.js';
 import type { TargetRoundEvent, TargetSummary } from '../migration/target.js';
 import type { TargetSettings } from '../migration/target-options.js';
 import type { RoundFlusher } from './round-flusher.js';
-import type { TargetImage } from './target-image.js';
-import { ExtraStreamReader, StreamReceiver, type RoundEnd } from '../migration/stream-receiver.js';
+import type { RegionImages } from './region-images.js';
+import { ExtraStreamReader, StreamReceiver, type RoundEnd, type StreamRegion } from '../migration/stream-receiver.js';
 import { FramedConnection, PEER_REASON_GRACE_MS, READ_AHEAD_BYTES } from '../transport/framed-connection.js';
 import {
   HELD_PAGES_PER_FRAME, MAX_PAYLOAD_BYTES, MAX_VERSION, MessageType, SESSION_KEY_BYTES, SUPPORTED_FEATURES, TARGET_ZEROED,
@@ -41,14 +41,14 @@ export class TargetSession {
   readonly summary: TargetSummary;
   /** The device state the source sent (empty until DEVICE_STATE). */
   deviceState = Buffer.alloc(0);
-  /** How long checking FINAL's region digest took. */
+  /** How long checking FINAL's digest took. */
   verifyMicros = 0;
   private controlConnection: FramedConnection;
   private hello: Hello;
   /** This connection set's WELCOME key: its JOINs prove the secret over it. */
   private keys: Session;
-  private readonly heldHashes: BigUint64Array;
-  private decoders: PageBatchDecoder[];
+  /** Every decoder of the current connection set: one per stream and region. */
+  private decoders: PageBatchDecoder[] = [];
   private extras: ExtraStreamReader[] = [];
   private control: StreamReceiver | undefined;
   /** The first extra stream to fail: it explains the failure better than the interruption it caused on the control connection. */
@@ -57,18 +57,17 @@ export class TargetSession {
   private pagesBefore = 0;
   private bytesBefore = 0;
 
-  constructor(private readonly host: SessionHost, private readonly settings: TargetSettings, private readonly image: TargetImage,
-    private readonly store: PageStore, decoder: PageBatchDecoder, private readonly flusher: RoundFlusher,
-    connection: FramedConnection, private readonly served: Hello, session: Session, private readonly started: number) {
+  constructor(private readonly host: SessionHost, private readonly settings: TargetSettings, private readonly images: RegionImages,
+    private readonly flusher: RoundFlusher, connection: FramedConnection, private readonly served: Hello, session: Session,
+    private readonly started: number) {
     this.controlConnection = connection;
     this.hello = served;
     this.keys = session;
-    this.heldHashes = decoder.heldHashes;
-    this.decoders = [decoder];
+    const { regions } = images;
     this.summary = {
-      status: 'failed', migrationId: served.migrationId.toString('hex'), pageSize: served.pageSize, pagesTotal: store.pageCount,
-      pagesApplied: 0, rounds: 0, streams: 1, resumes: 0, bytesReceived: 0, deviceStateBytes: 0, regionDigest: '', commitMs: 0,
-      totalTimeMs: 0,
+      status: 'failed', migrationId: served.migrationId.toString('hex'), regions: regions.length, pageSize: served.pageSize,
+      pagesTotal: regions.reduce((n, r) => n + r.store.pageCount, 0), pagesApplied: 0, rounds: 0, streams: 1, resumes: 0,
+      bytesReceived: 0, deviceStateBytes: 0, regionDigest: '', commitMs: 0, totalTimeMs: 0,
     };
   }
 
@@ -108,7 +107,7 @@ export class TargetSession {
         // A source that gave up says why on the control connection before its other connections close.
         if (lost instanceof ConnectionError) lost = await this.controlConnection.peerError(PEER_REASON_GRACE_MS) ?? lost;
         // Only a broken or silent network during the pre-copy is worth waiting out: the source has not
-        // paused, and everything applied so far is verified and recorded in heldHashes.
+        // paused, and everything applied so far is verified and recorded in each region's heldHashes.
         if (resumeWindowMs === 0 || this.inFinalRound() || !(lost instanceof ConnectionError || lost instanceof TimeoutError)) throw error;
         // The connection set's failure is told in the suspension's outcome, not as the next one's cause.
         this.failedStream = undefined;
@@ -129,7 +128,7 @@ export class TargetSession {
         this.hello = back.hello;
         // This connection set's JOINs prove the secret over a WELCOME key of their own.
         this.keys = { secret: this.keys.secret, welcomeKey: randomBytes(SESSION_KEY_BYTES) };
-        this.decoders = [new PageBatchDecoder(this.store, this.heldHashes)];
+        this.decoders = [];
         this.summary.resumes += 1;
         this.host.resumed(this.summary.resumes, back.connection.remote);
       }
@@ -162,10 +161,12 @@ export class TargetSession {
   /** One connection set: WELCOME, HELD after a resume, the joins, then rounds until FINAL. */
   private async receiveOn(resumed: boolean): Promise<void> {
     const { resumeWindowMs, timeoutMs, maxStreams, handshakeTimeoutMs } = this.settings;
-    const { store, summary, hello, heldHashes } = this;
+    const { summary, hello } = this;
+    const { regions } = this.images;
     const connection = this.controlConnection;
-    // No more streams than stripes, nor than this target's limit: each costs it read buffers.
-    const extraStreams = Math.min(hello.extraStreams, maxStreams - 1, Math.ceil(store.pageCount / STRIPE_PAGES) - 1);
+    // No more streams than the largest region's stripes, nor than this target's limit: each costs it read buffers.
+    const largest = Math.max(...regions.map((r) => r.store.pageCount));
+    const extraStreams = Math.min(hello.extraStreams, maxStreams - 1, Math.ceil(largest / STRIPE_PAGES) - 1);
     const streams = 1 + extraStreams;
     summary.streams = streams;
     // Listening goes on for the extra streams, and for a resume while one is possible.
@@ -174,14 +175,16 @@ export class TargetSession {
     connection.readNatively();
     await connection.send(MessageType.Welcome, encodeWelcome({
       version: Math.min(hello.maxVersion, MAX_VERSION), extraStreams, features: hello.features & SUPPORTED_FEATURES,
-      flags: this.image.zeroed ? TARGET_ZEROED : 0, sessionKey: this.keys.welcomeKey,
+      flags: this.images.zeroed ? TARGET_ZEROED : 0, sessionKey: this.keys.welcomeKey,
     }));
     connection.maxPayload = MAX_PAYLOAD_BYTES;
     if (resumed) {
-      // What this side holds, so that the source sends again only what differs.
-      for (let first = 0; first < store.pageCount; first += HELD_PAGES_PER_FRAME) {
-        const count = Math.min(HELD_PAGES_PER_FRAME, store.pageCount - first);
-        await connection.send(MessageType.Held, encodeHeld(summary.rounds, first, heldHashes.subarray(first, first + count)));
+      // What this side holds, so that the source sends again only what differs: region by region.
+      for (const [region, { heldHashes }] of regions.entries()) {
+        for (let first = 0; first < heldHashes.length; first += HELD_PAGES_PER_FRAME) {
+          const count = Math.min(HELD_PAGES_PER_FRAME, heldHashes.length - first);
+          await connection.send(MessageType.Held, encodeHeld(summary.rounds, region, first, heldHashes.subarray(first, first + count)));
+        }
       }
     }
     let joined: FramedConnection[] = [];
@@ -193,18 +196,16 @@ export class TargetSession {
     for (const stream of [connection, ...joined]) stream.readAheadBytes = Math.max(MIN_READ_AHEAD_BYTES, READ_AHEAD_BYTES / streams);
     if (resumeWindowMs === 0) this.host.doneAccepting();
     const lastRound = summary.rounds;
-    const noteWritten = (bytes: number) => this.image.noteWritten(bytes);
+    const controlRegions = this.streamRegions();
     this.extras = joined.map((extra, i) => {
-      const extraDecoder = new PageBatchDecoder(store, heldHashes);
-      this.decoders.push(extraDecoder);
-      const receiver = new StreamReceiver(i + 1, streams, extra, extraDecoder, store.pageCount, noteWritten, store.pageSize, lastRound);
+      const receiver = new StreamReceiver(i + 1, streams, extra, this.streamRegions(), lastRound);
       return new ExtraStreamReader(receiver, timeoutMs, (error) => {
         // The first stream to fail explains the failure; the control connection stops with it.
         this.failedStream ??= error;
         connection.interrupt(error);
       });
     });
-    const control = new StreamReceiver(0, streams, connection, this.decoders[0]!, store.pageCount, noteWritten, store.pageSize, lastRound);
+    const control = new StreamReceiver(0, streams, connection, controlRegions, lastRound);
     this.control = control;
     // A resume HELLO may retire this connection set only before its stop-and-copy round.
     this.host.enter({
@@ -225,7 +226,7 @@ export class TargetSession {
         const final = parseFinal(frame.payload);
         if (final.round !== last.round) throw new ProtocolError(`FINAL names round ${final.round}, last round was ${last.round}`);
         const verifyStarted = performance.now();
-        const digest = regionDigest(heldHashes);
+        const digest = this.images.digest();
         this.verifyMicros = (performance.now() - verifyStarted) * 1000;
         if (digest !== final.regionDigest) {
           throw new ChecksumError('region digest differs from the source\'s: a page is missing or stale', -1);
@@ -249,6 +250,15 @@ export class TargetSession {
       this.refresh();
       this.host.round({ round: end.round, pagesApplied: summary.pagesApplied, bytesReceived: summary.bytesReceived });
     }
+  }
+
+  /** One stream's view of every region, with decoders of its own (sharing each region's held hashes). */
+  private streamRegions(): StreamRegion[] {
+    return this.images.regions.map(({ image, store, heldHashes }) => {
+      const decoder = new PageBatchDecoder(store, heldHashes);
+      this.decoders.push(decoder);
+      return { decoder, pageCount: store.pageCount, pageSize: store.pageSize, noteWritten: (bytes: number) => image.noteWritten(bytes) };
+    });
   }
 
   /** Whether any stream of the current set has begun the stop-and-copy round: from there the source has paused. */

@@ -1,12 +1,12 @@
-// The target's switch-over: READY once the image is verified, GO, making the image durable and committing
-// it, DONE, then the embedder's hooks; and the failure table, which says what a failure means at the stage
+// The target's switch-over: READY once the images are verified, GO, making them durable and committing
+// them, DONE, then the embedder's hooks; and the failure table, which says what a failure means at the stage
 // reached (docs/PROTOCOL.md, section 6).
 import { performance } from 'node:perf_hooks';
 import { PeerError, SwitchoverError, type PagewireError } from '../errors.js';
 import { HookRunner } from '../migration/hook-runner.js';
 import type { TargetSettings } from '../migration/target-options.js';
 import type { RoundFlusher } from './round-flusher.js';
-import type { TargetImage } from './target-image.js';
+import type { RegionImages } from './region-images.js';
 import { MessageType, encodeReady, expectEmpty } from '../wire/messages.js';
 import type { TargetSession } from './session.js';
 import type { TargetState } from './target-state.js';
@@ -23,15 +23,15 @@ export interface SwitchoverHost {
 
 export class Switchover {
   private stage: SwitchoverStage = 'receiving';
-  /** After GO, making the image durable failed: it cannot be trusted (a failed fsync may have lost pages). */
+  /** After GO, making the images durable failed: they cannot be trusted (a failed fsync may have lost pages). */
   private notDurable = false;
 
-  constructor(private readonly host: SwitchoverHost, private readonly settings: TargetSettings, private readonly image: TargetImage,
+  constructor(private readonly host: SwitchoverHost, private readonly settings: TargetSettings, private readonly images: RegionImages,
     private readonly flusher: RoundFlusher) {}
 
   /** Hands over the session whose FINAL was verified: READY, GO, commit, DONE, then the hooks. */
   async run(session: TargetSession): Promise<void> {
-    const { image, flusher } = this;
+    const { images, flusher } = this;
     const { connection, summary } = session;
     // A round that could not be made durable fails the migration before READY, not after GO.
     flusher.check();
@@ -49,12 +49,12 @@ export class Switchover {
     const commitStarted = performance.now();
     try {
       await flusher.settled();
-      await image.persist();
+      await images.persist();
     } catch (error) {
       this.notDurable = true;
       throw error;
     }
-    await image.commit();
+    await images.commit();
     summary.commitMs = performance.now() - commitStarted;
     this.stage = 'committed';
     // DONE means committed: the source's wait for it does not depend on how long the hooks take,
@@ -78,13 +78,13 @@ export class Switchover {
    * cause stands. Otherwise a SwitchoverError names the exact state.
    */
   async failure(cause: PagewireError): Promise<PagewireError> {
-    const { stage, image } = this;
+    const { stage, images } = this;
     if (stage === 'receiving' || (stage === 'ready-sent' && cause instanceof PeerError)) {
-      image.discard();
+      images.discard();
       return cause;
     }
     if (stage === 'go-received' && this.notDurable) {
-      image.discard();
+      images.discard();
       return new SwitchoverError(
         `GO received but the image could not be made durable (${cause.message}); it was discarded, since a failed ` +
         'fsync may have lost pages. The source is handed over and paused at the pause point: resume the workload there',
@@ -95,8 +95,7 @@ export class Switchover {
         `the image is committed but the device-state or resume hook failed (${cause.message}); the source is ` +
         'handed over and paused: start the workload here by hand', 'committed-resume-failed', { cause });
     }
-    let kept: string;
-    try { kept = await image.keepInDoubt(); } catch (keepError) { kept = `nowhere (${(keepError as Error).message})`; }
+    const kept = await images.keepInDoubt();
     return stage === 'go-received'
       ? new SwitchoverError(
         `GO received but committing the image failed (${cause.message}); the verified image is at ${kept} and the ` +

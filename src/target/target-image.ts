@@ -3,7 +3,7 @@
 // durable and renames the file over --out, so the previous --out is untouched by any failure before the
 // switch-over commits. Its fsyncs and the rename run on the thread pool, not on the event loop.
 import { unlinkSync } from 'node:fs';
-import { open, rename, statfs } from 'node:fs/promises';
+import { rename, statfs } from 'node:fs/promises';
 import { basename, dirname, join } from 'node:path';
 import { setImmediate as setImmediatePromise } from 'node:timers/promises';
 import { CapacityError, StorageError } from '../errors.js';
@@ -11,12 +11,18 @@ import type { PageStore } from '../codec/page-store.js';
 import type { MemoryRegion } from '../memory/region.js';
 import { binding } from '../native/engine.js';
 import { checkObject, checkOptionalBoolean } from '../option-checks.js';
+import { commitRenames } from './commit-manifest.js';
+import { fsyncDirectory } from './durable-files.js';
 import { FilePageStore, RegionPageStore } from './page-stores.js';
 
 export interface RegionOffer {
   regionSize: number;
   pageSize: number;
   migrationId: string;
+  /** Which of the migration's regions this is (0 ..< regions): an image is made and opened for each, in order. */
+  region: number;
+  /** How many regions the migration carries (1 unless the source sends several, e.g. RAM and a disk). */
+  regions: number;
 }
 
 export interface TargetImage {
@@ -112,6 +118,20 @@ export class FileTargetImage implements TargetImage {
     } catch (cause) {
       throw new StorageError(`cannot commit ${this.outPath}: ${(cause as Error).message}`, { cause });
     }
+  }
+
+  /**
+   * Commits several images as one: every file is renamed, or after a crash part-way every one is once
+   * `rollForward(firstOut)` runs (src/target/commit-manifest.ts). Each must be persisted first.
+   */
+  static async commitAll(images: FileTargetImage[]): Promise<void> {
+    const renames = images.map((image) => ({ from: image.requireTemp(), to: image.outPath }));
+    for (const image of images) {
+      image.closeStore();
+      // From here the temps belong to the manifest: a failure must not discard one that a roll-forward will rename.
+      image.tempPath = undefined;
+    }
+    await commitRenames(renames);
   }
 
   discard(): void {
@@ -212,11 +232,3 @@ async function allZero(region: MemoryRegion): Promise<boolean> {
   return true;
 }
 
-async function fsyncDirectory(dir: string): Promise<void> {
-  try {
-    const handle = await open(dir, 'r');
-    try { await handle.sync(); } finally { await handle.close(); }
-  } catch (cause) {
-    throw new StorageError(`cannot make the directory ${dir} durable: ${(cause as Error).message}`, { cause });
-  }
-}

@@ -83,14 +83,27 @@ export function frameHeader(type: MessageType, payloadLength: number): Buffer {
 
 // ---- HELLO ---------------------------------------------------------------------------------------
 
+/** A HELLO for one region; each extra region adds HELLO_REGION_BYTES. */
 export const HELLO_BYTES = 80;
+export const HELLO_REGION_BYTES = 16;
+/** Regions in one migration, the first included (HELLO's u16 at 22 counts the extra ones). */
+export const MAX_REGIONS = 16;
+
+/** A region's shape, as HELLO describes it. */
+export interface RegionShape {
+  pageSize: number;
+  regionSize: number;
+}
 
 export interface Hello {
   minVersion: number;
   maxVersion: number;
   features: number;
+  /** Region 0's page size and size. */
   pageSize: number;
   regionSize: number;
+  /** Regions 1.. of the migration, each with its own page size (docs/PROTOCOL.md, "Several regions"). */
+  extraRegions: RegionShape[];
   migrationId: Buffer;
   /** Connections the source asks to add to this one (docs/PROTOCOL.md, "Parallel streams"). */
   extraStreams: number;
@@ -99,16 +112,22 @@ export interface Hello {
 }
 
 export function encodeHello(hello: Hello): Buffer {
-  const b = Buffer.alloc(HELLO_BYTES);
+  const b = Buffer.alloc(HELLO_BYTES + HELLO_REGION_BYTES * hello.extraRegions.length);
   MAGIC.copy(b, 0);
   b.writeUInt16LE(hello.minVersion, 8);
   b.writeUInt16LE(hello.maxVersion, 10);
   b.writeUInt32LE(hello.features >>> 0, 12);
   b.writeUInt32LE(hello.pageSize, 16);
   b.writeUInt16LE(hello.extraStreams, 20);
+  b.writeUInt16LE(hello.extraRegions.length, 22);
   b.writeBigUInt64LE(BigInt(hello.regionSize), 24);
   hello.migrationId.copy(b, 32, 0, MIGRATION_ID_BYTES);
   hello.sessionKey.copy(b, 48, 0, SESSION_KEY_BYTES);
+  hello.extraRegions.forEach((shape, i) => {
+    const at = HELLO_BYTES + HELLO_REGION_BYTES * i;
+    b.writeBigUInt64LE(BigInt(shape.regionSize), at);
+    b.writeUInt32LE(shape.pageSize, at + 8);
+  });
   return b;
 }
 
@@ -120,20 +139,33 @@ export function parseHello(payload: Buffer): Hello {
     throw new VersionError(`source speaks protocol versions ${payload.readUInt16LE(8)}..${payload.readUInt16LE(10)}; ` +
       `this target speaks ${MIN_VERSION}..${MAX_VERSION}`);
   }
-  if (payload.length !== HELLO_BYTES) throw new HandshakeError(`HELLO has ${payload.length} bytes, expected ${HELLO_BYTES}`);
+  const extraCount = payload.length >= 24 ? payload.readUInt16LE(22) : 0;
+  if (extraCount > MAX_REGIONS - 1) throw new HandshakeError(`HELLO offers ${extraCount + 1} regions, at most ${MAX_REGIONS}`);
+  const expected = HELLO_BYTES + HELLO_REGION_BYTES * extraCount;
+  if (payload.length !== expected) throw new HandshakeError(`HELLO has ${payload.length} bytes, expected ${expected}`);
   if (!payload.subarray(0, 8).equals(MAGIC)) throw new HandshakeError('wrong magic: not a pagewire source');
   const minVersion = payload.readUInt16LE(8);
   const maxVersion = payload.readUInt16LE(10);
   if (minVersion > maxVersion) throw new HandshakeError(`HELLO offers an empty version window ${minVersion}..${maxVersion}`);
-  if (payload.readUInt16LE(22) !== 0) throw new HandshakeError('HELLO has non-zero reserved bytes');
-  const regionSize = payload.readBigUInt64LE(24);
-  if (regionSize > BigInt(Number.MAX_SAFE_INTEGER)) throw new HandshakeError(`HELLO region size ${regionSize} is too large`);
+  const sizeOf = (at: number, which: string): number => {
+    const size = payload.readBigUInt64LE(at);
+    if (size > BigInt(Number.MAX_SAFE_INTEGER)) throw new HandshakeError(`HELLO ${which} size ${size} is too large`);
+    return Number(size);
+  };
+  const regionSize = sizeOf(24, 'region');
+  const extraRegions: RegionShape[] = [];
+  for (let i = 0; i < extraCount; i++) {
+    const at = HELLO_BYTES + HELLO_REGION_BYTES * i;
+    if (payload.readUInt32LE(at + 12) !== 0) throw new HandshakeError('HELLO has non-zero reserved bytes');
+    extraRegions.push({ regionSize: sizeOf(at, `region ${i + 1}`), pageSize: payload.readUInt32LE(at + 8) });
+  }
   return {
     minVersion,
     maxVersion,
     features: payload.readUInt32LE(12),
     pageSize: payload.readUInt32LE(16),
-    regionSize: Number(regionSize),
+    regionSize,
+    extraRegions,
     migrationId: Buffer.from(payload.subarray(32, 32 + MIGRATION_ID_BYTES)),
     extraStreams: payload.readUInt16LE(20),
     sessionKey: Buffer.from(payload.subarray(48, 48 + SESSION_KEY_BYTES)),
@@ -296,21 +328,23 @@ export function parseRoundAck(payload: Buffer): number {
 
 // ---- PAGES ---------------------------------------------------------------------------------------
 
-export function encodePagesHeader(recordCount: number): Buffer {
+export function encodePagesHeader(recordCount: number, region: number): Buffer {
   const b = Buffer.alloc(PAGES_HEADER_BYTES);
   b.writeUInt32LE(recordCount, 0);
+  b.writeUInt32LE(region, 4);
   return b;
 }
 
 export interface PagesBatch {
   recordCount: number;
+  /** The region the records' page indices count in (0 .. extra regions). */
+  region: number;
   records: Buffer;
 }
 
 export function parsePages(payload: Buffer): PagesBatch {
   if (payload.length < PAGES_HEADER_BYTES) throw new ProtocolError('PAGES is shorter than its header');
-  if (payload.readUInt32LE(4) !== 0) throw new ProtocolError('PAGES header has non-zero reserved bytes');
-  return { recordCount: payload.readUInt32LE(0), records: payload.subarray(PAGES_HEADER_BYTES) };
+  return { recordCount: payload.readUInt32LE(0), region: payload.readUInt32LE(4), records: payload.subarray(PAGES_HEADER_BYTES) };
 }
 
 // ---- switch-over ---------------------------------------------------------------------------------
@@ -343,17 +377,20 @@ export const HELD_PAGES_PER_FRAME = 1 << 20;
 /** After WELCOME on a resume: the last round the target completed, and the hashes of the pages it holds. */
 export interface Held {
   lastRound: number;
+  /** The region the hashes belong to; the regions come in order, each from its first page. */
+  region: number;
   firstPage: number;
   hashes: BigUint64Array;
 }
 
 // The hashes are copied as bytes in host order, which is the wire's little-endian order on the hosts
 // pagewire supports (as for the region digest, docs/PROTOCOL.md section 8): one copy, not a call per page.
-export function encodeHeld(lastRound: number, firstPage: number, hashes: BigUint64Array): Buffer {
+export function encodeHeld(lastRound: number, region: number, firstPage: number, hashes: BigUint64Array): Buffer {
   const b = Buffer.alloc(HELD_HEADER_BYTES + hashes.byteLength);
   b.writeUInt32LE(lastRound, 0);
   b.writeUInt32LE(firstPage, 4);
   b.writeUInt32LE(hashes.length, 8);
+  b.writeUInt32LE(region, 12);
   b.set(new Uint8Array(hashes.buffer, hashes.byteOffset, hashes.byteLength), HELD_HEADER_BYTES);
   return b;
 }
@@ -361,13 +398,12 @@ export function encodeHeld(lastRound: number, firstPage: number, hashes: BigUint
 export function parseHeld(payload: Buffer): Held {
   if (payload.length < HELD_HEADER_BYTES) throw new ProtocolError('HELD is shorter than its header');
   const count = payload.readUInt32LE(8);
-  if (payload.readUInt32LE(12) !== 0) throw new ProtocolError('HELD has non-zero reserved bytes');
   if (count > HELD_PAGES_PER_FRAME || payload.length !== HELD_HEADER_BYTES + count * 8) {
     throw new ProtocolError(`HELD has ${payload.length} bytes for ${count} hashes`);
   }
   const hashes = new BigUint64Array(count);
   new Uint8Array(hashes.buffer).set(payload.subarray(HELD_HEADER_BYTES));
-  return { lastRound: payload.readUInt32LE(0), firstPage: payload.readUInt32LE(4), hashes };
+  return { lastRound: payload.readUInt32LE(0), region: payload.readUInt32LE(12), firstPage: payload.readUInt32LE(4), hashes };
 }
 
 // ---- READY ---------------------------------------------------------------------------------------
