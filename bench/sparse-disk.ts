@@ -4,7 +4,10 @@
 // migration as a user runs it (`pagewire receive` and `pagewire send` processes over 127.0.0.1, --out
 // beside the image). Reports medians of wall time, what send read from files (rchar from /proc, sampled
 // every 20 ms; it includes node's own startup reads), bytes sent, and how much of --out is allocated.
-//   node dist/bench/sparse-disk.js [--size 64GiB] [--data 4GiB] [--extent 64MiB] [--dir DIR] [--reps 3]
+// With --ram SIZE the disk moves as a second region beside a RAM image of that size (mixed pages) under
+// `--workload` (default rate=50MB/s,hot=0.05), in one migration with one pause (`send --image --disk`,
+// `receive --out --disk-out`); the floor then copies both files, and the downtime is reported too.
+//   node dist/bench/sparse-disk.js [--size 64GiB] [--data 4GiB] [--extent 64MiB] [--ram 1GiB [--workload SPEC]] [--dir DIR] [--reps 3]
 import { execFileSync } from 'node:child_process';
 import { closeSync, ftruncateSync, mkdtempSync, openSync, readFileSync, rmSync, statSync, writeSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -18,11 +21,16 @@ import { ChildRun, describeExit, lastJsonLine } from './child-run.js';
 const CLI_PATH = fileURLToPath(new URL('../src/cli/main.js', import.meta.url));
 const PAGE = 4096;
 
-const flags = parseFlags(process.argv.slice(2), { size: 'string', data: 'string', extent: 'string', dir: 'string', reps: 'string' });
+const flags = parseFlags(process.argv.slice(2), {
+  size: 'string', data: 'string', extent: 'string', dir: 'string', reps: 'string', ram: 'string', workload: 'string',
+});
 const size = parseSize(optionalString(flags, 'size') ?? '64GiB', 'size');
 const data = parseSize(optionalString(flags, 'data') ?? '4GiB', 'data');
 const extent = parseSize(optionalString(flags, 'extent') ?? '64MiB', 'extent');
 const reps = Number(optionalString(flags, 'reps') ?? '3');
+const ramText = optionalString(flags, 'ram');
+const ram = ramText ? parseSize(ramText, 'ram') : 0;
+const workload = optionalString(flags, 'workload') ?? 'rate=50MB/s,hot=0.05,seed=1';
 const dir = mkdtempSync(join(optionalString(flags, 'dir') ?? tmpdir(), 'pagewire-sparse-'));
 
 function median(values: number[]): number {
@@ -54,11 +62,16 @@ function readBytes(pid: number): number | undefined {
   }
 }
 
-async function migrateOnce(image: string, out: string) {
+/** One migration through the CLI: the disk alone, or (with a RAM image) the RAM under a writer and the disk beside it. */
+async function migrateOnce(image: string, out: string, ramImage?: string) {
   rmSync(out, { force: true });
+  const ramOut = join(dir, 'ram-out.img');
+  rmSync(ramOut, { force: true });
+  const receiveFiles = ramImage ? ['--out', ramOut, '--disk-out', out] : ['--out', out];
+  const sendFiles = ramImage ? ['--image', ramImage, '--disk', image, '--workload', workload] : ['--image', image];
   let listening: (port: number) => void = () => {};
   const port = new Promise<number>((resolve) => { listening = resolve; });
-  const receive = new ChildRun('receive', process.execPath, [CLI_PATH, 'receive', '--listen', '127.0.0.1:0', '--out', out, '--json', '--sparse'], {
+  const receive = new ChildRun('receive', process.execPath, [CLI_PATH, 'receive', '--listen', '127.0.0.1:0', ...receiveFiles, '--json', '--sparse'], {
     timeoutMs: 30 * 60_000,
     onStderrLine: (line) => {
       const match = /^listening on [^\s]+:(\d+)/.exec(line);
@@ -67,7 +80,7 @@ async function migrateOnce(image: string, out: string) {
   });
   const ended = receive.exited.then((exit): number => { throw new Error(`receive ended: ${describeExit(exit)}`); });
   ended.catch(() => {});
-  const send = new ChildRun('send', process.execPath, [CLI_PATH, 'send', '--connect', `127.0.0.1:${await Promise.race([port, ended])}`, '--image', image, '--json'], {
+  const send = new ChildRun('send', process.execPath, [CLI_PATH, 'send', '--connect', `127.0.0.1:${await Promise.race([port, ended])}`, ...sendFiles, '--json'], {
     timeoutMs: 30 * 60_000,
   });
   let sendRead = 0;
@@ -75,10 +88,10 @@ async function migrateOnce(image: string, out: string) {
   const [sent, received] = await Promise.all([send.exited, receive.exited]);
   clearInterval(sampler);
   if (sent.code !== 0 || received.code !== 0) throw new Error(`migration failed: send ${describeExit(sent)}; receive ${describeExit(received)}`);
-  const json = lastJsonLine(sent, 'send') as { bytesTransferred: number; pagesTransferred: number; digest: string };
+  const json = lastJsonLine(sent, 'send') as { bytesTransferred: number; pagesTransferred: number; digest: string; downtimeMs: number; rounds: number };
   const receiveJson = lastJsonLine(received, 'receive') as { digest: string };
   if (json.digest !== receiveJson.digest) throw new Error('digests differ');
-  return { wallMs: sent.wallMs, sendReadBytes: sendRead, bytesSent: json.bytesTransferred, pagesSent: json.pagesTransferred,
+  return { wallMs: sent.wallMs, downtimeMs: json.downtimeMs, rounds: json.rounds, sendReadBytes: sendRead, bytesSent: json.bytesTransferred, pagesSent: json.pagesTransferred,
     outAllocatedBytes: statSync(out).blocks * 512 };
 }
 
@@ -86,6 +99,15 @@ try {
   const image = join(dir, 'disk.img');
   const made = performance.now();
   makeImage(image);
+  const ramImage = ram > 0 ? join(dir, 'ram.img') : undefined;
+  if (ramImage) {
+    const fd = openSync(ramImage, 'wx');
+    try {
+      for (let at = 0; at < ram; at += extent) writeSync(fd, mixedImage({ size: Math.min(extent, ram - at), pageSize: PAGE, seed: 1000 + at / extent }), 0, Math.min(extent, ram - at), at);
+    } finally {
+      closeSync(fd);
+    }
+  }
   console.error(`image: ${size} bytes, ${data} of data in ${Math.ceil(data / extent)} extents of ${extent}, made in ${(performance.now() - made).toFixed(0)} ms on ${dir}`);
   const floors: number[] = [];
   const runs: Awaited<ReturnType<typeof migrateOnce>>[] = [];
@@ -93,16 +115,20 @@ try {
     const copy = join(dir, 'copy.img');
     const began = performance.now();
     execFileSync('cp', ['--sparse=always', image, copy]);
+    if (ramImage) execFileSync('cp', [ramImage, join(dir, 'ram-copy.img')]);
     floors.push(performance.now() - began);
     rmSync(copy);
-    const run = await migrateOnce(image, join(dir, 'out.img'));
+    rmSync(join(dir, 'ram-copy.img'), { force: true });
+    const run = await migrateOnce(image, join(dir, 'out.img'), ramImage);
     runs.push(run);
-    console.error(`rep ${rep + 1}: cp --sparse=always ${floors.at(-1)!.toFixed(0)} ms; pagewire ${run.wallMs.toFixed(0)} ms, ` +
+    console.error(`rep ${rep + 1}: cp --sparse=always ${floors.at(-1)!.toFixed(0)} ms; pagewire ${run.wallMs.toFixed(0)} ms ` +
+      `(${run.rounds} rounds, downtime ${run.downtimeMs} ms), ` +
       `send read ${run.sendReadBytes} B, sent ${run.bytesSent} B, --out allocated ${run.outAllocatedBytes} B`);
   }
   console.log(JSON.stringify({
-    imageBytes: size, dataBytes: data, extentBytes: extent, reps,
+    imageBytes: size, dataBytes: data, extentBytes: extent, ramBytes: ram, ...(ramImage ? { workload } : {}), reps,
     median: {
+      downtimeMs: median(runs.map((r) => r.downtimeMs)),
       cpSparseMs: Math.round(median(floors)), pagewireWallMs: Math.round(median(runs.map((r) => r.wallMs))),
       sendReadBytes: median(runs.map((r) => r.sendReadBytes)), bytesSent: median(runs.map((r) => r.bytesSent)),
       pagesSent: median(runs.map((r) => r.pagesSent)), outAllocatedBytes: median(runs.map((r) => r.outAllocatedBytes)),

@@ -15,6 +15,7 @@ export {
   type TargetSummary,
 } from './migration/target.js';
 export type { Hello, RegionShape } from './wire/messages.js';
+export { rollForward, type ImageRename } from './target/commit-manifest.js';
 export {
   FileTargetImage, MemoryTargetImage, type FileTargetImageOptions, type MemoryTargetImageOptions, type TargetImage, type RegionOffer,
 } from './target/target-image.js';

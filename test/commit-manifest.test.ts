@@ -1,11 +1,11 @@
 // Several image files committed as one (src/target/commit-manifest.ts): whatever point a crash stops the
 // renames at, once the manifest is durable rollForward() leaves every file new; before it, every file
 // keeps its old bytes.
-import { existsSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, readFileSync, renameSync, rmdirSync, statSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
-import { StorageError } from '../dist/src/index.js';
-import { commitManifestPath, commitRenames, rollForward, writeCommitManifest } from '../dist/src/target/commit-manifest.js';
+import { FileTargetImage, StorageError } from '../dist/src/index.js';
+import { applyCommitManifest, commitManifestPath, rollForward, writeCommitManifest } from '../dist/src/target/commit-manifest.js';
 import { tempDir } from './helpers.js';
 
 const tmp = tempDir();
@@ -27,7 +27,7 @@ function filesAndTemps(name: string) {
 describe('a commit of several files', () => {
   it('renames every file and leaves no manifest', async () => {
     const { renames, contents } = filesAndTemps('whole');
-    await commitRenames(renames);
+    await applyCommitManifest(await writeCommitManifest(renames), renames);
     expect(contents()).toEqual(['new ram', 'new disk', 'new device']);
     expect(existsSync(commitManifestPath(renames[0]!.to))).toBe(false);
     expect(await rollForward(renames[0]!.to)).toEqual([]);
@@ -55,5 +55,27 @@ describe('a commit of several files', () => {
     writeFileSync(commitManifestPath(renames[0]!.to), '{"pagewireCommit":1,"renames":[{"from":');
     await expect(rollForward(renames[0]!.to)).rejects.toThrow(StorageError);
     expect(contents()).toEqual(['old ram', 'old disk', 'old device']);
+  });
+
+  it('FileTargetImage.commitAll: a rename that fails leaves the manifest, says so, and the next open() completes it', async () => {
+    const ram = join(tmp.dir, 'images-ram.img');
+    const disk = join(tmp.dir, 'images-disk.img');
+    writeFileSync(ram, 'old ram');
+    mkdirSync(disk); // renaming a file over a directory fails
+    const offer = { regionSize: 8 * 4096, pageSize: 4096, migrationId: 'ab'.repeat(16), regions: 2 };
+    const images = [new FileTargetImage(ram), new FileTargetImage(disk)];
+    for (const [region, image] of images.entries()) await image.open({ ...offer, region });
+    for (const image of images) await image.persist();
+    await expect(FileTargetImage.commitAll(images)).rejects.toThrow(/completes when this target starts again \(manifest .*pagewire-commit\)/);
+    expect(await images[1]!.keepInDoubt()).toMatch(/once the commit manifest .* is rolled forward/);
+    images[1]!.discard(); // must not delete the temp the manifest still renames
+    rmdirSync(disk);
+    // The next migration's image opens only once the interrupted commit is complete.
+    const next = new FileTargetImage(ram);
+    await next.open({ ...offer, migrationId: 'cd'.repeat(16), region: 0, regions: 1 });
+    next.discard();
+    expect(existsSync(commitManifestPath(ram))).toBe(false);
+    expect(statSync(ram).size).toBe(offer.regionSize);
+    expect(statSync(disk).size).toBe(offer.regionSize);
   });
 });

@@ -2,8 +2,12 @@
 // HashTracker's pass split over pool threads, and that pass running as the addon's async work.
 import { createHook } from 'node:async_hooks';
 import { randomFillSync } from 'node:crypto';
+import { closeSync, ftruncateSync, mkdtempSync, openSync, rmSync, writeSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { HashTracker, MemoryRegion } from '../dist/src/index.js';
+import { newPageHashes } from '../dist/src/codec/page-hashes.js';
 import { loadAddon, type NativeBinding } from '../dist/src/native/binding.js';
 import { twin } from '../dist/src/native/twin/index.js';
 
@@ -79,6 +83,37 @@ describe('HashTracker', () => {
     // Sending a page records its hash (the encoder does): once recorded, the page is clean again.
     addon.hashPages(bytes, PAGE, 0, pageCount, sentHashes, 0);
     expect((await tracker.scan()).count).toBe(0);
+  });
+
+  it('over a sparse file hashes its data only, and finds writes into holes and holes sent as non-zero pages', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'pagewire-sparse-tracker-'));
+    try {
+      const path = join(dir, 'disk.img');
+      const pageCount = 64 * 1024; // 256 MiB, mostly holes
+      const fd = openSync(path, 'wx');
+      ftruncateSync(fd, pageCount * PAGE);
+      // Data at pages 100..115 and 40000..40001, holes elsewhere.
+      writeSync(fd, randomFillSync(Buffer.alloc(16 * PAGE)), 0, 16 * PAGE, 100 * PAGE);
+      writeSync(fd, randomFillSync(Buffer.alloc(2 * PAGE)), 0, 2 * PAGE, 40_000 * PAGE);
+      closeSync(fd);
+      const region = MemoryRegion.mapFile(path);
+      const sentHashes = newPageHashes(pageCount, PAGE);
+      const tracker = new HashTracker(region, sentHashes);
+      // Nothing sent yet: every data page differs from the zero page the hashes start as; no hole does.
+      expect([...(await tracker.scan()).take().batches(1 << 20)].flatMap((b) => [...b]))
+        .toEqual([...Array.from({ length: 16 }, (_, i) => 100 + i), 40_000, 40_001]);
+      addon.hashPages(region.native, PAGE, 0, pageCount, sentHashes, 0);
+      expect((await tracker.scan()).count).toBe(0);
+      // A write into a hole (through the mapping) makes it data; a hole whose sent hash is not a zero
+      // page's (data that was sent, then punched out) reads as zeros now: both changed.
+      region.view(7 * PAGE, PAGE)[5] = 1;
+      sentHashes[50_000] = sentHashes[100]!;
+      const changed = [...(await tracker.scan()).take().batches(1 << 20)].flatMap((b) => [...b]);
+      expect(changed).toEqual([7, 50_000]);
+      region.close();
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
   });
 
   it('hashes on the addon\'s pool threads, as async work, not on the JavaScript thread', async () => {

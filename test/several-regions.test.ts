@@ -9,6 +9,7 @@ import {
   CapacityError, DirtyBitmap, FileTargetImage, HandshakeError, MemoryRegion, MemoryTargetImage, MigrationSource, MigrationTarget,
   SyntheticWorkload, type PagewireError, type RegionOffer,
 } from '../dist/src/index.js';
+import { formatDigest, migrationDigest } from '../dist/src/codec/page-hashes.js';
 import { HELLO_BYTES, MAX_REGIONS, encodeHello, parseHello } from '../dist/src/wire/messages.js';
 import { HELLO_V4, lastJson, randomShared, spawnCli, startReceiver, tempDir } from './helpers.js';
 import { sameSparseFiles, sparseDisk } from './sparse-files.js';
@@ -109,6 +110,20 @@ describe('several regions in one migration', () => {
     // send leaves its workload paused at the pause point: the files hold what the target must have.
     expect(readFileSync(out).equals(readFileSync(image))).toBe(true);
     expect(sameSparseFiles(diskPath, diskOut)).toBe(true);
+  });
+
+  it('CLI: digest of several files is the one digest a migration of them reports', async () => {
+    const files = [join(tmp.dir, 'digest-a.img'), join(tmp.dir, 'digest-b.img')];
+    writeFileSync(files[0]!, randomFillSync(Buffer.alloc(64 * PAGE)));
+    writeFileSync(files[1]!, Buffer.alloc(16 * PAGE));
+    const one = await Promise.all(files.map(async (file) => {
+      const run = spawnCli(['digest', file, '--json']);
+      expect(await run.exit).toBe(0);
+      return BigInt(`0x${lastJson(run.stdout()).digest as string}`);
+    }));
+    const both = spawnCli(['digest', ...files, '--json']);
+    expect(await both.exit, both.stderr()).toBe(0);
+    expect(lastJson(both.stdout())).toMatchObject({ digest: formatDigest(migrationDigest(one)), regions: 2, pagesTotal: 80 });
   });
 
   it('refuses several regions into one fixed image, and the source keeps running', async () => {

@@ -3,18 +3,28 @@ import { InvalidArgumentError } from '../errors.js';
 import { parseFlags, parsePositiveNumber, optionalString } from './args.js';
 import { fileDigest } from './file-digest.js';
 import { printJson } from './output.js';
+import { formatDigest, migrationDigest } from '../codec/page-hashes.js';
 
-export const DIGEST_USAGE = 'pagewire digest FILE [--page-size 4096] [--json]';
+export const DIGEST_USAGE = 'pagewire digest FILE [FILE...] [--page-size 4096] [--json]';
 
-/** Prints a file's region digest, to check an image against a send or receive report. */
+/**
+ * Prints a file's region digest, to check an image against a send or receive report. Several files (a
+ * migration's `--image` then its `--disk`s, or `--out` then its `--disk-out`s) give the one digest such a
+ * migration reports: the XXH64 of their region digests.
+ */
 export async function digestCommand(argv: string[]): Promise<number> {
-  const [file, ...rest] = argv;
-  if (file === undefined || file.startsWith('--')) throw new InvalidArgumentError(`name the image file: ${DIGEST_USAGE}`);
-  const flags = parseFlags(rest, { 'page-size': 'string', json: 'boolean' });
+  const firstFlag = argv.findIndex((arg) => arg.startsWith('--'));
+  const files = firstFlag < 0 ? argv : argv.slice(0, firstFlag);
+  if (files.length === 0) throw new InvalidArgumentError(`name the image file: ${DIGEST_USAGE}`);
+  const flags = parseFlags(firstFlag < 0 ? [] : argv.slice(firstFlag), { 'page-size': 'string', json: 'boolean' });
   const pageSizeText = optionalString(flags, 'page-size');
   const pageSize = pageSizeText === undefined ? 4096 : parsePositiveNumber(pageSizeText, 'page-size', true);
-  const result = fileDigest(resolve(file), pageSize);
+  const results = files.map((file) => fileDigest(resolve(file), pageSize));
+  const result = results.length === 1 ? results[0]! : {
+    digest: formatDigest(migrationDigest(results.map((r) => BigInt(`0x${r.digest}`)))),
+    pageSize, pagesTotal: results.reduce((n, r) => n + r.pagesTotal, 0), regions: results.length,
+  };
   if (flags.has('json')) printJson({ status: 'completed', ...result });
-  else process.stdout.write(`${result.digest}  ${file}\n`);
+  else process.stdout.write(`${result.digest}  ${files.join(' ')}\n`);
   return 0;
 }

@@ -58,8 +58,8 @@ const MIN_PAGES_PER_CALL = 2048;
 const CALLS_PER_PASS = Math.max(1, Math.min(availableParallelism(), Number(process.env.UV_THREADPOOL_SIZE) || 4));
 
 /**
- * Hashes every page on the addon's pool threads (the JavaScript thread only waits) and compares each
- * hash with sentHashes there: no page's hash crosses into JavaScript.
+ * Hashes every page (of a sparse file, every data page) on the addon's pool threads (the JavaScript
+ * thread only waits) and compares each hash with sentHashes there: no page's hash crosses into JavaScript.
  */
 export class HashTracker implements DirtyTracker {
   /** sentHashes is the encoder's record of what the target holds (PageBatchEncoder.sentHashes). */

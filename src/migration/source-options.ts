@@ -102,8 +102,17 @@ function regionSettings(filled: SourceSettings, batchPages: number | undefined):
   }
   const given: Array<[string, SourceRegion]> = [['options', filled],
     ...filled.extraRegions.map((extra, i): [string, SourceRegion] => [`options.extraRegions[${i}]`, extra])];
-  return given.map(([name, { region, dirtyBitmap }]) => {
+  // Each tracker takes (clears) its bitmap's bits: a bitmap or region given twice would lose pages.
+  const seen = new Set<unknown>();
+  return given.map(([name, extra]) => {
+    checkObject(name, extra);
+    const { region, dirtyBitmap } = extra;
     checkInstance(`${name}.region`, region, MemoryRegion, 'a MemoryRegion');
+    for (const [what, value] of [['region', region], ['dirtyBitmap', dirtyBitmap]] as const) {
+      if (value === undefined) continue;
+      if (seen.has(value)) throw new InvalidArgumentError(`${name}.${what} is given for another region too; each region needs its own`);
+      seen.add(value);
+    }
     const pages = batchPages ?? defaultBatchPages(region.pageSize);
     if (pages * (region.pageSize + 20) > MAX_PAYLOAD_BYTES / 2) {
       throw new InvalidArgumentError(`options.batchPages ${pages} makes frames of ${name}.region larger than the protocol allows`);

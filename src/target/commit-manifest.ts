@@ -1,7 +1,7 @@
 // Commits several image files as one (docs/PROTOCOL.md, "Several regions"). Before the first rename, a
 // manifest listing every rename is made durable beside the first file; the renames follow, then the
-// manifest goes. A crash in between leaves the manifest, and rollForward() (`receive` runs it at start)
-// does the renames still pending: the files are never left part old, part new.
+// manifest goes. A crash in between leaves the manifest, and rollForward() (FileTargetImage.open() and
+// `receive` at start run it) does the renames still pending: the files are never left part old, part new.
 import { access, readFile, rename, unlink } from 'node:fs/promises';
 import { basename, dirname, join } from 'node:path';
 import { StorageError } from '../errors.js';
@@ -18,15 +18,17 @@ export function commitManifestPath(firstOut: string): string {
   return join(dirname(firstOut), `.${basename(firstOut)}.pagewire-commit`);
 }
 
-/** Renames every temp over its file as one step: all of them, or (after a crash) all once rollForward() runs. */
-export async function commitRenames(renames: ImageRename[]): Promise<void> {
-  await applyManifest(await writeCommitManifest(renames), renames);
-}
-
-/** The first step of commitRenames(): from here on the commit is decided. Returns the manifest's path. */
+/**
+ * The commit's first step: once this returns, the commit is decided (a crash after it is rolled forward).
+ * Returns the manifest's path; applyCommitManifest() does the renames.
+ */
 export async function writeCommitManifest(renames: ImageRename[]): Promise<string> {
   const manifest = commitManifestPath(renames[0]!.to);
-  await writeFileDurably(manifest, JSON.stringify({ pagewireCommit: 1, renames }));
+  try {
+    await writeFileDurably(manifest, JSON.stringify({ pagewireCommit: 1, renames }));
+  } catch (cause) {
+    throw new StorageError(`cannot write the commit manifest ${manifest}: ${(cause as Error).message}; nothing was committed`, { cause });
+  }
   return manifest;
 }
 
@@ -44,7 +46,7 @@ export async function rollForward(firstOut: string): Promise<ImageRename[]> {
     throw new StorageError(`cannot read the commit manifest ${manifest}: ${(cause as Error).message}`, { cause });
   }
   const renames = parseManifest(text, manifest);
-  await applyManifest(manifest, renames);
+  await applyCommitManifest(manifest, renames);
   return renames;
 }
 
@@ -62,7 +64,8 @@ function parseManifest(text: string, manifest: string): ImageRename[] {
   return renames as ImageRename[];
 }
 
-async function applyManifest(manifest: string, renames: ImageRename[]): Promise<void> {
+/** The commit's second step: every rename, then the manifest goes. */
+export async function applyCommitManifest(manifest: string, renames: ImageRename[]): Promise<void> {
   for (const { from, to } of renames) {
     try {
       await rename(from, to);

@@ -11,7 +11,7 @@ import type { PageStore } from '../codec/page-store.js';
 import type { MemoryRegion } from '../memory/region.js';
 import { binding } from '../native/engine.js';
 import { checkObject, checkOptionalBoolean } from '../option-checks.js';
-import { commitRenames } from './commit-manifest.js';
+import { applyCommitManifest, rollForward, writeCommitManifest } from './commit-manifest.js';
 import { fsyncDirectory } from './durable-files.js';
 import { FilePageStore, RegionPageStore } from './page-stores.js';
 
@@ -60,12 +60,16 @@ export class FileTargetImage implements TargetImage {
   readonly zeroed = true;
   private store: FilePageStore | undefined;
   private tempPath: string | undefined;
+  /** The manifest of a commitAll() that failed after it was made durable. */
+  private committingVia: string | undefined;
   private migrationId = '';
   private unsynced = 0;
 
   constructor(readonly outPath: string, private readonly options: FileTargetImageOptions = {}) {}
 
   async open(offer: RegionOffer): Promise<PageStore> {
+    // A commit of several files that a crash interrupted is completed before anything new is received.
+    await rollForward(this.outPath);
     const { maxRegionBytes } = this.options;
     if (maxRegionBytes !== undefined && offer.regionSize > maxRegionBytes) {
       throw new CapacityError(`region of ${offer.regionSize} bytes exceeds this target's limit of ${maxRegionBytes} bytes`);
@@ -126,12 +130,16 @@ export class FileTargetImage implements TargetImage {
    */
   static async commitAll(images: FileTargetImage[]): Promise<void> {
     const renames = images.map((image) => ({ from: image.requireTemp(), to: image.outPath }));
+    for (const image of images) image.closeStore();
+    // Until the manifest is durable nothing is decided: a failure keeps the temps, as for one image.
+    const manifest = await writeCommitManifest(renames);
     for (const image of images) {
-      image.closeStore();
-      // From here the temps belong to the manifest: a failure must not discard one that a roll-forward will rename.
+      // From here the temps belong to the manifest: a failure must not discard or move one.
       image.tempPath = undefined;
+      image.committingVia = manifest;
     }
-    await commitRenames(renames);
+    await applyCommitManifest(manifest, renames);
+    for (const image of images) image.committingVia = undefined;
   }
 
   discard(): void {
@@ -143,6 +151,8 @@ export class FileTargetImage implements TargetImage {
   }
 
   async keepInDoubt(): Promise<string> {
+    // A commit of several files that is decided but not done: a roll-forward completes it.
+    if (this.committingVia) return `${this.outPath} once the commit manifest ${this.committingVia} is rolled forward (pagewire receive does it at start)`;
     // Already renamed over --out: the failure came after the rename itself.
     if (!this.tempPath) return this.outPath;
     // READY came before the last round was durable; an operator may start a workload from this image.
