@@ -2,7 +2,7 @@
 // bytes of mixed pages in --extent runs spread evenly over it, on --dir (a disk by default), then per
 // repetition: the floor (`cp --sparse=always`, which also skips holes, on the same storage) and the
 // migration as a user runs it (`pagewire receive` and `pagewire send` processes over 127.0.0.1, --out
-// beside the image). Reports medians of wall time, what send read from files (rchar from /proc, sampled
+// beside the image), each run's files then compared byte for byte with the source's. Reports medians of wall time, what send read from files (rchar from /proc, sampled
 // every 20 ms; it includes node's own startup reads), bytes sent, and how much of --out is allocated.
 // With --ram SIZE the disk moves as a second region beside a RAM image of that size (mixed pages) under
 // `--workload` (default rate=50MB/s,hot=0.05), in one migration with one pause (`send --image --disk`,
@@ -17,6 +17,7 @@ import { fileURLToPath } from 'node:url';
 import { parseFlags, parseSize, optionalString } from '../src/cli/args.js';
 import { mixedImage } from '../src/workload/mixed-image.js';
 import { ChildRun, describeExit, lastJsonLine } from './child-run.js';
+import { sameSparseFiles } from './same-sparse-files.js';
 
 const CLI_PATH = fileURLToPath(new URL('../src/cli/main.js', import.meta.url));
 const PAGE = 4096;
@@ -91,6 +92,11 @@ async function migrateOnce(image: string, out: string, ramImage?: string) {
   const json = lastJsonLine(sent, 'send') as { bytesTransferred: number; pagesTransferred: number; digest: string; downtimeMs: number; rounds: number };
   const receiveJson = lastJsonLine(received, 'receive') as { digest: string };
   if (json.digest !== receiveJson.digest) throw new Error('digests differ');
+  // Byte-exact at the pause point, checked apart from pagewire's own digests (send leaves its workload
+  // paused, so its files hold that state); outside the timed run.
+  if (!sameSparseFiles(image, out) || (ramImage !== undefined && !sameSparseFiles(ramImage, ramOut))) {
+    throw new Error('a target file differs from its source at the pause point');
+  }
   return { wallMs: sent.wallMs, downtimeMs: json.downtimeMs, rounds: json.rounds, sendReadBytes: sendRead, bytesSent: json.bytesTransferred, pagesSent: json.pagesTransferred,
     outAllocatedBytes: statSync(out).blocks * 512 };
 }
