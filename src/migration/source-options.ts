@@ -19,7 +19,7 @@ import {
 } from '../option-checks.js';
 import type { MigrationSourceOptions, SourceRegion } from './source.js';
 
-type Optional = 'dirtyBitmap' | 'signal' | 'psk' | 'tls' | 'tlsCertificates';
+type Optional = 'dirtyBitmap' | 'dirtyTracker' | 'signal' | 'psk' | 'tls' | 'tlsCertificates';
 
 /** A region to move, checked, with the pages per PAGES frame its page size allows. */
 export interface RegionSettings extends SourceRegion {
@@ -106,9 +106,9 @@ function regionSettings(filled: SourceSettings, batchPages: number | undefined):
   const seen = new Set<unknown>();
   return given.map(([name, extra]) => {
     checkObject(name, extra);
-    const { region, dirtyBitmap } = extra;
+    const { region, dirtyBitmap, dirtyTracker } = extra;
     checkInstance(`${name}.region`, region, MemoryRegion, 'a MemoryRegion');
-    for (const [what, value] of [['region', region], ['dirtyBitmap', dirtyBitmap]] as const) {
+    for (const [what, value] of [['region', region], ['dirtyBitmap', dirtyBitmap], ['dirtyTracker', dirtyTracker]] as const) {
       if (value === undefined) continue;
       if (seen.has(value)) throw new InvalidArgumentError(`${name}.${what} is given for another region too; each region needs its own`);
       seen.add(value);
@@ -122,6 +122,13 @@ function regionSettings(filled: SourceSettings, batchPages: number | undefined):
       if (dirtyBitmap.pageCount !== region.pageCount) {
         throw new InvalidArgumentError(`${name}.dirtyBitmap covers ${dirtyBitmap.pageCount} pages, the region has ${region.pageCount}`);
       }
+    }
+    if (dirtyTracker !== undefined) {
+      if (dirtyBitmap !== undefined) throw new InvalidArgumentError(`${name}.dirtyBitmap and ${name}.dirtyTracker exclude each other`);
+      checkObject(`${name}.dirtyTracker`, dirtyTracker);
+      checkFunction(`${name}.dirtyTracker.start`, dirtyTracker.start);
+      checkFunction(`${name}.dirtyTracker.scan`, dirtyTracker.scan);
+      return { region, dirtyTracker, batchPages: pages };
     }
     return dirtyBitmap ? { region, dirtyBitmap, batchPages: pages } : { region, batchPages: pages };
   });

@@ -9,6 +9,7 @@ import { performance } from 'node:perf_hooks';
 import { AbortedError, ConvergenceError, InvalidArgumentError, asPagewireError } from '../errors.js';
 import type { Lz4Mode } from '../codec/lz4-policy.js';
 import type { DirtyBitmap } from '../memory/dirty-bitmap.js';
+import type { DirtyTracker } from '../memory/dirty-tracker.js';
 import type { MemoryRegion } from '../memory/region.js';
 import type { EndpointOptions } from '../transport/connect.js';
 import type { TlsCertificates } from '../transport/tls-certs.js';
@@ -50,15 +51,23 @@ export interface SourceHooks {
 /** A region moved beside `region`: a disk image, a device's memory. */
 export interface SourceRegion {
   region: MemoryRegion;
-  /** Set by the workload's writers; without it, this region's pages are tracked by hashing. */
+  /** Set by the workload's writers; without it (or dirtyTracker), this region's pages are tracked by hashing. */
   dirtyBitmap?: DirtyBitmap;
+  /** The embedder's own tracker of this region's pages, instead of a bitmap (see MigrationSourceOptions.dirtyTracker). */
+  dirtyTracker?: DirtyTracker;
 }
 
 /** Where the target is: exactly one of `host` and `port` (TCP), `path` (a Unix socket) or `connect`. */
 export interface MigrationSourceOptions extends EndpointOptions {
   region: MemoryRegion;
-  /** Set by the workload's writers; without it, pages are tracked by hashing. */
+  /** Set by the workload's writers; without it (or dirtyTracker), pages are tracked by hashing. */
   dirtyBitmap?: DirtyBitmap;
+  /**
+   * The embedder's own tracker, for writers that mark no bitmap: a hypervisor's dirty log, the kernel's.
+   * Its scans list each changed page once, ascending, within the region; a list that does not fails the
+   * migration with PW_ERR_INVALID_ARGUMENT before the switch-over. Not with dirtyBitmap.
+   */
+  dirtyTracker?: DirtyTracker;
   /**
    * More regions moved in the same migration, each with its own page size and tracking: one pause, one
    * switch-over for all of them (at most 15; docs/PROTOCOL.md, "Several regions").
