@@ -19,7 +19,8 @@ import {
 } from '../option-checks.js';
 import type { MigrationSourceOptions, SourceRegion } from './source.js';
 
-type Optional = 'dirtyBitmap' | 'dirtyTracker' | 'signal' | 'psk' | 'tls' | 'tlsCertificates';
+// batchPages: each region's own, in `regions` (the default depends on its page size).
+type Optional = 'dirtyBitmap' | 'dirtyTracker' | 'batchPages' | 'signal' | 'psk' | 'tls' | 'tlsCertificates';
 
 /** A region to move, checked, with the pages per PAGES frame its page size allows. */
 export interface RegionSettings extends SourceRegion {
@@ -54,7 +55,7 @@ export function sourceSettings(options: MigrationSourceOptions): SourceSettings 
   const filled: SourceSettings = {
     maxDowntimeMs: 300, maxRounds: 30, maxBandwidthBytesPerSec: 0, timeoutMs: 30_000, persistTimeoutMs: 600_000,
     hookTimeoutMs: 30_000,
-    batchPages: defaultBatchPages(options.region.pageSize), pageCacheBytes: DEFAULT_PAGE_CACHE_BYTES,
+    pageCacheBytes: DEFAULT_PAGE_CACHE_BYTES,
     streams: Math.min(MAX_STREAMS, availableParallelism()), onStall: hooks.throttle ? 'throttle' : 'stop',
     lz4: 'adaptive', maxResumeAttempts: 3, resumeBackoffMs: 200, extraRegions: [],
     ...definedEntries(options),
@@ -74,9 +75,9 @@ export function sourceSettings(options: MigrationSourceOptions): SourceSettings 
   checkMs('options.timeoutMs', filled.timeoutMs);
   checkMs('options.persistTimeoutMs', filled.persistTimeoutMs);
   checkMs('options.hookTimeoutMs', filled.hookTimeoutMs);
-  checkNumber('options.batchPages', filled.batchPages, { whole: true });
+  if (filled.batchPages !== undefined) checkNumber('options.batchPages', filled.batchPages, { whole: true });
   checkNumber('options.pageCacheBytes', filled.pageCacheBytes, { zeroAllowed: true, whole: true });
-  filled.regions = regionSettings(filled, options.batchPages);
+  filled.regions = regionSettings(filled, filled.batchPages);
   checkOptionalBytes('options.psk', filled.psk);
   if (filled.psk) checkPsk(filled.psk);
   checkOptionalBoolean('options.tls', filled.tls);
