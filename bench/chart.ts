@@ -16,7 +16,7 @@ export interface ChartMigration {
   rounds: ChartRound[];
   downtimeMs: number;
   totalTimeMs: number;
-  /** Parts of the downtime in ms, e.g. { finalSyncMs, transferMs, verifyMs, persistMs, handshakeMs }. */
+  /** Parts of the downtime in ms, e.g. { finalSyncMs, transferMs, verifyMs, prepareMs, handshakeMs }. */
   downtimeSplit?: Record<string, number>;
   /** Total times in ms to compare pagewire's with, e.g. { 'plain TCP copy': 812 }. */
   baselines?: Record<string, number>;

@@ -153,7 +153,7 @@ export function summarize(scenario: Scenario, runs: RepRecord[], size: number, r
       downtimeMs: med((r) => r.migration.send.downtimeMs, 1),
       downtimeSplitMs: {
         pause: split('pause'), finalSync: split('finalSync'), transfer: split('transfer'), verify: split('verify'),
-        persist: split('persist'), handshake: split('handshake'),
+        prepare: split('prepare'), handshake: split('handshake'),
       },
       rounds: median(mine.map((r) => r.migration.send.rounds)),
       maxThrottlePercent: Math.max(...mine.flatMap((r) => [r.migration.send.throttlePercent, ...r.migration.roundsDetail.map((d) => d.throttlePercent)])),

@@ -59,7 +59,7 @@ export function formatTables(run: RunDescription, summary: ScenarioSummary[]): s
     ]),
   ], [false, ...Array<boolean>(9).fill(true)]);
   const split = formatTable([
-    ['scenario', 'downtime', 'pause', 'final sync', 'transfer', 'verify', 'persist', 'handshake', 'RSS send MiB', 'RSS receive MiB', 'others CPU %'],
+    ['scenario', 'downtime', 'pause', 'final sync', 'transfer', 'verify', 'prepare', 'handshake', 'RSS send MiB', 'RSS receive MiB', 'others CPU %'],
     ...summary.map(({ scenario, medians: m }) => [
       scenario, n1(m.downtimeMs), ...Object.values(m.downtimeSplitMs).map((v) => n1(v)),
       rssCell(m.maxRssSourceBytes), rssCell(m.maxRssTargetBytes), n0(m.maxOtherCpuPercent),
@@ -115,7 +115,7 @@ export function chartPanels(summary: ScenarioSummary[], runs: RepRecord[], reps:
       })),
       downtimeMs: m.send.downtimeMs, totalTimeMs: m.send.totalTimeMs,
       downtimeSplit: {
-        pause: d.pause, 'final sync': d.finalSync, transfer: d.transfer, verify: d.verify, persist: d.persist, handshake: d.handshake,
+        pause: d.pause, 'final sync': d.finalSync, transfer: d.transfer, verify: d.verify, prepare: d.prepare, handshake: d.handshake,
       },
       baselines,
     }];

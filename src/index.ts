@@ -3,6 +3,7 @@ export * from './errors.js';
 export { MemoryRegion, DEFAULT_PAGE_SIZE, type RegionBacking, type WasmMemory } from './memory/region.js';
 export { DirtyBitmap, DirtyPages } from './memory/dirty-bitmap.js';
 export { BitmapTracker, HashTracker, pageListOf, type DirtyScan, type DirtyTracker, type PageList } from './memory/dirty-tracker.js';
+export { SoftDirtyTracker, mappingAddress, softDirtyAvailable } from './memory/soft-dirty-tracker.js';
 export {
   decideNextRound, expectedDowntimeMs, nextThrottlePercent, stalledRounds, STALL_POLICIES, type ConvergenceDecision,
   type ConvergenceInput, type StallPolicy, type StopReason,
@@ -11,7 +12,7 @@ export {
   MigrationSource, type MigrationSourceOptions, type SourceEvents, type SourceHooks, type SourcePhase, type SourceRegion,
 } from './migration/source.js';
 export {
-  MigrationTarget, type MigrationTargetOptions, type TargetEvents, type TargetHooks, type TargetPhase, type TargetRoundEvent,
+  MigrationTarget, type MigrationTargetOptions, type PreparedHandover, type TargetEvents, type TargetHooks, type TargetPhase, type TargetRoundEvent,
   type TargetSummary,
 } from './migration/target.js';
 export type { Hello, RegionShape } from './wire/messages.js';
@@ -20,6 +21,7 @@ export {
   FileTargetImage, MemoryTargetImage, type FileTargetImageOptions, type MemoryTargetImageOptions, type TargetImage, type RegionOffer,
 } from './target/target-image.js';
 export type { PageStore } from './codec/page-store.js';
+export type { PreparedRegion } from './target/region-images.js';
 export { ApplyStatus, type ApplyResult, type NativeMapping, type NativeRegion } from './native/binding.js';
 export { StoreTargetImage } from './target/store-target-image.js';
 export type { AllocateTarget, RegionAllocation, VerifiedPageStore } from './target/verified-page-store.js';

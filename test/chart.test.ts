@@ -84,7 +84,7 @@ const realistic: ChartMigration[] = [
       { round: 3, pagesSent: 9120, durationMs: 260.1, throttlePercent: 40 },
       { round: 4, pagesSent: 6010, durationMs: 170.2, stopAndCopy: true },
     ],
-    downtimeSplit: { finalSyncMs: 12.3, transferMs: 140.2, verifyMs: 20.1, persistMs: 9.4, handshakeMs: 1.2 },
+    downtimeSplit: { finalSyncMs: 12.3, transferMs: 140.2, verifyMs: 20.1, prepareMs: 9.4, handshakeMs: 1.2 },
     baselines: { 'plain TCP copy': 839.84, 'QEMU best': 1300 },
   },
   {

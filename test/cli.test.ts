@@ -135,7 +135,7 @@ describe('pagewire receive / send', () => {
     // Measured after the last pre-copy round, which ended with at least 63 marked pages pending.
     expect(s.stopReason).toBe('round-cap');
     expect(s.dirtyRateMBps as number).toBeGreaterThan(0);
-    expect(Object.keys(s.downtimeBreakdownMs as object)).toEqual(['pause', 'finalSync', 'transfer', 'verify', 'persist', 'handshake']);
+    expect(Object.keys(s.downtimeBreakdownMs as object)).toEqual(['pause', 'finalSync', 'transfer', 'verify', 'prepare', 'handshake']);
     expect(s.rounds).toBe(3);
     expect(s.workloadWrites as number).toBeGreaterThan(0);
     expect(s.downtimeMs as number).toBeGreaterThan(0);

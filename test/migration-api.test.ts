@@ -251,8 +251,14 @@ describe('library migration over 127.0.0.1', () => {
     const out = join(tmp.dir, `${name}.img`);
     writeFileSync(out, 'previous state');
     const calls: string[] = [];
+    const targetCalls: string[] = [];
     const target = await MigrationTarget.listen({
-      image: new FileTargetImage(out), host: '127.0.0.1', port: 0, hooks: { resume: () => { calls.push('target resume'); } },
+      image: new FileTargetImage(out), host: '127.0.0.1', port: 0,
+      hooks: {
+        prepare: () => { targetCalls.push('prepare'); },
+        discard: () => { targetCalls.push('discard'); },
+        resume: () => { calls.push('target resume'); },
+      },
     });
     const targetResult = target.result.catch((e: unknown) => e);
     const proxy = await FaultProxy.start(target.address.port, { fault: (f) => (cutAt(f.direction, f.type) ? 'cut' : undefined) });
@@ -262,7 +268,7 @@ describe('library migration over 127.0.0.1', () => {
     });
     const sourceError = await source.run().catch((e: unknown) => e) as PagewireError;
     proxy.close();
-    return { raw, out, calls, source, sourceError, targetError: await targetResult as SwitchoverError };
+    return { raw, out, calls, targetCalls, source, sourceError, targetError: await targetResult as SwitchoverError };
   }
 
   it('leaves the switch-over in doubt, never in split brain, when READY is lost: the source resumes, the target keeps the image aside', async () => {
@@ -272,6 +278,8 @@ describe('library migration over 127.0.0.1', () => {
     expect(r.calls).toEqual(['source pause', 'source resume']);
     expect(r.targetError).toBeInstanceOf(SwitchoverError);
     expect(r.targetError.state).toBe('ready-sent-go-missing');
+    // The workload prepared on the image before READY is told to discard: only a committed image may run.
+    expect(r.targetCalls).toEqual(['prepare', 'discard']);
     expect(readFileSync(r.out, 'utf8')).toBe('previous state');
     expect(r.targetError.inDoubtImage).toMatch(/ready-lost\.img\.pagewire-in-doubt-[0-9a-f]{32}$/);
     expect(readFileSync(r.targetError.inDoubtImage!).equals(r.raw)).toBe(true);
@@ -285,6 +293,7 @@ describe('library migration over 127.0.0.1', () => {
     expect(r.source.phase).toBe('failed');
     expect(r.calls).toEqual(['source pause']);
     expect(r.targetError.state).toBe('ready-sent-go-missing');
+    expect(r.targetCalls).toEqual(['prepare', 'discard']);
     expect(readFileSync(r.out, 'utf8')).toBe('previous state');
     expect(readFileSync(r.targetError.inDoubtImage!).equals(r.raw)).toBe(true);
   });

@@ -81,7 +81,7 @@ describe('messages', () => {
     expect(() => parseHello(encodeHello({ ...hello, minVersion: 5, maxVersion: 4 }))).toThrow(/version window/);
     // A v3 source's HELLO is 48 bytes: it hears about the versions, not about the length.
     const v3 = encodeHello({ ...hello, minVersion: 3, maxVersion: 3 }).subarray(0, 48);
-    expect(() => parseHello(v3)).toThrow(expect.objectContaining({ code: 'PW_ERR_VERSION', message: expect.stringMatching(/3\.\.3; this target speaks 4\.\.4/) }));
+    expect(() => parseHello(v3)).toThrow(expect.objectContaining({ code: 'PW_ERR_VERSION', message: expect.stringMatching(/3\.\.3; this target speaks 5\.\.5/) }));
     const huge = encodeHello(hello);
     huge.writeBigUInt64LE(2n ** 60n, 24);
     expect(() => parseHello(huge)).toThrow(/too large/);

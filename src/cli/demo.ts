@@ -51,8 +51,8 @@ export async function demoCommand(argv: string[]): Promise<number> {
       ['rounds', `${s.rounds} (stopped: ${s.stopReason})`],
       ['total time', `${s.totalTimeMs.toFixed(0)} ms`],
       ['downtime', `${s.downtimeMs.toFixed(1)} ms (pause ${s.downtime.pauseMs.toFixed(1)}, sync ${s.downtime.finalSyncMs.toFixed(1)}, ` +
-        `transfer ${s.downtime.transferMs.toFixed(1)}, verify ${s.downtime.verifyMs.toFixed(1)}, persist ` +
-        `${s.downtime.persistMs.toFixed(1)}, handshake ${s.downtime.handshakeMs.toFixed(1)})`],
+        `transfer ${s.downtime.transferMs.toFixed(1)}, verify ${s.downtime.verifyMs.toFixed(1)}, prepare ` +
+        `${s.downtime.prepareMs.toFixed(1)}, handshake ${s.downtime.handshakeMs.toFixed(1)})`],
       ['streams', s.streams],
       ['throttle', `${s.throttlePercent}%`],
       ['throughput', `${mbps((size * 1000) / s.totalTimeMs)} MB/s of region`],

@@ -103,14 +103,14 @@ export function sourceJson(outcome: Pick<SourceOutcome, 'summary' | 'sha256' | '
     totalTimeMs: ms(s.totalTimeMs), setupTimeMs: ms(s.setupTimeMs), downtimeMs: ms(s.downtimeMs),
     downtimeBreakdownMs: {
       pause: ms(s.downtime.pauseMs), finalSync: ms(s.downtime.finalSyncMs), transfer: ms(s.downtime.transferMs),
-      verify: ms(s.downtime.verifyMs), persist: ms(s.downtime.persistMs), handshake: ms(s.downtime.handshakeMs),
+      verify: ms(s.downtime.verifyMs), prepare: ms(s.downtime.prepareMs), handshake: ms(s.downtime.handshakeMs),
     },
     rounds: s.rounds, stopReason: s.stopReason, streams: s.streams, regions: s.regions, resumes: s.resumes, resumeSavedBytes: s.resumeSavedBytes, throttlePercent: s.throttlePercent,
     dirtyRateMBps: mbpsNumber(s.dirtyRateBytesPerSec), bandwidthMBps: mbpsNumber(s.bandwidthBytesPerSec),
     expectedDowntimeMs: Number.isFinite(s.expectedDowntimeMs) ? ms(s.expectedDowntimeMs) : null, pageSize: s.pageSize, pagesTotal: s.pagesTotal,
     pagesTransferred: s.pagesTransferred, zeroPages: s.zeroPages, deltaPages: s.deltaPages, lz4Pages: s.lz4Pages,
     rawPages: s.rawPages, dupPages: s.dupPages, bytesTransferred: s.bytesTransferred,
-    deviceStateBytes: s.deviceStateBytes, workloadWrites: outcome.workloadWrites, migrationId: s.migrationId,
+    deviceStateBytes: s.deviceStateBytes, deviceStateMs: ms(s.deviceStateMs), workloadWrites: outcome.workloadWrites, migrationId: s.migrationId,
     codec: codecKind(), digest: s.regionDigest || null, ...(outcome.sha256 === undefined ? {} : { sha256: outcome.sha256 }),
   };
 }

@@ -9,8 +9,8 @@ export interface DowntimeBreakdown {
   transferMs: number;
   /** The target checking the region digest (READY reports it). */
   verifyMs: number;
-  /** The target making the image durable (READY reports it). */
-  persistMs: number;
+  /** The target's prepare hook, getting its workload ready on the verified image (READY reports it). */
+  prepareMs: number;
   /** The rest: FINAL out, READY back and GO out, over the network and through both event loops. */
   handshakeMs: number;
 }
@@ -44,6 +44,8 @@ export interface SourceSummary {
   /** Every byte the source wrote to its sockets. */
   bytesTransferred: number;
   deviceStateBytes: number;
+  /** From the pause to the last byte of device state collected (0 without the hook's bytes); overlaps the final sync. */
+  deviceStateMs: number;
   stopReason: string;
   /** Auto-converge's last throttle of the workload, in percent (0 = never throttled). */
   throttlePercent: number;

@@ -31,8 +31,6 @@ export interface RegionSettings extends SourceRegion {
 export type SourceSettings = Required<Omit<MigrationSourceOptions, Optional | keyof EndpointOptions>> & Pick<MigrationSourceOptions, Optional> &
   { endpoint: Endpoint; host?: string; regions: RegionSettings[] };
 
-const MAX_DEVICE_STATE_BYTES = MAX_PAYLOAD_BYTES;
-
 /** Checks every option and returns them with the defaults filled in; throws InvalidArgumentError naming the option. */
 export function sourceSettings(options: MigrationSourceOptions): SourceSettings {
   checkObject('options', options);
@@ -133,15 +131,4 @@ function regionSettings(filled: SourceSettings, batchPages: number | undefined):
     }
     return dirtyBitmap ? { region, dirtyBitmap, batchPages: pages } : { region, batchPages: pages };
   });
-}
-
-/** What hooks.deviceState returned, checked: bytes, within what one DEVICE_STATE frame carries. */
-export function checkDeviceState(state: unknown): Uint8Array {
-  if (!(state instanceof Uint8Array)) {
-    throw new InvalidArgumentError(`hooks.deviceState must return a Uint8Array (or Buffer), returned ${shown(state)}`);
-  }
-  if (state.byteLength > MAX_DEVICE_STATE_BYTES) {
-    throw new InvalidArgumentError(`hooks.deviceState returned ${state.byteLength} bytes; device state may be at most ${MAX_DEVICE_STATE_BYTES}`);
-  }
-  return state;
 }

@@ -39,8 +39,12 @@ export interface SourceHooks {
   pause(signal: AbortSignal): Promise<void> | void;
   /** Restart the workload after a switch-over that failed before the point of no return. */
   resume(signal: AbortSignal): Promise<void> | void;
-  /** The opaque device state, taken while paused and sent with the last pages. */
-  deviceState?(signal: AbortSignal): Promise<Uint8Array> | Uint8Array;
+  /**
+   * The opaque device state, taken while paused: called right after pause(), beside the final sync and
+   * the last pages, and sent once they are out. Return the bytes, or stream them as an AsyncIterable
+   * (each part is kept until sent: do not reuse it); at most 1 GiB in all.
+   */
+  deviceState?(signal: AbortSignal): Promise<Uint8Array | AsyncIterable<Uint8Array>> | Uint8Array | AsyncIterable<Uint8Array>;
   /**
    * Auto-converge: slow the workload to (100 - percent)% of its speed (QEMU's cpu-throttle). Called
    * with 20, 30, ... 99 when the rounds stop converging, and with 0 if the migration fails.
@@ -164,10 +168,10 @@ export class MigrationSource extends EventEmitter<SourceEvents> {
     this.regions = regions;
     this.summary = {
       status: 'failed', migrationId: this.migrationId.toString('hex'), totalTimeMs: 0, setupTimeMs: 0, downtimeMs: 0,
-      downtime: { pauseMs: 0, finalSyncMs: 0, transferMs: 0, verifyMs: 0, persistMs: 0, handshakeMs: 0 }, rounds: 0,
+      downtime: { pauseMs: 0, finalSyncMs: 0, transferMs: 0, verifyMs: 0, prepareMs: 0, handshakeMs: 0 }, rounds: 0,
       streams: 0, regions: regions.length, pageSize: region.pageSize,
       pagesTotal: regions.reduce((n, r) => n + r.region.pageCount, 0), pagesTransferred: 0, zeroPages: 0,
-      deltaPages: 0, lz4Pages: 0, rawPages: 0, dupPages: 0, bytesTransferred: 0, deviceStateBytes: 0, stopReason: '',
+      deltaPages: 0, lz4Pages: 0, rawPages: 0, dupPages: 0, bytesTransferred: 0, deviceStateBytes: 0, deviceStateMs: 0, stopReason: '',
       throttlePercent: 0, dirtyRateBytesPerSec: 0, bandwidthBytesPerSec: 0, expectedDowntimeMs: 0, resumes: 0,
       resumeSavedBytes: 0, regionDigest: '',
     };

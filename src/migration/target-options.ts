@@ -49,6 +49,8 @@ export function targetSettings(options: MigrationTargetOptions): TargetSettings 
   checkOneOf('options.serve', filled.serve, ['one', 'many']);
   const { hooks, psk, tls, tlsCertificates, host, insecure } = filled;
   checkObject('options.hooks', hooks);
+  checkOptionalFunction('options.hooks.prepare', hooks.prepare);
+  checkOptionalFunction('options.hooks.discard', hooks.discard);
   checkOptionalFunction('options.hooks.onDeviceState', hooks.onDeviceState);
   checkOptionalFunction('options.hooks.resume', hooks.resume);
   checkHost('options.host', host);

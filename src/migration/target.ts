@@ -21,13 +21,33 @@ import {
 } from '../target/target-state.js';
 import { targetSettings, type TargetSettings } from './target-options.js';
 import { RoundFlusher } from '../target/round-flusher.js';
-import { RegionImages, regionShapes } from '../target/region-images.js';
+import { RegionImages, regionShapes, type PreparedRegion } from '../target/region-images.js';
 import type { RegionOffer, TargetImage } from '../target/target-image.js';
 
 export type { TargetPhase } from '../target/target-state.js';
 
+/** What the prepare hook is handed: the verified images and the device state, at the pause point. */
+export interface PreparedHandover {
+  /** Each region's image, in region order, with the file it is in (if any). */
+  images: PreparedRegion[];
+  deviceState: Buffer;
+}
+
 /** Each hook is bounded by `hookTimeoutMs` and given an AbortSignal that aborts when the target gives up on it. */
 export interface TargetHooks {
+  /**
+   * After FINAL is verified, before READY: get the workload ready on the images (map the files, load the
+   * device state) without running it, so that after GO only resume() is left. A throw fails the
+   * migration before the switch-over: the source runs on, the images are discarded, discard() is called.
+   * Nothing may write to the images until resume().
+   */
+  prepare?(handover: PreparedHandover, signal: AbortSignal): Promise<void> | void;
+  /**
+   * The migration failed before the commit, after the images were opened: throw away whatever was made
+   * on them (prepared, or started early on an image's workingPath). Not called once committed. What it
+   * throws is ignored: the failure it follows is what is reported.
+   */
+  discard?(signal: AbortSignal): Promise<void> | void;
   /** The device state the source sent, handed over on GO before resume(). */
   onDeviceState?(state: Buffer, signal: AbortSignal): Promise<void> | void;
   /** Start the workload on this side; called once the image is committed. */
@@ -117,6 +137,8 @@ export interface TargetSummary {
   /** Where the verified image was kept when the switch-over was left in doubt. */
   inDoubtImage?: string;
   /** GO to committed: making the last round durable and renaming the image into place (after the downtime). */
+  /** How long the prepare hook took (0 without it); inside the downtime, before READY. */
+  prepareMs: number;
   commitMs: number;
   totalTimeMs: number;
 }

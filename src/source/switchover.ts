@@ -28,13 +28,14 @@ export class Switchover {
     await workload.pause();
     const synced = performance.now();
     summary.downtime.pauseMs = synced - pausedAt;
+    // Collected beside the final sync and the last pages; sent once they are out.
+    const deviceState = workload.collectDeviceState();
     const finalPages = byStreamPerRegion(await Promise.all(regions.map(({ tracker }) => tracker.scan())), sender.streamCount);
     const collected = performance.now();
     summary.downtime.finalSyncMs = collected - synced;
     await sender.sendRound(finalRound, finalPages, { flags: STOP_AND_COPY });
-    const state = await workload.deviceState();
-    summary.deviceStateBytes = state.byteLength;
-    await connection.send(MessageType.DeviceState, Buffer.from(state.buffer, state.byteOffset, state.byteLength));
+    summary.deviceStateBytes = await deviceState.sendTo(connection);
+    summary.deviceStateMs = deviceState.collectedAt - synced;
     const digest = migrationDigest(regions.map(({ sentHashes }) => regionDigest(sentHashes)));
     summary.regionDigest = formatDigest(digest);
     // Transfer ends here: from FINAL on, the target's verify and persist overlap this side's wait.
@@ -50,10 +51,10 @@ export class Switchover {
     await connection.send(MessageType.Go);
     summary.downtimeMs = performance.now() - pausedAt;
     summary.downtime.verifyMs = ready.verifyMicros / 1000;
-    summary.downtime.persistMs = ready.persistMicros / 1000;
+    summary.downtime.prepareMs = ready.prepareMicros / 1000;
     // What is left is waiting on the network and on both sides' event loops: FINAL out, READY back, GO out.
-    const { pauseMs, finalSyncMs, transferMs, verifyMs, persistMs } = summary.downtime;
-    summary.downtime.handshakeMs = Math.max(0, summary.downtimeMs - pauseMs - finalSyncMs - transferMs - verifyMs - persistMs);
+    const { pauseMs, finalSyncMs, transferMs, verifyMs, prepareMs } = summary.downtime;
+    summary.downtime.handshakeMs = Math.max(0, summary.downtimeMs - pauseMs - finalSyncMs - transferMs - verifyMs - prepareMs);
     // The extra streams carried their last page in the final round; closing them waits for a round
     // trip, which does not belong inside the downtime.
     await Promise.all(connections.all.slice(1).map((extra) => extra.close()));

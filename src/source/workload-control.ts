@@ -3,7 +3,8 @@
 // once no hook given up on can still undo it (a `resume` never overlaps a `pause` in flight).
 import { SwitchoverError, type PagewireError } from '../errors.js';
 import { HookRunner } from '../migration/hook-runner.js';
-import { checkDeviceState, type SourceSettings } from '../migration/source-options.js';
+import type { SourceSettings } from '../migration/source-options.js';
+import { DeviceStateFeed } from './device-state-feed.js';
 
 export class WorkloadControl {
   private readonly hooks: HookRunner;
@@ -31,11 +32,16 @@ export class WorkloadControl {
     await this.hooks.run('throttle', (hookSignal) => this.settings.hooks.throttle!(percent, hookSignal));
   }
 
-  /** The device state to send with the last pages, checked; empty without the hook. */
-  async deviceState(): Promise<Uint8Array> {
+  /**
+   * Starts collecting the device state (empty without the hook), beside what the caller does next. The
+   * whole collection, streamed parts included, is one hook run: bounded by hookTimeoutMs and the abort.
+   */
+  collectDeviceState(): DeviceStateFeed {
     const { deviceState } = this.settings.hooks;
-    return deviceState ? checkDeviceState(await this.hooks.run('deviceState', (hookSignal) => deviceState(hookSignal)))
-      : new Uint8Array(0);
+    return new DeviceStateFeed(async (add) => {
+      if (!deviceState) return;
+      await this.hooks.run('deviceState', async (hookSignal) => DeviceStateFeed.each(await deviceState(hookSignal), add));
+    });
   }
 
   /**

@@ -13,6 +13,14 @@ export function regionShapes(hello: Hello): RegionShape[] {
   return [{ pageSize: hello.pageSize, regionSize: hello.regionSize }, ...hello.extraRegions];
 }
 
+/** A region's verified image, as the prepare hook sees it. */
+export interface PreparedRegion {
+  region: number;
+  image: TargetImage;
+  /** The file it is in (its workingPath), renamed into place on commit; undefined for an image that is no file. */
+  path: string | undefined;
+}
+
 export interface TargetRegion {
   image: TargetImage;
   store: PageStore;
@@ -75,6 +83,11 @@ export class RegionImages {
       return;
     }
     for (const image of images) await image.commit();
+  }
+
+  /** What the prepare hook is handed of each region, in region order. */
+  handover(): PreparedRegion[] {
+    return this.regions.map(({ image }, region) => ({ region, image, path: image.workingPath }));
   }
 
   discard(): void {

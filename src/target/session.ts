@@ -15,7 +15,7 @@ import type { RegionImages } from './region-images.js';
 import { ExtraStreamReader, StreamReceiver, type RoundEnd, type StreamRegion } from '../migration/stream-receiver.js';
 import { FramedConnection, PEER_REASON_GRACE_MS, READ_AHEAD_BYTES } from '../transport/framed-connection.js';
 import {
-  HELD_PAGES_PER_FRAME, MAX_PAYLOAD_BYTES, MAX_VERSION, MessageType, SESSION_KEY_BYTES, SUPPORTED_FEATURES, TARGET_ZEROED,
+  HELD_PAGES_PER_FRAME, MAX_DEVICE_STATE_BYTES, MAX_PAYLOAD_BYTES, MAX_VERSION, MessageType, SESSION_KEY_BYTES, SUPPORTED_FEATURES, TARGET_ZEROED,
   encodeHeld, encodeRoundAck, encodeWelcome, parseFinal, type Hello,
 } from '../wire/messages.js';
 import { STRIPE_PAGES } from '../wire/streams.js';
@@ -39,10 +39,16 @@ export interface SessionHost {
 
 export class TargetSession {
   readonly summary: TargetSummary;
-  /** The device state the source sent (empty until DEVICE_STATE). */
-  deviceState = Buffer.alloc(0);
+  /** The DEVICE_STATE frames received, in order: the device state is all of them. */
+  private readonly deviceStateChunks: Buffer[] = [];
   /** How long checking FINAL's digest took. */
   verifyMicros = 0;
+
+  /** The device state the source sent (empty without DEVICE_STATE). */
+  get deviceState(): Buffer {
+    if (this.deviceStateChunks.length !== 1) this.deviceStateChunks.splice(0, Infinity, Buffer.concat(this.deviceStateChunks));
+    return this.deviceStateChunks[0]!;
+  }
   private controlConnection: FramedConnection;
   private hello: Hello;
   /** This connection set's WELCOME key: its JOINs prove the secret over it. */
@@ -67,7 +73,7 @@ export class TargetSession {
     this.summary = {
       status: 'failed', migrationId: served.migrationId.toString('hex'), regions: regions.length, pageSize: served.pageSize,
       pagesTotal: regions.reduce((n, r) => n + r.store.pageCount, 0), pagesApplied: 0, rounds: 0, streams: 1, resumes: 0,
-      bytesReceived: 0, deviceStateBytes: 0, regionDigest: '', commitMs: 0, totalTimeMs: 0,
+      bytesReceived: 0, deviceStateBytes: 0, regionDigest: '', prepareMs: 0, commitMs: 0, totalTimeMs: 0,
     };
   }
 
@@ -217,8 +223,12 @@ export class TargetSession {
       const frame = await connection.receive(timeoutMs);
       if (frame.type === MessageType.DeviceState) {
         if (control.inProgress) throw new ProtocolError('DEVICE_STATE inside a round');
-        this.deviceState = Buffer.from(frame.payload);
-        summary.deviceStateBytes = this.deviceState.length;
+        // Chunks of one state, in order (the frame's payload is copied: its buffer is the reader's).
+        if (summary.deviceStateBytes + frame.payload.length > MAX_DEVICE_STATE_BYTES) {
+          throw new ProtocolError(`device state larger than ${MAX_DEVICE_STATE_BYTES} bytes`);
+        }
+        this.deviceStateChunks.push(Buffer.from(frame.payload));
+        summary.deviceStateBytes += frame.payload.length;
         continue;
       }
       if (frame.type === MessageType.Final) {

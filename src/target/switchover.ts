@@ -36,12 +36,19 @@ export class Switchover {
     // A round that could not be made durable fails the migration before READY, not after GO.
     flusher.check();
     this.host.doneAccepting();
+    const { prepare } = this.settings.hooks;
+    if (prepare) {
+      const prepareStarted = performance.now();
+      const handover = { images: images.handover(), deviceState: session.deviceState };
+      await new HookRunner(this.settings.hookTimeoutMs, this.settings.signal).run('prepare', (signal) => prepare(handover, signal));
+      summary.prepareMs = performance.now() - prepareStarted;
+    }
     // READY as soon as the image is verified: the source holds the state at the pause point until DONE,
     // so making the last round durable waits for GO, outside the downtime (PROTOCOL.md, section 6).
     // Set before the write: once any byte of READY may be on the wire, the source may hand over.
     this.stage = 'ready-sent';
     this.host.enter({ kind: 'ready-sent', interrupt: session.interrupt });
-    await connection.send(MessageType.Ready, encodeReady({ verifyMicros: session.verifyMicros, persistMicros: 0 }));
+    await connection.send(MessageType.Ready, encodeReady({ verifyMicros: session.verifyMicros, prepareMicros: summary.prepareMs * 1000 }));
     expectEmpty(await connection.expect(MessageType.Go, this.settings.timeoutMs), 'GO');
     this.stage = 'go-received';
     // Handed over: an abort now would only keep DONE from the source, not undo anything.
@@ -72,6 +79,16 @@ export class Switchover {
     if (resume) await hookRunner.run('resume', (signal) => resume(signal));
   }
 
+  private async discardWorkload(): Promise<void> {
+    const { discard } = this.settings.hooks;
+    if (!discard) return;
+    try {
+      await new HookRunner(this.settings.hookTimeoutMs).run('discard', (signal) => discard(signal), false);
+    } catch {
+      // The failure being reported matters more; the hook's own failure is the embedder's to log.
+    }
+  }
+
   /**
    * What `cause` means at the stage reached. Before READY, or when the source said it gave up after READY
    * (it sends ERROR only before it hands over), the source keeps running: the image is discarded and the
@@ -79,6 +96,8 @@ export class Switchover {
    */
   async failure(cause: PagewireError): Promise<PagewireError> {
     const { stage, images } = this;
+    // Whatever the embedder made on the images must not run: only a committed image may.
+    if (stage !== 'committed') await this.discardWorkload();
     if (stage === 'receiving' || (stage === 'ready-sent' && cause instanceof PeerError)) {
       images.discard();
       return cause;

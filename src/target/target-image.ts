@@ -30,6 +30,11 @@ export interface TargetImage {
   open(offer: RegionOffer): Promise<PageStore> | PageStore;
   /** True when the opened region starts all zeros, so the source may skip zero pages in round 1. */
   readonly zeroed: boolean;
+  /**
+   * The file the image is received into, if it is one: a workload may map it from the prepare hook on
+   * (before GO); commit() renames it into place, which leaves a mapping intact.
+   */
+  readonly workingPath?: string;
   /** Pages were written (bytes of page data): a chance to start making them durable, so persist() is short. */
   noteWritten(bytes: number): void;
   /** Makes the received image durable, not yet visible. Called at the end of each pre-copy round. */
@@ -66,6 +71,11 @@ export class FileTargetImage implements TargetImage {
   private unsynced = 0;
 
   constructor(readonly outPath: string, private readonly options: FileTargetImageOptions = {}) {}
+
+  /** The temp file beside --out the image is received into, from open() until commit() or discard(). */
+  get workingPath(): string | undefined {
+    return this.tempPath;
+  }
 
   async open(offer: RegionOffer): Promise<PageStore> {
     // A commit of several files that a crash interrupted is completed before anything new is received.

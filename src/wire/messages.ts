@@ -1,4 +1,4 @@
-// Wire protocol v4 messages (docs/PROTOCOL.md is the source of truth). Every frame is an 8-byte header
+// Wire protocol v5 messages (docs/PROTOCOL.md is the source of truth). Every frame is an 8-byte header
 // (u8 type, u8 reserved, u16 reserved, u32 payload length, little-endian) and a payload. Parsers check
 // every length, enum and range here, at the boundary; nothing past this file sees an unchecked field.
 import { HandshakeError, ProtocolError, VersionError } from '../errors.js';
@@ -6,8 +6,8 @@ import { HandshakeError, ProtocolError, VersionError } from '../errors.js';
 export const FRAME_HEADER_BYTES = 8;
 export const MAGIC: Buffer = Buffer.from('PAGEWIRE', 'latin1');
 /** The window of versions this build speaks. */
-export const MIN_VERSION = 4;
-export const MAX_VERSION = 4;
+export const MIN_VERSION = 5;
+export const MAX_VERSION = 5;
 /** Feature bits. Unknown offered bits are dropped by the target's answer. */
 export const FEATURE_PSK = 1;
 /** This HELLO resumes the migration it names, which lost its connections during the pre-copy. */
@@ -17,6 +17,8 @@ export const SUPPORTED_FEATURES = FEATURE_PSK | FEATURE_RESUME;
 export const TARGET_ZEROED = 1;
 /** Largest payload accepted after the handshake. */
 export const MAX_PAYLOAD_BYTES = 32 * 1024 * 1024;
+/** The most device state a migration carries, in all its DEVICE_STATE frames. */
+export const MAX_DEVICE_STATE_BYTES = 1024 * 1024 * 1024;
 export const MAX_ERROR_REASON_BYTES = 1000;
 /** The largest ERROR payload: code length, code of at most 64, reason length, reason. */
 export const MAX_ERROR_PAYLOAD_BYTES = 1 + 64 + 2 + MAX_ERROR_REASON_BYTES;
@@ -411,7 +413,7 @@ export function parseHeld(payload: Buffer): Held {
 /** What the target spent between FINAL and READY, for the source's downtime split. */
 export interface Ready {
   verifyMicros: number;
-  persistMicros: number;
+  prepareMicros: number;
 }
 
 const U32_MAX = 0xffffffff;
@@ -419,13 +421,13 @@ const U32_MAX = 0xffffffff;
 export function encodeReady(ready: Ready): Buffer {
   const b = Buffer.alloc(8);
   b.writeUInt32LE(Math.min(U32_MAX, Math.max(0, Math.round(ready.verifyMicros))), 0);
-  b.writeUInt32LE(Math.min(U32_MAX, Math.max(0, Math.round(ready.persistMicros))), 4);
+  b.writeUInt32LE(Math.min(U32_MAX, Math.max(0, Math.round(ready.prepareMicros))), 4);
   return b;
 }
 
 export function parseReady(payload: Buffer): Ready {
   expectLength(payload, 8, 'READY');
-  return { verifyMicros: payload.readUInt32LE(0), persistMicros: payload.readUInt32LE(4) };
+  return { verifyMicros: payload.readUInt32LE(0), prepareMicros: payload.readUInt32LE(4) };
 }
 
 export function expectEmpty(payload: Buffer, name: string): void {

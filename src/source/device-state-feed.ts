@@ -1,0 +1,79 @@
+// The device state, collected from the pause on, beside the final sync and the last pages rather than
+// after them, and sent as DEVICE_STATE chunks once the last pages are out (docs/PROTOCOL.md). A hook may
+// return the bytes at once or stream them (an AsyncIterable, such as a socket QEMU migrates into), so a
+// large state is never held as one buffer nor capped by a frame's size.
+import { InvalidArgumentError, type PagewireError } from '../errors.js';
+import { shown } from '../option-checks.js';
+import { MAX_DEVICE_STATE_BYTES } from '../wire/messages.js';
+import type { FramedConnection } from '../transport/framed-connection.js';
+import { MessageType } from '../wire/messages.js';
+
+/** The most one DEVICE_STATE frame carries: a chunk of a larger state. */
+export const DEVICE_STATE_CHUNK_BYTES = 8 * 1024 * 1024;
+
+export type DeviceStateBytes = Uint8Array | AsyncIterable<Uint8Array>;
+
+export class DeviceStateFeed {
+  private readonly chunks: Uint8Array[] = [];
+  private total = 0;
+  private finished = false;
+  private failure: PagewireError | undefined;
+  private wake: (() => void) | undefined;
+  /** When the last byte came (performance.now()), for the summary. */
+  collectedAt = 0;
+
+  /** Starts collecting: `collect` runs the hook (bounded by the hook runner) and hands each part to `add`. */
+  constructor(collect: (add: (part: unknown) => void) => Promise<void>) {
+    collect((part) => this.add(part)).then(() => {
+      this.finished = true;
+    }, (error: PagewireError) => {
+      // A part refused by add() is the embedder's bad argument, not a failure of the hook itself.
+      this.failure ??= error;
+    }).finally(() => {
+      this.collectedAt = performance.now();
+      this.wake?.();
+    });
+  }
+
+  /** What a deviceState hook returned, as parts for `add`: the bytes themselves, or each part streamed. */
+  static async each(returned: unknown, add: (part: unknown) => void): Promise<void> {
+    if (returned !== null && typeof returned === 'object' && Symbol.asyncIterator in returned) {
+      for await (const part of returned as AsyncIterable<unknown>) add(part);
+      return;
+    }
+    add(returned);
+  }
+
+  /** Sends every chunk as it is collected, then returns the state's size; throws what the hook threw. */
+  async sendTo(connection: FramedConnection): Promise<number> {
+    for (;;) {
+      while (this.chunks.length > 0) {
+        const chunk = this.chunks.shift()!;
+        await connection.send(MessageType.DeviceState, Buffer.from(chunk.buffer, chunk.byteOffset, chunk.byteLength));
+      }
+      if (this.failure) throw this.failure;
+      if (this.finished) return this.total;
+      await new Promise<void>((resolve) => { this.wake = resolve; });
+      this.wake = undefined;
+    }
+  }
+
+  private add(part: unknown): void {
+    if (!(part instanceof Uint8Array)) {
+      this.refuse(`hooks.deviceState must return a Uint8Array (or Buffer), or an AsyncIterable of them; got ${shown(part)}`);
+    }
+    this.total += part.byteLength;
+    if (this.total > MAX_DEVICE_STATE_BYTES) {
+      this.refuse(`hooks.deviceState gave more than ${MAX_DEVICE_STATE_BYTES} bytes, the most a migration carries`);
+    }
+    for (let at = 0; at < part.byteLength; at += DEVICE_STATE_CHUNK_BYTES) {
+      this.chunks.push(part.subarray(at, Math.min(part.byteLength, at + DEVICE_STATE_CHUNK_BYTES)));
+    }
+    this.wake?.();
+  }
+
+  private refuse(message: string): never {
+    this.failure = new InvalidArgumentError(message);
+    throw this.failure;
+  }
+}
