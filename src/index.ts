@@ -39,3 +39,6 @@ export { LZ4_MODES, type Lz4Mode } from './codec/lz4-policy.js';
 export { codecKind } from './native/engine.js';
 export { readTlsFiles, type TlsCertificates } from './transport/tls-certs.js';
 export type { EndpointOptions } from './transport/connect.js';
+export { QemuSource } from './qemu/qemu-source.js';
+export { QemuTarget } from './qemu/qemu-target.js';
+export { QmpClient, QmpError, type QmpEvent } from './qemu/qmp-client.js';

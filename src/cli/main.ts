@@ -1,11 +1,12 @@
 #!/usr/bin/env node
 // pagewire's command line: receive on the target, send on the source, digest to check an image, demo
-// for both ends on one machine.
+// for both ends on one machine, qemu to move a running QEMU guest.
 import { InvalidArgumentError, asPagewireError } from '../errors.js';
 import { DEMO_USAGE, demoCommand } from './demo.js';
 import { DIGEST_USAGE, digestCommand } from './digest.js';
 import { RECEIVE_USAGE, receiveCommand } from './receive.js';
 import { printJson } from './output.js';
+import { QEMU_USAGE, qemuCommand } from './qemu.js';
 import { SEND_USAGE, sendCommand } from './send.js';
 
 interface Command {
@@ -18,6 +19,7 @@ const COMMANDS: Record<string, Command> = {
   send: { usage: SEND_USAGE, run: sendCommand },
   digest: { usage: DIGEST_USAGE, run: digestCommand },
   demo: { usage: DEMO_USAGE, run: demoCommand },
+  qemu: { usage: QEMU_USAGE, run: qemuCommand },
 };
 const USAGE = `usage:\n${Object.values(COMMANDS).map((c) => `  ${c.usage}\n`).join('')}`;
 const isHelp = (arg: string | undefined) => arg === '--help' || arg === '-h' || arg === 'help';

@@ -1,9 +1,9 @@
 import { accessSync, constants } from 'node:fs';
 import { dirname, resolve } from 'node:path';
-import { CapacityError, InvalidArgumentError, StorageError, asPagewireError } from '../errors.js';
+import { CapacityError, InvalidArgumentError, StorageError, asPagewireError, type PagewireError } from '../errors.js';
 import { rollForward } from '../target/commit-manifest.js';
 import { FileTargetImage } from '../target/target-image.js';
-import { MigrationTarget } from '../migration/target.js';
+import { MigrationTarget, type TargetSummary } from '../migration/target.js';
 import { isLoopback } from '../transport/loopback.js';
 import { optionalString, parseFlags, parseEndpoint, parsePositiveNumber, parseSize, repeatedStrings, requireString } from './args.js';
 import { fileSha256 } from './file-sha256.js';
@@ -83,13 +83,7 @@ export async function receiveCommand(argv: string[]): Promise<number> {
     // Re-reading what was committed costs about 0.8 s per GiB: only on request.
     const sha256 = flags.has('sha256') ? await fileSha256(out) : undefined;
     if (json) {
-      printJson({
-        status: summary.status, error: null, regions: summary.regions, pageSize: summary.pageSize, pagesTotal: summary.pagesTotal,
-        bytesReceived: summary.bytesReceived, rounds: summary.rounds, pagesApplied: summary.pagesApplied, resumes: summary.resumes,
-        totalTimeMs: roundMs(summary.totalTimeMs), commitMs: roundMs(summary.commitMs), migrationId: summary.migrationId,
-        digest: summary.regionDigest,
-        ...(sha256 === undefined ? {} : { sha256 }),
-      });
+      printJson(receiveJson(summary, sha256));
     } else {
       process.stdout.write(`migration ${summary.migrationId} committed to ${out}\n`);
       printTable([
@@ -103,15 +97,29 @@ export async function receiveCommand(argv: string[]): Promise<number> {
     const failure = asPagewireError(error);
     const m = target.metrics;
     process.stderr.write(`pagewire receive: ${failure.message} (${failure.code})\n`);
-    if (json) {
-      printJson({
-        status: 'failed', error: failure.message, errorCode: failure.code, pageSize: m?.pageSize ?? null,
-        pagesTotal: m?.pagesTotal ?? null, bytesReceived: m?.bytesReceived ?? 0,
-        ...(m?.inDoubtImage ? { inDoubtImage: m.inDoubtImage } : {}), digest: null, ...(flags.has('sha256') ? { sha256: null } : {}),
-      });
-    }
+    if (json) printJson(receiveFailureJson(failure, m, flags.has('sha256')));
     return 1;
   } finally {
     signals.dispose();
   }
+}
+
+/** The receive JSON of the CLI contract, for a committed migration. */
+export function receiveJson(summary: TargetSummary, sha256: string | undefined) {
+  return {
+    status: summary.status, error: null, regions: summary.regions, pageSize: summary.pageSize, pagesTotal: summary.pagesTotal,
+    bytesReceived: summary.bytesReceived, rounds: summary.rounds, pagesApplied: summary.pagesApplied, resumes: summary.resumes,
+    totalTimeMs: roundMs(summary.totalTimeMs), prepareMs: roundMs(summary.prepareMs), commitMs: roundMs(summary.commitMs),
+    migrationId: summary.migrationId, digest: summary.regionDigest,
+    ...(sha256 === undefined ? {} : { sha256 }),
+  };
+}
+
+/** The receive JSON of a failure; `m` is what the target knew of the migration, if one began. */
+export function receiveFailureJson(failure: PagewireError, m: TargetSummary | undefined, sha256: boolean) {
+  return {
+    status: 'failed', error: failure.message, errorCode: failure.code, pageSize: m?.pageSize ?? null,
+    pagesTotal: m?.pagesTotal ?? null, bytesReceived: m?.bytesReceived ?? 0,
+    ...(m?.inDoubtImage ? { inDoubtImage: m.inDoubtImage } : {}), digest: null, ...(sha256 ? { sha256: null } : {}),
+  };
 }
