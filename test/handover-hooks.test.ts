@@ -145,6 +145,50 @@ describe('device state and the hand-over hooks', () => {
     expect(summary.downtime.prepareMs).toBeGreaterThan(0);
   });
 
+  it('deviceStateReceived loads a state that was ready early beside the last pages; READY waits for it, and its failure fails the migration', async () => {
+    for (const fails of [false, true]) {
+      const { raw, region, write } = writtenRegion(2 * 2 ** 20);
+      const targetBytes = Buffer.alloc(raw.length);
+      const events: string[] = [];
+      let finalRound = 0;
+      const target = await MigrationTarget.listen({
+        image: new MemoryTargetImage(MemoryRegion.fromMemory(targetBytes), { zeroed: true }), host: '127.0.0.1', port: 0,
+        hooks: {
+          deviceStateReceived: (state) => {
+            events.push(`received ${state.toString()}`);
+            if (fails) throw new Error('the device model refused it');
+          },
+          prepare: () => { events.push('prepare'); },
+          discard: () => { events.push('discard'); },
+        },
+      });
+      target.on('round', (e) => events.push(`target round ${e.round}`));
+      const targetResult = target.result.catch((e: unknown) => e);
+      // Ready at once, while the final scan hashes the region on the pool threads: the source sends it
+      // ahead of the last pages.
+      const source = new MigrationSource({
+        region, host: '127.0.0.1', port: target.address.port, maxDowntimeMs: 0, maxRounds: 2,
+        hooks: { pause: () => {}, resume: () => { events.push('source resume'); }, deviceState: () => Buffer.from('registers') },
+      });
+      source.on('round', (r) => { finalRound = r.round + 1; write(); });
+      const outcome = await source.run().catch((e: unknown) => e);
+      await targetResult;
+      const received = events.indexOf('received registers');
+      expect(received).toBeGreaterThanOrEqual(0);
+      expect(received).toBeLessThan(events.indexOf(`target round ${finalRound}`));
+      if (fails) {
+        expect(outcome).toMatchObject({ code: 'PW_ERR_PEER', remoteCode: 'PW_ERR_HOOK' });
+        expect(events).toContain('source resume');
+        expect(events).toContain('discard');
+        expect(events).not.toContain('prepare');
+      } else {
+        expect(outcome).toMatchObject({ status: 'completed' });
+        expect(events.indexOf('prepare')).toBeGreaterThan(events.indexOf(`target round ${finalRound}`));
+        expect(targetBytes.equals(raw)).toBe(true);
+      }
+    }
+  });
+
   it('a prepare hook that throws fails the migration before READY: the source resumes, --out is untouched, discard is called', async () => {
     const { region, bitmap } = writtenRegion(2 ** 20);
     const out = join(tmp.dir, 'prepare-fails.img');

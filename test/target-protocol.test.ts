@@ -75,11 +75,20 @@ describe('target against a source that breaks the rules', () => {
     ['FINAL without a stop-and-copy round', (d: bigint, p: Buffer) => [begin(1), p, end(1), frame(MessageType.Final, encodeFinal({ round: 1, regionDigest: d }))], 'PW_ERR_PROTOCOL', /FINAL before a complete stop-and-copy round/],
     ['GO before READY', (_d: bigint, p: Buffer) => [begin(1), p, end(1), frame(MessageType.Go)], 'PW_ERR_PROTOCOL', /unexpected GO/],
     ['a region digest that does not match the pages', (d: bigint, p: Buffer) => [
-      begin(1, STOP_AND_COPY), p, end(1), frame(MessageType.DeviceState), frame(MessageType.Final, encodeFinal({ round: 1, regionDigest: d ^ 1n })),
+      begin(1, STOP_AND_COPY), p, end(1), frame(MessageType.DeviceState, Buffer.from([1])), frame(MessageType.Final, encodeFinal({ round: 1, regionDigest: d ^ 1n })),
     ], 'PW_ERR_CHECKSUM', /region digest differs/],
     ['a page missing from an otherwise valid migration', (d: bigint) => [
-      begin(1, STOP_AND_COPY, 0), end(1, 0), frame(MessageType.DeviceState), frame(MessageType.Final, encodeFinal({ round: 1, regionDigest: d })),
+      begin(1, STOP_AND_COPY, 0), end(1, 0), frame(MessageType.DeviceState, Buffer.from([1])), frame(MessageType.Final, encodeFinal({ round: 1, regionDigest: d })),
     ], 'PW_ERR_CHECKSUM', /region digest differs/],
+    ['DEVICE_STATE with an unknown flag', (_d: bigint, p: Buffer) => [
+      begin(1, STOP_AND_COPY), p, end(1), frame(MessageType.DeviceState, Buffer.from([3, 7])),
+    ], 'PW_ERR_PROTOCOL', /DEVICE_STATE has unknown flags 3/],
+    ['DEVICE_STATE after its last chunk', (_d: bigint, p: Buffer) => [
+      frame(MessageType.DeviceState, Buffer.from([1, 7])), begin(1, STOP_AND_COPY), p, end(1), frame(MessageType.DeviceState, Buffer.from([0, 8])),
+    ], 'PW_ERR_PROTOCOL', /DEVICE_STATE after the device state's last chunk/],
+    ['FINAL while the device state lacks its last chunk', (d: bigint, p: Buffer) => [
+      begin(1, STOP_AND_COPY), p, end(1), frame(MessageType.DeviceState, Buffer.from([0, 7])), frame(MessageType.Final, encodeFinal({ round: 1, regionDigest: d })),
+    ], 'PW_ERR_PROTOCOL', /FINAL before the device state's last chunk/],
   ])('%s', async (_name, script, code, reason) => {
     const { error, resumed, said } = await drive(script);
     expect(error?.code).toBe(code);
@@ -90,7 +99,7 @@ describe('target against a source that breaks the rules', () => {
 
   it('completes when the same hand-driven source follows the rules', async () => {
     const { error, resumed, said } = await drive((d, p) => [
-      begin(1, STOP_AND_COPY), p, end(1), frame(MessageType.DeviceState), frame(MessageType.Final, encodeFinal({ round: 1, regionDigest: d })),
+      begin(1, STOP_AND_COPY), p, end(1), frame(MessageType.DeviceState, Buffer.from([1])), frame(MessageType.Final, encodeFinal({ round: 1, regionDigest: d })),
       // GO goes out only after READY in a real source; here the target reads it after READY anyway.
       frame(MessageType.Go),
     ]);

@@ -105,7 +105,8 @@ async function qemuReceive(argv: string[]): Promise<number> {
     image, ...endpoint, signal: signals.signal, ...readSecurityFlags(flags), insecure: flags.has('insecure'),
     ...(timeout ? { timeoutMs: parsePositiveNumber(timeout, 'timeout', true) } : {}),
     hooks: {
-      prepare: async ({ deviceState }) => (await qemu!).loadDeviceState(deviceState),
+      // Loaded as soon as it is in, beside the last pages; READY waits for it.
+      deviceStateReceived: async (deviceState) => (await qemu!).loadDeviceState(deviceState),
       resume: async () => {
         // Hashed before the guest runs: the committed image at the pause point (costs outage, on request only).
         if (flags.has('sha256')) sha256 = await fileSha256(out);

@@ -50,6 +50,7 @@ export function targetSettings(options: MigrationTargetOptions): TargetSettings 
   const { hooks, psk, tls, tlsCertificates, host, insecure } = filled;
   checkObject('options.hooks', hooks);
   checkOptionalFunction('options.hooks.prepare', hooks.prepare);
+  checkOptionalFunction('options.hooks.deviceStateReceived', hooks.deviceStateReceived);
   checkOptionalFunction('options.hooks.discard', hooks.discard);
   checkOptionalFunction('options.hooks.onDeviceState', hooks.onDeviceState);
   checkOptionalFunction('options.hooks.resume', hooks.resume);

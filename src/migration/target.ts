@@ -43,6 +43,14 @@ export interface TargetHooks {
    */
   prepare?(handover: PreparedHandover, signal: AbortSignal): Promise<void> | void;
   /**
+   * The whole device state is in: called as soon as its last chunk arrives, which is often before the
+   * last pages (the source sends a state that is ready first), else once FINAL is verified. Load it
+   * into the workload there without running it; it runs beside the last pages and the verify, and
+   * prepare() (then READY) waits for it. A throw fails the migration before the switch-over, as
+   * prepare's does. A failure meanwhile calls discard() without waiting for it.
+   */
+  deviceStateReceived?(state: Buffer, signal: AbortSignal): Promise<void> | void;
+  /**
    * The migration failed before the commit, after the images were opened: throw away whatever was made
    * on them (prepared, or started early on an image's workingPath). Not called once committed. What it
    * throws is ignored: the failure it follows is what is reported.
@@ -137,7 +145,7 @@ export interface TargetSummary {
   /** Where the verified image was kept when the switch-over was left in doubt. */
   inDoubtImage?: string;
   /** GO to committed: making the last round durable and renaming the image into place (after the downtime). */
-  /** How long the prepare hook took (0 without it); inside the downtime, before READY. */
+  /** From FINAL verified to READY: waiting for deviceStateReceived, then the prepare hook (0 without either). */
   prepareMs: number;
   commitMs: number;
   totalTimeMs: number;

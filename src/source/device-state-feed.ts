@@ -1,12 +1,13 @@
 // The device state, collected from the pause on, beside the final sync and the last pages rather than
-// after them, and sent as DEVICE_STATE chunks once the last pages are out (docs/PROTOCOL.md). A hook may
+// after them, and sent as DEVICE_STATE chunks: what is ready before the last pages go, the rest after
+// them, the last chunk flagged, so the target can load it while the pages still arrive (docs/PROTOCOL.md). A hook may
 // return the bytes at once or stream them (an AsyncIterable, such as a socket QEMU migrates into), so a
 // large state is never held as one buffer nor capped by a frame's size.
 import { InvalidArgumentError, type PagewireError } from '../errors.js';
 import { shown } from '../option-checks.js';
 import { MAX_DEVICE_STATE_BYTES } from '../wire/messages.js';
 import type { FramedConnection } from '../transport/framed-connection.js';
-import { MessageType } from '../wire/messages.js';
+import { MessageType, encodeDeviceStateHead } from '../wire/messages.js';
 
 /** The most one DEVICE_STATE frame carries: a chunk of a larger state. */
 export const DEVICE_STATE_CHUNK_BYTES = 8 * 1024 * 1024;
@@ -17,6 +18,8 @@ export class DeviceStateFeed {
   private readonly chunks: Uint8Array[] = [];
   private total = 0;
   private finished = false;
+  private sentAny = false;
+  private lastSent = false;
   private failure: PagewireError | undefined;
   private wake: (() => void) | undefined;
   /** When the last byte came (performance.now()), for the summary. */
@@ -44,18 +47,43 @@ export class DeviceStateFeed {
     add(returned);
   }
 
-  /** Sends every chunk as it is collected, then returns the state's size; throws what the hook threw. */
+  /**
+   * Sends what is collected so far without waiting for more: before the last pages, so a target can load
+   * a state that was ready early beside them. Throws what the hook threw, if it already has.
+   */
+  async sendCollected(connection: FramedConnection): Promise<void> {
+    await this.sendQueued(connection);
+    if (this.failure) throw this.failure;
+  }
+
+  /**
+   * Sends every chunk as it is collected, the last one flagged as such (an empty one if the last bytes
+   * went out before the hook ended), then returns the state's size; throws what the hook threw.
+   * Without the hook's bytes (no hook, or an empty state) nothing is sent: the state is empty.
+   */
   async sendTo(connection: FramedConnection): Promise<number> {
     for (;;) {
-      while (this.chunks.length > 0) {
-        const chunk = this.chunks.shift()!;
-        await connection.send(MessageType.DeviceState, Buffer.from(chunk.buffer, chunk.byteOffset, chunk.byteLength));
-      }
+      await this.sendQueued(connection);
       if (this.failure) throw this.failure;
-      if (this.finished) return this.total;
+      if (this.finished) break;
       await new Promise<void>((resolve) => { this.wake = resolve; });
       this.wake = undefined;
     }
+    if (!this.lastSent && this.sentAny) await this.send(connection, new Uint8Array(0), true);
+    return this.total;
+  }
+
+  private async sendQueued(connection: FramedConnection): Promise<void> {
+    while (this.chunks.length > 0) {
+      const chunk = this.chunks.shift()!;
+      await this.send(connection, chunk, this.finished && !this.failure && this.chunks.length === 0);
+    }
+  }
+
+  private async send(connection: FramedConnection, chunk: Uint8Array, last: boolean): Promise<void> {
+    this.sentAny = true;
+    this.lastSent = last;
+    await connection.send(MessageType.DeviceState, encodeDeviceStateHead(last), Buffer.from(chunk.buffer, chunk.byteOffset, chunk.byteLength));
   }
 
   private add(part: unknown): void {

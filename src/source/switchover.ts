@@ -33,6 +33,8 @@ export class Switchover {
     const finalPages = byStreamPerRegion(await Promise.all(regions.map(({ tracker }) => tracker.scan())), sender.streamCount);
     const collected = performance.now();
     summary.downtime.finalSyncMs = collected - synced;
+    // A state ready before the last pages goes ahead of them: the target loads it while they arrive.
+    await deviceState.sendCollected(connection);
     await sender.sendRound(finalRound, finalPages, { flags: STOP_AND_COPY });
     summary.deviceStateBytes = await deviceState.sendTo(connection);
     summary.deviceStateMs = deviceState.collectedAt - synced;

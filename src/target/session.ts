@@ -12,11 +12,12 @@ import type { TargetRoundEvent, TargetSummary } from '../migration/target.js';
 import type { TargetSettings } from '../migration/target-options.js';
 import type { RoundFlusher } from './round-flusher.js';
 import type { RegionImages } from './region-images.js';
+import { HookRunner } from '../migration/hook-runner.js';
 import { ExtraStreamReader, StreamReceiver, type RoundEnd, type StreamRegion } from '../migration/stream-receiver.js';
 import { FramedConnection, PEER_REASON_GRACE_MS, READ_AHEAD_BYTES } from '../transport/framed-connection.js';
 import {
   HELD_PAGES_PER_FRAME, MAX_DEVICE_STATE_BYTES, MAX_PAYLOAD_BYTES, MAX_VERSION, MessageType, SESSION_KEY_BYTES, SUPPORTED_FEATURES, TARGET_ZEROED,
-  encodeHeld, encodeRoundAck, encodeWelcome, parseFinal, type Hello,
+  encodeHeld, encodeRoundAck, encodeWelcome, parseDeviceState, parseFinal, type Hello,
 } from '../wire/messages.js';
 import { STRIPE_PAGES } from '../wire/streams.js';
 import { JoinRegistry } from './join-registry.js';
@@ -41,8 +42,29 @@ export class TargetSession {
   readonly summary: TargetSummary;
   /** The DEVICE_STATE frames received, in order: the device state is all of them. */
   private readonly deviceStateChunks: Buffer[] = [];
+  private deviceStateComplete = false;
+  private deviceStateLoading: Promise<PagewireError | undefined> | undefined;
   /** How long checking FINAL's digest took. */
   verifyMicros = 0;
+
+  /**
+   * The deviceStateReceived hook, run once the whole device state is in: as soon as its last chunk
+   * arrives (often before the last pages), else at FINAL. Settles with its failure, if any.
+   */
+  deviceStateLoaded(): Promise<PagewireError | undefined> {
+    if (!this.deviceStateComplete) this.completeDeviceState();
+    return this.deviceStateLoading!;
+  }
+
+  private completeDeviceState(): void {
+    this.deviceStateComplete = true;
+    const { deviceStateReceived } = this.settings.hooks;
+    const state = this.deviceState;
+    this.deviceStateLoading = deviceStateReceived
+      ? new HookRunner(this.settings.hookTimeoutMs, this.settings.signal).run('deviceStateReceived', (signal) => deviceStateReceived(state, signal))
+        .then(() => undefined, (error: PagewireError) => error)
+      : Promise.resolve(undefined);
+  }
 
   /** The device state the source sent (empty without DEVICE_STATE). */
   get deviceState(): Buffer {
@@ -216,23 +238,28 @@ export class TargetSession {
     // A resume HELLO may retire this connection set only before its stop-and-copy round.
     this.host.enter({
       kind: 'receiving', session: this.resumableSession(), interrupt: this.interrupt,
-      resumable: () => resumeWindowMs > 0 && this.control === control && !this.inFinalRound(),
+      // Device state comes only once the source has paused: past that, nothing resumes.
+      resumable: () => resumeWindowMs > 0 && this.control === control && !this.inFinalRound() && this.deviceStateChunks.length === 0,
     });
     let last: RoundEnd | undefined;
     for (;;) {
       const frame = await connection.receive(timeoutMs);
       if (frame.type === MessageType.DeviceState) {
         if (control.inProgress) throw new ProtocolError('DEVICE_STATE inside a round');
-        // Chunks of one state, in order (the frame's payload is copied: its buffer is the reader's).
-        if (summary.deviceStateBytes + frame.payload.length > MAX_DEVICE_STATE_BYTES) {
+        const chunk = parseDeviceState(frame.payload);
+        if (this.deviceStateComplete) throw new ProtocolError('DEVICE_STATE after the device state\'s last chunk');
+        // Chunks of one state, in order (copied: the frame's buffer is the reader's).
+        if (summary.deviceStateBytes + chunk.bytes.length > MAX_DEVICE_STATE_BYTES) {
           throw new ProtocolError(`device state larger than ${MAX_DEVICE_STATE_BYTES} bytes`);
         }
-        this.deviceStateChunks.push(Buffer.from(frame.payload));
-        summary.deviceStateBytes += frame.payload.length;
+        this.deviceStateChunks.push(Buffer.from(chunk.bytes));
+        summary.deviceStateBytes += chunk.bytes.length;
+        if (chunk.last) this.completeDeviceState();
         continue;
       }
       if (frame.type === MessageType.Final) {
         if (control.inProgress || !last?.final) throw new ProtocolError('FINAL before a complete stop-and-copy round');
+        if (this.deviceStateChunks.length > 0 && !this.deviceStateComplete) throw new ProtocolError('FINAL before the device state\'s last chunk');
         const final = parseFinal(frame.payload);
         if (final.round !== last.round) throw new ProtocolError(`FINAL names round ${final.round}, last round was ${last.round}`);
         const verifyStarted = performance.now();

@@ -36,11 +36,14 @@ export class Switchover {
     // A round that could not be made durable fails the migration before READY, not after GO.
     flusher.check();
     this.host.doneAccepting();
-    const { prepare } = this.settings.hooks;
-    if (prepare) {
+    const { prepare, deviceStateReceived } = this.settings.hooks;
+    if (prepare || deviceStateReceived) {
       const prepareStarted = performance.now();
+      // Often loaded already, beside the last pages; a failure to load fails the migration here, before READY.
+      const loadFailure = await session.deviceStateLoaded();
+      if (loadFailure) throw loadFailure;
       const handover = { images: images.handover(), deviceState: session.deviceState };
-      await new HookRunner(this.settings.hookTimeoutMs, this.settings.signal).run('prepare', (signal) => prepare(handover, signal));
+      if (prepare) await new HookRunner(this.settings.hookTimeoutMs, this.settings.signal).run('prepare', (signal) => prepare(handover, signal));
       summary.prepareMs = performance.now() - prepareStarted;
     }
     // READY as soon as the image is verified: the source holds the state at the pause point until DONE,

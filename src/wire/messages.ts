@@ -351,6 +351,26 @@ export function parsePages(payload: Buffer): PagesBatch {
 
 // ---- switch-over ---------------------------------------------------------------------------------
 
+/** DEVICE_STATE's flag: this chunk ends the device state, which the target may then use at once. */
+export const DEVICE_STATE_LAST = 1;
+
+export interface DeviceStateChunk {
+  last: boolean;
+  bytes: Buffer;
+}
+
+export function encodeDeviceStateHead(last: boolean): Buffer {
+  return Buffer.from([last ? DEVICE_STATE_LAST : 0]);
+}
+
+/** A DEVICE_STATE payload: u8 flags, then the chunk's bytes (a view into the payload). */
+export function parseDeviceState(payload: Buffer): DeviceStateChunk {
+  if (payload.length < 1) throw new ProtocolError('DEVICE_STATE has no flags byte');
+  const flags = payload[0]!;
+  if ((flags & ~DEVICE_STATE_LAST) !== 0) throw new ProtocolError(`DEVICE_STATE has unknown flags ${flags}`);
+  return { last: flags === DEVICE_STATE_LAST, bytes: payload.subarray(1) };
+}
+
 export interface Final {
   round: number;
   /** XXH64 over the per-page hashes of the whole region as the source sent it. */

@@ -67,7 +67,7 @@ async function validMigration(): Promise<ValidMigration> {
   image.copy(image, 302 * PAGE, 300 * PAGE, 301 * PAGE); // DUP of page 300, on stream 1
   image.fill(0, 601 * PAGE, 602 * PAGE); // ZERO, on stream 2
   await round(2, Uint32Array.from([...changed, 302, 601].sort((a, b) => a - b)), STOP_AND_COPY, false);
-  parts[0]!.push(frame(MessageType.DeviceState, Buffer.from('device state')));
+  parts[0]!.push(frame(MessageType.DeviceState, Buffer.concat([Buffer.from([1]), Buffer.from('device state')])));
   parts[0]!.push(frame(MessageType.Final, encodeFinal({ round: 2, regionDigest: regionDigest(sentHashes) })));
   parts[0]!.push(frame(MessageType.Go));
   const helloPayload = encodeHello({

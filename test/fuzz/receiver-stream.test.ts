@@ -40,7 +40,7 @@ async function validStream(): Promise<{ hello: Buffer; rest: Buffer; image: Buff
   image.fill(0, 9 * PAGE, 10 * PAGE); // ZERO
   const second = await round(2, Uint32Array.of(1, 2, 5, 7, 9), STOP_AND_COPY, false);
   expect(second.deltaRecords + second.dupRecords + second.zeroRecords).toBeGreaterThan(2);
-  parts.push(frame(MessageType.DeviceState, Buffer.from('device state')));
+  parts.push(frame(MessageType.DeviceState, Buffer.concat([Buffer.from([1]), Buffer.from('device state')])));
   parts.push(frame(MessageType.Final, encodeFinal({ round: 2, regionDigest: regionDigest(encoder.sentHashes) })));
   parts.push(frame(MessageType.Go));
   const hello = frame(MessageType.Hello, encodeHello({
