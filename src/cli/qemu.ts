@@ -16,10 +16,11 @@ import { fileSha256 } from './file-sha256.js';
 import { ProgressLine, printJson } from './output.js';
 import { receiveFailureJson, receiveJson } from './receive.js';
 import { sourceJson } from './run-source.js';
-import { SECURITY_FLAGS, readSecurityFlags } from './security-flags.js';
+import { SECURITY_FLAGS, oneOf, readSecurityFlags } from './security-flags.js';
+import { LZ4_MODES } from '../codec/lz4-policy.js';
 import { abortOnSignals } from './signals.js';
 
-export const QEMU_USAGE = 'pagewire qemu send --qmp SOCKET --ram FILE --connect HOST:PORT|unix:PATH [--max-downtime MS] [--streams N] ' +
+export const QEMU_USAGE = 'pagewire qemu send --qmp SOCKET --ram FILE --connect HOST:PORT|unix:PATH [--max-downtime MS] [--streams N] [--lz4 adaptive|always|off] ' +
   '[--psk-file F [--tls]] [--json [--sha256]]\n' +
   '  pagewire qemu receive --listen HOST:PORT|unix:PATH --out FILE [--qmp SOCKET] [--qemu-log FILE] [--timeout MS] [--psk-file F [--tls] | --insecure] ' +
   '[--json [--sha256]] -- QEMU-COMMAND... (with mem-path=@RAM@)';
@@ -33,7 +34,7 @@ export async function qemuCommand(argv: string[]): Promise<number> {
 
 async function qemuSend(argv: string[]): Promise<number> {
   const flags = parseFlags(argv, {
-    qmp: 'string', ram: 'string', connect: 'string', 'max-downtime': 'string', streams: 'string', json: 'boolean', sha256: 'boolean',
+    qmp: 'string', ram: 'string', connect: 'string', 'max-downtime': 'string', streams: 'string', lz4: 'string', json: 'boolean', sha256: 'boolean',
     ...SECURITY_FLAGS,
   });
   const endpoint = parseEndpoint(requireString(flags, 'connect'), 'connect');
@@ -41,6 +42,7 @@ async function qemuSend(argv: string[]): Promise<number> {
   const qmpPath = requireString(flags, 'qmp');
   const downtime = optionalString(flags, 'max-downtime');
   const streams = optionalString(flags, 'streams');
+  const lz4 = oneOf(flags, 'lz4', LZ4_MODES);
   const security = readSecurityFlags(flags);
   const json = flags.has('json');
   const region = MemoryRegion.mapFile(ramPath);
@@ -53,6 +55,7 @@ async function qemuSend(argv: string[]): Promise<number> {
       region, dirtyTracker: QemuSource.tracker(ramPath, region), ...endpoint, signal: signals.signal, hooks: qemu.hooks, ...security,
       ...(downtime ? { maxDowntimeMs: parsePositiveNumber(downtime, 'max-downtime') } : {}),
       ...(streams ? { streams: parsePositiveNumber(streams, 'streams', true) } : {}),
+      ...(lz4 ? { lz4 } : {}),
     });
     source.on('progress', (p) => progress.progress(p, 0));
     source.on('round', (r) => progress.round(r));
