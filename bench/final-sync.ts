@@ -1,8 +1,8 @@
 // The final sync of each dirty tracker, the part of the downtime that finds what changed since the last
 // round, at several region sizes: a RAM file in /dev/shm (as QEMU's memory-backend-file) with random
 // contents, 64 pages written since the last round. Hashing (HashTracker: every page's xxHash64 against the
-// one sent, on the addon's pool threads), a dirty bitmap (BitmapTracker), and the kernel's soft-dirty log
-// (SoftDirtyTracker, of a process writing the file) where the kernel keeps one. Medians of --runs scans.
+// one sent, on the addon's pool threads) and a dirty bitmap (BitmapTracker); the kernel's soft-dirty log is
+// only reported as available or not (its migration is test/soft-dirty.test.ts). Medians of --runs scans.
 //   node dist/bench/final-sync.js [--sizes 256MiB,1GiB,4GiB] [--runs 9]
 import { randomFillSync } from 'node:crypto';
 import { closeSync, openSync, rmSync, writeSync } from 'node:fs';

@@ -2,7 +2,7 @@
 export * from './errors.js';
 export { MemoryRegion, DEFAULT_PAGE_SIZE, type RegionBacking, type WasmMemory } from './memory/region.js';
 export { DirtyBitmap, DirtyPages } from './memory/dirty-bitmap.js';
-export { BitmapTracker, HashTracker, pageListOf, type DirtyScan, type DirtyTracker, type PageList } from './memory/dirty-tracker.js';
+export { BitmapTracker, HashTracker, pageListOf, type DirtyScan, type DirtyTracker, type PageList, type ScanContext } from './memory/dirty-tracker.js';
 export { SoftDirtyTracker, mappingAddress, softDirtyAvailable } from './memory/soft-dirty-tracker.js';
 export {
   decideNextRound, expectedDowntimeMs, nextThrottlePercent, stalledRounds, STALL_POLICIES, type ConvergenceDecision,

@@ -9,6 +9,7 @@ import {
   DirtyBitmap, FileTargetImage, MemoryRegion, MemoryTargetImage, MigrationSource, MigrationTarget, PeerError,
   type PreparedHandover,
 } from '../dist/src/index.js';
+import { FaultProxy } from './fault-proxy.js';
 import { tempDir } from './helpers.js';
 
 const tmp = tempDir();
@@ -70,6 +71,39 @@ describe('device state and the hand-over hooks', () => {
     expect(events.indexOf('deviceState')).toBeGreaterThan(events.indexOf('pause'));
     expect(events.indexOf('deviceState')).toBeLessThan(finalRound);
     expect(events).not.toContain('resume');
+  });
+
+  it('a failure in the final round stops a deviceState still streaming, and resumes the workload only once it has stopped', async () => {
+    const { region, bitmap } = writtenRegion(2 ** 20);
+    // The source does not resume a migration past its pause: the target need not wait for it.
+    const target = await MigrationTarget.listen({
+      image: new MemoryTargetImage(MemoryRegion.fromMemory(Buffer.alloc(2 ** 20)), { zeroed: true }), resumeWindowMs: 0,
+    });
+    const targetResult = target.result.catch((e: unknown) => e);
+    // The second ROUND_BEGIN (type 4) is the stop-and-copy round's: the connection is cut there.
+    let roundBegins = 0;
+    const proxy = await FaultProxy.start(target.address.port, {
+      fault: (f) => (f.direction === 'to-target' && f.type === 4 && ++roundBegins === 2 ? 'cut' : undefined),
+    });
+    const calls: string[] = [];
+    const source = new MigrationSource({
+      region, dirtyBitmap: bitmap, host: '127.0.0.1', port: proxy.port, streams: 1, maxResumeAttempts: 0,
+      hooks: {
+        pause: () => { calls.push('pause'); },
+        resume: () => { calls.push('resume'); },
+        // Streams one part, then runs until told to stop, as QEMU's migrate would until cancelled.
+        deviceState: async function* (signal: AbortSignal) {
+          yield Buffer.from('first part');
+          await new Promise((resolve) => signal.addEventListener('abort', resolve, { once: true }));
+          calls.push('deviceState stopped');
+        },
+      },
+    });
+    const error = await source.run().catch((e: unknown) => e);
+    proxy.close();
+    expect(error).toMatchObject({ code: 'PW_ERR_CONNECTION' });
+    expect(calls).toEqual(['pause', 'deviceState stopped', 'resume']);
+    expect(await targetResult).toBeInstanceOf(Error);
   });
 
   it('a deviceState stream that fails part-way fails the migration before READY: the source resumes, the target discards', async () => {

@@ -45,6 +45,16 @@ function writerProcess(path: string): { child: ChildProcess; write(pages: number
   };
 }
 
+/** Stops pid with SIGSTOP and resolves once it has stopped: a pause hook resolves when nothing writes any more. */
+async function stopped(pid: number): Promise<void> {
+  process.kill(pid, 'SIGSTOP');
+  for (;;) {
+    const stat = readFileSync(`/proc/${pid}/stat`, 'latin1');
+    if (stat.slice(stat.lastIndexOf(')') + 2, stat.lastIndexOf(')') + 3) === 'T') return;
+    await new Promise((resolve) => setImmediate(resolve));
+  }
+}
+
 function sharedFile(name: string, bytes: number): string {
   const path = join('/dev/shm', `pagewire-test-${process.pid}-${name}`);
   const content = Buffer.alloc(bytes);
@@ -109,16 +119,15 @@ describe('soft-dirty tracking', () => {
       const source = new MigrationSource({
         region, dirtyTracker: tracker, host: '127.0.0.1', port: target.address.port, maxDowntimeMs: 0, maxRounds: 3,
         // The writer is stopped by a real signal, as a pause hook of an uncooperative process would.
-        hooks: { pause: () => { writer.child.kill('SIGSTOP'); }, resume: () => { writer.child.kill('SIGCONT'); } },
+        hooks: { pause: () => stopped(writer.child.pid!), resume: () => { writer.child.kill('SIGCONT'); } },
       });
-      let rounds = 0;
-      const written: Promise<void>[] = [];
-      source.on('round', () => { rounds++; written.push(writer.write(64)); });
+      // Writes after each pre-copy round, so every round and the final one have pages to find.
+      source.on('round', () => { void writer.write(64); });
       await writer.write(64);
       const summary = await source.run();
       await target.result;
       expect(summary.status).toBe('completed');
-      expect(rounds).toBeGreaterThan(0);
+      expect(summary.rounds).toBeGreaterThan(1);
       expect(targetBytes.equals(readFileSync(path))).toBe(true);
     } finally {
       writer.stop();

@@ -79,7 +79,7 @@ async function qemuSend(argv: string[]): Promise<number> {
     }
     return error ? 1 : 0;
   } finally {
-    qemu?.close();
+    await qemu?.close();
     region.close();
     signals.dispose();
   }
@@ -103,6 +103,7 @@ async function qemuReceive(argv: string[]): Promise<number> {
   // Started once the image's file exists, long before the pause; loaded and resumed by the hooks.
   let qemu: Promise<QemuTarget> | undefined;
   let sha256: string | undefined;
+  const starting = new AbortController();
   const signals = abortOnSignals();
   const target = await MigrationTarget.listen({
     image, ...endpoint, signal: signals.signal, ...readSecurityFlags(flags), insecure: flags.has('insecure'),
@@ -116,6 +117,7 @@ async function qemuReceive(argv: string[]): Promise<number> {
         await (await qemu!).resume();
       },
       discard: async () => {
+        starting.abort();
         const started = await qemu?.catch(() => undefined);
         await started?.discard();
       },
@@ -126,14 +128,13 @@ async function qemuReceive(argv: string[]): Promise<number> {
   target.on('refused', (error, remote) => process.stderr.write(`refused ${remote}: ${error.message} (${error.code})\n`));
   target.on('accepted', (hello, remote) => {
     process.stderr.write(`migration ${hello.migrationId.toString('hex')} from ${remote}: starting QEMU on ${image.workingPath}\n`);
-    qemu = QemuTarget.start(command, image.workingPath!, logPath, ...(qmpPath ? [resolve(qmpPath)] : []));
+    qemu = QemuTarget.start(command, image.workingPath!, logPath, qmpPath ? resolve(qmpPath) : undefined, starting.signal);
     // A QEMU that fails to start fails prepare(), before READY.
     qemu.catch(() => {});
   });
   try {
     const summary = await target.result;
     const started = await qemu!;
-    started.release();
     if (json) printJson({ ...receiveJson(summary, sha256), qemuPid: started.pid, qmp: started.qmpPath, resumedAt: started.resumedAt });
     else process.stdout.write(`migration ${summary.migrationId} committed to ${out}; QEMU ${started.pid} runs the guest\n`);
     return 0;
@@ -143,6 +144,8 @@ async function qemuReceive(argv: string[]): Promise<number> {
     if (json) printJson(receiveFailureJson(failure, target.metrics, flags.has('sha256')));
     return 1;
   } finally {
+    // A QEMU left running (completed, or committed with a failed `cont`) is the operator's: its monitor is free.
+    (await qemu?.catch(() => undefined))?.release();
     signals.dispose();
   }
 }

@@ -34,10 +34,16 @@ export interface DirtyScan {
   take(): PageList;
 }
 
+/** What the source tells a scan. */
+export interface ScanContext {
+  /** The workload is paused (the final scan, after pause() resolved): it writes nothing during this scan. */
+  paused: boolean;
+}
+
 export interface DirtyTracker {
   /** Forgets what was recorded so far: called right before round 1 reads every page. */
   start(): void;
-  scan(): Promise<DirtyScan>;
+  scan(context?: ScanContext): Promise<DirtyScan>;
 }
 
 export class BitmapTracker implements DirtyTracker {

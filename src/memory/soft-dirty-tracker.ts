@@ -3,14 +3,14 @@
 // bit 55 of each 8-byte /proc/PID/pagemap entry reads it. Kernels without CONFIG_MEM_SOFT_DIRTY accept
 // the clear but never set the bit, so `softDirtyAvailable()` finds out before a tracker trusts it.
 //
-// Reading the bits and clearing them are two steps: a write between them would be lost. So each scan
-// stops the process (SIGSTOP, and waits until every thread has stopped), reads, clears, and continues it
-// (SIGCONT), unless the process was stopped already (a pause hook that stops it), which it leaves so.
+// Reading the bits and clearing them are two steps: a write between them would be lost. So each scan of
+// the pre-copy stops the process (SIGSTOP, and waits until every thread has stopped), reads, clears, and
+// continues it (SIGCONT); the final scan, after the source's pause hook, sends no signal at all.
 // The kernel keeps the bit in the page table entry: a page whose entry it drops (reclaim to swap, page
 // migration) may lose its bit, so the mapping should be locked in memory (QEMU: -overcommit mem-lock=on).
-import { closeSync, openSync, readFileSync, readSync, readdirSync, writeFileSync } from 'node:fs';
+import { closeSync, openSync, readFileSync, readSync, readdirSync, statfsSync, writeFileSync } from 'node:fs';
 import { InvalidArgumentError, StorageError } from '../errors.js';
-import { pageListOf, type DirtyScan, type DirtyTracker } from './dirty-tracker.js';
+import { pageListOf, type DirtyScan, type DirtyTracker, type ScanContext } from './dirty-tracker.js';
 import type { MemoryRegion } from './region.js';
 
 /** The kernel's page: pagemap has one entry per 4 KiB page. */
@@ -20,6 +20,7 @@ const ENTRY_BYTES = 8;
 const ENTRIES_PER_READ = 65_536;
 /** Bit 55 of an entry, as a bit of its high 32-bit half. */
 const SOFT_DIRTY_HIGH_BIT = 1 << (55 - 32);
+const HUGETLBFS_MAGIC = 0x958458f6;
 /** How long a process may take to stop all its threads before a scan gives up. */
 const STOP_WAIT_MS = 2000;
 
@@ -104,6 +105,10 @@ export class SoftDirtyTracker implements DirtyTracker {
       }
       return undefined;
     }
+    // Huge pages carry no soft-dirty bit per 4 KiB page: such a tracker would find nothing.
+    if (statfsSync(path).type === HUGETLBFS_MAGIC) {
+      throw new InvalidArgumentError(`${path} is on hugetlbfs, whose pages keep no soft-dirty bits: track it by hashing`);
+    }
     return new SoftDirtyTracker(pid, mappingAddress(pid, path), region);
   }
 
@@ -113,14 +118,15 @@ export class SoftDirtyTracker implements DirtyTracker {
     writeFileSync(`/proc/${this.pid}/clear_refs`, '4');
   }
 
-  async scan(): Promise<DirtyScan> {
+  async scan(context?: ScanContext): Promise<DirtyScan> {
     const began = performance.now();
-    const wasStopped = this.stopped();
-    if (!wasStopped) {
-      process.kill(this.pid, 'SIGSTOP');
-      await this.untilStopped();
-    }
+    // Paused by the source's pause hook, the process writes nothing: no signal, so none can undo that pause.
+    const freeze = context?.paused !== true;
     try {
+      if (freeze) {
+        process.kill(this.pid, 'SIGSTOP');
+        await this.untilStopped();
+      }
       for (const page of softDirtyPages(this.pid, this.address, this.region.pageCount * this.pagesPerRegionPage)) {
         const regionPage = Math.floor(page / this.pagesPerRegionPage);
         if (this.pending[regionPage] === 0) {
@@ -132,7 +138,7 @@ export class SoftDirtyTracker implements DirtyTracker {
     } catch (cause) {
       throw new StorageError(`cannot read the soft-dirty log of process ${this.pid}: ${(cause as Error).message}`, { cause });
     } finally {
-      if (!wasStopped) process.kill(this.pid, 'SIGCONT');
+      if (freeze) process.kill(this.pid, 'SIGCONT');
     }
     return { count: this.pendingCount, durationMs: performance.now() - began, take: () => this.take() };
   }
@@ -146,10 +152,15 @@ export class SoftDirtyTracker implements DirtyTracker {
     return pageListOf(pages);
   }
 
-  /** Whether every thread of the process is stopped (state T, or t under a tracer). */
+  /** Whether every thread of the process is stopped (state T, or t under a tracer); a thread gone meanwhile counts as stopped. */
   private stopped(): boolean {
     return readdirSync(`/proc/${this.pid}/task`).every((task) => {
-      const stat = readFileSync(`/proc/${this.pid}/task/${task}/stat`, 'latin1');
+      let stat: string;
+      try {
+        stat = readFileSync(`/proc/${this.pid}/task/${task}/stat`, 'latin1');
+      } catch {
+        return true;
+      }
       const state = stat.slice(stat.lastIndexOf(')') + 2, stat.lastIndexOf(')') + 3);
       return state === 'T' || state === 't';
     });
@@ -158,10 +169,7 @@ export class SoftDirtyTracker implements DirtyTracker {
   private async untilStopped(): Promise<void> {
     const deadline = performance.now() + STOP_WAIT_MS;
     while (!this.stopped()) {
-      if (performance.now() > deadline) {
-        process.kill(this.pid, 'SIGCONT');
-        throw new StorageError(`process ${this.pid} did not stop within ${STOP_WAIT_MS} ms for a soft-dirty scan`);
-      }
+      if (performance.now() > deadline) throw new StorageError(`process ${this.pid} did not stop within ${STOP_WAIT_MS} ms for a soft-dirty scan`);
       await new Promise((resolve) => setImmediate(resolve));
     }
   }

@@ -39,12 +39,15 @@ export class HookRunner {
     } finally {
       clearTimeout(timer);
       if (onAbort) signal?.removeEventListener('abort', onAbort);
-      if (givenUp.signal.aborted) {
-        const settled = running.then(() => undefined, () => undefined);
-        this.straggling.add(settled);
-        void settled.then(() => this.straggling.delete(settled));
-      }
+      if (givenUp.signal.aborted) this.awaitBeforeOpposite(running);
     }
+  }
+
+  /** A hook told to stop (not by this runner) that settled() must also wait for. */
+  awaitBeforeOpposite(running: Promise<unknown>): void {
+    const settled = running.then(() => undefined, () => undefined);
+    this.straggling.add(settled);
+    void settled.then(() => this.straggling.delete(settled));
   }
 
   /** Waits for the hooks given up on to settle, at most timeoutMs; false if one is still running. */

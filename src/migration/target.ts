@@ -402,6 +402,8 @@ export class MigrationTarget extends EventEmitter<TargetEvents> {
       const failure = await switchover.failure(await session.failure(error));
       if (failure instanceof SwitchoverError && failure.inDoubtImage) summary.inDoubtImage = failure.inDoubtImage;
       await session.connection.sendErrorAndClose(failure);
+      // Told after the source, which may be paused waiting for the reason.
+      await switchover.discardWorkload(session, failure);
       session.refresh();
       summary.error = failure.message;
       summary.errorCode = failure.code;

@@ -34,10 +34,11 @@ export class QemuTarget {
   /**
    * Starts `command` (QEMU and its arguments, `@RAM@` where the RAM file goes) on `ramPath`, paused and
    * waiting for its device state, detached so it outlives this process; its output goes to `logPath`,
-   * its monitor listens at `qmpPath` (for the operator, once this side has released it).
+   * its monitor listens at `qmpPath` (for the operator, once this side has released it). `signal` kills
+   * it while it starts.
    */
   static async start(command: string[], ramPath: string, logPath: string,
-    qmpPath = join(tmpdir(), `pagewire-qemu-target-${process.pid}-${Date.now()}.qmp`)): Promise<QemuTarget> {
+    qmpPath = join(tmpdir(), `pagewire-qemu-target-${process.pid}-${Date.now()}.qmp`), signal?: AbortSignal): Promise<QemuTarget> {
     if (command.length === 0) throw new InvalidArgumentError('give the QEMU command line after --');
     if (!command.some((arg) => arg.includes(RAM_PLACEHOLDER))) {
       throw new InvalidArgumentError(`the QEMU command line must name its RAM file as ${RAM_PLACEHOLDER} (mem-path=${RAM_PLACEHOLDER})`);
@@ -56,6 +57,9 @@ export class QemuTarget {
       child.once('exit', (code, signal) => reject(new QmpError(`${command[0]} exited (${signal ?? code}) as it started; see ${logPath}`)));
     });
     failedToStart.catch(() => {});
+    // A migration that fails while QEMU starts kills it there and then.
+    const kill = () => child.kill('SIGKILL');
+    signal?.addEventListener('abort', kill, { once: true });
     try {
       const qmp = await Promise.race([monitor(qmpPath), failedToStart]);
       await qmp.execute('migrate-set-capabilities', {
@@ -67,6 +71,8 @@ export class QemuTarget {
       child.kill('SIGKILL');
       rmSync(qmpPath, { force: true });
       throw error;
+    } finally {
+      signal?.removeEventListener('abort', kill);
     }
   }
 
@@ -82,6 +88,8 @@ export class QemuTarget {
       });
       const status = await ended;
       if (status !== 'completed') throw new QmpError(`QEMU's incoming migration of the device state ended ${status}`);
+      // This QEMU may be migrated later by QEMU itself: it must not skip its RAM then.
+      await this.qmp.execute('migrate-set-capabilities', { capabilities: [{ capability: 'x-ignore-shared', state: false }] });
     } finally {
       rmSync(path, { force: true });
     }

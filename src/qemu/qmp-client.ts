@@ -4,6 +4,9 @@
 import { connect, type Socket } from 'node:net';
 import { PagewireError } from '../errors.js';
 
+/** How long QEMU's monitor may take to greet or to answer a command. */
+const MONITOR_TIMEOUT_MS = 30_000;
+
 /** QEMU refused a command, or its monitor went away. */
 export class QmpError extends PagewireError {
   override readonly code = 'PW_ERR_QMP';
@@ -33,24 +36,36 @@ export class QmpClient {
     socket.on('close', () => this.close(new QmpError(`QMP ${path}: QEMU closed its monitor`)));
   }
 
-  /** Connects, reads the greeting and leaves capabilities negotiation done: ready for commands. */
-  static async connect(path: string): Promise<QmpClient> {
+  /**
+   * Connects, reads the greeting and leaves capabilities negotiation done: ready for commands. A monitor
+   * that does not greet within `timeoutMs` (QEMU greets one client at a time: another may hold it) fails.
+   */
+  static async connect(path: string, timeoutMs = MONITOR_TIMEOUT_MS): Promise<QmpClient> {
     const socket = await new Promise<Socket>((resolve, reject) => {
       const s = connect(path, () => { s.off('error', reject); resolve(s); });
       s.once('error', (error) => reject(new QmpError(`cannot reach QEMU's monitor at ${path}: ${error.message}`, { cause: error })));
     });
     const client = new QmpClient(socket, path);
-    // The greeting comes first and unasked: it takes the first place in the reply queue.
-    await new Promise((resolve, reject) => client.pending.push({ command: 'greeting', resolve, reject }));
-    await client.execute('qmp_capabilities');
+    const timer = setTimeout(() => client.close(new QmpError(`QEMU's monitor at ${path} did not greet within ${timeoutMs} ms: ` +
+      'is another client connected to it?')), timeoutMs);
+    try {
+      // The greeting comes first and unasked: it takes the first place in the reply queue.
+      await new Promise((resolve, reject) => client.pending.push({ command: 'greeting', resolve, reject }));
+      await client.execute('qmp_capabilities');
+    } finally {
+      clearTimeout(timer);
+    }
     return client;
   }
 
-  /** Runs a command; resolves with its "return", rejects with QEMU's error. */
-  execute(command: string, args?: Record<string, unknown>): Promise<unknown> {
+  /** Runs a command; resolves with its "return", rejects with QEMU's error, or when QEMU does not answer within timeoutMs. */
+  execute(command: string, args?: Record<string, unknown>, timeoutMs = MONITOR_TIMEOUT_MS): Promise<unknown> {
     if (this.closedBy) return Promise.reject(this.closedBy);
     return new Promise<unknown>((resolve, reject) => {
-      this.pending.push({ command, resolve, reject });
+      // QEMU answers in order: a command it never answers leaves the monitor unusable, so it is closed.
+      const timer = setTimeout(() => this.close(new QmpError(`QEMU did not answer ${command} within ${timeoutMs} ms`)), timeoutMs);
+      const settle = <T>(then: (value: T) => void) => (value: T) => { clearTimeout(timer); then(value); };
+      this.pending.push({ command, resolve: settle(resolve), reject: settle(reject) });
       this.socket.write(`${JSON.stringify(args ? { execute: command, arguments: args } : { execute: command })}\n`);
     });
   }

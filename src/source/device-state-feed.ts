@@ -1,8 +1,8 @@
 // The device state, collected from the pause on, beside the final sync and the last pages rather than
 // after them, and sent as DEVICE_STATE chunks: what is ready before the last pages go, the rest after
-// them, the last chunk flagged, so the target can load it while the pages still arrive (docs/PROTOCOL.md). A hook may
-// return the bytes at once or stream them (an AsyncIterable, such as a socket QEMU migrates into), so a
-// large state is never held as one buffer nor capped by a frame's size.
+// them, the last chunk flagged, so the target can load it while the pages still arrive (docs/PROTOCOL.md).
+// A hook may return the bytes at once or stream them (an AsyncIterable, such as a socket QEMU migrates
+// into), so a large state is never held as one buffer nor capped by a frame's size.
 import { InvalidArgumentError, type PagewireError } from '../errors.js';
 import { shown } from '../option-checks.js';
 import { MAX_DEVICE_STATE_BYTES } from '../wire/messages.js';
@@ -24,10 +24,16 @@ export class DeviceStateFeed {
   private wake: (() => void) | undefined;
   /** When the last byte came (performance.now()), for the summary. */
   collectedAt = 0;
+  /** Resolves once the hook has ended, however it ended. */
+  readonly settled: Promise<void>;
+  private readonly stop = new AbortController();
 
-  /** Starts collecting: `collect` runs the hook (bounded by the hook runner) and hands each part to `add`. */
-  constructor(collect: (add: (part: unknown) => void) => Promise<void>) {
-    collect((part) => this.add(part)).then(() => {
+  /**
+   * Starts collecting: `collect` runs the hook (bounded by the hook runner) with a signal that abort()
+   * fires, and hands each part to `add`.
+   */
+  constructor(collect: (add: (part: unknown) => void, stopped: AbortSignal) => Promise<void>) {
+    this.settled = collect((part) => this.add(part), this.stop.signal).then(() => {
       this.finished = true;
     }, (error: PagewireError) => {
       // A part refused by add() is the embedder's bad argument, not a failure of the hook itself.
@@ -36,6 +42,12 @@ export class DeviceStateFeed {
       this.collectedAt = performance.now();
       this.wake?.();
     });
+  }
+
+  /** The migration failed: tells the hook to stop (its signal aborts) and drops what it collected. */
+  abort(reason: PagewireError): void {
+    this.stop.abort(reason);
+    this.chunks.length = 0;
   }
 
   /** What a deviceState hook returned, as parts for `add`: the bytes themselves, or each part streamed. */
@@ -66,7 +78,8 @@ export class DeviceStateFeed {
       await this.sendQueued(connection);
       if (this.failure) throw this.failure;
       if (this.finished) break;
-      await new Promise<void>((resolve) => { this.wake = resolve; });
+      // A connection lost meanwhile ends the wait at once, not when the hook ends.
+      await connection.guard(new Promise<void>((resolve) => { this.wake = resolve; }));
       this.wake = undefined;
     }
     if (!this.lastSent && this.sentAny) await this.send(connection, new Uint8Array(0), true);

@@ -30,7 +30,7 @@ export class Switchover {
     summary.downtime.pauseMs = synced - pausedAt;
     // Collected beside the final sync and the last pages; sent once they are out.
     const deviceState = workload.collectDeviceState();
-    const finalPages = byStreamPerRegion(await Promise.all(regions.map(({ tracker }) => tracker.scan())), sender.streamCount);
+    const finalPages = byStreamPerRegion(await Promise.all(regions.map(({ tracker }) => tracker.scan({ paused: true }))), sender.streamCount);
     const collected = performance.now();
     summary.downtime.finalSyncMs = collected - synced;
     // A state ready before the last pages goes ahead of them: the target loads it while they arrive.

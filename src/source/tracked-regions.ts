@@ -3,7 +3,7 @@
 // its pages as last sent.
 import { InvalidArgumentError } from '../errors.js';
 import { newPageHashes } from '../codec/page-hashes.js';
-import { BitmapTracker, HashTracker, pageListOf, type DirtyScan, type DirtyTracker, type PageList } from '../memory/dirty-tracker.js';
+import { BitmapTracker, HashTracker, pageListOf, type DirtyScan, type ScanContext, type DirtyTracker, type PageList } from '../memory/dirty-tracker.js';
 import type { MemoryRegion } from '../memory/region.js';
 import type { SourceSettings } from '../migration/source-options.js';
 
@@ -38,8 +38,8 @@ class CheckedTracker implements DirtyTracker {
     this.tracker.start();
   }
 
-  async scan(): Promise<DirtyScan> {
-    const scan = await this.tracker.scan();
+  async scan(context?: ScanContext): Promise<DirtyScan> {
+    const scan = await this.tracker.scan(context);
     return { count: scan.count, durationMs: scan.durationMs, take: () => this.checked(scan.take(), scan.count) };
   }
 

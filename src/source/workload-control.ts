@@ -9,6 +9,7 @@ import { DeviceStateFeed } from './device-state-feed.js';
 export class WorkloadControl {
   private readonly hooks: HookRunner;
   private pausedNow = false;
+  private deviceStateFeed: DeviceStateFeed | undefined;
   private throttleNow = 0;
 
   constructor(private readonly settings: SourceSettings) {
@@ -38,10 +39,12 @@ export class WorkloadControl {
    */
   collectDeviceState(): DeviceStateFeed {
     const { deviceState } = this.settings.hooks;
-    return new DeviceStateFeed(async (add) => {
+    this.deviceStateFeed = new DeviceStateFeed(async (add, stopped) => {
       if (!deviceState) return;
-      await this.hooks.run('deviceState', async (hookSignal) => DeviceStateFeed.each(await deviceState(hookSignal), add));
+      await this.hooks.run('deviceState',
+        async (hookSignal) => DeviceStateFeed.each(await deviceState(AbortSignal.any([hookSignal, stopped])), add));
     });
+    return this.deviceStateFeed;
   }
 
   /**
@@ -49,6 +52,11 @@ export class WorkloadControl {
    * error to report, wrapped in a SwitchoverError ('source-paused') when the workload may stay paused.
    */
   async restore(error: PagewireError): Promise<PagewireError> {
+    // A device state still being collected (QEMU's migrate) is told to stop; resume waits until it has.
+    if (this.deviceStateFeed) {
+      this.deviceStateFeed.abort(error);
+      this.hooks.awaitBeforeOpposite(this.deviceStateFeed.settled);
+    }
     if ((this.pausedNow || this.throttleNow > 0) && !await this.hooks.settled()) {
       // A pause (or throttle) hook given up on is still running: resuming now could be undone by it.
       return new SwitchoverError(
@@ -79,3 +87,4 @@ export class WorkloadControl {
     return error;
   }
 }
+

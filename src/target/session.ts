@@ -44,6 +44,8 @@ export class TargetSession {
   private readonly deviceStateChunks: Buffer[] = [];
   private deviceStateComplete = false;
   private deviceStateLoading: Promise<PagewireError | undefined> | undefined;
+  private readonly stopLoading = new AbortController();
+  private loadRunner: HookRunner | undefined;
   /** How long checking FINAL's digest took. */
   verifyMicros = 0;
 
@@ -56,12 +58,22 @@ export class TargetSession {
     return this.deviceStateLoading!;
   }
 
+  /** The migration failed: a deviceStateReceived still running is told to stop, and waited for (within its timeout). */
+  async stopDeviceStateLoad(reason: PagewireError): Promise<void> {
+    this.stopLoading.abort(reason);
+    await this.deviceStateLoading;
+    // The hook given up on may still run: wait for it to settle (at most hookTimeoutMs).
+    await this.loadRunner?.settled();
+  }
+
   private completeDeviceState(): void {
     this.deviceStateComplete = true;
     const { deviceStateReceived } = this.settings.hooks;
     const state = this.deviceState;
+    const signals = [this.stopLoading.signal, ...(this.settings.signal ? [this.settings.signal] : [])];
+    this.loadRunner = new HookRunner(this.settings.hookTimeoutMs, AbortSignal.any(signals));
     this.deviceStateLoading = deviceStateReceived
-      ? new HookRunner(this.settings.hookTimeoutMs, this.settings.signal).run('deviceStateReceived', (signal) => deviceStateReceived(state, signal))
+      ? this.loadRunner.run('deviceStateReceived', (signal) => deviceStateReceived(state, signal))
         .then(() => undefined, (error: PagewireError) => error)
       : Promise.resolve(undefined);
   }
@@ -136,7 +148,9 @@ export class TargetSession {
         if (lost instanceof ConnectionError) lost = await this.controlConnection.peerError(PEER_REASON_GRACE_MS) ?? lost;
         // Only a broken or silent network during the pre-copy is worth waiting out: the source has not
         // paused, and everything applied so far is verified and recorded in each region's heldHashes.
-        if (resumeWindowMs === 0 || this.inFinalRound() || !(lost instanceof ConnectionError || lost instanceof TimeoutError)) throw error;
+        // Device state comes only once the source has paused: past that, nothing resumes either.
+        if (resumeWindowMs === 0 || this.inFinalRound() || this.deviceStateChunks.length > 0 ||
+          !(lost instanceof ConnectionError || lost instanceof TimeoutError)) throw error;
         // The connection set's failure is told in the suspension's outcome, not as the next one's cause.
         this.failedStream = undefined;
         for (const extra of this.extras) {

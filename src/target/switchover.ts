@@ -82,7 +82,14 @@ export class Switchover {
     if (resume) await hookRunner.run('resume', (signal) => resume(signal));
   }
 
-  private async discardWorkload(): Promise<void> {
+  /**
+   * After a failure, once the images are dealt with and the source told: whatever the embedder made on
+   * the images must not run, since only a committed image may. A deviceStateReceived still loading is
+   * stopped first, so discard never overlaps it.
+   */
+  async discardWorkload(session: TargetSession, reason: PagewireError): Promise<void> {
+    if (this.stage === 'committed') return;
+    await session.stopDeviceStateLoad(reason);
     const { discard } = this.settings.hooks;
     if (!discard) return;
     try {
@@ -99,8 +106,6 @@ export class Switchover {
    */
   async failure(cause: PagewireError): Promise<PagewireError> {
     const { stage, images } = this;
-    // Whatever the embedder made on the images must not run: only a committed image may.
-    if (stage !== 'committed') await this.discardWorkload();
     if (stage === 'receiving' || (stage === 'ready-sent' && cause instanceof PeerError)) {
       images.discard();
       return cause;
