@@ -257,10 +257,16 @@ struct ChangedPagesJob {
 };
 
 uint64_t FindChangedPages(const ChangedPagesJob& job) {
+  // Hashed a block at a time (several pages side by side where the CPU allows), then compared.
+  constexpr uint64_t kBlock = 64;
+  uint64_t hashes[kBlock];
   uint64_t n = 0;
-  const uint8_t* page = job.region + job.firstPage * job.pageSize;
-  for (uint64_t i = job.firstPage; i < job.firstPage + job.count; ++i, page += job.pageSize) {
-    if (Xxh64(page, static_cast<size_t>(job.pageSize)) != job.sent[i]) job.out[n++] = static_cast<uint32_t>(i);
+  for (uint64_t at = job.firstPage; at < job.firstPage + job.count; at += kBlock) {
+    const uint64_t pages = std::min(kBlock, job.firstPage + job.count - at);
+    Xxh64Pages(job.region + at * job.pageSize, static_cast<size_t>(job.pageSize), static_cast<size_t>(pages), hashes);
+    for (uint64_t i = 0; i < pages; ++i) {
+      if (hashes[i] != job.sent[at + i]) job.out[n++] = static_cast<uint32_t>(at + i);
+    }
   }
   return n;
 }

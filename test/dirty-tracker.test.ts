@@ -1,6 +1,7 @@
 // Hash tracking: the addon's changedPages and its twin against a reference built from hashPages, the
 // HashTracker's pass split over pool threads, and that pass running as the addon's async work.
 import { createHook } from 'node:async_hooks';
+import { execFileSync } from 'node:child_process';
 import { randomFillSync } from 'node:crypto';
 import { closeSync, ftruncateSync, mkdtempSync, openSync, rmSync, writeSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -51,6 +52,23 @@ describe.each([['addon', addon], ['twin', twin]] as [string, NativeBinding][])('
       const head = await engine.changedPages(bytes, PAGE, 0, cut, sentHashes, out);
       const tail = await engine.changedPages(bytes, PAGE, cut, pageCount - cut, sentHashes, out.subarray(cut));
       expect([...out.subarray(0, head), ...out.subarray(cut, cut + tail)], `split at ${cut}`).toEqual(expected);
+    }
+  });
+
+  it('agrees with hashPages at every page size and page count (pages hashed several at a time where the CPU allows)', async () => {
+    for (const pageSize of [512, 4096, 65536]) {
+      const bytes = randomFillSync(new Uint8Array(pageSize * 19));
+      const sentHashes = new BigUint64Array(19);
+      addon.hashPages(bytes, pageSize, 0, 19, sentHashes, 0);
+      for (let count = 1; count <= 19; count++) {
+        const out = new Uint32Array(count);
+        expect(await engine.changedPages(bytes, pageSize, 0, count, sentHashes, out), `${count} pages of ${pageSize}`).toBe(0);
+        // One byte of the last page changed: only that page.
+        bytes[count * pageSize - 1]! ^= 0x80;
+        expect(await engine.changedPages(bytes, pageSize, 0, count, sentHashes, out)).toBe(1);
+        expect(out[0]).toBe(count - 1);
+        bytes[count * pageSize - 1]! ^= 0x80;
+      }
     }
   });
 
@@ -110,6 +128,29 @@ describe('HashTracker', () => {
       sentHashes[50_000] = sentHashes[100]!;
       const changed = [...(await tracker.scan()).take().batches(1 << 20)].flatMap((b) => [...b]);
       expect(changed).toEqual([7, 50_000]);
+      region.close();
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
+  it('over a file found all data, asks for its holes no more, and still finds a page punched out since', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'pagewire-full-tracker-'));
+    try {
+      const path = join(dir, 'ram.img');
+      const pageCount = 256;
+      const fd = openSync(path, 'wx');
+      writeSync(fd, randomFillSync(Buffer.alloc(pageCount * PAGE)));
+      closeSync(fd);
+      const region = MemoryRegion.mapFile(path);
+      const sentHashes = newPageHashes(pageCount, PAGE);
+      addon.hashPages(region.native, PAGE, 0, pageCount, sentHashes, 0);
+      const tracker = new HashTracker(region, sentHashes);
+      expect((await tracker.scan()).count).toBe(0);
+      // Page 9 becomes a hole: it reads as zeros now, which its hash tells from what was sent.
+      execFileSync('fallocate', ['--punch-hole', '--offset', String(9 * PAGE), '--length', String(PAGE), path]);
+      region.view(200 * PAGE, PAGE)[0]! ^= 1;
+      expect([...(await tracker.scan()).take().batches(1 << 20)].flatMap((b) => [...b])).toEqual([9, 200]);
       region.close();
     } finally {
       rmSync(dir, { recursive: true, force: true });

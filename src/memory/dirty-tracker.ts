@@ -69,6 +69,9 @@ const CALLS_PER_PASS = Math.max(1, Math.min(availableParallelism(), Number(proce
  */
 export class HashTracker implements DirtyTracker {
   /** sentHashes is the encoder's record of what the target holds (PageBatchEncoder.sentHashes). */
+  /** The region's file had no hole at the last scan. */
+  private allData = false;
+
   constructor(private readonly region: MemoryRegion, private readonly sentHashes: BigUint64Array) {}
 
   start(): void {}
@@ -81,19 +84,17 @@ export class HashTracker implements DirtyTracker {
 
   private async changedPages(): Promise<Uint32Array> {
     const { pageCount } = this.region;
-    const data = this.region.dataPages();
+    // A file found all data stays so for hashing's purpose: a page punched out since reads as zeros,
+    // which its hash compares correctly; only a hole can turn into data unseen. So it is not asked again.
+    const data = this.allData ? undefined : this.region.dataPageRanges();
     if (!data) return this.hashedChanges([0], [pageCount]);
+    const { starts, ends } = data;
+    if (starts.length === 1 && starts[0] === 0 && ends[0] === pageCount) {
+      this.allData = true;
+      return this.hashedChanges(starts, ends);
+    }
     // A sparse file: only its data is hashed, so a scan costs what the data does, not the file's size.
     // A hole reads as zeros: a page there changed only if what was sent for it was not a zero page.
-    const starts: number[] = [];
-    const ends: number[] = [];
-    for (const page of data) {
-      if (ends.length > 0 && ends[ends.length - 1] === page) ends[ends.length - 1] = page + 1;
-      else {
-        starts.push(page);
-        ends.push(page + 1);
-      }
-    }
     const hashed = await this.hashedChanges(starts, ends);
     const emptied = this.holesSentNonZero(starts, ends);
     return emptied.length === 0 ? hashed : mergeAscending(hashed, emptied);
