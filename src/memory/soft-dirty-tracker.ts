@@ -6,8 +6,9 @@
 // Reading the bits and clearing them are two steps: a write between them would be lost. So each scan of
 // the pre-copy stops the process (SIGSTOP, and waits until every thread has stopped), reads, clears, and
 // continues it (SIGCONT); the final scan, after the source's pause hook, sends no signal at all.
-// The kernel keeps the bit in the page table entry: a page whose entry it drops (reclaim to swap, page
-// migration) may lose its bit, so the mapping should be locked in memory (QEMU: -overcommit mem-lock=on).
+// The kernel keeps the bit in the page table entry: a page of a file it writes back and reclaims loses
+// its entry, and the bit with it, so the mapping should stay in memory (tmpfs without swap, or locked:
+// QEMU's -overcommit mem-lock=on).
 import { closeSync, openSync, readFileSync, readSync, readdirSync, statfsSync, writeFileSync } from 'node:fs';
 import { InvalidArgumentError, StorageError } from '../errors.js';
 import { pageListOf, type DirtyScan, type DirtyTracker, type ScanContext } from './dirty-tracker.js';
