@@ -28,7 +28,7 @@ export class Switchover {
     await workload.pause();
     const synced = performance.now();
     summary.downtime.pauseMs = synced - pausedAt;
-    // Collected beside the final sync and the last pages; sent once they are out.
+    // Collected beside the final sync and the last pages, and sent as it comes (below).
     const deviceState = workload.collectDeviceState();
     const finalPages = byStreamPerRegion(await Promise.all(regions.map(({ tracker }) => tracker.scan({ paused: true }))), sender.streamCount);
     const collected = performance.now();

@@ -87,4 +87,3 @@ export class WorkloadControl {
     return error;
   }
 }
-
