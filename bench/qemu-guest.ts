@@ -70,14 +70,12 @@ export async function startQemu(command: string[], qmpPath: string): Promise<Run
   let stderr = '';
   child.stderr!.on('data', (d: Buffer) => { stderr += d.toString(); });
   const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()));
-  let qmp: QmpClient | undefined;
-  for (let attempt = 0; !qmp; attempt++) {
-    try {
-      qmp = await QmpClient.connect(qmpPath);
-    } catch (error) {
-      if (child.exitCode !== null || attempt > 3000) throw new Error(`QEMU did not start: ${stderr || (error as Error).message}`);
-      await delay(10);
-    }
+  let qmp: QmpClient;
+  try {
+    qmp = await QmpClient.connectWhenListening(qmpPath, 30_000, () => child.exitCode !== null);
+  } catch (error) {
+    child.kill('SIGKILL');
+    throw new Error(`QEMU did not start: ${stderr || (error as Error).message}`);
   }
   return {
     child, qmpPath, qmp,

@@ -11,7 +11,7 @@ uint64_t Xxh64(const void* data, size_t len, uint64_t seed = 0);
 // in one pass over cache-sized chunks. The hash always matches dst even if src changes meanwhile.
 uint64_t Xxh64Copy(void* dst, const void* src, size_t len, uint64_t seed = 0);
 
-// XXH64 (seed 0) of each of `count` consecutive pages of pageSize bytes, into out[0..count): four pages
+// XXH64 (seed 0) of each of `count` consecutive pages of pageSize bytes, into out[0..count): eight pages
 // at a time with AVX-512 where the CPU has it, the same hashes either way.
 void Xxh64Pages(const unsigned char* first, size_t pageSize, size_t count, uint64_t* out);
 

@@ -53,19 +53,27 @@ function send(guest: { guest: RunningGuest; ramPath: string }, port: number) {
     '--json', '--sha256']);
 }
 
+/** One `qemu receive` into outPath and one `qemu send` from the source guest: both exit codes and JSON lines. */
+async function migrate(source: { guest: RunningGuest; ramPath: string }, outPath: string, label: string) {
+  const { receive, port } = await receiver(outPath);
+  const sender = send(source, port);
+  const sendCode = await withTimeout(sender.exit, 120_000, `qemu send ${label}`);
+  const receiveCode = await withTimeout(receive.exit, 120_000, `qemu receive ${label}`);
+  const sent = lastJson(sender.stdout());
+  const received = lastJson(receive.stdout());
+  if (typeof received.qemuPid === 'number') targetPids.push(received.qemuPid);
+  return { sendCode, receiveCode, sent, received };
+}
+
 describe.skipIf(!hasQemu)('a running QEMU guest moved by pagewire qemu send / receive', () => {
   it('moves the guest: the target RAM equals the source at the pause point and the guest counts on from there', async () => {
     const source = await sourceGuest('there');
     // The source QEMU's monitor is the CLI's for the migration.
     source.guest.qmp.close();
     const outPath = `${shm}-there-out.img`;
-    const { receive, port } = await receiver(outPath);
-    const sender = send(source, port);
-    expect(await withTimeout(sender.exit, 120_000, 'qemu send')).toBe(0);
-    expect(await withTimeout(receive.exit, 120_000, 'qemu receive')).toBe(0);
-    const sent = lastJson(sender.stdout());
-    const received = lastJson(receive.stdout());
-    targetPids.push(received.qemuPid as number);
+    const { sendCode, receiveCode, sent, received } = await migrate(source, outPath, 'there');
+    expect(sendCode).toBe(0);
+    expect(receiveCode).toBe(0);
     expect(sent.status).toBe('completed');
     expect(received.status).toBe('completed');
     // The source stays stopped (handed over): its RAM file is the pause point. The target hashed its
@@ -87,13 +95,9 @@ describe.skipIf(!hasQemu)('a running QEMU guest moved by pagewire qemu send / re
     source.guest.qmp.close();
     for (const leg of ['there', 'back']) {
       const outPath = `${shm}-back-${leg}.img`;
-      const { receive, port } = await receiver(outPath);
-      const sender = send(source, port);
-      expect(await withTimeout(sender.exit, 120_000, `qemu send ${leg}`)).toBe(0);
-      expect(await withTimeout(receive.exit, 120_000, `qemu receive ${leg}`)).toBe(0);
-      const sent = lastJson(sender.stdout());
-      const received = lastJson(receive.stdout());
-      targetPids.push(received.qemuPid as number);
+      const { sendCode, receiveCode, sent, received } = await migrate(source, outPath, leg);
+      expect(sendCode).toBe(0);
+      expect(receiveCode).toBe(0);
       expect(received.sha256).toBe(sent.sha256);
       const atPause = guestStatus(source.ramPath)!;
       await untilGuest(outPath, (s) => s.counter > atPause.counter + 1000n);
@@ -107,13 +111,11 @@ describe.skipIf(!hasQemu)('a running QEMU guest moved by pagewire qemu send / re
     const source = await sourceGuest('refused', ['-device', 'virtio-rng-pci']);
     source.guest.qmp.close();
     const outPath = `${shm}-refused-out.img`;
-    const { receive, port } = await receiver(outPath);
-    const sender = send(source, port);
-    expect(await withTimeout(sender.exit, 120_000, 'qemu send')).toBe(1);
-    expect(await withTimeout(receive.exit, 120_000, 'qemu receive')).toBe(1);
-    const sent = lastJson(sender.stdout());
+    const { sendCode, receiveCode, sent, received } = await migrate(source, outPath, 'refused');
+    expect(sendCode).toBe(1);
+    expect(receiveCode).toBe(1);
     expect(sent.errorCode).toBe('PW_ERR_PEER');
-    expect(lastJson(receive.stdout()).errorCode).toBe('PW_ERR_HOOK');
+    expect(received.errorCode).toBe('PW_ERR_HOOK');
     // Resumed with `cont`: the source guest counts on.
     const resumedFrom = guestStatus(source.ramPath)!.counter;
     await untilGuest(source.ramPath, (s) => s.counter > resumedFrom + 1000n);

@@ -8,7 +8,6 @@ import { closeSync, openSync, rmSync } from 'node:fs';
 import { connect } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { setTimeout as delay } from 'node:timers/promises';
 import { InvalidArgumentError } from '../errors.js';
 import { QmpClient, QmpError } from './qmp-client.js';
 import { migrationEnded, wallClockMs } from './qemu-migration.js';
@@ -61,7 +60,7 @@ export class QemuTarget {
     const kill = () => child.kill('SIGKILL');
     signal?.addEventListener('abort', kill, { once: true });
     try {
-      const qmp = await Promise.race([monitor(qmpPath), failedToStart]);
+      const qmp = await Promise.race([QmpClient.connectWhenListening(qmpPath, MONITOR_WAIT_MS, () => child.exitCode !== null), failedToStart]);
       await qmp.execute('migrate-set-capabilities', {
         capabilities: [{ capability: 'x-ignore-shared', state: true }, { capability: 'events', state: true }],
       });
@@ -111,18 +110,5 @@ export class QemuTarget {
     this.child.kill('SIGKILL');
     await this.exited;
     rmSync(this.qmpPath, { force: true });
-  }
-}
-
-/** The monitor of a QEMU that is starting: its socket appears once QEMU has parsed its options. */
-async function monitor(path: string): Promise<QmpClient> {
-  const deadline = performance.now() + MONITOR_WAIT_MS;
-  for (;;) {
-    try {
-      return await QmpClient.connect(path);
-    } catch (error) {
-      if (performance.now() > deadline) throw error;
-      await delay(5);
-    }
   }
 }

@@ -2,6 +2,7 @@
 // answered in order (QEMU handles one at a time per monitor), so replies are matched by a queue; events
 // (lines with "event") go to listeners. Errors are typed: QmpError carries QEMU's class and description.
 import { connect, type Socket } from 'node:net';
+import { setTimeout as delay } from 'node:timers/promises';
 import { PagewireError } from '../errors.js';
 
 /** How long QEMU's monitor may take to greet or to answer a command. */
@@ -56,6 +57,23 @@ export class QmpClient {
       clearTimeout(timer);
     }
     return client;
+  }
+
+  /**
+   * Connects to the monitor of a QEMU that is starting: its socket appears once QEMU has parsed its
+   * options, so a refused or missing socket is tried again, until `timeoutMs` or until `gone()` says QEMU
+   * has exited.
+   */
+  static async connectWhenListening(path: string, timeoutMs: number, gone: () => boolean = () => false): Promise<QmpClient> {
+    const deadline = performance.now() + timeoutMs;
+    for (;;) {
+      try {
+        return await QmpClient.connect(path);
+      } catch (error) {
+        if (gone() || performance.now() > deadline) throw error;
+        await delay(5);
+      }
+    }
   }
 
   /** Runs a command; resolves with its "return", rejects with QEMU's error, or when QEMU does not answer within timeoutMs. */

@@ -12,8 +12,6 @@ import { MessageType, encodeDeviceStateHead } from '../wire/messages.js';
 /** The most one DEVICE_STATE frame carries: a chunk of a larger state. */
 export const DEVICE_STATE_CHUNK_BYTES = 8 * 1024 * 1024;
 
-export type DeviceStateBytes = Uint8Array | AsyncIterable<Uint8Array>;
-
 export class DeviceStateFeed {
   private readonly chunks: Uint8Array[] = [];
   private total = 0;
