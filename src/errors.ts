@@ -160,6 +160,19 @@ export class SwitchoverError extends PagewireError {
   }
 }
 
+/** The coordinator (etcd) could not be reached or refused a request; the message names the endpoint and the call. */
+export class CoordinatorError extends PagewireError {
+  override readonly code = 'PW_ERR_COORDINATOR';
+}
+
+/**
+ * This node's claim to run the workload is stale or was taken: its lease expired, or another copy holds
+ * the coordinator's key.
+ */
+export class FencedError extends PagewireError {
+  override readonly code = 'PW_ERR_FENCED';
+}
+
 /** Wraps anything unexpected so callers always see a PagewireError with a code. */
 export function asPagewireError(error: unknown): PagewireError {
   if (error instanceof PagewireError) return error;

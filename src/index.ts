@@ -42,3 +42,4 @@ export type { EndpointOptions } from './transport/connect.js';
 export { QemuSource } from './qemu/qemu-source.js';
 export { QemuTarget } from './qemu/qemu-target.js';
 export { QmpClient, QmpError, type QmpEvent } from './qemu/qmp-client.js';
+export { EtcdClient, type EtcdKeyValue } from './coordinator/etcd-client.js';

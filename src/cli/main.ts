@@ -1,12 +1,15 @@
 #!/usr/bin/env node
-// pagewire's command line: receive on the target, send on the source, digest to check an image, demo
-// for both ends on one machine, qemu to move a running QEMU guest.
+// pagewire's command line: receive on the target, send on the source, replicate and standby to keep a
+// workload safe on a second host, digest to check an image, demo for both ends on one machine, qemu to
+// move a running QEMU guest.
 import { InvalidArgumentError, asPagewireError } from '../errors.js';
 import { DEMO_USAGE, demoCommand } from './demo.js';
 import { DIGEST_USAGE, digestCommand } from './digest.js';
 import { RECEIVE_USAGE, receiveCommand } from './receive.js';
 import { printJson } from './output.js';
 import { QEMU_USAGE, qemuCommand } from './qemu.js';
+import { REPLICATE_USAGE, replicateCommand } from './replicate.js';
+import { STANDBY_USAGE, standbyCommand } from './standby.js';
 import { SEND_USAGE, sendCommand } from './send.js';
 
 interface Command {
@@ -17,6 +20,8 @@ interface Command {
 const COMMANDS: Record<string, Command> = {
   receive: { usage: RECEIVE_USAGE, run: receiveCommand },
   send: { usage: SEND_USAGE, run: sendCommand },
+  replicate: { usage: REPLICATE_USAGE, run: replicateCommand },
+  standby: { usage: STANDBY_USAGE, run: standbyCommand },
   digest: { usage: DIGEST_USAGE, run: digestCommand },
   demo: { usage: DEMO_USAGE, run: demoCommand },
   qemu: { usage: QEMU_USAGE, run: qemuCommand },

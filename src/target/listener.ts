@@ -17,7 +17,7 @@ import { SessionKeyPair, resumeKey } from '../transport/session-secret.js';
 import { tlsServerOptions, type TlsCertificates } from '../transport/tls-certs.js';
 import { TLS_PSK_IDENTITY, tlsPskOptions } from '../transport/tls-psk.js';
 import {
-  FEATURE_PSK, FEATURE_RESUME, HANDSHAKE_PAYLOAD_LIMIT, MAX_VERSION, MIN_VERSION, MessageType, messageName, parseHello, parseJoin,
+  FEATURE_PSK, FEATURE_REPLICATION, FEATURE_RESUME, HANDSHAKE_PAYLOAD_LIMIT, MAX_VERSION, MIN_VERSION, MessageType, messageName, parseHello, parseJoin,
   type Hello, type Join,
 } from '../wire/messages.js';
 import { joinTooLate, unknownJoin, type JoinRegistry } from './join-registry.js';
@@ -52,6 +52,10 @@ export interface TargetAdmission {
 type FirstFrame = { kind: 'hello'; hello: Hello; session: Session } | { kind: 'resume'; hello: Hello } |
   { kind: 'join'; join: Join; registry: JoinRegistry };
 
+/** What the listener needs of a target's (or a standby's) settings. */
+export type ListenerSettings = Pick<TargetSettings, 'psk' | 'tls' | 'tlsCertificates' | 'server' | 'host' | 'port' | 'path' |
+  'timeoutMs' | 'handshakeTimeoutMs'>;
+
 export function notResumable(): HandshakeError {
   return new HandshakeError('HELLO asks to resume a migration this target is not serving');
 }
@@ -67,7 +71,8 @@ export class TargetListener {
   private closedNow = false;
   private readonly sockets = new Set<Duplex>();
 
-  constructor(private readonly options: TargetSettings, private readonly admission: TargetAdmission) {
+  /** `replication`: this listener is a standby's, and admits only a replication primary's HELLO (and no other). */
+  constructor(private readonly options: ListenerSettings, private readonly admission: TargetAdmission, private readonly replication = false) {
     const { psk, tls, tlsCertificates, server } = options;
     this.ownServer = server === undefined;
     this.server = server ?? (tls && psk ? this.tlsPskServer(psk)
@@ -195,6 +200,11 @@ export class TargetListener {
     if (frame.type !== MessageType.Hello) throw new HandshakeError(`expected HELLO, received ${messageName(frame.type)}`);
     const hello = parseHello(frame.payload);
     checkVersions(hello.minVersion, hello.maxVersion);
+    if (((hello.features & FEATURE_REPLICATION) !== 0) !== this.replication) {
+      throw new HandshakeError(this.replication
+        ? 'this is a standby: it takes replication from `pagewire replicate`, not a migration'
+        : 'this is a migration target: a replication primary needs `pagewire standby`');
+    }
     const shapes = regionShapes(hello);
     let pages = 0;
     for (const [i, { pageSize, regionSize }] of shapes.entries()) {

@@ -54,6 +54,19 @@ export class FilePageStore implements PageStore {
     return new FilePageStore(path, fd, pageSize, byteLength);
   }
 
+  /** Opens an existing file of byteLength bytes to write pages into (a standby's copy of its last image). */
+  static async openExisting(path: string, byteLength: number, pageSize: number): Promise<FilePageStore> {
+    validatePageSize(pageSize);
+    validateRegionSize(byteLength, pageSize);
+    let fd: number;
+    try {
+      fd = await openAsync(path, 'r+');
+    } catch (cause) {
+      throw new StorageError(`cannot open ${path}: ${(cause as Error).message}`, { cause });
+    }
+    return new FilePageStore(path, fd, pageSize, byteLength);
+  }
+
   async applyRecords(records: Uint8Array, recordCount: number, heldHashes: BigUint64Array, stream?: number,
     streams?: number): Promise<ApplyResult> {
     const fd = this.requireFd();

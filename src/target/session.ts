@@ -16,10 +16,11 @@ import { HookRunner } from '../migration/hook-runner.js';
 import { ExtraStreamReader, StreamReceiver, type RoundEnd, type StreamRegion } from '../migration/stream-receiver.js';
 import { FramedConnection, PEER_REASON_GRACE_MS, READ_AHEAD_BYTES } from '../transport/framed-connection.js';
 import {
-  HELD_PAGES_PER_FRAME, MAX_DEVICE_STATE_BYTES, MAX_PAYLOAD_BYTES, MAX_VERSION, MessageType, SESSION_KEY_BYTES, SUPPORTED_FEATURES, TARGET_ZEROED,
-  encodeHeld, encodeRoundAck, encodeWelcome, parseDeviceState, parseFinal, type Hello,
+  MAX_DEVICE_STATE_BYTES, MAX_PAYLOAD_BYTES, MAX_VERSION, MessageType, SESSION_KEY_BYTES, SUPPORTED_FEATURES, TARGET_ZEROED,
+  encodeRoundAck, encodeWelcome, parseDeviceState, parseFinal, type Hello,
 } from '../wire/messages.js';
 import { STRIPE_PAGES } from '../wire/streams.js';
+import { sendHeld } from './held-frames.js';
 import { JoinRegistry } from './join-registry.js';
 import type { Session } from './listener.js';
 import type { ResumableSession, ResumeRequest, TargetState } from './target-state.js';
@@ -222,12 +223,7 @@ export class TargetSession {
     connection.maxPayload = MAX_PAYLOAD_BYTES;
     if (resumed) {
       // What this side holds, so that the source sends again only what differs: region by region.
-      for (const [region, { heldHashes }] of regions.entries()) {
-        for (let first = 0; first < heldHashes.length; first += HELD_PAGES_PER_FRAME) {
-          const count = Math.min(HELD_PAGES_PER_FRAME, heldHashes.length - first);
-          await connection.send(MessageType.Held, encodeHeld(summary.rounds, region, first, heldHashes.subarray(first, first + count)));
-        }
-      }
+      await sendHeld(connection, summary.rounds, regions.map(({ heldHashes }) => heldHashes));
     }
     let joined: FramedConnection[] = [];
     if (extraStreams > 0) {

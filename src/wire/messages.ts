@@ -12,6 +12,11 @@ export const MAX_VERSION = 5;
 export const FEATURE_PSK = 1;
 /** This HELLO resumes the migration it names, which lost its connections during the pre-copy. */
 export const FEATURE_RESUME = 2;
+/**
+ * This HELLO begins continuous replication to a standby, not a migration (docs/PROTOCOL.md section 9).
+ * A standby's WELCOME keeps the bit; a migration target drops it, and the primary then refuses it.
+ */
+export const FEATURE_REPLICATION = 4;
 export const SUPPORTED_FEATURES = FEATURE_PSK | FEATURE_RESUME;
 /** WELCOME flag: the target's image starts all zeros, so round 1 may skip zero pages. */
 export const TARGET_ZEROED = 1;
@@ -49,11 +54,16 @@ export enum MessageType {
   Join = 14,
   Joined = 15,
   Held = 16,
+  EpochBegin = 17,
+  EpochEnd = 18,
+  EpochAck = 19,
+  Heartbeat = 20,
 }
 
 const TYPE_NAMES: Record<number, string> = {
   1: 'HELLO', 2: 'WELCOME', 3: 'ERROR', 4: 'ROUND_BEGIN', 5: 'PAGES', 6: 'ROUND_END', 7: 'ROUND_ACK',
   8: 'DEVICE_STATE', 9: 'FINAL', 10: 'READY', 11: 'GO', 12: 'DONE', 13: 'AUTH', 14: 'JOIN', 15: 'JOINED', 16: 'HELD',
+  17: 'EPOCH_BEGIN', 18: 'EPOCH_END', 19: 'EPOCH_ACK', 20: 'HEARTBEAT',
 };
 
 export function messageName(type: number): string {

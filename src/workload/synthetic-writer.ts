@@ -1,5 +1,8 @@
 // Worker entry of SyntheticWorkload (see there). Writes first, marks second, so a sync that clears the
-// mark before the write lands still sees the page dirty again afterwards.
+// mark before the write lands still sees the page dirty again afterwards. The region's first 8 bytes
+// are a little-endian count of every write so far (carried on from what the image holds), updated
+// after each slice of writes: a replica's counter tells how far the workload got, so its output
+// commit can be checked (docs/PROTOCOL.md section 9).
 import { parentPort, workerData } from 'node:worker_threads';
 import { DirtyBitmap } from '../memory/dirty-bitmap.js';
 import { MemoryRegion } from '../memory/region.js';
@@ -54,13 +57,28 @@ function pageBytes(page: number): Uint8Array {
   return window.subarray(offset, offset + pageSize);
 }
 
+/** The write counter's bytes at the start of page 0; random writes leave them alone. */
+const COUNTER_BYTES = 8;
+const counterView = (() => {
+  const first = pageBytes(0);
+  return new DataView(first.buffer, first.byteOffset, COUNTER_BYTES);
+})();
+let counter = counterView.getUint32(0, true) + counterView.getUint32(4, true) * 2 ** 32;
+
+function countWrites(n: number): void {
+  counter += n;
+  counterView.setUint32(0, counter % 2 ** 32, true);
+  counterView.setUint32(4, Math.floor(counter / 2 ** 32), true);
+  bitmap.mark(0);
+}
+
 const scratch = new Uint8Array(WRITE_BYTES);
 const scratchWords = new Uint32Array(scratch.buffer);
 
 function writeOnce(): void {
   const page = choosePage();
   for (let i = 0; i < scratchWords.length; i++) scratchWords[i] = next();
-  const at = Math.floor(random() * (pageSize - WRITE_BYTES + 1));
+  const at = Math.max(page === 0 ? COUNTER_BYTES : 0, Math.floor(random() * (pageSize - WRITE_BYTES + 1)));
   pageBytes(page).set(scratch, at);
   bitmap.mark(page);
 }
@@ -104,6 +122,7 @@ for (;;) {
   }
   const n = Math.min(due, SLICE_WRITES);
   for (let i = 0; i < n; i++) writeOnce();
+  countWrites(n);
   done += n;
   Atomics.add(control, ControlSlot.Writes, n);
 }

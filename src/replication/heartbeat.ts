@@ -1,0 +1,32 @@
+// Heartbeats on the replication connection, both ways: whenever this side has written nothing for an
+// interval, it sends HEARTBEAT, so the peer's silence timer (its failover timeout) only fires when this
+// side, or the link, is really gone.
+import type { FramedConnection } from '../transport/framed-connection.js';
+import { MessageType } from '../wire/messages.js';
+import { encodeEpochNumber } from '../wire/replication-messages.js';
+
+/** A heartbeat at least this often; the failover timeout must be several of them. */
+export const HEARTBEAT_INTERVAL_MS = 100;
+/** The shortest failover timeout: three heartbeats missed. */
+export const MIN_FAILOVER_TIMEOUT_MS = 3 * HEARTBEAT_INTERVAL_MS;
+
+export class Heartbeat {
+  private readonly timer: NodeJS.Timeout;
+  private lastWritten: number;
+
+  constructor(connection: FramedConnection, epoch: () => number) {
+    this.lastWritten = connection.bytesWritten;
+    this.timer = setInterval(() => {
+      if (connection.bytesWritten === this.lastWritten) {
+        // A failed send means the connection is failing: its owner hears about it from its own reads.
+        connection.send(MessageType.Heartbeat, encodeEpochNumber(epoch())).catch(() => undefined);
+      }
+      this.lastWritten = connection.bytesWritten;
+    }, HEARTBEAT_INTERVAL_MS);
+    this.timer.unref();
+  }
+
+  stop(): void {
+    clearInterval(this.timer);
+  }
+}
