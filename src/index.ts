@@ -1,4 +1,5 @@
-// pagewire's public API: regions, dirty tracking, the two orchestrators, and the typed errors.
+// pagewire's public API: regions, dirty tracking, the two orchestrators of a migration, replication
+// (primary, standby, fencing), and the typed errors.
 export * from './errors.js';
 export { MemoryRegion, DEFAULT_PAGE_SIZE, type RegionBacking, type WasmMemory } from './memory/region.js';
 export { DirtyBitmap, DirtyPages } from './memory/dirty-bitmap.js';
@@ -43,3 +44,13 @@ export { QemuSource } from './qemu/qemu-source.js';
 export { QemuTarget } from './qemu/qemu-target.js';
 export { QmpClient, QmpError, type QmpEvent } from './qemu/qmp-client.js';
 export { EtcdClient, type EtcdKeyValue } from './coordinator/etcd-client.js';
+export {
+  ReplicationSource, MIN_EPOCH_MS, type EpochReport, type ReplicationEvents, type ReplicationHooks, type ReplicationSourceOptions,
+  type ReplicationSummary,
+} from './replication/replication-source.js';
+export {
+  Standby, type Activation, type ActivationReport, type StandbyEvents, type StandbyHooks, type StandbyOptions,
+} from './replication/standby.js';
+export { PrimaryLease, DEFAULT_LEASE_TTL_SECONDS, ownerKey, type OwnerRecord } from './replication/primary-lease.js';
+export { StandbyClaim, type TakeOver } from './replication/standby-claim.js';
+export { nextEpoch, MAX_EPOCH_STRETCH, type EpochDecision, type EpochTiming } from './replication/epoch-policy.js';

@@ -184,7 +184,10 @@ export class ReplicationSource extends EventEmitter<ReplicationEvents> {
           await this.protectAndReplicate();
         } catch (error) {
           if (this.stopped.signal.aborted) break;
-          this.emit('unprotected', asPagewireError(error));
+          // Once per loss, not once per failed attempt to reach the standby again.
+          if (this.protectedNow || this.syncs === 0 && !this.reportedUnprotected) this.emit('unprotected', asPagewireError(error));
+          this.protectedNow = false;
+          this.reportedUnprotected = true;
           await this.whileUnprotected();
         }
       }
@@ -196,6 +199,9 @@ export class ReplicationSource extends EventEmitter<ReplicationEvents> {
   }
 
   private fencedBy: PagewireError | undefined;
+  /** A standby holds the workload (from a sync's acknowledgement to the connection's loss). */
+  private protectedNow = false;
+  private reportedUnprotected = false;
 
   /** The lease is gone (or about to be): stop the workload before another copy may start, and stop. */
   private fence(): Promise<void> {
@@ -253,6 +259,7 @@ export class ReplicationSource extends EventEmitter<ReplicationEvents> {
     await this.sendEpoch(link, encoder, epoch, EPOCH_SYNC, pageListOf(Uint32Array.from(differing)), undefined);
     await link.acknowledged(epoch);
     this.syncs += 1;
+    this.protectedNow = true;
     this.emit('protected', { syncedPages: differing.length, syncMs: performance.now() - began });
   }
 
