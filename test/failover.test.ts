@@ -3,61 +3,14 @@
 // or the standby killed, or the link stalled. Every activation must hold exactly one committed epoch, and
 // every released counter must be in it.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { readFileSync, truncateSync, writeFileSync, existsSync } from 'node:fs';
 import { join } from 'node:path';
 import { fileDigest } from '../dist/src/cli/file-digest.js';
 import { FaultProxy } from './fault-proxy.js';
-import { spawnCli, tempDir, type Spawned } from './helpers.js';
+import { spawnCli, tempDir } from './helpers.js';
+import { counterOf, epochLines, freshImage, jsonLines, releasedValues, startStandby, untilStdout } from './replication-helpers.js';
 
 const IMAGE_BYTES = 16 << 20;
 const WORKLOAD = 'rate=100MB/s,hot=0.05';
-
-export interface EpochLine {
-  event: 'epoch';
-  epoch: number;
-  digest: string;
-  pages: number;
-  counter: number;
-}
-
-/** The complete JSON lines a process printed (a killed one may have left half a line). */
-export function jsonLines(text: string): Array<Record<string, unknown>> {
-  return text.split('\n').filter((line) => line.startsWith('{') && line.endsWith('}')).map((line) => JSON.parse(line) as Record<string, unknown>);
-}
-
-export function epochLines(text: string): EpochLine[] {
-  return jsonLines(text).filter((line) => line.event === 'epoch') as unknown as EpochLine[];
-}
-
-/** The synthetic writer's counter: the image's first 8 bytes. */
-export function counterOf(path: string): number {
-  return Number(readFileSync(path).readBigUInt64LE(0));
-}
-
-export function releasedValues(path: string): number[] {
-  return existsSync(path) ? readFileSync(path, 'utf8').split('\n').filter(Boolean).map(Number) : [];
-}
-
-/** Resolves once `predicate` holds for the process's stdout, checked as output arrives. */
-export function untilStdout(process: Spawned, predicate: (text: string) => boolean, what: string): Promise<void> {
-  return new Promise((resolve, reject) => {
-    const check = () => {
-      if (!predicate(process.stdout())) return false;
-      process.child.stdout!.off('data', check);
-      resolve();
-      return true;
-    };
-    if (check()) return;
-    process.child.stdout!.on('data', check);
-    void process.exit.then(() => { if (!check()) reject(new Error(`exited before ${what}:\n${process.stderr()}`)); });
-  });
-}
-
-export async function startStandby(out: string, extra: string[] = []): Promise<Spawned & { port: number }> {
-  const standby = spawnCli(['standby', '--listen', '127.0.0.1:0', '--out', out, '--json', ...extra]);
-  const match = await standby.waitForStderr(/listening on [^\s]+:(\d+)/);
-  return Object.assign(standby, { port: Number(match[1]) });
-}
 
 /** A seeded generator, so that a failing kill moment can be found again. */
 function seeded(seed: number): () => number {
@@ -94,8 +47,7 @@ describe('failover through the CLI', () => {
       const image = join(dir.dir, `primary-${kill}.img`);
       const out = join(dir.dir, `standby-${kill}.img`);
       const released = join(dir.dir, `released-${kill}.txt`);
-      writeFileSync(image, '');
-      truncateSync(image, IMAGE_BYTES);
+      freshImage(image, IMAGE_BYTES);
       const epochMs = 10 + Math.floor(random() * 40);
       const standby = await startStandby(out, ['--failover-timeout', '300']);
       const primary = spawnCli(['replicate', '--connect', `127.0.0.1:${standby.port}`, '--image', image, '--workload', `${WORKLOAD},seed=${kill + 1}`,
@@ -115,8 +67,7 @@ describe('failover through the CLI', () => {
   it('keeps the workload running, unprotected, when the standby is killed; nothing more is released', async () => {
     const image = join(dir.dir, 'lonely.img');
     const released = join(dir.dir, 'lonely-released.txt');
-    writeFileSync(image, '');
-    truncateSync(image, IMAGE_BYTES);
+    freshImage(image, IMAGE_BYTES);
     const standby = await startStandby(join(dir.dir, 'lonely-out.img'));
     const primary = spawnCli(['replicate', '--connect', `127.0.0.1:${standby.port}`, '--image', image, '--workload', WORKLOAD,
       '--released', released, '--json']);
@@ -143,8 +94,7 @@ describe('failover through the CLI', () => {
     const image = join(dir.dir, 'stalled.img');
     const out = join(dir.dir, 'stalled-out.img');
     const released = join(dir.dir, 'stalled-released.txt');
-    writeFileSync(image, '');
-    truncateSync(image, IMAGE_BYTES);
+    freshImage(image, IMAGE_BYTES);
     const standby = await startStandby(out, ['--failover-timeout', '400']);
     let stall = false;
     const proxy = await FaultProxy.start(standby.port, { fault: () => (stall ? 'stall' : undefined) });
