@@ -7,17 +7,21 @@ import { FileTargetImage } from '../target/target-image.js';
 import { MigrationTarget } from '../migration/target.js';
 import { writeMixedImage } from '../workload/mixed-image.js';
 import { parseWorkloadSpec } from '../workload/workload-spec.js';
+import { failoverDemo } from './demo-failover.js';
 import { optionalString, parseFlags, parsePositiveNumber, parseSize } from './args.js';
 import { fileSha256 } from './file-sha256.js';
 import { ProgressLine, printTable } from './output.js';
 import { runSource } from './run-source.js';
 import { abortOnSignals } from './signals.js';
 
-export const DEMO_USAGE = 'pagewire demo [--size 256MiB] [--workload rate=100MB/s,hot=0.05,seed=1] [--max-downtime MS]';
+export const DEMO_USAGE = 'pagewire demo [--size 256MiB] [--workload rate=100MB/s,hot=0.05,seed=1] [--max-downtime MS] ' +
+  '| [--failover [--epoch-ms 50] [--run-ms 3000]]';
 
 /** Both ends on this machine over 127.0.0.1: a mixed image, a live writer, a verified switch-over. */
 export async function demoCommand(argv: string[]): Promise<number> {
-  const flags = parseFlags(argv, { size: 'string', workload: 'string', 'max-downtime': 'string' });
+  const flags = parseFlags(argv, {
+    size: 'string', workload: 'string', 'max-downtime': 'string', failover: 'boolean', 'epoch-ms': 'string', 'run-ms': 'string',
+  });
   const size = parseSize(optionalString(flags, 'size') ?? '256MiB', 'size');
   const workload = parseWorkloadSpec(optionalString(flags, 'workload') ?? 'rate=100MB/s,hot=0.05,seed=1');
   const downtimeText = optionalString(flags, 'max-downtime');
@@ -27,6 +31,13 @@ export async function demoCommand(argv: string[]): Promise<number> {
   const say = (text: string) => process.stdout.write(text + '\n');
   let target: MigrationTarget | undefined;
   try {
+    if (flags.has('failover')) {
+      return await failoverDemo({
+        dir, size, workload, say, signal: signals.signal,
+        epochMs: parsePositiveNumber(optionalString(flags, 'epoch-ms') ?? '50', 'epoch-ms'),
+        runMs: parsePositiveNumber(optionalString(flags, 'run-ms') ?? '3000', 'run-ms'),
+      });
+    }
     const imagePath = join(dir, 'source.img');
     const outPath = join(dir, 'target.img');
     say(`pagewire demo: a ${(size / 2 ** 20).toFixed(0)} MiB image (40% zero, 30% text, 30% random pages),`);

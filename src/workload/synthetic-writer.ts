@@ -64,6 +64,8 @@ const counterView = (() => {
   return new DataView(first.buffer, first.byteOffset, COUNTER_BYTES);
 })();
 let counter = counterView.getUint32(0, true) + counterView.getUint32(4, true) * 2 ** 32;
+// An image that never had a writer holds anything there: a count only starts from a plausible one.
+if (counter > Number.MAX_SAFE_INTEGER) counter = 0;
 
 function countWrites(n: number): void {
   counter += n;
