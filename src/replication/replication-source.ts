@@ -307,7 +307,8 @@ export class ReplicationSource extends EventEmitter<ReplicationEvents> {
         deviceState = Buffer.from(deviceState);
       }
     } finally {
-      await this.hooks.run('resume', (signal) => hooks.resume(signal), false);
+      // A workload fenced meanwhile stays paused: another copy may be about to run it.
+      if (!this.fencedBy) await this.hooks.run('resume', (signal) => hooks.resume(signal), false);
     }
     return { pages, deviceState, pauseMs: performance.now() - began };
   }
