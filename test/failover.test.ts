@@ -90,6 +90,24 @@ describe('failover through the CLI', () => {
     expect(epochLines(primary.stdout()).length).toBe(releasedThen.length);
   }, 60_000);
 
+  it('with --release-unprotected, releases on without a standby, each such line marked', async () => {
+    const image = join(dir.dir, 'told.img');
+    const released = join(dir.dir, 'told-released.txt');
+    freshImage(image, IMAGE_BYTES);
+    const standby = await startStandby(join(dir.dir, 'told-out.img'));
+    const primary = spawnCli(['replicate', '--connect', `127.0.0.1:${standby.port}`, '--image', image, '--workload', WORKLOAD,
+      '--released', released, '--release-unprotected', '--json']);
+    await untilStdout(primary, (text) => epochLines(text).length >= 3, 'three committed epochs');
+    standby.child.kill('SIGKILL');
+    await untilStdout(primary, (text) => jsonLines(text).filter((line) => line.unprotected === true).length >= 3, 'three unprotected releases');
+    primary.child.kill('SIGTERM');
+    expect(await primary.exit).toBe(0);
+    const lines = epochLines(primary.stdout());
+    expect(releasedValues(released)).toEqual(lines.map((line) => line.counter));
+    const firstUnprotected = lines.findIndex((line) => line.unprotected);
+    expect(lines.slice(firstUnprotected).every((line) => line.unprotected)).toBe(true);
+  }, 60_000);
+
   it('without etcd, a stalled link activates the standby, and the primary has released nothing it lacks', async () => {
     const image = join(dir.dir, 'stalled.img');
     const out = join(dir.dir, 'stalled-out.img');

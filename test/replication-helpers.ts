@@ -10,6 +10,8 @@ export interface EpochLine {
   pages: number;
   token: number;
   counter: number;
+  /** Released with no standby (--release-unprotected). */
+  unprotected?: boolean;
 }
 
 /** The complete JSON lines a process printed (a killed one may have left half a line). */

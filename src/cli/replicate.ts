@@ -18,7 +18,7 @@ import { SECURITY_FLAGS, readSecurityFlags } from './security-flags.js';
 import { abortOnSignals } from './signals.js';
 
 export const REPLICATE_USAGE = 'pagewire replicate --connect HOST:PORT --image FILE [--epoch-ms MS] [--workload rate=100MB/s,hot=0.05,seed=1] ' +
-  '[--released FILE] [--failover-timeout MS] [--etcd URL --name N] [--psk-file F [--tls]] [--json]';
+  '[--released FILE] [--release-unprotected] [--failover-timeout MS] [--etcd URL --name N] [--psk-file F [--tls]] [--json]';
 
 export const NO_COORDINATOR_WARNING = 'without --etcd, the two ends cannot tell a dead peer from a cut link: if the link is cut, the ' +
   'standby activates while the primary runs on. The primary releases no output its standby has not committed, so no client ' +
@@ -34,7 +34,7 @@ export function writeCounter(region: MemoryRegion): number {
 export async function replicateCommand(argv: string[]): Promise<number> {
   const flags = parseFlags(argv, {
     connect: 'string', image: 'string', 'epoch-ms': 'string', workload: 'string', released: 'string', 'failover-timeout': 'string',
-    json: 'boolean', ...COORDINATOR_FLAGS, ...SECURITY_FLAGS,
+    'release-unprotected': 'boolean', json: 'boolean', ...COORDINATOR_FLAGS, ...SECURITY_FLAGS,
   });
   const endpoint = parseHostPort(requireString(flags, 'connect'), 'connect');
   const imagePath = resolve(requireString(flags, 'image'));
@@ -68,6 +68,7 @@ export async function replicateCommand(argv: string[]): Promise<number> {
       ...(epochText ? { epochMs: parsePositiveNumber(epochText, 'epoch-ms') } : {}),
       ...(failoverText ? { failoverTimeoutMs: parsePositiveNumber(failoverText, 'failover-timeout') } : {}),
       ...(lease ? { lease } : {}),
+      releaseWhenUnprotected: flags.has('release-unprotected'),
       hooks: {
         pause: async () => {
           await workload?.pause();
@@ -86,7 +87,8 @@ export async function replicateCommand(argv: string[]): Promise<number> {
     });
     source.on('unprotected', (error) => {
       if (json) printJson({ event: 'unprotected', error: error.message, errorCode: error.code });
-      else process.stderr.write(`unprotected: ${error.message} (${error.code}); the workload runs on, no output is released\n`);
+      else process.stderr.write(`unprotected: ${error.message} (${error.code}); the workload runs on` +
+        `${flags.has('release-unprotected') ? ', its output released unprotected (--release-unprotected)' : ', no output is released'}\n`);
     });
     let lastLine = 0;
     source.on('epoch', (report) => {
@@ -124,5 +126,6 @@ export function epochJson(report: EpochReport, counter: number) {
   return {
     event: 'epoch', epoch: report.epoch, digest: report.digest, pages: report.pages, bytes: report.bytes,
     pauseMs: roundMs(report.pauseMs), commitMs: roundMs(report.commitMs), intervalMs: report.intervalMs, token: report.token, counter,
+    ...(report.unprotected ? { unprotected: true } : {}),
   };
 }

@@ -52,6 +52,11 @@ export interface EpochReport {
   intervalMs: number;
   /** The fencing token the epoch carried (0 without a coordinator). */
   token: number;
+  /**
+   * Set on the captures released with no standby (releaseWhenUnprotected): nobody holds them, and
+   * `bytes` and `commitMs` are 0.
+   */
+  unprotected?: true;
 }
 
 export interface ReplicationHooks {
@@ -350,9 +355,9 @@ export class ReplicationSource extends EventEmitter<ReplicationEvents> {
     const epoch = ++this.epoch;
     const report: EpochReport = {
       epoch, digest: formatDigest(regionDigest(this.shadow.pageHashes())), pages: pages.count, bytes: 0, pauseMs, commitMs: 0,
-      intervalMs: this.intervalMs, token: this.settings.lease?.token ?? 0,
+      intervalMs: this.intervalMs, token: this.settings.lease?.token ?? 0, unprotected: true,
     };
-    if (hooks.onCommitted) await this.hooks.run('onCommitted', (signal) => hooks.onCommitted!({ ...report, unprotected: true } as EpochReport, signal));
+    if (hooks.onCommitted) await this.hooks.run('onCommitted', (signal) => hooks.onCommitted!(report, signal));
     await this.sleep(Math.max(reconnectBackoffMs, this.settings.epochMs));
   }
 
