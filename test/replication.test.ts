@@ -132,6 +132,33 @@ describe('replication through the library', () => {
     expect(readFileSync(out).equals(Buffer.from(memory))).toBe(true);
   }, 30_000);
 
+  it('tracks a region without a bitmap by hashing: each epoch carries exactly the pages written since the last', async () => {
+    const memory = Buffer.alloc(BYTES);
+    randomFillSync(memory);
+    const region = MemoryRegion.fromMemory(memory, { pageSize: PAGE });
+    const out = join(dir.dir, 'out.img');
+    const { port, activation } = await startStandby(out);
+    const stop = new AbortController();
+    const pagesPerEpoch: number[] = [];
+    // Between epochs (the hook runs after a commit, before the next capture) the test writes 1, 2, 3 ... pages.
+    const source = new ReplicationSource({
+      region, host: '127.0.0.1', port, epochMs: 10, signal: stop.signal,
+      hooks: {
+        pause: () => undefined,
+        resume: () => undefined,
+        onCommitted: (report) => {
+          pagesPerEpoch.push(report.pages);
+          if (report.epoch === 8) return stop.abort();
+          for (let i = 0; i < report.epoch; i++) memory[(i * 97 + report.epoch) * PAGE + 5] ^= 0xff;
+        },
+      },
+    });
+    await source.run();
+    expect(pagesPerEpoch).toEqual([0, 2, 3, 4, 5, 6, 7]);
+    await activation;
+    expect(readFileSync(out).equals(memory)).toBe(true);
+  }, 30_000);
+
   it('refuses garbage and a migration source in the handshake, and keeps listening', async () => {
     const out = join(dir.dir, 'out.img');
     const stop = new AbortController();

@@ -53,6 +53,8 @@ export async function standbyCommand(argv: string[]): Promise<number> {
   standby.on('synced', ({ pages }) => process.stderr.write(`synced: ${pages} pages differed\n`));
   standby.on('lost', (error) => process.stderr.write(`primary lost: ${error.message} (${error.code}); holding the last committed epoch\n`));
   standby.on('primary-alive', () => process.stderr.write('the primary is silent, but etcd shows its lease alive: not activating\n'));
+  standby.on('coordinator-unreachable', (error) => process.stderr.write(`the primary is silent, and etcd cannot be asked (${error.message}): ` +
+    'not activating without its word that the primary\'s lease is gone\n'));
   try {
     const report = await standby.run();
     if (json) {

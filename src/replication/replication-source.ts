@@ -231,8 +231,10 @@ export class ReplicationSource extends EventEmitter<ReplicationEvents> {
       if (!held) throw new ProtocolError('the standby sent no HELD');
       const link = new StandbyLink(connection!, this.settings.failoverTimeoutMs);
       heartbeat = new Heartbeat(connection!, () => this.epoch);
+      // What the standby holds is what was sent: a hash tracker compares the live pages with it.
+      this.tracked.sentHashes.set(held.hashes[0]!);
       const encoder = new PageBatchEncoder(this.shadow.region, {
-        sentHashes: held.hashes[0]!, cacheBytes: this.source.pageCacheBytes, batchPages: this.tracked.batchPages,
+        sentHashes: this.tracked.sentHashes, cacheBytes: this.source.pageCacheBytes, batchPages: this.tracked.batchPages,
       });
       await this.sync(link, encoder);
       for (;;) {
@@ -353,8 +355,11 @@ export class ReplicationSource extends EventEmitter<ReplicationEvents> {
     }
     const { pages, pauseMs } = await this.capture();
     const epoch = ++this.epoch;
+    // Counted as sent, so that a hash tracker reports only what changes after this capture.
+    const captured = this.shadow.pageHashes();
+    this.tracked.sentHashes.set(captured);
     const report: EpochReport = {
-      epoch, digest: formatDigest(regionDigest(this.shadow.pageHashes())), pages: pages.count, bytes: 0, pauseMs, commitMs: 0,
+      epoch, digest: formatDigest(regionDigest(captured)), pages: pages.count, bytes: 0, pauseMs, commitMs: 0,
       intervalMs: this.intervalMs, token: this.settings.lease?.token ?? 0, unprotected: true,
     };
     if (hooks.onCommitted) await this.hooks.run('onCommitted', (signal) => hooks.onCommitted!(report, signal));

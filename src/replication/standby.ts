@@ -90,6 +90,8 @@ export interface StandbyEvents {
   lost: [PagewireError];
   /** Silent past the failover timeout, but the coordinator shows the primary alive: not activating. */
   'primary-alive': [];
+  /** Silent past the failover timeout, and the coordinator cannot be asked: not activating without its word. */
+  'coordinator-unreachable': [PagewireError];
   /** A connection refused in its handshake. */
   refused: [PagewireError, string];
 }
@@ -180,11 +182,16 @@ export class Standby extends EventEmitter<StandbyEvents> {
       if (silentMs < this.failoverTimeoutMs) continue;
       let token = committed.token;
       if (claim) {
-        const taken = await claim.tryTakeOver(committed.token).catch((error: unknown) => {
+        let taken;
+        try {
+          taken = await claim.tryTakeOver(committed.token);
+        } catch (error) {
           // etcd unreachable: no proof the primary's lease is gone, so no activation; try again.
           if (error instanceof FencedError) throw error;
-          return { taken: false as const };
-        });
+          if (!aliveReported) this.emit('coordinator-unreachable', asPagewireError(error));
+          aliveReported = true;
+          continue;
+        }
         if (!taken.taken) {
           if (!aliveReported) this.emit('primary-alive');
           aliveReported = true;
