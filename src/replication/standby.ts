@@ -28,8 +28,10 @@ import { Heartbeat, MIN_FAILOVER_TIMEOUT_MS } from './heartbeat.js';
 import type { StandbyClaim } from './standby-claim.js';
 import { StandbyImage } from './standby-image.js';
 
-/** How often the standby looks at the silence timer and, with a coordinator, at the owner key. */
+/** How often the standby looks at the silence timer. */
 const WATCH_MS = 20;
+/** How often, once silent, it asks the coordinator whether the primary's lease is gone. */
+const CLAIM_RETRY_MS = 100;
 /** Batches queued for the pool thread before the standby stops reading. */
 const MAX_QUEUED_BATCHES = 4;
 
@@ -170,6 +172,7 @@ export class Standby extends EventEmitter<StandbyEvents> {
   private async watch(): Promise<{ activation: Activation; decided: number }> {
     const { signal, claim } = this.options;
     let aliveReported = false;
+    let nextClaim = 0;
     for (;;) {
       await new Promise((r) => setTimeout(r, WATCH_MS));
       if (signal?.aborted) throw new AbortedError('the standby was stopped');
@@ -182,6 +185,8 @@ export class Standby extends EventEmitter<StandbyEvents> {
       if (silentMs < this.failoverTimeoutMs) continue;
       let token = committed.token;
       if (claim) {
+        if (performance.now() < nextClaim) continue;
+        nextClaim = performance.now() + CLAIM_RETRY_MS;
         let taken;
         try {
           taken = await claim.tryTakeOver(committed.token);
