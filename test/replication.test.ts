@@ -4,13 +4,14 @@
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { randomFillSync } from 'node:crypto';
 import { readFileSync } from 'node:fs';
+import { createServer } from 'node:net';
 import { join } from 'node:path';
 import {
   DirtyBitmap, MemoryRegion, ReplicationSource, Standby, SyntheticWorkload, type Activation, type EpochReport, type PagewireError,
 } from '../dist/src/index.js';
 import { MessageType } from '../dist/src/wire/messages.js';
 import { FaultProxy } from './fault-proxy.js';
-import { frame, rawClient, tempDir } from './helpers.js';
+import { frame, rawClient, receivedAtLeast, tempDir } from './helpers.js';
 
 const PAGE = 4096;
 const BYTES = 8 << 20;
@@ -158,6 +159,85 @@ describe('replication through the library', () => {
     await activation;
     expect(readFileSync(out).equals(memory)).toBe(true);
   }, 30_000);
+
+  it('takes no acknowledgement of an epoch it has not ended for a commit', async () => {
+    const { FEATURE_REPLICATION, MAX_VERSION, encodeHeld, encodeWelcome } = await import('../dist/src/wire/messages.js');
+    const { SessionKeyPair } = await import('../dist/src/transport/session-secret.js');
+    const { encodeEpochNumber } = await import('../dist/src/wire/replication-messages.js');
+    const region = MemoryRegion.fromMemory(Buffer.alloc(64 * PAGE), { pageSize: PAGE });
+    // A standby that answers the handshake, then acknowledges epoch 5 as soon as epoch 1 begins.
+    const server = createServer((socket) => {
+      let seen = 0;
+      socket.on('data', () => {
+        seen += 1;
+        if (seen === 1) {
+          socket.write(Buffer.concat([
+            frame(MessageType.Welcome, encodeWelcome({ version: MAX_VERSION, extraStreams: 0, features: FEATURE_REPLICATION, flags: 0,
+              sessionKey: SessionKeyPair.generate().publicKey })),
+            frame(MessageType.Held, encodeHeld(0, 0, 0, new BigUint64Array(64))),
+          ]));
+        } else if (seen === 2) {
+          socket.write(frame(MessageType.EpochAck, encodeEpochNumber(5)));
+        }
+      });
+      socket.on('error', () => undefined);
+    });
+    await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+    const stop = new AbortController();
+    const committed: number[] = [];
+    const source = new ReplicationSource({
+      region, host: '127.0.0.1', port: (server.address() as { port: number }).port, signal: stop.signal,
+      hooks: { pause: () => undefined, resume: () => undefined, onCommitted: (report) => { committed.push(report.epoch); } },
+    });
+    const unprotected = new Promise<PagewireError>((resolve) => source.once('unprotected', resolve));
+    const run = source.run();
+    const error = await unprotected;
+    stop.abort();
+    await run;
+    server.close();
+    expect(error.message).toMatch(/EPOCH_ACK 5 acknowledges no epoch waiting for it/);
+    expect(committed).toEqual([]);
+  });
+
+  it('serves one primary at a time: of two handshakes at once, one is refused', async () => {
+    const { FEATURE_REPLICATION, MAX_VERSION, MIN_VERSION, encodeHello } = await import('../dist/src/wire/messages.js');
+    const { SessionKeyPair } = await import('../dist/src/transport/session-secret.js');
+    const stop = new AbortController();
+    const standby = new Standby({ out: join(dir.dir, 'out.img'), signal: stop.signal });
+    const listening = new Promise<number>((resolve) => standby.once('listening', ({ port }) => resolve(port)));
+    const run = standby.run();
+    const port = await listening;
+    const hello = () => frame(MessageType.Hello, encodeHello({
+      minVersion: MIN_VERSION, maxVersion: MAX_VERSION, features: FEATURE_REPLICATION, pageSize: PAGE, regionSize: 64 * PAGE, extraRegions: [],
+      migrationId: Buffer.alloc(16, 1), extraStreams: 0, sessionKey: SessionKeyPair.generate().publicKey,
+    }));
+    const clients = await Promise.all([rawClient(port), rawClient(port)]);
+    for (const client of clients) client.socket.write(hello());
+    // Each hears its answer's first frame: WELCOME for one, ERROR for the other.
+    await Promise.all(clients.map((client) => receivedAtLeast(client, 8)));
+    const firstTypes = clients.map((client) => client.received()[0]).sort();
+    expect(firstTypes).toEqual([MessageType.Welcome, MessageType.Error].sort());
+    for (const client of clients) client.socket.destroy();
+    stop.abort();
+    await expect(run).rejects.toMatchObject({ code: 'PW_ERR_ABORTED' });
+  });
+
+  it('stops with the error of a hook that fails, rather than taking it for a lost standby', async () => {
+    const out = join(dir.dir, 'out.img');
+    const { port, activation } = await startStandby(out);
+    const region = MemoryRegion.fromMemory(Buffer.alloc(64 * PAGE), { pageSize: PAGE });
+    let captures = 0;
+    const source = new ReplicationSource({
+      region, host: '127.0.0.1', port, epochMs: 10,
+      hooks: {
+        pause: () => { if (++captures === 3) throw new Error('the guest would not stop'); },
+        resume: () => undefined,
+      },
+    });
+    await expect(source.run()).rejects.toMatchObject({ code: 'PW_ERR_HOOK', message: /the pause hook failed: the guest would not stop/ });
+    // The primary is gone: the standby takes over the last epoch committed before the failure.
+    expect((await activation).epoch).toBe(3);
+  });
 
   it('refuses garbage and a migration source in the handshake, and keeps listening', async () => {
     const out = join(dir.dir, 'out.img');

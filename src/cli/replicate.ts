@@ -54,7 +54,15 @@ export async function replicateCommand(argv: string[]): Promise<number> {
   let releasedFd: number | undefined;
   const signals = abortOnSignals();
   try {
-    const lease = coordinator ? await PrimaryLease.acquire(coordinator.client, coordinator.name, Standby.copyName(imagePath)) : undefined;
+    let lease: PrimaryLease | undefined;
+    try {
+      lease = coordinator ? await PrimaryLease.acquire(coordinator.client, coordinator.name, Standby.copyName(imagePath)) : undefined;
+    } catch (error) {
+      const failure = asPagewireError(error);
+      process.stderr.write(`pagewire replicate: ${failure.message} (${failure.code})\n`);
+      if (json) printJson({ status: failure.code === 'PW_ERR_FENCED' ? 'fenced' : 'failed', error: failure.message, errorCode: failure.code });
+      return 1;
+    }
     if (lease) process.stderr.write(`holding ${coordinator!.name} in etcd with fencing token ${lease.token}\n`);
     if (releasedPath) releasedFd = openSync(resolve(releasedPath), 'a');
     if (spec) {
@@ -77,7 +85,7 @@ export async function replicateCommand(argv: string[]): Promise<number> {
         resume: () => workload?.resume(),
         onCommitted: (report: EpochReport) => {
           if (releasedFd !== undefined) appendFileSync(releasedFd, `${captured}\n`);
-          if (json) printJson(epochJson(report, captured));
+          if (json) printJson(epochJson(report, spec ? captured : undefined));
         },
       },
     });
@@ -121,11 +129,12 @@ export async function replicateCommand(argv: string[]): Promise<number> {
   }
 }
 
-/** One committed epoch, as `replicate --json` prints it. */
-export function epochJson(report: EpochReport, counter: number) {
+/** One committed epoch, as `replicate --json` prints it; `counter` only with the synthetic writer. */
+export function epochJson(report: EpochReport, counter: number | undefined) {
   return {
     event: 'epoch', epoch: report.epoch, digest: report.digest, pages: report.pages, bytes: report.bytes,
-    pauseMs: roundMs(report.pauseMs), commitMs: roundMs(report.commitMs), intervalMs: report.intervalMs, token: report.token, counter,
+    pauseMs: roundMs(report.pauseMs), commitMs: roundMs(report.commitMs), intervalMs: report.intervalMs, token: report.token,
+    ...(counter === undefined ? {} : { counter }),
     ...(report.unprotected ? { unprotected: true } : {}),
   };
 }

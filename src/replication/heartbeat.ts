@@ -5,9 +5,13 @@ import type { FramedConnection } from '../transport/framed-connection.js';
 import { MessageType } from '../wire/messages.js';
 import { encodeEpochNumber } from '../wire/replication-messages.js';
 
-/** A heartbeat at least this often; the failover timeout must be several of them. */
+/** How often a side looks whether it has written anything; silent, it sends a heartbeat. */
 export const HEARTBEAT_INTERVAL_MS = 100;
-/** The shortest failover timeout: three heartbeats missed. */
+/**
+ * The shortest failover timeout. A live side writes at least every two intervals (a write just after
+ * one look is seen only at the look after next); three leave one interval for the network and a busy
+ * event loop.
+ */
 export const MIN_FAILOVER_TIMEOUT_MS = 3 * HEARTBEAT_INTERVAL_MS;
 
 export class Heartbeat {

@@ -31,15 +31,26 @@ export function parseOwner(kv: EtcdKeyValue): OwnerRecord {
 export class PrimaryLease {
   private validUntil: number;
   private lost: FencedError | undefined;
+  private readonly lostListeners = new Set<() => void>();
+  private readonly timers: NodeJS.Timeout[];
+  private renewing = false;
 
   private constructor(private readonly client: EtcdClient, readonly name: string, private readonly leaseId: string,
-    private readonly ttlMs: number, readonly token: number, grantedAt: number) {
+    ttlMs: number, readonly token: number, grantedAt: number) {
     this.validUntil = grantedAt + ttlMs;
+    const renewEvery = ttlMs / 4;
+    // Renewed from the moment it is held, whoever uses it and whenever.
+    this.timers = [setInterval(() => this.renew(), renewEvery), setInterval(() => {
+      if (performance.now() >= this.validUntil - renewEvery) {
+        this.lose(new FencedError(`could not renew the lease on ${name} in time (etcd unreachable?): the workload must stop before it can expire`));
+      }
+    }, CHECK_MS)];
   }
 
   /**
    * Takes the workload's key under a new lease: when nobody holds it, or when it is this very copy's,
-   * left by its activation as a standby (no lease). Anything else is another copy's: FencedError.
+   * left by its activation as a standby (no lease). Anything else is another copy's: FencedError. The
+   * lease is kept alive from here until release(), or until it is lost (see onLost).
    */
   static async acquire(client: EtcdClient, name: string, copy: string, ttlSeconds = DEFAULT_LEASE_TTL_SECONDS): Promise<PrimaryLease> {
     const key = ownerKey(name);
@@ -63,43 +74,45 @@ export class PrimaryLease {
 
   /** Why the workload had to stop. */
   lostError(): FencedError {
-    return this.lost ?? new FencedError(`lost the lease on ${this.name}: it could not be renewed`);
+    return this.lost ?? new FencedError(`lost the lease on ${this.name}`);
   }
 
   /**
-   * Keeps the lease alive; calls `onLost` once, a margin (a quarter of the TTL) before the lease may
-   * expire without a renewal, or at once when etcd says it is gone. Returns a function that stops.
+   * Calls `listener` once the lease is lost: a quarter of the TTL before it could expire without a
+   * renewal (counted from each keep-alive's sending), or at once when etcd says it is gone. The
+   * workload must stop then. Returns a function that unsubscribes.
    */
-  watch(onLost: () => Promise<void>): () => void {
-    const renewEvery = this.ttlMs / 4;
-    let stopped = false;
-    let renewing = false;
-    const lose = (error: FencedError) => {
-      if (stopped) return;
-      stopped = true;
-      this.lost = error;
-      clearInterval(check);
-      clearInterval(renew);
-      void onLost();
-    };
-    const renew = setInterval(() => {
-      if (renewing) return;
-      renewing = true;
-      const sentAt = performance.now();
-      this.client.keepAlive(this.leaseId).then((ttlSeconds) => {
-        if (ttlSeconds <= 0) lose(new FencedError(`the lease on ${this.name} expired: another copy may run it now`));
-        else this.validUntil = Math.max(this.validUntil, sentAt + ttlSeconds * 1000);
-      }, () => undefined).finally(() => { renewing = false; });
-    }, renewEvery);
-    const check = setInterval(() => {
-      if (performance.now() >= this.validUntil - renewEvery) {
-        lose(new FencedError(`could not renew the lease on ${this.name} in time (etcd unreachable?): stopped the workload before it could expire`));
-      }
-    }, CHECK_MS);
-    return () => {
-      stopped = true;
-      clearInterval(check);
-      clearInterval(renew);
-    };
+  onLost(listener: () => void): () => void {
+    if (this.lost) queueMicrotask(listener);
+    else this.lostListeners.add(listener);
+    return () => this.lostListeners.delete(listener);
+  }
+
+  /** Stops renewing and gives the key up at once: a standby may take over now. */
+  async release(): Promise<void> {
+    this.stopTimers();
+    await this.client.revokeLease(this.leaseId);
+  }
+
+  private renew(): void {
+    if (this.renewing || this.lost) return;
+    this.renewing = true;
+    const sentAt = performance.now();
+    this.client.keepAlive(this.leaseId).then((ttlSeconds) => {
+      if (ttlSeconds <= 0) this.lose(new FencedError(`the lease on ${this.name} expired: another copy may run it now`));
+      else this.validUntil = Math.max(this.validUntil, sentAt + ttlSeconds * 1000);
+    }, () => undefined).finally(() => { this.renewing = false; });
+  }
+
+  private lose(error: FencedError): void {
+    if (this.lost) return;
+    this.lost = error;
+    this.stopTimers();
+    for (const listener of this.lostListeners) listener();
+    this.lostListeners.clear();
+  }
+
+  private stopTimers(): void {
+    for (const timer of this.timers) clearInterval(timer);
   }
 }

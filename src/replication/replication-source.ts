@@ -23,7 +23,7 @@ import type { EndpointOptions } from '../transport/connect.js';
 import type { FramedConnection } from '../transport/framed-connection.js';
 import type { TlsCertificates } from '../transport/tls-certs.js';
 import {
-  FEATURE_REPLICATION, MAX_DEVICE_STATE_BYTES, MessageType, encodeDeviceStateHead, encodePagesHeader,
+  FEATURE_REPLICATION, MAX_DEVICE_STATE_BYTES, MessageType, encodeDeviceStateHead, encodePagesHeader, messageName,
 } from '../wire/messages.js';
 import { EPOCH_SYNC, encodeEpochBegin, encodeEpochEnd, parseEpochNumber } from '../wire/replication-messages.js';
 import { nextEpoch } from './epoch-policy.js';
@@ -33,7 +33,8 @@ import { ShadowCopy } from './shadow-copy.js';
 
 /** The shortest epoch `epochMs` may ask for. */
 export const MIN_EPOCH_MS = 10;
-const DEVICE_STATE_CHUNK_BYTES = 8 * 1024 * 1024;
+/** Small enough that a chunk crosses a slow link well within the standby's failover timeout. */
+const DEVICE_STATE_CHUNK_BYTES = 1024 * 1024;
 
 /** An epoch the standby has committed. */
 export interface EpochReport {
@@ -101,7 +102,11 @@ export interface ReplicationSourceOptions extends EndpointOptions {
   hookTimeoutMs?: number;
   /** Longest wait for the standby's handshake or for the socket to drain (default 30 s). */
   timeoutMs?: number;
-  /** Stops replication: run() then resolves, the workload left running. */
+  /**
+   * Stops replication: run() then resolves. Without a lease the workload is left running (the standby
+   * takes over once it has heard nothing for its failover timeout); with one, the workload is paused
+   * and the lease released, so that the standby takes over at once and never beside it.
+   */
   signal?: AbortSignal;
 }
 
@@ -177,18 +182,23 @@ export class ReplicationSource extends EventEmitter<ReplicationEvents> {
     signal?.addEventListener('abort', () => this.stopped.abort(signal.reason), { once: true });
   }
 
-  /** Replicates until the signal aborts (resolves) or the lease is lost (rejects with FencedError). */
+  /**
+   * Replicates until the signal aborts (resolves), the lease is lost (rejects with FencedError; the
+   * workload paused), or a hook fails (rejects with its error).
+   */
   async run(): Promise<ReplicationSummary> {
     if (this.ran) throw new InvalidArgumentError('a ReplicationSource runs once; create another');
     this.ran = true;
     const { lease } = this.settings;
-    const lost = lease ? lease.watch(() => this.fence()) : undefined;
+    const unsubscribe = lease?.onLost(() => void this.fence());
     try {
       while (!this.stopped.signal.aborted) {
         try {
           await this.protectAndReplicate();
         } catch (error) {
           if (this.stopped.signal.aborted) break;
+          // A hook that failed leaves the workload in a state only the embedder knows: stop, say why.
+          if (this.hookFailure) throw this.hookFailure;
           // Once per loss, not once per failed attempt to reach the standby again.
           if (this.protectedNow || this.syncs === 0 && !this.reportedUnprotected) this.emit('unprotected', asPagewireError(error));
           this.protectedNow = false;
@@ -197,11 +207,39 @@ export class ReplicationSource extends EventEmitter<ReplicationEvents> {
         }
       }
       if (this.fencedBy) throw this.fencedBy;
+      if (lease) await this.handOver(lease);
       return { committedEpoch: this.committedEpoch, epochs: this.epoch, syncs: this.syncs };
     } finally {
-      lost?.();
+      unsubscribe?.();
     }
   }
+
+  /**
+   * Stopped with a lease: the lease would lapse and the standby take over, so the workload is paused
+   * now and the lease given up, and the standby takes over at once.
+   */
+  private async handOver(lease: PrimaryLease): Promise<void> {
+    this.fencedBy = lease.lostError();
+    await this.pauseForGood();
+    await lease.release().catch(() => undefined);
+  }
+
+  /** Pauses the workload, not through the runner: it is bound to the replication's signal, which has stopped. */
+  private async pauseForGood(): Promise<void> {
+    await Promise.resolve(this.settings.hooks.pause(AbortSignal.timeout(this.source.hookTimeoutMs))).catch(() => undefined);
+  }
+
+  /** A hook's run; its failure is kept, so that run() fails with it rather than taking it for a lost standby. */
+  private async runHook<T>(name: string, hook: (signal: AbortSignal) => Promise<T> | T, abortable = true): Promise<T> {
+    try {
+      return await this.hooks.run(name, hook, abortable);
+    } catch (error) {
+      if (!this.stopped.signal.aborted) this.hookFailure ??= asPagewireError(error);
+      throw error;
+    }
+  }
+
+  private hookFailure: PagewireError | undefined;
 
   private fencedBy: PagewireError | undefined;
   /** A standby holds the workload (from a sync's acknowledgement to the connection's loss). */
@@ -209,15 +247,12 @@ export class ReplicationSource extends EventEmitter<ReplicationEvents> {
   private reportedUnprotected = false;
 
   /** The lease is gone (or about to be): stop the workload before another copy may start, and stop. */
-  private fence(): Promise<void> {
-    return (async () => {
-      const error = this.settings.lease!.lostError();
-      this.fencedBy = error;
-      // Not through the runner: it is bound to the replication's signal, which stops now.
-      await Promise.resolve(this.settings.hooks.pause(AbortSignal.timeout(this.source.hookTimeoutMs))).catch(() => undefined);
-      this.emit('fenced', error);
-      this.stopped.abort(error);
-    })();
+  private async fence(): Promise<void> {
+    const error = this.settings.lease!.lostError();
+    this.fencedBy = error;
+    await this.pauseForGood();
+    this.emit('fenced', error);
+    this.stopped.abort(error);
   }
 
   /** Connects, syncs and runs epochs until the connection fails. */
@@ -241,7 +276,7 @@ export class ReplicationSource extends EventEmitter<ReplicationEvents> {
         const began = performance.now();
         await this.epochCycle(link, encoder);
         const cycleMs = performance.now() - began;
-        // The next capture comes one interval after this one began, or at once when the cycle ran over.
+        // The next capture comes one interval after this one began (the interval stretched when a cycle runs over).
         const decision = nextEpoch({ configuredMs: this.settings.epochMs, currentMs: this.intervalMs, lastCycleMs: cycleMs });
         this.intervalMs = decision.intervalMs;
         await link.guard(this.sleep(Math.max(0, began + this.intervalMs - performance.now())));
@@ -284,14 +319,14 @@ export class ReplicationSource extends EventEmitter<ReplicationEvents> {
     };
     this.emit('epoch', report);
     const { onCommitted } = this.settings.hooks;
-    if (onCommitted) await this.hooks.run('onCommitted', (signal) => onCommitted(report, signal));
+    if (onCommitted) await this.runHook('onCommitted', (signal) => onCommitted(report, signal));
   }
 
   /** Pause, take the dirty pages into the staging copy (and the device state), resume. */
   private async capture(): Promise<{ pages: PageList; deviceState: Uint8Array | undefined; pauseMs: number }> {
     const { hooks } = this.settings;
     const began = performance.now();
-    await this.hooks.run('pause', (signal) => hooks.pause(signal));
+    await this.runHook('pause', (signal) => hooks.pause(signal));
     let pages: PageList;
     let deviceState: Uint8Array | undefined;
     try {
@@ -307,15 +342,16 @@ export class ReplicationSource extends EventEmitter<ReplicationEvents> {
       pages = pageListOf(all.subarray(0, n));
       this.shadow.copyPages(pages, 65_536);
       if (hooks.deviceState) {
-        deviceState = await this.hooks.run('deviceState', (signal) => hooks.deviceState!(signal));
+        deviceState = await this.runHook('deviceState', (signal) => hooks.deviceState!(signal));
         if (!(deviceState instanceof Uint8Array) || deviceState.byteLength > MAX_DEVICE_STATE_BYTES) {
-          throw new InvalidArgumentError(`the deviceState hook must return a Uint8Array of at most ${MAX_DEVICE_STATE_BYTES} bytes`);
+          this.hookFailure = new InvalidArgumentError(`the deviceState hook must return a Uint8Array of at most ${MAX_DEVICE_STATE_BYTES} bytes`);
+          throw this.hookFailure;
         }
         deviceState = Buffer.from(deviceState);
       }
     } finally {
       // A workload fenced meanwhile stays paused: another copy may be about to run it.
-      if (!this.fencedBy) await this.hooks.run('resume', (signal) => hooks.resume(signal), false);
+      if (!this.fencedBy) await this.runHook('resume', (signal) => hooks.resume(signal), false);
     }
     return { pages, deviceState, pauseMs: performance.now() - began };
   }
@@ -343,6 +379,7 @@ export class ReplicationSource extends EventEmitter<ReplicationEvents> {
       }
     }
     await link.guard(connection.send(MessageType.EpochEnd, encodeEpochEnd({ epoch, records, digest: regionDigest(encoder.sentHashes) })));
+    link.ended = epoch;
     return connection.bytesWritten - before;
   }
 
@@ -362,7 +399,7 @@ export class ReplicationSource extends EventEmitter<ReplicationEvents> {
       epoch, digest: formatDigest(regionDigest(captured)), pages: pages.count, bytes: 0, pauseMs, commitMs: 0,
       intervalMs: this.intervalMs, token: this.settings.lease?.token ?? 0, unprotected: true,
     };
-    if (hooks.onCommitted) await this.hooks.run('onCommitted', (signal) => hooks.onCommitted!(report, signal));
+    if (hooks.onCommitted) await this.runHook('onCommitted', (signal) => hooks.onCommitted!(report, signal));
     await this.sleep(Math.max(reconnectBackoffMs, this.settings.epochMs));
   }
 
@@ -391,6 +428,8 @@ class StandbyLink {
   private readonly failed: Promise<never>;
   private acked = 0;
   private ackWaiter: (() => void) | undefined;
+  /** The last epoch whose EPOCH_END was sent: no acknowledgement may go beyond it. */
+  ended = 0;
 
   constructor(readonly connection: FramedConnection, private readonly silenceMs: number) {
     let fail!: (error: PagewireError) => void;
@@ -410,7 +449,11 @@ class StandbyLink {
 
   /** The promise, or the link's failure if that comes first. */
   guard<T>(promise: Promise<T>): Promise<T> {
-    if (this.failure) return Promise.reject(this.failure);
+    if (this.failure) {
+      // Nobody waits for `promise` any more; its own failure must not go unhandled.
+      promise.catch(() => undefined);
+      return Promise.reject(this.failure);
+    }
     return Promise.race([promise, this.failed]);
   }
 
@@ -426,13 +469,15 @@ class StandbyLink {
       }
       if (frame.type === MessageType.EpochAck) {
         const epoch = parseEpochNumber(frame.payload, 'EPOCH_ACK');
-        if (epoch <= this.acked) throw new ProtocolError(`EPOCH_ACK ${epoch} repeats or goes back (last ${this.acked})`);
+        if (epoch <= this.acked || epoch > this.ended) {
+          throw new ProtocolError(`EPOCH_ACK ${epoch} acknowledges no epoch waiting for it (last acknowledged ${this.acked}, last ended ${this.ended})`);
+        }
         this.acked = epoch;
         this.ackWaiter?.();
       } else if (frame.type === MessageType.Heartbeat) {
         parseEpochNumber(frame.payload, 'HEARTBEAT');
       } else {
-        throw new ProtocolError(`unexpected ${MessageType[frame.type] ?? frame.type} from the standby`);
+        throw new ProtocolError(`unexpected ${messageName(frame.type)} from the standby`);
       }
       frame.release?.();
     }

@@ -21,14 +21,15 @@ export class StandbyClaim {
   }
 
   /**
-   * Takes the key if the primary's lease has gone; `{taken: false}` while it still holds it. Someone
-   * else holding it is FencedError: this standby must not run the workload.
+   * Takes the key once no lease holds it; `{taken: false}` while one does (the primary, or a primary
+   * started again). A copy that activated elsewhere holding it is FencedError: this standby must not run it.
    */
-  async tryTakeOver(primaryToken: number): Promise<TakeOver> {
+  async tryTakeOver(): Promise<TakeOver> {
     const key = ownerKey(this.name);
     const owner = await this.client.get(key);
     if (owner) {
-      if (owner.modRevision === primaryToken) return { taken: false };
+      // Under a lease: a live primary holds it (this one, or one started again that may connect).
+      if (owner.lease !== '0') return { taken: false };
       throw new FencedError(`${this.name} was taken by ${parseOwner(owner).copy} (revision ${owner.modRevision}): not activating`);
     }
     const result = await this.client.createIfAbsent(key, JSON.stringify({ copy: this.copy } satisfies OwnerRecord));

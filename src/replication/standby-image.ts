@@ -5,7 +5,7 @@
 // epochs. `--out` is written at activation: the working file fsynced and renamed over it (docs/PROTOCOL.md
 // section 9, "Durability" says why not at every commit).
 import { randomBytes } from 'node:crypto';
-import { closeSync, constants, existsSync, openSync, readSync, statSync, writeSync } from 'node:fs';
+import { closeSync, constants, existsSync, openSync, readSync, readdirSync, statSync, writeSync } from 'node:fs';
 import { copyFile, rename, rm } from 'node:fs/promises';
 import { basename, dirname, join } from 'node:path';
 import { ChecksumError, StorageError } from '../errors.js';
@@ -57,7 +57,12 @@ export class StandbyImage implements PageStore {
    * re-protect: the primary then sends only the pages that differ), else a new zeroed file.
    */
   static async open(out: string, byteLength: number, pageSize: number): Promise<StandbyImage> {
-    const workingPath = join(dirname(out), `.${basename(out)}.standby-${randomBytes(6).toString('hex')}.tmp`);
+    const prefix = `.${basename(out)}.standby-`;
+    // Working files of an earlier standby of this --out that died (one standby serves one --out).
+    for (const name of readdirSync(dirname(out))) {
+      if (name.startsWith(prefix) && name.endsWith('.tmp')) await rm(join(dirname(out), name), { force: true });
+    }
+    const workingPath = join(dirname(out), `${prefix}${randomBytes(6).toString('hex')}.tmp`);
     const reuse = existsSync(out) && statSync(out).isFile() && statSync(out).size === byteLength;
     let store: FilePageStore;
     let hashes: BigUint64Array;

@@ -8,8 +8,8 @@ import { hostname } from 'node:os';
 import { performance } from 'node:perf_hooks';
 import { resolve } from 'node:path';
 import {
-  AbortedError, CapacityError, FencedError, HandshakeError, InvalidArgumentError, ProtocolError, TimeoutError, asPagewireError,
-  type PagewireError,
+  AbortedError, CapacityError, ConnectionError, FencedError, HandshakeError, InvalidArgumentError, PeerError, ProtocolError, StorageError,
+  TimeoutError, asPagewireError, type PagewireError,
 } from '../errors.js';
 import { formatDigest } from '../codec/page-hashes.js';
 import { HookRunner } from '../migration/hook-runner.js';
@@ -120,6 +120,8 @@ export class Standby extends EventEmitter<StandbyEvents> {
   private lastHeard = performance.now();
   private highestToken = 0;
   private ran = false;
+  /** Past the decision to activate: the working file is kept whatever happens. */
+  private tookOver = false;
 
   constructor(private readonly options: StandbyOptions) {
     super();
@@ -157,11 +159,18 @@ export class Standby extends EventEmitter<StandbyEvents> {
     try {
       const { activation, decided } = await this.watch();
       const { onActivate } = this.options.hooks ?? {};
-      if (onActivate) await this.hooks.run('onActivate', (hookSignal) => onActivate(activation, hookSignal), false);
+      if (onActivate) {
+        await this.hooks.run('onActivate', (hookSignal) => onActivate(activation, hookSignal), false).catch((error: unknown) => {
+          const failure = asPagewireError(error);
+          failure.message = `${activation.out} holds epoch ${activation.epoch} and this copy owns the workload, but ${failure.message}`;
+          throw failure;
+        });
+      }
       return { ...activation, activateMs: performance.now() - decided };
     } catch (error) {
-      await this.image?.discard().catch(() => undefined);
-      throw signal?.aborted ? new AbortedError('the standby was stopped', { cause: signal.reason }) : asPagewireError(error);
+      // Once taken over, the working file may be the only copy of the committed epoch: it stays.
+      if (!this.tookOver) await this.image?.discard().catch(() => undefined);
+      throw signal?.aborted && !this.tookOver ? new AbortedError('the standby was stopped', { cause: signal.reason }) : asPagewireError(error);
     } finally {
       this.listener.close();
       this.listener.destroyConnections();
@@ -189,7 +198,7 @@ export class Standby extends EventEmitter<StandbyEvents> {
         nextClaim = performance.now() + CLAIM_RETRY_MS;
         let taken;
         try {
-          taken = await claim.tryTakeOver(committed.token);
+          taken = await claim.tryTakeOver();
         } catch (error) {
           // etcd unreachable: no proof the primary's lease is gone, so no activation; try again.
           if (error instanceof FencedError) throw error;
@@ -206,11 +215,16 @@ export class Standby extends EventEmitter<StandbyEvents> {
       }
       const detectMs = performance.now() - this.lastHeard;
       const decided = performance.now();
+      this.tookOver = true;
       // No primary may begin a sync from here on; one that connected meanwhile is cut off and undone.
       this.listener.close();
       this.listener.destroyConnections();
       while (this.active) await new Promise((r) => setTimeout(r, WATCH_MS));
-      const epoch = await this.image!.activate();
+      const image = this.image!;
+      const epoch = await image.activate().catch((error: unknown) => {
+        throw new StorageError(`took over epoch ${committed.epoch} but could not make it ${this.out} (${asPagewireError(error).message}); ` +
+          `it is kept in ${image.workingPath}`, { cause: error });
+      });
       return {
         activation: { epoch: epoch.epoch, digest: formatDigest(epoch.digest), deviceState: epoch.deviceState, token, out: this.out, detectMs },
         decided,
@@ -224,6 +238,11 @@ export class Standby extends EventEmitter<StandbyEvents> {
       joins: () => undefined,
       resumable: () => undefined,
       begin: (connection, hello, session) => {
+        // Two handshakes may have run side by side: the first to finish is served.
+        if (this.active) {
+          void connection.sendErrorAndClose(new HandshakeError('this standby is already serving a primary'));
+          return;
+        }
         this.active = connection;
         this.lastHeard = performance.now();
         this.serve(connection, hello, session).catch((error: unknown) => this.connectionEnded(connection, asPagewireError(error)));
@@ -234,11 +253,9 @@ export class Standby extends EventEmitter<StandbyEvents> {
   }
 
   private async connectionEnded(connection: FramedConnection, error: PagewireError): Promise<void> {
-    if (error instanceof ProtocolError || error instanceof FencedError || error.code === 'PW_ERR_CHECKSUM' || error instanceof CapacityError) {
-      await connection.sendErrorAndClose(error);
-    } else {
-      void connection.close(0);
-    }
+    // The primary hears why, unless the connection itself is what failed.
+    if (error instanceof ConnectionError || error instanceof TimeoutError || error instanceof PeerError) void connection.close(0);
+    else await connection.sendErrorAndClose(error);
     // Whatever of an epoch arrived is undone: the committed one stays.
     await this.image?.rollBack();
     this.active = undefined;

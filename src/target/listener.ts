@@ -165,7 +165,8 @@ export class TargetListener {
     const remote = connection.remote;
     // While a migration runs, only its extra streams, and its source coming back, get a hearing.
     if (this.admission.refusesConnections()) {
-      void connection.sendErrorAndClose(new HandshakeError('this target is already serving a migration'));
+      void connection.sendErrorAndClose(new HandshakeError(this.replication ? 'this standby is already serving a primary'
+        : 'this target is already serving a migration'));
       return;
     }
     this.handshake(connection).then((first) => {
