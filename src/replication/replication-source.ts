@@ -13,7 +13,7 @@ import {
 import { PageBatchEncoder } from '../codec/page-batch-encoder.js';
 import { formatDigest, regionDigest } from '../codec/page-hashes.js';
 import type { DirtyBitmap } from '../memory/dirty-bitmap.js';
-import { pageListOf, type DirtyTracker, type PageList } from '../memory/dirty-tracker.js';
+import { pageListOf, type DirtyScan, type DirtyTracker, type PageList } from '../memory/dirty-tracker.js';
 import type { MemoryRegion } from '../memory/region.js';
 import { HookRunner } from '../migration/hook-runner.js';
 import { sourceSettings, type SourceSettings } from '../migration/source-options.js';
@@ -33,6 +33,9 @@ import { ShadowCopy } from './shadow-copy.js';
 
 /** The shortest epoch `epochMs` may ask for. */
 export const MIN_EPOCH_MS = 10;
+/** Catch-up rounds after a sync end below this many dirty pages, or when they stop shrinking, or after so many. */
+const CATCH_UP_DONE_PAGES = 256;
+const MAX_CATCH_UP_ROUNDS = 5;
 /** Small enough that a chunk crosses a slow link well within the standby's failover timeout. */
 const DEVICE_STATE_CHUNK_BYTES = 1024 * 1024;
 
@@ -289,7 +292,11 @@ export class ReplicationSource extends EventEmitter<ReplicationEvents> {
     }
   }
 
-  /** The first epoch of a connection: every page that differs from what the standby holds. Not a consistent point. */
+  /**
+   * The first epochs of a connection, none a consistent point: every page that differs from what the
+   * standby holds, then (like pre-copy rounds, the workload running) the pages written meanwhile, while
+   * they shrink, so that the first capture's pause is an ordinary one.
+   */
   private async sync(link: StandbyLink, encoder: PageBatchEncoder): Promise<void> {
     const began = performance.now();
     this.tracked.tracker.start();
@@ -297,12 +304,36 @@ export class ReplicationSource extends EventEmitter<ReplicationEvents> {
     const ours = this.shadow.pageHashes();
     const differing: number[] = [];
     for (let page = 0; page < ours.length; page++) if (ours[page] !== encoder.sentHashes[page]) differing.push(page);
-    const epoch = ++this.epoch;
+    let epoch = ++this.epoch;
     await this.sendEpoch(link, encoder, epoch, EPOCH_SYNC, pageListOf(Uint32Array.from(differing)), undefined);
     await link.acknowledged(epoch);
+    let pending = Infinity;
+    for (let round = 0; round < MAX_CATCH_UP_ROUNDS; round++) {
+      const scan = await this.tracked.tracker.scan({ paused: false });
+      if (scan.count <= CATCH_UP_DONE_PAGES || scan.count >= pending * 0.9) break;
+      pending = scan.count;
+      const pages = this.takeIntoShadow(scan);
+      epoch = ++this.epoch;
+      await this.sendEpoch(link, encoder, epoch, EPOCH_SYNC, pages, undefined);
+      await link.acknowledged(epoch);
+    }
     this.syncs += 1;
     this.protectedNow = true;
     this.emit('protected', { syncedPages: differing.length, syncMs: performance.now() - began });
+  }
+
+  /** Takes the dirty pages and copies them into the staging copy; returns them (read again to encode). */
+  private takeIntoShadow(scan: DirtyScan): PageList {
+    const taken = scan.take();
+    const all = new Uint32Array(taken.count);
+    let n = 0;
+    for (const batch of taken.batches(65_536)) {
+      all.set(batch, n);
+      n += batch.length;
+    }
+    const pages = pageListOf(all.subarray(0, n));
+    this.shadow.copyPages(pages, 65_536);
+    return pages;
   }
 
   /** Capture, send, commit; then output commit. */
@@ -330,17 +361,7 @@ export class ReplicationSource extends EventEmitter<ReplicationEvents> {
     let pages: PageList;
     let deviceState: Uint8Array | undefined;
     try {
-      const scan = await this.tracked.tracker.scan({ paused: true });
-      const taken = scan.take();
-      // The list is read twice (copy, then encode): keep it.
-      const all = new Uint32Array(taken.count);
-      let n = 0;
-      for (const batch of taken.batches(65_536)) {
-        all.set(batch, n);
-        n += batch.length;
-      }
-      pages = pageListOf(all.subarray(0, n));
-      this.shadow.copyPages(pages, 65_536);
+      pages = this.takeIntoShadow(await this.tracked.tracker.scan({ paused: true }));
       if (hooks.deviceState) {
         deviceState = await this.runHook('deviceState', (signal) => hooks.deviceState!(signal));
         if (!(deviceState instanceof Uint8Array) || deviceState.byteLength > MAX_DEVICE_STATE_BYTES) {

@@ -286,6 +286,7 @@ export class Standby extends EventEmitter<StandbyEvents> {
     let connectionToken: number | undefined;
     // Epochs count up within a connection; a new primary (a restart, a re-protect) counts afresh.
     let lastEpoch = 0;
+    let consistent = false;
     try {
       for (;;) {
         let frame;
@@ -307,8 +308,11 @@ export class Standby extends EventEmitter<StandbyEvents> {
             throw new FencedError(`stale fencing token ${begin.token}: this standby has seen ${Math.max(this.highestToken, connectionToken ?? 0)}`);
           }
           const sync = (begin.flags & EPOCH_SYNC) !== 0;
-          if ((connectionToken === undefined) !== sync) throw new ProtocolError(sync ? 'a second sync on one connection' : 'an epoch before the sync');
-          if (sync && this.options.claim) await this.options.claim.checkPrimary(begin.token);
+          // A connection's epochs: one or more syncs (the first checked with the coordinator), then consistent ones.
+          if (sync && consistent) throw new ProtocolError('a sync after a consistent epoch');
+          if (!sync && connectionToken === undefined) throw new ProtocolError('an epoch before the sync');
+          if (connectionToken === undefined && this.options.claim) await this.options.claim.checkPrimary(begin.token);
+          consistent = !sync;
           connectionToken = begin.token;
           this.highestToken = begin.token;
           open = { epoch: begin.epoch, sync, token: begin.token, records: 0, deviceState: [], deviceStateBytes: 0, deviceStateDone: false };
