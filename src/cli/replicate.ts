@@ -52,9 +52,9 @@ export async function replicateCommand(argv: string[]): Promise<number> {
   const bitmap = spec ? new DirtyBitmap(region.pageCount) : undefined;
   let workload: SyntheticWorkload | undefined;
   let releasedFd: number | undefined;
+  let lease: PrimaryLease | undefined;
   const signals = abortOnSignals();
   try {
-    let lease: PrimaryLease | undefined;
     try {
       lease = coordinator ? await PrimaryLease.acquire(coordinator.client, coordinator.name, Standby.copyName(imagePath)) : undefined;
     } catch (error) {
@@ -123,6 +123,8 @@ export async function replicateCommand(argv: string[]): Promise<number> {
   } finally {
     signals.dispose();
     await workload?.stop();
+    // The writer has stopped for good: whatever ended the run, the lease may go (the standby takes over).
+    await lease?.release().catch(() => undefined);
     if (releasedFd !== undefined) closeSync(releasedFd);
     region.flush();
     region.close();

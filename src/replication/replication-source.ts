@@ -8,7 +8,7 @@ import { EventEmitter } from 'node:events';
 import { performance } from 'node:perf_hooks';
 import { randomBytes } from 'node:crypto';
 import {
-  AbortedError, InvalidArgumentError, ProtocolError, TimeoutError, asPagewireError, type PagewireError,
+  AbortedError, HookError, InvalidArgumentError, ProtocolError, TimeoutError, asPagewireError, type PagewireError,
 } from '../errors.js';
 import { PageBatchEncoder } from '../codec/page-batch-encoder.js';
 import { formatDigest, regionDigest } from '../codec/page-hashes.js';
@@ -108,7 +108,8 @@ export interface ReplicationSourceOptions extends EndpointOptions {
   /**
    * Stops replication: run() then resolves. Without a lease the workload is left running (the standby
    * takes over once it has heard nothing for its failover timeout); with one, the workload is paused
-   * and the lease released, so that the standby takes over at once and never beside it.
+   * and the lease released, so that the standby takes over after its failover timeout without waiting
+   * for the lease to lapse, and never beside it.
    */
   signal?: AbortSignal;
 }
@@ -187,7 +188,9 @@ export class ReplicationSource extends EventEmitter<ReplicationEvents> {
 
   /**
    * Replicates until the signal aborts (resolves), the lease is lost (rejects with FencedError; the
-   * workload paused), or a hook fails (rejects with its error).
+   * workload paused), or a hook fails (rejects with its error). With a lease still held, an end hands
+   * over: the workload is paused and the lease given up, so that the standby takes over without waiting
+   * for the lease to lapse; a workload that cannot be paused keeps the lease (see handOver).
    */
   async run(): Promise<ReplicationSummary> {
     if (this.ran) throw new InvalidArgumentError('a ReplicationSource runs once; create another');
@@ -210,26 +213,38 @@ export class ReplicationSource extends EventEmitter<ReplicationEvents> {
         }
       }
       if (this.fencedBy) throw this.fencedBy;
-      if (lease) await this.handOver(lease);
-      return { committedEpoch: this.committedEpoch, epochs: this.epoch, syncs: this.syncs };
+    } catch (error) {
+      if (lease && !this.fencedBy) await this.handOver(lease);
+      throw error;
     } finally {
       unsubscribe?.();
     }
+    if (lease) await this.handOver(lease);
+    return { committedEpoch: this.committedEpoch, epochs: this.epoch, syncs: this.syncs };
   }
 
   /**
-   * Stopped with a lease: the lease would lapse and the standby take over, so the workload is paused
-   * now and the lease given up, and the standby takes over at once.
+   * Ends with the lease held: pauses the workload and gives the lease up. A workload that would not
+   * pause keeps the lease, renewing, since giving it up would let the standby start beside it.
    */
   private async handOver(lease: PrimaryLease): Promise<void> {
     this.fencedBy = lease.lostError();
-    await this.pauseForGood();
+    const failure = await this.pauseForGood();
+    if (failure) {
+      throw new HookError('pause', new Error(`${failure.message}; the lease on ${lease.name} is kept (renewing) so that no other copy ` +
+        'starts beside the workload: stop it, then call lease.release()'));
+    }
     await lease.release().catch(() => undefined);
   }
 
-  /** Pauses the workload, not through the runner: it is bound to the replication's signal, which has stopped. */
-  private async pauseForGood(): Promise<void> {
-    await Promise.resolve(this.settings.hooks.pause(AbortSignal.timeout(this.source.hookTimeoutMs))).catch(() => undefined);
+  /** Pauses the workload, not through the runner (bound to the replication's signal, which has stopped); returns its failure. */
+  private async pauseForGood(): Promise<PagewireError | undefined> {
+    try {
+      await Promise.resolve(this.settings.hooks.pause(AbortSignal.timeout(this.source.hookTimeoutMs)));
+      return undefined;
+    } catch (error) {
+      return asPagewireError(error);
+    }
   }
 
   /** A hook's run; its failure is kept, so that run() fails with it rather than taking it for a lost standby. */
@@ -357,10 +372,11 @@ export class ReplicationSource extends EventEmitter<ReplicationEvents> {
   private async capture(): Promise<{ pages: PageList; deviceState: Uint8Array | undefined; pauseMs: number }> {
     const { hooks } = this.settings;
     const began = performance.now();
-    await this.runHook('pause', (signal) => hooks.pause(signal));
     let pages: PageList;
     let deviceState: Uint8Array | undefined;
     try {
+      // Counted as paused from the call on: a pause that fails or is given up on is still resumed.
+      await this.runHook('pause', (signal) => hooks.pause(signal));
       pages = this.takeIntoShadow(await this.tracked.tracker.scan({ paused: true }));
       if (hooks.deviceState) {
         deviceState = await this.runHook('deviceState', (signal) => hooks.deviceState!(signal));
@@ -371,8 +387,9 @@ export class ReplicationSource extends EventEmitter<ReplicationEvents> {
         deviceState = Buffer.from(deviceState);
       }
     } finally {
-      // A workload fenced meanwhile stays paused: another copy may be about to run it.
-      if (!this.fencedBy) await this.runHook('resume', (signal) => hooks.resume(signal), false);
+      // A workload fenced meanwhile stays paused: another copy may be about to run it. A pause given up
+      // on may still be running: resume only once it has settled.
+      if (!this.fencedBy && await this.hooks.settled()) await this.runHook('resume', (signal) => hooks.resume(signal), false);
     }
     return { pages, deviceState, pauseMs: performance.now() - began };
   }
@@ -399,8 +416,8 @@ export class ReplicationSource extends EventEmitter<ReplicationEvents> {
         if (last) break;
       }
     }
-    await link.guard(connection.send(MessageType.EpochEnd, encodeEpochEnd({ epoch, records, digest: regionDigest(encoder.sentHashes) })));
     link.ended = epoch;
+    await link.guard(connection.send(MessageType.EpochEnd, encodeEpochEnd({ epoch, records, digest: regionDigest(encoder.sentHashes) })));
     return connection.bytesWritten - before;
   }
 

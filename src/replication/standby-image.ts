@@ -58,11 +58,8 @@ export class StandbyImage implements PageStore {
    */
   static async open(out: string, byteLength: number, pageSize: number): Promise<StandbyImage> {
     const prefix = `.${basename(out)}.standby-`;
-    // Working files of an earlier standby of this --out that died (one standby serves one --out).
-    for (const name of readdirSync(dirname(out))) {
-      if (name.startsWith(prefix) && name.endsWith('.tmp')) await rm(join(dirname(out), name), { force: true });
-    }
-    const workingPath = join(dirname(out), `${prefix}${randomBytes(6).toString('hex')}.tmp`);
+    await removeDeadWorkingFiles(dirname(out), prefix);
+    const workingPath = join(dirname(out), `${prefix}${process.pid}-${randomBytes(6).toString('hex')}.tmp`);
     const reuse = existsSync(out) && statSync(out).isFile() && statSync(out).size === byteLength;
     let store: FilePageStore;
     let hashes: BigUint64Array;
@@ -153,6 +150,23 @@ export class StandbyImage implements PageStore {
     return epoch;
   }
 
+  /**
+   * After a failed activation: closes the files and gives the working file (the committed epoch, or
+   * what of it was written) a name no later standby removes; returns where it is.
+   */
+  async keep(epoch: number): Promise<string> {
+    await this.decoder.settled().catch(() => undefined);
+    this.closeFiles();
+    if (!existsSync(this.workingPath)) return this.out;
+    const kept = `${this.out}.epoch-${epoch}.kept`;
+    try {
+      await rename(this.workingPath, kept);
+      return kept;
+    } catch {
+      return this.workingPath;
+    }
+  }
+
   /** Deletes the working file; `--out` is left as it was. */
   async discard(): Promise<void> {
     await this.decoder.settled().catch(() => undefined);
@@ -198,5 +212,33 @@ export class StandbyImage implements PageStore {
     } catch (cause) {
       throw new StorageError(`cannot roll back ${this.workingPath}: ${(cause as Error).message}`, { cause });
     }
+  }
+}
+
+/**
+ * Removes the working files a standby of this `--out` left when it died (their names carry its pid): a
+ * standby that runs keeps its own. A file kept by a failed activation is renamed out of this pattern.
+ */
+async function removeDeadWorkingFiles(dir: string, prefix: string): Promise<void> {
+  let names: string[];
+  try {
+    names = readdirSync(dir);
+  } catch (cause) {
+    throw new StorageError(`cannot list ${dir}: ${(cause as Error).message}`, { cause });
+  }
+  for (const name of names) {
+    const pid = Number(/^(\d+)-[0-9a-f]+\.tmp$/.exec(name.slice(prefix.length))?.[1]);
+    if (!name.startsWith(prefix) || !Number.isInteger(pid) || processAlive(pid)) continue;
+    await rm(join(dir, name), { force: true });
+  }
+}
+
+function processAlive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (error) {
+    // EPERM: alive, someone else's.
+    return (error as NodeJS.ErrnoException).code === 'EPERM';
   }
 }

@@ -221,9 +221,10 @@ export class Standby extends EventEmitter<StandbyEvents> {
       this.listener.destroyConnections();
       while (this.active) await new Promise((r) => setTimeout(r, WATCH_MS));
       const image = this.image!;
-      const epoch = await image.activate().catch((error: unknown) => {
-        throw new StorageError(`took over epoch ${committed.epoch} but could not make it ${this.out} (${asPagewireError(error).message}); ` +
-          `it is kept in ${image.workingPath}`, { cause: error });
+      const epoch = await image.activate().catch(async (error: unknown) => {
+        const where = await image.keep(committed.epoch);
+        throw new StorageError(`took over epoch ${committed.epoch} but could not make it ${this.out} durable ` +
+          `(${asPagewireError(error).message}); it is in ${where}`, { cause: error });
       });
       return {
         activation: { epoch: epoch.epoch, digest: formatDigest(epoch.digest), deviceState: epoch.deviceState, token, out: this.out, detectMs },
@@ -240,7 +241,9 @@ export class Standby extends EventEmitter<StandbyEvents> {
       begin: (connection, hello, session) => {
         // Two handshakes may have run side by side: the first to finish is served.
         if (this.active) {
-          void connection.sendErrorAndClose(new HandshakeError('this standby is already serving a primary'));
+          const busy = new HandshakeError('this standby is already serving a primary');
+          this.emit('refused', busy, connection.remote);
+          void connection.sendErrorAndClose(busy);
           return;
         }
         this.active = connection;
