@@ -2,7 +2,7 @@
 // byte for byte at the pause point of the epoch it activates, with that epoch's device state; hostile
 // and mutated streams refused while the standby keeps its last committed epoch.
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
-import { randomFillSync } from 'node:crypto';
+import { randomBytes, randomFillSync } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import { createServer } from 'node:net';
 import { join } from 'node:path';
@@ -238,6 +238,38 @@ describe('replication through the library', () => {
     await expect(source.run()).rejects.toMatchObject({ code: 'PW_ERR_HOOK', message: /the pause hook failed: the guest would not stop/ });
     // The primary is gone: the standby takes over the last epoch committed before the failure.
     expect((await activation).epoch).toBe(3);
+  });
+
+  it('with a pre-shared key: a primary holding another key is refused, one holding it replicates', async () => {
+    const key = randomBytes(32);
+    const out = join(dir.dir, 'out.img');
+    const standby = new Standby({ out, failoverTimeoutMs: 300, psk: key });
+    const refused: PagewireError[] = [];
+    standby.on('refused', (error) => refused.push(error));
+    const listening = new Promise<number>((resolve) => standby.once('listening', ({ port }) => resolve(port)));
+    const activation = standby.run();
+    const port = await listening;
+    const memory = Buffer.alloc(64 * PAGE);
+    randomFillSync(memory);
+    const region = MemoryRegion.fromMemory(memory, { pageSize: PAGE });
+    const stopWrong = new AbortController();
+    const wrong = new ReplicationSource({
+      region, host: '127.0.0.1', port, psk: randomBytes(32), signal: stopWrong.signal, hooks: { pause: () => undefined, resume: () => undefined },
+    });
+    const unprotected = new Promise<PagewireError>((resolve) => wrong.once('unprotected', resolve));
+    const wrongRun = wrong.run();
+    expect(await unprotected).toMatchObject({ code: 'PW_ERR_PEER', remoteCode: 'PW_ERR_AUTH' });
+    stopWrong.abort();
+    await wrongRun;
+    expect(refused[0]?.code).toBe('PW_ERR_AUTH');
+    const stop = new AbortController();
+    const right = new ReplicationSource({
+      region, host: '127.0.0.1', port, psk: key, epochMs: 10, signal: stop.signal,
+      hooks: { pause: () => undefined, resume: () => undefined, onCommitted: (report) => { if (report.epoch >= 4) stop.abort(); } },
+    });
+    await right.run();
+    await activation;
+    expect(readFileSync(out).equals(memory)).toBe(true);
   });
 
   it('refuses garbage and a migration source in the handshake, and keeps listening', async () => {
