@@ -16,7 +16,7 @@ import { SECURITY_FLAGS, readSecurityFlags } from './security-flags.js';
 import { abortOnSignals } from './signals.js';
 
 export const STANDBY_USAGE = 'pagewire standby --listen HOST:PORT --out FILE [--failover-timeout MS] [--on-activate CMD] ' +
-  '[--etcd URL --name N] [--psk-file F [--tls] | --insecure] [--json]';
+  '[--etcd URL --name N] [--psk-file F [--tls] | --tls-cert F --tls-key F [--tls-ca F] | --insecure] [--json]';
 
 export async function standbyCommand(argv: string[]): Promise<number> {
   const flags = parseFlags(argv, {
@@ -50,7 +50,7 @@ export async function standbyCommand(argv: string[]): Promise<number> {
   standby.on('listening', (a) => process.stderr.write(`listening on ${a.host.includes(':') ? `[${a.host}]` : a.host}:${a.port}\n`));
   standby.on('refused', (error, remote) => process.stderr.write(`refused ${remote}: ${error.message} (${error.code})\n`));
   standby.on('connected', ({ remote }) => process.stderr.write(`primary ${remote} connected\n`));
-  standby.on('synced', ({ pages }) => process.stderr.write(`synced: ${pages} pages differed\n`));
+  standby.on('synced', ({ epoch, pages }) => process.stderr.write(`sync epoch ${epoch}: ${pages} pages\n`));
   standby.on('lost', (error) => process.stderr.write(`primary lost: ${error.message} (${error.code}); holding the last committed epoch\n`));
   standby.on('primary-alive', () => process.stderr.write('the primary is silent, but etcd shows its lease alive: not activating\n'));
   standby.on('coordinator-unreachable', (error) => process.stderr.write(`the primary is silent, and etcd cannot be asked (${error.message}): ` +

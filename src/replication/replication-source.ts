@@ -214,7 +214,13 @@ export class ReplicationSource extends EventEmitter<ReplicationEvents> {
       }
       if (this.fencedBy) throw this.fencedBy;
     } catch (error) {
-      if (lease && !this.fencedBy) await this.handOver(lease);
+      if (lease && !this.fencedBy) {
+        await this.handOver(lease).catch((handOver: unknown) => {
+          const failure = asPagewireError(error);
+          failure.message = `${failure.message}; then ${asPagewireError(handOver).message}`;
+          throw failure;
+        });
+      }
       throw error;
     } finally {
       unsubscribe?.();
@@ -239,11 +245,18 @@ export class ReplicationSource extends EventEmitter<ReplicationEvents> {
 
   /** Pauses the workload, not through the runner (bound to the replication's signal, which has stopped); returns its failure. */
   private async pauseForGood(): Promise<PagewireError | undefined> {
+    const { hookTimeoutMs } = this.source;
+    let timer: NodeJS.Timeout | undefined;
+    const late = new Promise<never>((_, reject) => {
+      timer = setTimeout(() => reject(new TimeoutError(`the pause hook did not finish within ${hookTimeoutMs} ms`)), hookTimeoutMs);
+    });
     try {
-      await Promise.resolve(this.settings.hooks.pause(AbortSignal.timeout(this.source.hookTimeoutMs)));
+      await Promise.race([Promise.resolve(this.settings.hooks.pause(AbortSignal.timeout(hookTimeoutMs))), late]);
       return undefined;
     } catch (error) {
       return asPagewireError(error);
+    } finally {
+      clearTimeout(timer);
     }
   }
 

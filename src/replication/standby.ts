@@ -84,7 +84,7 @@ export interface StandbyEvents {
   listening: [{ host: string; port: number }];
   /** A primary connected and was welcomed. */
   connected: [{ remote: string }];
-  /** A sync finished: the primary's pages that differed are all here (not yet a consistent point). */
+  /** A sync epoch finished (the first sync, or a catch-up round): not yet a consistent point. */
   synced: [{ epoch: number; pages: number }];
   /** An epoch was committed. */
   epoch: [{ epoch: number; digest: string; pages: number }];
@@ -120,6 +120,8 @@ export class Standby extends EventEmitter<StandbyEvents> {
   private lastHeard = performance.now();
   private highestToken = 0;
   private ran = false;
+  /** A roll-back that failed: the working image is torn, and the standby stops. */
+  private broken: PagewireError | undefined;
   /** Past the decision to activate: the working file is kept whatever happens. */
   private tookOver = false;
 
@@ -185,6 +187,7 @@ export class Standby extends EventEmitter<StandbyEvents> {
     for (;;) {
       await new Promise((r) => setTimeout(r, WATCH_MS));
       if (signal?.aborted) throw new AbortedError('the standby was stopped');
+      if (this.broken) throw this.broken;
       const committed = this.image?.committed;
       if (!committed || this.active) {
         aliveReported = false;
@@ -259,8 +262,13 @@ export class Standby extends EventEmitter<StandbyEvents> {
     // The primary hears why, unless the connection itself is what failed.
     if (error instanceof ConnectionError || error instanceof TimeoutError || error instanceof PeerError) void connection.close(0);
     else await connection.sendErrorAndClose(error);
-    // Whatever of an epoch arrived is undone: the committed one stays.
-    await this.image?.rollBack();
+    // Whatever of an epoch arrived is undone: the committed one stays. If that fails, the image can be
+    // trusted no more: the standby stops (run() rejects) rather than serve or activate it.
+    try {
+      await this.image?.rollBack();
+    } catch (rollBack) {
+      this.broken = asPagewireError(rollBack);
+    }
     this.active = undefined;
     this.emit('lost', error);
   }
