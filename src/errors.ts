@@ -111,7 +111,7 @@ export class ListenError extends PagewireError {
 /** An embedder's hook threw or rejected; `hook` names it and `cause` is what it threw. */
 export class HookError extends PagewireError {
   override readonly code = 'PW_ERR_HOOK';
-  /** The hook that failed: 'pause', 'resume', 'deviceState', 'throttle', 'onDeviceState'. */
+  /** The hook that failed: 'pause', 'resume', 'deviceState', 'throttle', 'onDeviceState', 'onCommitted', 'onActivate'. */
   readonly hook: string;
   constructor(hook: string, thrown: unknown) {
     super(`the ${hook} hook failed: ${thrown instanceof Error ? thrown.message : String(thrown)}`, { cause: thrown });
