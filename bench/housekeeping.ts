@@ -38,3 +38,13 @@ export function killChildren(): void {
     }
   }
 }
+
+/** The bench's options from its arguments, or undefined after printing why and its usage (exit 2 then). */
+export function optionsOrUsage<T>(name: string, usage: string, parse: (argv: string[]) => T): T | undefined {
+  try {
+    return parse(process.argv.slice(2));
+  } catch (error) {
+    process.stderr.write(`${name}: ${(error as Error).message}\n${usage}\n`);
+    return undefined;
+  }
+}

@@ -28,7 +28,7 @@ import { renderRunSvg } from './chart.js';
 import { runCliMigration } from './cli-run.js';
 import { startCpuNoise } from './cpu-noise.js';
 import { measureTcpCopy, measureWriteFloor, type TcpCopy } from './floors.js';
-import { gitInfo, killChildren } from './housekeeping.js';
+import { gitInfo, killChildren, optionsOrUsage } from './housekeeping.js';
 import { RSS_SAMPLE_MS } from './proc-memory.js';
 import { AgentClient, type MigrateReceiveResult, type MigrateSendResult } from './protocol.js';
 import { qemuAvailable, runQemuBaseline } from './qemu-baseline.js';
@@ -305,13 +305,8 @@ async function runOnce(bench: Bench, scenario: Scenario, rep: number, withQemu: 
 }
 
 async function main(): Promise<number> {
-  let options: Options;
-  try {
-    options = parseOptions(process.argv.slice(2));
-  } catch (error) {
-    process.stderr.write(`pagewire bench: ${(error as Error).message}\n${USAGE}\n`);
-    return 2;
-  }
+  const options = optionsOrUsage('pagewire bench', USAGE, parseOptions);
+  if (!options) return 2;
   const { size, reps, scenarios, warmup } = options;
   // Generous but finite: nothing may hang. A step is one floor, one migration or one QEMU run.
   const stepTimeoutMs = Math.round(60_000 + (size / 10e6) * 1000);

@@ -34,7 +34,7 @@ import type { WorkloadSpec } from '../src/workload/workload-spec.js';
 import { etcdAvailable, startEtcd, type RunningEtcd } from '../test/etcd-server.js';
 import { ChildRun, describeExit, lastJsonLine, type ChildExit } from './child-run.js';
 import { startCpuNoise } from './cpu-noise.js';
-import { gitInfo, killChildren } from './housekeeping.js';
+import { gitInfo, killChildren, optionsOrUsage } from './housekeeping.js';
 import { HOT, IMAGES } from './scenarios.js';
 import { formatSize, formatTable, median, round } from './stats.js';
 import { prepareStorage, removeStorage, type FileStorage, type StorageDir } from './storage.js';
@@ -536,13 +536,8 @@ function formatReport(options: Options, storage: StorageDir, scenarios: EpochSce
 }
 
 async function main(): Promise<number> {
-  let options: Options;
-  try {
-    options = parseOptions(process.argv.slice(2));
-  } catch (error) {
-    process.stderr.write(`pagewire bench: ${(error as Error).message}\n${USAGE}\n`);
-    return 2;
-  }
+  const options = optionsOrUsage('pagewire bench', USAGE, parseOptions);
+  if (!options) return 2;
   const startedAt = new Date();
   const stamp = startedAt.toISOString().replace(/[:.]/g, '-');
   const size = options.mib * 2 ** 20;

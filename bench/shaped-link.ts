@@ -26,7 +26,7 @@ import { writeMixedImage } from '../src/workload/mixed-image.js';
 import { ChildRun, describeExit } from './child-run.js';
 import { runCliMigration, type ReceiveJson, type SendJson } from './cli-run.js';
 import { startCpuNoise } from './cpu-noise.js';
-import { gitInfo, killChildren } from './housekeeping.js';
+import { gitInfo, killChildren, optionsOrUsage } from './housekeeping.js';
 import { qemuAvailable, runQemuBaseline } from './qemu-baseline.js';
 import { IMAGES, type ImageKind } from './scenarios.js';
 import { formatSize, formatTable, median, round } from './stats.js';
@@ -424,13 +424,8 @@ function formatRate(record: RateRecord, link: LinkRate, options: Options): strin
 }
 
 async function main(): Promise<number> {
-  let options: Options;
-  try {
-    options = parseOptions(process.argv.slice(2));
-  } catch (error) {
-    process.stderr.write(`pagewire bench:link: ${(error as Error).message}\n${USAGE}\n`);
-    return 2;
-  }
+  const options = optionsOrUsage('pagewire bench:link', USAGE, parseOptions);
+  if (!options) return 2;
   if (process.platform !== 'linux' || process.getuid?.() !== 0) {
     process.stderr.write('pagewire bench:link: needs root on Linux (it makes two network namespaces, a veth pair and a tc qdisc); ' +
       'run it as root, e.g. sudo npm run bench:link\n');
