@@ -31,6 +31,7 @@
         "native/extents.cc",
         "native/frame_reader.cc",
         "native/mmap.cc",
+        "native/page_file_writer.cc",
         "native/page_lz4.cc",
         "native/xbzrle.cc",
         "native/xxhash64.cc"

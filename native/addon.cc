@@ -12,6 +12,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   pagewire::InitCodec(env, exports);
   pagewire::InitFrameReader(env, exports);
   pagewire::InitExtents(env, exports);
+  pagewire::InitPageFileWriter(env, exports);
   return exports;
 }
 

@@ -1,4 +1,5 @@
-// Little-endian loads and stores of the wire's integers, whatever the host's byte order.
+// Little-endian loads and stores of the wire's integers, whatever the host's byte order, and tests of
+// a page's bytes.
 #pragma once
 #include <cstdint>
 #include <cstring>
@@ -52,6 +53,26 @@ inline bool LooksIncompressible(const uint8_t* page, size_t size) {
     }
   }
   return 4 * distinct > 3 * n;
+}
+
+// True when all n bytes are zero. 64-byte chunks of eight OR-reduced 64-bit loads, leaving at the
+// first chunk that is not zero.
+inline bool IsZero(const uint8_t* p, uint64_t n) {
+  uint64_t i = 0;
+  for (; n - i >= 64; i += 64) {
+    uint64_t w[8];
+    std::memcpy(w, p + i, 64);
+    if ((w[0] | w[1] | w[2] | w[3] | w[4] | w[5] | w[6] | w[7]) != 0) return false;
+  }
+  for (; n - i >= 8; i += 8) {
+    uint64_t w;
+    std::memcpy(&w, p + i, 8);
+    if (w != 0) return false;
+  }
+  for (; i < n; ++i) {
+    if (p[i] != 0) return false;
+  }
+  return true;
 }
 
 }  // namespace pagewire

@@ -23,7 +23,9 @@
 #include <vector>
 
 #include "bytes.h"
+#include "file_io.h"
 #include "page_lz4.h"
+#include "pool_work.h"
 #include "region.h"
 #include "xbzrle.h"
 #include "xxhash64.h"
@@ -54,26 +56,6 @@ enum ApplyStatus : uint32_t {
   kBadPayload = 7,
   kWrongStream = 8,
 };
-
-// True when all n bytes are zero. 64-byte chunks of eight OR-reduced 64-bit loads, leaving at the
-// first chunk that is not zero.
-bool IsZero(const uint8_t* p, uint64_t n) {
-  uint64_t i = 0;
-  for (; n - i >= 64; i += 64) {
-    uint64_t w[8];
-    std::memcpy(w, p + i, 64);
-    if ((w[0] | w[1] | w[2] | w[3] | w[4] | w[5] | w[6] | w[7]) != 0) return false;
-  }
-  for (; n - i >= 8; i += 8) {
-    uint64_t w;
-    std::memcpy(&w, p + i, 8);
-    if (w != 0) return false;
-  }
-  for (; i < n; ++i) {
-    if (p[i] != 0) return false;
-  }
-  return true;
-}
 
 // pageCount pages of pageSize bytes must lie inside the region (checked without overflow).
 uint64_t CheckPages(Napi::Env env, const RegionSpan& region, uint64_t pageSize, uint64_t pageCount,
@@ -139,73 +121,6 @@ class CacheArena {
   uint8_t* data_ = nullptr;
   size_t size_ = 0;
 };
-
-// ---------------------------------------------------------------------------------------------
-// Async work reads or writes JS-owned memory after the call has returned, so it keeps a reference to
-// every object involved until it settles.
-
-using Keep = std::vector<Napi::ObjectReference>;
-
-void Hold(Keep* keep, const Napi::Value& v) { keep->push_back(Napi::Persistent(v.As<Napi::Object>())); }
-
-// GetRegion, plus what keeps the region's memory alive. For a Mapping the object is not enough:
-// close() unmaps once no view is left. A one-byte view (its ArrayBuffer holds the mapping's state)
-// is; it is checked to start at the mapping's address, since view() is a JS-visible method. Called
-// before any other argument is read: view() runs JS.
-RegionSpan HoldRegion(const Napi::Value& v, const char* name, Keep* keep) {
-  RegionSpan r;
-  if (ViewBytes(v, &r)) {
-    Hold(keep, v);
-    return r;
-  }
-  r = GetRegion(v, name);  // a Mapping (throws otherwise, or if closed)
-  Napi::Env env = v.Env();
-  Napi::Object obj = v.As<Napi::Object>();
-  Napi::Value viewFn = obj.Get("view");
-  if (!viewFn.IsFunction()) ThrowType(env, std::string(name) + ": the mapping has no view()");
-  Napi::Value view = viewFn.As<Napi::Function>().Call(obj, {Napi::Number::New(env, 0), Napi::Number::New(env, 1)});
-  if (!view.IsArrayBuffer()) ThrowType(env, std::string(name) + ": the mapping's view() did not return an ArrayBuffer");
-  void* viewData = view.As<Napi::ArrayBuffer>().Data();
-  r = GetRegion(v, name);  // again: view() may have run anything
-  if (viewData != r.data) ThrowType(env, std::string(name) + ": the mapping's view() is not over the mapping");
-  Hold(keep, v);
-  Hold(keep, view);
-  return r;
-}
-
-RegionSpan ReadRegion(const Napi::Value& v, const char* name, Keep* keep) {
-  return keep != nullptr ? HoldRegion(v, name, keep) : GetRegion(v, name);
-}
-
-// Pool work that settles a promise: Execute() does the work off the JS thread, Result() turns its
-// outcome into the value resolved; an error set in Execute() rejects.
-class PromiseWorker : public Napi::AsyncWorker {
- public:
-  PromiseWorker(Napi::Env env, const char* name)
-      : Napi::AsyncWorker(env, name), deferred_(Napi::Promise::Deferred::New(env)) {}
-  Napi::Promise Promise() { return deferred_.Promise(); }
-
- protected:
-  virtual Napi::Value Result() = 0;
-  void OnOK() override { deferred_.Resolve(Result()); }
-  void OnError(const Napi::Error& e) override { deferred_.Reject(e.Value()); }
-
- private:
-  Napi::Promise::Deferred deferred_;
-};
-
-// Queues a worker and hands back its promise; a worker that could not be queued is freed here.
-template <typename Worker>
-Napi::Promise QueueWorker(Worker* worker) {
-  Napi::Promise promise = worker->Promise();
-  try {
-    worker->Queue();
-  } catch (...) {
-    delete worker;
-    throw;
-  }
-  return promise;
-}
 
 // ---------------------------------------------------------------------------------------------
 // XXH64
@@ -935,21 +850,11 @@ class FileSink {
 
   void FlushZeros() {
     if (zeroCount_ == 0) return;
-    const off_t offset = static_cast<off_t>(zeroFirst_ * pageSize_);
-    const off_t length = static_cast<off_t>(zeroCount_ * pageSize_);
+    const uint64_t offset = zeroFirst_ * pageSize_, length = zeroCount_ * pageSize_;
     zeroCount_ = 0;
-    if (fallocate(fd_, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, offset, length) == 0) return;
-    if (errno != EOPNOTSUPP && errno != ENOSYS && errno != EINVAL) {
-      throw IoError(std::string("punching a hole for zero pages failed: ") + strerror(errno));
-    }
-    // A file system without holes: write the zeros.
-    if (!zeros_) zeros_.reset(new uint8_t[static_cast<size_t>(pageSize_)]());
-    for (off_t at = offset; at < offset + length;) {
-      const size_t want = static_cast<size_t>(std::min<off_t>(static_cast<off_t>(pageSize_), offset + length - at));
-      const ssize_t n = pwrite(fd_, zeros_.get(), want, at);
-      if (n < 0 && errno == EINTR) continue;
-      if (n <= 0) throw IoError(std::string("writing zero pages failed: ") + strerror(n < 0 ? errno : EIO));
-      at += n;
+    const char* call = nullptr;
+    if (const int err = PunchZeros(fd_, offset, length, &call)) {
+      throw IoError(std::string("writing zero pages failed: ") + call + ": " + strerror(err));
     }
   }
 
@@ -1007,7 +912,6 @@ class FileSink {
   std::vector<std::unique_ptr<uint8_t[]>> arena_;
   size_t used_ = 0;
   uint64_t zeroFirst_ = 0, zeroCount_ = 0;
-  std::unique_ptr<uint8_t[]> zeros_;
 };
 
 struct ApplyJob {

@@ -1,8 +1,8 @@
-// mapFile and the Mapping class: a file mapped MAP_SHARED, shared between the JS object and every
-// external ArrayBuffer view through a shared_ptr<State>; unmapped when the last reference goes.
+// mapFile, mapFilePrivate and the Mapping class: a file mapped MAP_SHARED or MAP_PRIVATE, shared between
+// the JS object and every external ArrayBuffer view through a shared_ptr<State>; unmapped when the last
+// reference goes.
 #include <errno.h>
 #include <fcntl.h>
-#include <string.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -21,22 +21,13 @@ constexpr uint64_t kMaxViewLength = uint64_t{1} << 30;
 struct State {
   uint8_t* addr = nullptr;
   size_t length = 0;
-  int fd = -1;
+  int fd = -1;  // -1 for a private mapping
   bool writable = false;
   ~State() {
     if (addr != nullptr) munmap(addr, length);
     if (fd >= 0) ::close(fd);
   }
 };
-
-[[noreturn]] void ThrowErrno(Napi::Env env, const std::string& what, int err) {
-  Napi::Error e = Napi::Error::New(env, what + ": " + strerror(err));
-#if defined(__GLIBC__) && (__GLIBC__ > 2 || (__GLIBC__ == 2 && __GLIBC_MINOR__ >= 32))
-  if (const char* name = strerrorname_np(err)) e.Set("code", Napi::String::New(env, name));
-#endif
-  e.Set("errno", Napi::Number::New(env, -err));
-  throw e;
-}
 
 struct ModuleData {
   Napi::FunctionReference mappingCtor;
@@ -54,7 +45,8 @@ class Mapping : public Napi::ObjectWrap<Mapping> {
                        });
   }
 
-  // Only mapFile can construct: it passes an External carrying the new state, which JS cannot forge.
+  // Only mapFile and mapFilePrivate construct: they pass an External carrying the new state, which JS
+  // cannot forge.
   explicit Mapping(const Napi::CallbackInfo& info) : Napi::ObjectWrap<Mapping>(info) {
     Napi::Env env = info.Env();
     if (info.Length() != 1 || !info[0].IsExternal()) {
@@ -108,8 +100,9 @@ class Mapping : public Napi::ObjectWrap<Mapping> {
   Napi::Value Flush(const Napi::CallbackInfo& info) {
     Napi::Env env = info.Env();
     if (!state_) throw Napi::Error::New(env, "mapping is closed");
-    if (msync(state_->addr, state_->length, MS_SYNC) != 0) ThrowErrno(env, "msync failed", errno);
-    if (fsync(state_->fd) != 0) ThrowErrno(env, "fsync failed", errno);
+    if (state_->fd < 0) throw Napi::Error::New(env, "a private mapping has no file to write back to");
+    if (msync(state_->addr, state_->length, MS_SYNC) != 0) throw ErrnoError(env, "msync failed", errno);
+    if (fsync(state_->fd) != 0) throw ErrnoError(env, "fsync failed", errno);
     return env.Undefined();
   }
 
@@ -122,11 +115,43 @@ class Mapping : public Napi::ObjectWrap<Mapping> {
   uint64_t byteLength_ = 0;
 };
 
+std::string ToPath(const Napi::Value& v) {
+  if (!v.IsString()) ThrowType(v.Env(), "path must be a string");
+  std::string path = v.As<Napi::String>().Utf8Value();
+  if (path.find('\0') != std::string::npos) ThrowType(v.Env(), "path must not contain NUL bytes");
+  return path;
+}
+
+// Opens path into state->fd and returns its size: a regular file's, or a block device's.
+uint64_t OpenSized(Napi::Env env, const std::string& path, int flags, State* state) {
+  state->fd = open(path.c_str(), flags | O_CLOEXEC);
+  if (state->fd < 0) throw ErrnoError(env, "open('" + path + "') failed", errno);
+  struct stat st;
+  if (fstat(state->fd, &st) != 0) throw ErrnoError(env, "fstat('" + path + "') failed", errno);
+  if (S_ISREG(st.st_mode)) return static_cast<uint64_t>(st.st_size);
+  if (!S_ISBLK(st.st_mode)) ThrowType(env, "'" + path + "' is not a regular file or block device");
+  off_t end = lseek(state->fd, 0, SEEK_END);
+  if (end < 0) throw ErrnoError(env, "lseek('" + path + "') failed", errno);
+  return static_cast<uint64_t>(end);
+}
+
+void Map(Napi::Env env, const std::string& path, uint64_t offset, uint64_t length, int prot, int flags,
+         State* state) {
+  void* addr = mmap(nullptr, static_cast<size_t>(length), prot, flags, state->fd, static_cast<off_t>(offset));
+  if (addr == MAP_FAILED) throw ErrnoError(env, "mmap('" + path + "') failed", errno);
+  state->addr = static_cast<uint8_t*>(addr);
+  state->length = static_cast<size_t>(length);
+}
+
+Napi::Value NewMapping(Napi::Env env, std::shared_ptr<State>* state) {
+  ModuleData* md = env.GetInstanceData<ModuleData>();
+  Napi::External<std::shared_ptr<State>> token = Napi::External<std::shared_ptr<State>>::New(env, state);
+  return md->mappingCtor.New({token});  // the constructor moves the state out of *state
+}
+
 Napi::Value MapFile(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
-  if (!Arg(info, 0).IsString()) ThrowType(env, "path must be a string");
-  std::string path = info[0].As<Napi::String>().Utf8Value();
-  if (path.find('\0') != std::string::npos) ThrowType(env, "path must not contain NUL bytes");
+  const std::string path = ToPath(Arg(info, 0));
   uint64_t byteLength = ToIndex(Arg(info, 1), "byteLength");
   bool writable = ToBool(Arg(info, 2), "writable");
   if (byteLength == 0) ThrowRange(env, "byteLength must be > 0");
@@ -134,35 +159,44 @@ Napi::Value MapFile(const Napi::CallbackInfo& info) {
 
   auto state = std::make_shared<State>();
   state->writable = writable;
-  state->fd = open(path.c_str(), (writable ? O_RDWR : O_RDONLY) | O_CLOEXEC);
-  if (state->fd < 0) ThrowErrno(env, "open('" + path + "') failed", errno);
-
-  struct stat st;
-  if (fstat(state->fd, &st) != 0) ThrowErrno(env, "fstat('" + path + "') failed", errno);
-  uint64_t size;
-  if (S_ISREG(st.st_mode)) {
-    size = static_cast<uint64_t>(st.st_size);
-  } else if (S_ISBLK(st.st_mode)) {
-    off_t end = lseek(state->fd, 0, SEEK_END);
-    if (end < 0) ThrowErrno(env, "lseek('" + path + "') failed", errno);
-    size = static_cast<uint64_t>(end);
-  } else {
-    ThrowType(env, "'" + path + "' is not a regular file or block device");
-  }
+  const uint64_t size = OpenSized(env, path, writable ? O_RDWR : O_RDONLY, state.get());
   if (size < byteLength) {
     ThrowRange(env, "'" + path + "' has " + std::to_string(size) + " bytes, fewer than byteLength " +
                         std::to_string(byteLength));
   }
+  Map(env, path, 0, byteLength, PROT_READ | (writable ? PROT_WRITE : 0), MAP_SHARED, state.get());
+  return NewMapping(env, &state);
+}
 
-  void* addr = mmap(nullptr, static_cast<size_t>(byteLength), PROT_READ | (writable ? PROT_WRITE : 0),
-                    MAP_SHARED, state->fd, 0);
-  if (addr == MAP_FAILED) ThrowErrno(env, "mmap('" + path + "') failed", errno);
-  state->addr = static_cast<uint8_t*>(addr);
-  state->length = static_cast<size_t>(byteLength);
+// mapFilePrivate(path, offset, length): [offset, +length) of the file, copy-on-write. Pages load from
+// the file on first touch; writes stay in this process. The descriptor is closed once mapped, leaving
+// fd -1: whatever reads a mapping's file in place of its memory (the encoder's pread, flush) must not
+// take the file for this mapping's bytes, nor its offset 0 for the mapping's start.
+Napi::Value MapFilePrivate(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  const std::string path = ToPath(Arg(info, 0));
+  const uint64_t offset = ToIndex(Arg(info, 1), "offset");
+  const uint64_t length = ToIndex(Arg(info, 2), "length");
+  const uint64_t granule = static_cast<uint64_t>(sysconf(_SC_PAGESIZE));
+  if (offset % granule != 0) {
+    ThrowRange(env, "offset " + std::to_string(offset) + " is not a multiple of the system page size " +
+                        std::to_string(granule));
+  }
+  if (length == 0) ThrowRange(env, "length must be > 0");
+  if (length > SIZE_MAX) ThrowRange(env, "length does not fit in this address space");
 
-  ModuleData* md = env.GetInstanceData<ModuleData>();
-  Napi::External<std::shared_ptr<State>> token = Napi::External<std::shared_ptr<State>>::New(env, &state);
-  return md->mappingCtor.New({token});  // the constructor moves state out of `state`
+  auto state = std::make_shared<State>();
+  state->writable = true;
+  // Read access is all MAP_PRIVATE needs, whatever the mapping's protection.
+  const uint64_t size = OpenSized(env, path, O_RDONLY, state.get());
+  if (size < offset || size - offset < length) {
+    ThrowRange(env, "'" + path + "' has " + std::to_string(size) + " bytes, fewer than offset + length = " +
+                        std::to_string(offset) + " + " + std::to_string(length));
+  }
+  Map(env, path, offset, length, PROT_READ | PROT_WRITE, MAP_PRIVATE, state.get());
+  ::close(state->fd);
+  state->fd = -1;
+  return NewMapping(env, &state);
 }
 
 }  // namespace
@@ -180,6 +214,7 @@ void InitMmap(Napi::Env env, Napi::Object exports) {
   md->mappingCtor = Napi::Persistent(Mapping::Define(env));
   env.SetInstanceData<ModuleData>(md);
   exports.Set("mapFile", Napi::Function::New<MapFile>(env, "mapFile"));
+  exports.Set("mapFilePrivate", Napi::Function::New<MapFilePrivate>(env, "mapFilePrivate"));
 }
 
 }  // namespace pagewire

@@ -2,6 +2,7 @@
 // conversions. Everything that protects memory is checked here, in C++, whatever JS did before.
 #pragma once
 #include <napi.h>
+#include <string.h>
 
 #include <cmath>
 #include <cstddef>
@@ -17,7 +18,8 @@ struct RegionSpan {
   uint8_t* data = nullptr;
   uint64_t byteLength = 0;
   bool writable = true;
-  // The mapped file, for a mapping (-1 otherwise): readers may pread it instead of faulting the mapping in.
+  // The mapped file, for a shared mapping (-1 otherwise): readers may pread it instead of faulting the
+  // mapping in. A private mapping has none: its bytes are not the file's once written.
   int fd = -1;
 };
 
@@ -30,12 +32,24 @@ void InitBitmap(Napi::Env env, Napi::Object exports);
 void InitCodec(Napi::Env env, Napi::Object exports);
 void InitFrameReader(Napi::Env env, Napi::Object exports);
 void InitExtents(Napi::Env env, Napi::Object exports);
+void InitPageFileWriter(Napi::Env env, Napi::Object exports);
 
 [[noreturn]] inline void ThrowRange(Napi::Env env, const std::string& msg) {
   throw Napi::RangeError::New(env, msg);
 }
 [[noreturn]] inline void ThrowType(Napi::Env env, const std::string& msg) {
   throw Napi::TypeError::New(env, msg);
+}
+
+// A failed system call as Node reports one: "what: strerror", code the errno's name (glibc 2.32 and
+// later), errno negative.
+inline Napi::Error ErrnoError(Napi::Env env, const std::string& what, int err) {
+  Napi::Error e = Napi::Error::New(env, what + ": " + strerror(err));
+#if defined(__GLIBC__) && (__GLIBC__ > 2 || (__GLIBC__ == 2 && __GLIBC_MINOR__ >= 32))
+  if (const char* name = strerrorname_np(err)) e.Set("code", Napi::String::New(env, name));
+#endif
+  e.Set("errno", Napi::Number::New(env, -err));
+  return e;
 }
 
 inline Napi::Value Arg(const Napi::CallbackInfo& info, size_t i) {

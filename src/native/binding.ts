@@ -8,7 +8,10 @@ import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { NativeUnavailableError } from '../errors.js';
 
-/** A file mapped MAP_SHARED by the addon. Writes through views land in the file. */
+/**
+ * A file mapped by the addon: MAP_SHARED by mapFile, where writes through views land in the file, or
+ * MAP_PRIVATE by mapFilePrivate, where they stay in this process.
+ */
 export interface NativeMapping {
   readonly byteLength: number;
   /**
@@ -16,7 +19,7 @@ export interface NativeMapping {
    * Writing through a view of a read-only mapping faults the process: map writable to write.
    */
   view(offset: number, length: number): ArrayBuffer;
-  /** msync(MS_SYNC) the whole mapping, then fsync the file. */
+  /** msync(MS_SYNC) the whole mapping, then fsync the file. A private mapping throws: it has no file to write to. */
   flush(): void;
   /** Drops the owner's reference; the pages are unmapped once no view is reachable either. */
   close(): void;
@@ -133,6 +136,14 @@ export interface NativeBinding {
 
   mapFile(path: string, byteLength: number, writable: boolean): NativeMapping;
   /**
+   * [offset, offset + length) of the file mapped MAP_PRIVATE, writable: pages load from the file on first
+   * touch, and writes through views are copied on write, this process's alone; they never reach the file.
+   * offset must be a multiple of the system page size and the file hold offset + length bytes. A page
+   * not touched yet may show later changes to the file (POSIX leaves it open), so the file must stay
+   * still. Native calls never read the file in place of the mapping.
+   */
+  mapFilePrivate(path: string, offset: number, length: number): NativeMapping;
+  /**
    * The byte ranges of the file at `path` that hold data, as [start, end) pairs in order (lseek
    * SEEK_DATA/SEEK_HOLE); the rest are holes, which read as zeros. Without SEEK_DATA, the whole file.
    */
@@ -179,6 +190,19 @@ export interface NativeBinding {
 
   /** Writes the file's dirty pages back (sync_file_range, not waiting for the disk) on a pool thread; settles when that call returns. */
   startWriteback(fd: number): Promise<void>;
+
+  /**
+   * Writes the listed pages of region (ascending, each below the region's page count) into the file fd,
+   * page p at fileOffset + p * pageSize, on a pool thread, and records hashes[p] = XXH64 of the page.
+   * hashes (a slot per region page) says what the file holds: a zero page is not written, and is punched
+   * out of the file (a hole; the twin writes zeros) only where hashes[p] was not the zero page's hash.
+   * Runs of consecutive pages go out in one call, straight from the region's memory: the pages and
+   * hashes must stay still until the promise settles; calls on disjoint pages may overlap. Arguments are
+   * checked first (a bad one throws, nothing changes). A failed write rejects with an Error naming the
+   * system call, with Node's code and errno; hashes are recorded only for pages in the file by then.
+   */
+  writePagesToFile(region: NativeRegion, pageSize: number, indices: Uint32Array, fd: number, fileOffset: number,
+    hashes: BigUint64Array): Promise<[written: number, zero: number, punched: number]>;
 
   /** Reads a socket's frames on a thread of its own (the addon only; the twin leaves reading to Node). */
   FrameReader?: new (fd: number) => NativeFrameReader;

@@ -10,10 +10,12 @@ import {
   lz4CompressPages, lz4DecompressPages, xbzrleDecodePages, xbzrleEncodePages, zeroPageCount,
 } from './kernels.js';
 import { TwinPageEncoder } from './page-encoder.js';
+import { writePagesToFile } from './page-file-writer.js';
 import { changedPages, hashPages } from './page-hashing.js';
 import { viewBytes } from './regions.js';
 import { xxh64 } from './xxh64.js';
 
+/** mapFile and mapFilePrivate alike: without the addon nothing maps a file. */
 function mapFile(): NativeMapping {
   throw new NativeUnavailableError(
     "mapping a file needs the C++ addon; build it with 'npm ci' (or 'npx node-gyp rebuild')");
@@ -39,6 +41,7 @@ function startWriteback(fd: number): Promise<void> {
 export const twin: NativeBinding = {
   kind: 'twin',
   mapFile,
+  mapFilePrivate: mapFile,
   dataExtents,
   xxh64: checkedXxh64,
   hashPages,
@@ -50,6 +53,7 @@ export const twin: NativeBinding = {
   applyPages,
   applyPagesSync,
   startWriteback,
+  writePagesToFile,
   zeroPageCount,
   xbzrleEncodePages,
   xbzrleDecodePages,
