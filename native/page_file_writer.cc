@@ -1,10 +1,11 @@
 // writePagesToFile(region, pageSize, indices, fd, fileOffset, hashes) -> Promise<[written, zero, punched]>:
 // a region's pages into a file, page p at fileOffset + p * pageSize, on a libuv pool thread, with
 // hashes[p] = XXH64 of the page. hashes[p] is what the file holds at page p: a zero page is not
-// written, and is punched out only where the file held data. Pages go out straight from the region's
-// memory, so the caller keeps them still until the promise settles; calls on disjoint pages may run
-// side by side (positioned writes, distinct hash slots).
+// written, and is punched out only where the file held data. Each run of pages is copied aside before
+// it is hashed and written, so the workload may write on meanwhile: the hash is of what was written.
+// Calls on disjoint pages may run side by side (positioned writes, distinct hash slots).
 #include <algorithm>
+#include <cstring>
 #include <new>
 #include <string>
 #include <vector>
@@ -24,6 +25,8 @@ constexpr uint64_t kRunBytes = uint64_t{1} << 20;
 
 struct WritePagesJob {
   const uint8_t* region = nullptr;
+  // The file a shared mapping maps from offset 0 (-1 for memory): its pages are read with pread.
+  int regionFd = -1;
   uint64_t pageSize = 0;
   // A copy: checked once, the indices cannot change under the work (the caller's may be shared memory).
   std::vector<uint32_t> indices;
@@ -40,9 +43,12 @@ struct WritePagesOutcome {
   uint64_t at = 0, length = 0;
 };
 
-// The work, on the pool thread: no napi calls. Runs of consecutive pages go to the file in one call,
-// either pages written from the region or zero pages punched out. A run's hashes are recorded once the
-// run is in the file, so hashes[] never claims a page that a failed call did not write.
+// The work, on the pool thread: no napi calls. Runs of consecutive pages are staged into a buffer
+// first (pread from a mapping's file, which is far cheaper than faulting the mapping in; memcpy from
+// memory), so the hash recorded is always of the bytes written even while the workload writes on.
+// Within a staged run, non-zero pages go to the file in one call per stretch, and zero pages are
+// punched out where the file held data. Hashes are recorded once their stretch is in the file, so
+// hashes[] never claims a page that a failed call did not write.
 class PageFileWriter {
  public:
   explicit PageFileWriter(const WritePagesJob& job)
@@ -51,54 +57,91 @@ class PageFileWriter {
 
   WritePagesOutcome Run() {
     const uint64_t P = job_.pageSize;
-    for (const uint32_t p : job_.indices) {
-      const bool zero = IsZero(job_.region + p * P, P);
-      // A zero page the file already reads as zeros needs nothing.
-      const bool nothing = zero && job_.hashes[p] == zeroHash_;
-      // Punched runs need no cap: the file system does the work, without the region's bytes.
-      const bool joins = count_ > 0 && !nothing && punch_ == zero && p == first_ + count_ &&
-                         (zero || count_ < runMax_);
-      if (!joins && !Flush()) return out_;
-      if (zero) ++out_.zero;
-      if (nothing) continue;
-      if (count_ == 0) {
-        first_ = p;
-        punch_ = zero;
-      }
-      ++count_;
+    const std::vector<uint32_t>& pages = job_.indices;
+    buffer_.resize(static_cast<size_t>(runMax_ * P));
+    hashes_.resize(static_cast<size_t>(runMax_));
+    for (size_t k = 0; k < pages.size();) {
+      size_t end = k + 1;
+      while (end < pages.size() && end - k < runMax_ && pages[end] == pages[end - 1] + 1) ++end;
+      if (!WriteRun(pages[k], end - k)) return out_;
+      k = end;
     }
-    Flush();
     return out_;
   }
 
  private:
-  bool Flush() {
-    if (count_ == 0) return true;
+  // Pages [first, +count): staged, then each stretch of non-zero pages written and each stretch of zero
+  // pages punched where needed.
+  bool WriteRun(uint64_t first, uint64_t count) {
     const uint64_t P = job_.pageSize;
-    out_.at = job_.fileOffset + first_ * P;
-    out_.length = count_ * P;
-    if (punch_) {
-      out_.err = PunchZeros(job_.fd, out_.at, out_.length, &out_.call);
-    } else {
-      const uint8_t* pages = job_.region + first_ * P;
-      hashes_.resize(static_cast<size_t>(count_));
-      Xxh64Pages(pages, static_cast<size_t>(P), static_cast<size_t>(count_), hashes_.data());
-      out_.call = "pwrite";
-      out_.err = PwriteAll(job_.fd, pages, out_.length, out_.at);
+    if (!Stage(first, count)) return false;
+    for (uint64_t i = 0; i < count;) {
+      const bool zero = IsZero(buffer_.data() + i * P, P);
+      uint64_t end = i + 1;
+      while (end < count && IsZero(buffer_.data() + end * P, P) == zero) ++end;
+      if (zero) {
+        out_.zero += end - i;
+        if (!Punch(first, i, end)) return false;
+      } else {
+        Xxh64Pages(buffer_.data() + i * P, static_cast<size_t>(P), static_cast<size_t>(end - i), hashes_.data() + i);
+        out_.call = "pwrite";
+        out_.at = job_.fileOffset + (first + i) * P;
+        out_.length = (end - i) * P;
+        out_.err = PwriteAll(job_.fd, buffer_.data() + i * P, out_.length, out_.at);
+        if (out_.err != 0) return false;
+        for (uint64_t j = i; j < end; ++j) job_.hashes[first + j] = hashes_[j];
+        out_.written += end - i;
+      }
+      i = end;
     }
-    if (out_.err != 0) return false;
-    for (uint64_t i = 0; i < count_; ++i) job_.hashes[first_ + i] = punch_ ? zeroHash_ : hashes_[i];
-    (punch_ ? out_.punched : out_.written) += count_;
-    count_ = 0;
+    return true;
+  }
+
+  // The zero pages [first + i, first + end): only those the file may hold data for are punched.
+  bool Punch(uint64_t first, uint64_t i, uint64_t end) {
+    const uint64_t P = job_.pageSize;
+    for (uint64_t j = i; j < end;) {
+      if (job_.hashes[first + j] == zeroHash_) { ++j; continue; }
+      uint64_t stop = j + 1;
+      while (stop < end && job_.hashes[first + stop] != zeroHash_) ++stop;
+      out_.at = job_.fileOffset + (first + j) * P;
+      out_.length = (stop - j) * P;
+      out_.err = PunchZeros(job_.fd, out_.at, out_.length, &out_.call);
+      if (out_.err != 0) return false;
+      for (uint64_t k = j; k < stop; ++k) job_.hashes[first + k] = zeroHash_;
+      out_.punched += stop - j;
+      j = stop;
+    }
+    return true;
+  }
+
+  bool Stage(uint64_t first, uint64_t count) {
+    const uint64_t P = job_.pageSize;
+    if (job_.regionFd < 0) {
+      std::memcpy(buffer_.data(), job_.region + first * P, static_cast<size_t>(count * P));
+      return true;
+    }
+    out_.call = "pread";
+    out_.at = first * P;
+    out_.length = count * P;
+    for (uint64_t done = 0; done < out_.length;) {
+      const ssize_t n = pread(job_.regionFd, buffer_.data() + done, static_cast<size_t>(out_.length - done),
+                              static_cast<off_t>(out_.at + done));
+      if (n < 0 && errno == EINTR) continue;
+      if (n <= 0) {
+        // The file shrank under its mapping: its bytes there are no longer the region's.
+        out_.err = n < 0 ? errno : EIO;
+        return false;
+      }
+      done += static_cast<uint64_t>(n);
+    }
     return true;
   }
 
   const WritePagesJob& job_;
   const uint64_t zeroHash_;
   const uint64_t runMax_;
-  // The run in hand: pages [first_, first_ + count_), all punched or all written.
-  uint64_t first_ = 0, count_ = 0;
-  bool punch_ = false;
+  std::vector<uint8_t> buffer_;
   std::vector<uint64_t> hashes_;
   WritePagesOutcome out_;
 };
@@ -181,6 +224,7 @@ Napi::Value WritePagesToFile(const Napi::CallbackInfo& info) {
     }
   }
   job.region = region.data;
+  job.regionFd = region.fd;
   job.hashes = hashes.data;
   Hold(&keep, Arg(info, 5));
   return QueueWorker(new WritePagesWorker(env, std::move(job), std::move(keep)));

@@ -173,6 +173,16 @@ export class FencedError extends PagewireError {
   override readonly code = 'PW_ERR_FENCED';
 }
 
+/** A snapshot file is not whole: truncated, torn, or changed since it was written (a digest or a page hash does not match). */
+export class SnapshotCorruptError extends PagewireError {
+  override readonly code = 'PW_ERR_SNAPSHOT_CORRUPT';
+}
+
+/** An incremental snapshot's chain is broken: a parent file is missing, or is not the snapshot it was taken on. */
+export class SnapshotChainError extends PagewireError {
+  override readonly code = 'PW_ERR_SNAPSHOT_CHAIN';
+}
+
 /** Wraps anything unexpected so callers always see a PagewireError with a code. */
 export function asPagewireError(error: unknown): PagewireError {
   if (error instanceof PagewireError) return error;

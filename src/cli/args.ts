@@ -28,6 +28,19 @@ export function parseFlags(argv: string[], declared: Record<string, FlagKind>): 
   return flags;
 }
 
+/** The arguments before the first flag (files a command names), and the flags from there on. */
+export function splitPositional(argv: string[]): { positional: string[]; flags: string[] } {
+  const firstFlag = argv.findIndex((arg) => arg.startsWith('--'));
+  return firstFlag < 0 ? { positional: argv, flags: [] } : { positional: argv.slice(0, firstFlag), flags: argv.slice(firstFlag) };
+}
+
+/** The one file a command names first (`pagewire restore SNAP --out FILE`), and its flags. */
+export function oneFileThenFlags(argv: string[], what: string, usage: string): { file: string; flags: string[] } {
+  const { positional, flags } = splitPositional(argv);
+  if (positional.length !== 1) throw new InvalidArgumentError(`name one ${what}: ${usage}`);
+  return { file: positional[0]!, flags };
+}
+
 export function requireString(flags: Flags, name: string): string {
   const value = flags.get(name);
   if (typeof value !== 'string') throw new InvalidArgumentError(`--${name} is required`);

@@ -1,6 +1,6 @@
 import { resolve } from 'node:path';
 import { InvalidArgumentError } from '../errors.js';
-import { parseFlags, parsePositiveNumber, optionalString } from './args.js';
+import { parseFlags, parsePositiveNumber, optionalString, splitPositional } from './args.js';
 import { fileDigest } from './file-digest.js';
 import { printJson } from './output.js';
 import { formatDigest, migrationDigest } from '../codec/page-hashes.js';
@@ -13,10 +13,9 @@ export const DIGEST_USAGE = 'pagewire digest FILE [FILE...] [--page-size 4096] [
  * migration reports: the XXH64 of their region digests.
  */
 export async function digestCommand(argv: string[]): Promise<number> {
-  const firstFlag = argv.findIndex((arg) => arg.startsWith('--'));
-  const files = firstFlag < 0 ? argv : argv.slice(0, firstFlag);
+  const { positional: files, flags: flagArgs } = splitPositional(argv);
   if (files.length === 0) throw new InvalidArgumentError(`name the image file: ${DIGEST_USAGE}`);
-  const flags = parseFlags(firstFlag < 0 ? [] : argv.slice(firstFlag), { 'page-size': 'string', json: 'boolean' });
+  const flags = parseFlags(flagArgs, { 'page-size': 'string', json: 'boolean' });
   const pageSizeText = optionalString(flags, 'page-size');
   const pageSize = pageSizeText === undefined ? 4096 : parsePositiveNumber(pageSizeText, 'page-size', true);
   const results = files.map((file) => fileDigest(resolve(file), pageSize));

@@ -1,7 +1,7 @@
 #!/usr/bin/env node
 // pagewire's command line: receive on the target, send on the source, replicate and standby to keep a
 // workload safe on a second host, digest to check an image, demo for both ends on one machine, qemu to
-// move a running QEMU guest.
+// move a running QEMU guest; snapshot, restore, inspect and clone keep a workload's state in files.
 import { InvalidArgumentError, asPagewireError } from '../errors.js';
 import { DEMO_USAGE, demoCommand } from './demo.js';
 import { DIGEST_USAGE, digestCommand } from './digest.js';
@@ -11,6 +11,10 @@ import { QEMU_USAGE, qemuCommand } from './qemu.js';
 import { REPLICATE_USAGE, replicateCommand } from './replicate.js';
 import { STANDBY_USAGE, standbyCommand } from './standby.js';
 import { SEND_USAGE, sendCommand } from './send.js';
+import { SNAPSHOT_USAGE, snapshotCommand } from './snapshot.js';
+import { RESTORE_USAGE, restoreCommand } from './restore.js';
+import { INSPECT_USAGE, inspectCommand } from './inspect.js';
+import { CLONE_USAGE, cloneCommand } from './clone.js';
 
 interface Command {
   usage: string;
@@ -25,6 +29,10 @@ const COMMANDS: Record<string, Command> = {
   digest: { usage: DIGEST_USAGE, run: digestCommand },
   demo: { usage: DEMO_USAGE, run: demoCommand },
   qemu: { usage: QEMU_USAGE, run: qemuCommand },
+  snapshot: { usage: SNAPSHOT_USAGE, run: snapshotCommand },
+  restore: { usage: RESTORE_USAGE, run: restoreCommand },
+  inspect: { usage: INSPECT_USAGE, run: inspectCommand },
+  clone: { usage: CLONE_USAGE, run: cloneCommand },
 };
 const USAGE = `usage:\n${Object.values(COMMANDS).map((c) => `  ${c.usage}\n`).join('')}`;
 const isHelp = (arg: string | undefined) => arg === '--help' || arg === '-h' || arg === 'help';

@@ -105,7 +105,7 @@ export function sourceJson(outcome: Pick<SourceOutcome, 'summary' | 'sha256' | '
       pause: ms(s.downtime.pauseMs), finalSync: ms(s.downtime.finalSyncMs), transfer: ms(s.downtime.transferMs),
       verify: ms(s.downtime.verifyMs), prepare: ms(s.downtime.prepareMs), handshake: ms(s.downtime.handshakeMs),
     },
-    rounds: s.rounds, stopReason: s.stopReason, streams: s.streams, regions: s.regions, resumes: s.resumes, resumeSavedBytes: s.resumeSavedBytes, throttlePercent: s.throttlePercent,
+    rounds: s.rounds, stopReason: s.stopReason, streams: s.streams, regions: s.regions, resumes: s.resumes, resumeSavedBytes: s.resumeSavedBytes, seedSavedBytes: s.seedSavedBytes, throttlePercent: s.throttlePercent,
     dirtyRateMBps: mbpsNumber(s.dirtyRateBytesPerSec), bandwidthMBps: mbpsNumber(s.bandwidthBytesPerSec),
     expectedDowntimeMs: Number.isFinite(s.expectedDowntimeMs) ? ms(s.expectedDowntimeMs) : null, pageSize: s.pageSize, pagesTotal: s.pagesTotal,
     pagesTransferred: s.pagesTransferred, zeroPages: s.zeroPages, deltaPages: s.deltaPages, lz4Pages: s.lz4Pages,

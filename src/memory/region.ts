@@ -56,16 +56,19 @@ export class MemoryRegion {
   readonly byteLength: number;
   private readonly source: () => NativeRegion;
   private readonly mapping: NativeMapping | undefined;
+  /** A copy-on-write mapping of a file (a lazy restore): its writes never reach the file. */
+  private readonly privateMapping: boolean;
   /** Without the addon, a "mapped" file is a copy in shared memory, written back by flush(). */
   private readonly fileCopy: { path: string; buffer: SharedArrayBuffer } | undefined;
 
   private constructor(byteLength: number, pageSize: number, source: () => NativeRegion,
-    backing: { mapping?: NativeMapping; fileCopy?: { path: string; buffer: SharedArrayBuffer }; filePath?: string } = {}) {
+    backing: { mapping?: NativeMapping; privateMapping?: boolean; fileCopy?: { path: string; buffer: SharedArrayBuffer }; filePath?: string } = {}) {
     this.pageSize = validatePageSize(pageSize);
     this.pageCount = validateRegionSize(byteLength, pageSize);
     this.byteLength = byteLength;
     this.source = source;
     this.mapping = backing.mapping;
+    this.privateMapping = backing.privateMapping === true;
     this.fileCopy = backing.fileCopy;
     this.filePath = backing.filePath ?? backing.fileCopy?.path;
   }
@@ -178,6 +181,14 @@ export class MemoryRegion {
     return new MemoryRegion(byteLength, pageSize, () => mapping, { mapping, filePath: path });
   }
 
+  /**
+   * A region over a private mapping from the addon's mapFilePrivate(): pages load from the file on first
+   * touch, and writes stay in this process (copy-on-write). flush() has nothing to write back.
+   */
+  static fromPrivateMapping(mapping: NativeMapping, pageSize: number): MemoryRegion {
+    return new MemoryRegion(mapping.byteLength, pageSize, () => mapping, { mapping, privateMapping: true });
+  }
+
   /** mapFile without the addon: the file read into shared memory; flush() writes it back. */
   private static copyOfFile(path: string, byteLength: number, pageSize: number): MemoryRegion {
     if (byteLength > MAX_TWIN_BYTES) {
@@ -219,7 +230,7 @@ export class MemoryRegion {
       writeBack(this.fileCopy.path, new Uint8Array(this.fileCopy.buffer));
       return;
     }
-    if (!this.mapping) return;
+    if (!this.mapping || this.privateMapping) return;
     try {
       this.mapping.flush();
     } catch (cause) {

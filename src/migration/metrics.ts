@@ -58,6 +58,8 @@ export interface SourceSummary {
   resumes: number;
   /** Bytes of pages the resumes did not send again, since the target held them already. */
   resumeSavedBytes: number;
+  /** Bytes of pages round 1 did not send because a seeded target held them already (a receive started from a snapshot). */
+  seedSavedBytes: number;
   /** The region digest at the pause point, as FINAL carried it (16 hex digits; '' before FINAL). */
   regionDigest: string;
 }

@@ -17,7 +17,7 @@ import {
   checkFunction, checkHost, checkSocketPath, checkInstance, checkMs, checkNumber, checkObject, checkOneOf, checkOptionalBoolean,
   checkOptionalBytes, checkOptionalFunction, checkRange, checkSignal, checkTlsContext, definedEntries, shown,
 } from '../option-checks.js';
-import type { MigrationSourceOptions, SourceRegion } from './source.js';
+import type { MigrationSourceOptions, SourceHooks, SourceRegion } from './source.js';
 
 // batchPages: each region's own, in `regions` (the default depends on its page size).
 type Optional = 'dirtyBitmap' | 'dirtyTracker' | 'batchPages' | 'signal' | 'psk' | 'tls' | 'tlsCertificates';
@@ -32,15 +32,20 @@ export type SourceSettings = Required<Omit<MigrationSourceOptions, Optional | ke
   { endpoint: Endpoint; host?: string; regions: RegionSettings[] };
 
 /** Checks every option and returns them with the defaults filled in; throws InvalidArgumentError naming the option. */
-export function sourceSettings(options: MigrationSourceOptions): SourceSettings {
-  checkObject('options', options);
-  checkInstance('options.region', options.region, MemoryRegion, 'a MemoryRegion');
-  const { hooks } = options;
+/** The workload's hooks, as a migration's source and a snapshot take them. */
+export function checkSourceHooks(hooks: SourceHooks): void {
   checkObject('options.hooks', hooks);
   checkFunction('options.hooks.pause', hooks.pause);
   checkFunction('options.hooks.resume', hooks.resume);
   checkOptionalFunction('options.hooks.deviceState', hooks.deviceState);
   checkOptionalFunction('options.hooks.throttle', hooks.throttle);
+}
+
+export function sourceSettings(options: MigrationSourceOptions): SourceSettings {
+  checkObject('options', options);
+  checkInstance('options.region', options.region, MemoryRegion, 'a MemoryRegion');
+  const { hooks } = options;
+  checkSourceHooks(hooks);
   const endpoint = endpointOf(options);
   if ('host' in endpoint) {
     checkHost('options.host', options.host);
@@ -94,7 +99,8 @@ export function sourceSettings(options: MigrationSourceOptions): SourceSettings 
  * `region` and `extraRegions`, each checked with its bitmap; an explicit batchPages holds for every
  * region, else each gets the default of its page size.
  */
-function regionSettings(filled: SourceSettings, batchPages: number | undefined): RegionSettings[] {
+export function regionSettings(filled: Pick<MigrationSourceOptions, 'region' | 'dirtyBitmap' | 'dirtyTracker'> & { extraRegions: SourceRegion[] },
+  batchPages: number | undefined): RegionSettings[] {
   if (!Array.isArray(filled.extraRegions)) throw new InvalidArgumentError(`options.extraRegions must be an array, got ${shown(filled.extraRegions)}`);
   if (filled.extraRegions.length > MAX_REGIONS - 1) {
     throw new InvalidArgumentError(`options.extraRegions has ${filled.extraRegions.length} regions; a migration moves at most ${MAX_REGIONS} in all`);

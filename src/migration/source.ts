@@ -9,7 +9,7 @@ import { performance } from 'node:perf_hooks';
 import { AbortedError, ConvergenceError, InvalidArgumentError, asPagewireError } from '../errors.js';
 import type { Lz4Mode } from '../codec/lz4-policy.js';
 import type { DirtyBitmap } from '../memory/dirty-bitmap.js';
-import type { DirtyTracker } from '../memory/dirty-tracker.js';
+import { HashTracker, type DirtyTracker, type PageList } from '../memory/dirty-tracker.js';
 import type { MemoryRegion } from '../memory/region.js';
 import type { EndpointOptions } from '../transport/connect.js';
 import type { TlsCertificates } from '../transport/tls-certs.js';
@@ -19,7 +19,7 @@ import { ResumePolicy } from '../source/resume-policy.js';
 import { RoundSender } from '../source/round-sender.js';
 import { PhaseState, type SourcePhase } from '../source/source-phase.js';
 import { trackRegions, type TrackedRegion } from '../source/tracked-regions.js';
-import { byStreamPerRegion, firstRoundByStream } from '../source/stripe-planner.js';
+import { byStream, byStreamPerRegion, firstRoundByStream } from '../source/stripe-planner.js';
 import { Switchover } from '../source/switchover.js';
 import { WorkloadControl } from '../source/workload-control.js';
 import { SWITCHOVER_ROUND_TRIPS, decideNextRound, type StallPolicy } from './convergence.js';
@@ -173,7 +173,7 @@ export class MigrationSource extends EventEmitter<SourceEvents> {
       pagesTotal: regions.reduce((n, r) => n + r.region.pageCount, 0), pagesTransferred: 0, zeroPages: 0,
       deltaPages: 0, lz4Pages: 0, rawPages: 0, dupPages: 0, bytesTransferred: 0, deviceStateBytes: 0, deviceStateMs: 0, stopReason: '',
       throttlePercent: 0, dirtyRateBytesPerSec: 0, bandwidthBytesPerSec: 0, expectedDowntimeMs: 0, resumes: 0,
-      resumeSavedBytes: 0, regionDigest: '',
+      resumeSavedBytes: 0, seedSavedBytes: 0, regionDigest: '',
     };
     const { summary, phases } = this;
     const connections = new ConnectionSet(settings, this.migrationId);
@@ -234,17 +234,20 @@ export class MigrationSource extends EventEmitter<SourceEvents> {
   private async migrate(): Promise<void> {
     const { options, sender, resumePolicy, workload, regions } = this;
     this.phases.enter('connecting');
-    const { welcome, streams } = await this.connections.open(false);
+    const { welcome, streams, held } = await this.connections.open(false);
     sender.useStreams(streams);
     this.summary.setupTimeMs = performance.now() - this.startedAt;
 
     this.phases.enter('precopy');
     const targetZeroed = (welcome.flags & TARGET_ZEROED) !== 0;
     for (const tracked of regions) tracked.tracker.start();
-    // Round 1 sends every page (or a sparse file's data) in bulk; a resume sends only what differs.
-    const firstRound = regions.map((tracked) => firstRoundByStream(tracked.region, sender.streamCount, targetZeroed));
+    // Round 1 sends every page (or a sparse file's data) in bulk; to a seeded target (held), and on a
+    // resume, only what differs from what it holds.
+    const firstRound = held ? await this.seededRound(held.hashes) :
+      regions.map((tracked) => firstRoundByStream(tracked.region, sender.streamCount, targetZeroed));
+    const bulk = !held;
     let { round, report } = await resumePolicy.sendRound(1, firstRound,
-      (resumeRound, pages, resumed) => sender.sendRound(resumeRound, pages, { skipZero: !resumed && targetZeroed, bulk: !resumed }));
+      (resumeRound, pages, resumed) => sender.sendRound(resumeRound, pages, { skipZero: bulk && !resumed && targetZeroed, bulk: bulk && !resumed }));
     let pendingHistory: number[] = [];
     for (;;) {
       const scanned = performance.now();
@@ -291,5 +294,17 @@ export class MigrationSource extends EventEmitter<SourceEvents> {
         (resumeRound, pages) => sender.sendRound(resumeRound, pages)));
     }
     await this.switchover.stopAndCopy(round + 1);
+  }
+
+  /** Round 1 to a seeded target: the pages whose hashes differ from those it holds (its HELD). */
+  private async seededRound(held: BigUint64Array[]): Promise<PageList[][]> {
+    const pages: PageList[][] = [];
+    for (const { index, region, sentHashes } of this.regions) {
+      sentHashes.set(held[index]!);
+      const changed = (await new HashTracker(region, sentHashes).scan()).take();
+      this.summary.seedSavedBytes += (region.pageCount - changed.count) * region.pageSize;
+      pages.push(byStream(changed, this.sender.streamCount));
+    }
+    return pages;
   }
 }

@@ -9,7 +9,7 @@ import type { FrameKeys } from '../transport/frame-auth.js';
 import { authenticateTarget } from '../transport/psk-auth.js';
 import { SessionKeyPair, joinProof, resumeKey } from '../transport/session-secret.js';
 import {
-  FEATURE_PSK, FEATURE_REPLICATION, FEATURE_RESUME, HANDSHAKE_PAYLOAD_LIMIT, MAX_PAYLOAD_BYTES, MAX_VERSION, MIN_VERSION, MessageType, SESSION_KEY_BYTES,
+  FEATURE_PSK, FEATURE_REPLICATION, FEATURE_RESUME, FEATURE_SEED, HANDSHAKE_PAYLOAD_LIMIT, MAX_PAYLOAD_BYTES, MAX_VERSION, MIN_VERSION, MessageType, SESSION_KEY_BYTES, TARGET_SEEDED,
   encodeHello, encodeJoinHead, expectEmpty, parseHeld, parseWelcome, type Welcome,
 } from '../wire/messages.js';
 import type { SourceSettings } from '../migration/source-options.js';
@@ -94,9 +94,11 @@ export class ConnectionSet {
     const { settings } = this;
     const [first, ...extra] = settings.regions.map(({ region }) => ({ pageSize: region.pageSize, regionSize: region.byteLength }));
     const connection = await this.connect();
+    // A first HELLO of a migration takes a seeded target: its HELD then follows WELCOME.
+    const offersSeed = !resume && (features & FEATURE_REPLICATION) === 0;
     const helloSent = performance.now();
     const hello = encodeHello({
-      minVersion: MIN_VERSION, maxVersion: MAX_VERSION, features: (settings.psk ? FEATURE_PSK : 0) | (resume ? FEATURE_RESUME : 0) | features,
+      minVersion: MIN_VERSION, maxVersion: MAX_VERSION, features: (settings.psk ? FEATURE_PSK : 0) | (resume ? FEATURE_RESUME : 0) | (offersSeed ? FEATURE_SEED : 0) | features,
       ...first!, extraRegions: extra, migrationId: this.migrationId,
       extraStreams: this.wantedStreams - 1,
       // A resume proves the secret it already holds rather than agreeing on a new one.
@@ -105,14 +107,15 @@ export class ConnectionSet {
     await connection.send(MessageType.Hello, hello);
     const replicating = (features & FEATURE_REPLICATION) !== 0;
     // A standby's HELD follows its WELCOME at once, maybe in the same read: its frames must pass.
-    if (replicating && !settings.psk) connection.maxPayload = MAX_PAYLOAD_BYTES;
+    const heldMayFollow = replicating || offersSeed;
+    if (heldMayFollow && !settings.psk) connection.maxPayload = MAX_PAYLOAD_BYTES;
     if (resume) {
       // HELD follows WELCOME at once, possibly in the same read as the proof: its 8 MiB frames must pass.
       this.authenticated(connection, await authenticateTarget(connection, resumeKey(this.sessionSecret!, settings.psk), hello,
         settings.timeoutMs, 'this migration\'s session secret'), MAX_PAYLOAD_BYTES);
     } else if (settings.psk) {
       this.authenticated(connection, await authenticateTarget(connection, settings.psk, hello, settings.timeoutMs),
-        replicating ? MAX_PAYLOAD_BYTES : undefined);
+        heldMayFollow ? MAX_PAYLOAD_BYTES : undefined);
     }
     const welcome = parseWelcome(await connection.expect(MessageType.Welcome, settings.timeoutMs));
     this.noteRoundTrip(performance.now() - helloSent);
@@ -124,7 +127,8 @@ export class ConnectionSet {
       throw new ProtocolError('the peer is a migration target, not a standby: start it with `pagewire standby`');
     }
     connection.maxPayload = MAX_PAYLOAD_BYTES;
-    const held = resume || replicating ? await this.receiveHeld(connection) : undefined;
+    const seeded = offersSeed && (welcome.flags & TARGET_SEEDED) !== 0;
+    const held = resume || replicating || seeded ? await this.receiveHeld(connection) : undefined;
     // Every connection is open and authenticated before the rounds: nothing of this is left for the pause.
     const streams = [connection, ...await this.joinStreams(welcome.extraStreams, welcome.sessionKey)];
     return held ? { welcome, streams, held } : { welcome, streams };

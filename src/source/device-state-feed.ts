@@ -84,6 +84,17 @@ export class DeviceStateFeed {
     return this.total;
   }
 
+  /** Hands every chunk to `sink` as it is collected, until the hook ends; returns the state's size, or throws what the hook threw. */
+  async drainTo(sink: (chunk: Uint8Array) => void): Promise<number> {
+    for (;;) {
+      while (this.chunks.length > 0) sink(this.chunks.shift()!);
+      if (this.failure) throw this.failure;
+      if (this.finished) return this.total;
+      await new Promise<void>((resolve) => { this.wake = resolve; });
+      this.wake = undefined;
+    }
+  }
+
   private async sendQueued(connection: FramedConnection): Promise<void> {
     while (this.chunks.length > 0) {
       const chunk = this.chunks.shift()!;

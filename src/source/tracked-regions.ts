@@ -18,7 +18,7 @@ export interface TrackedRegion {
   batchPages: number;
 }
 
-export function trackRegions(settings: SourceSettings): TrackedRegion[] {
+export function trackRegions(settings: Pick<SourceSettings, 'regions'>): TrackedRegion[] {
   return settings.regions.map(({ region, dirtyBitmap, dirtyTracker, batchPages }, index) => {
     const sentHashes = newPageHashes(region.pageCount, region.pageSize);
     const tracker = dirtyTracker ? new CheckedTracker(dirtyTracker, region.pageCount, index)

@@ -12,7 +12,7 @@ export class WorkloadControl {
   private deviceStateFeed: DeviceStateFeed | undefined;
   private throttleNow = 0;
 
-  constructor(private readonly settings: SourceSettings) {
+  constructor(private readonly settings: Pick<SourceSettings, 'hooks' | 'hookTimeoutMs' | 'signal'>) {
     this.hooks = new HookRunner(settings.hookTimeoutMs, settings.signal);
   }
 
@@ -25,6 +25,12 @@ export class WorkloadControl {
     // Counted as paused from the call on: if the hook fails half-way, restore() still resumes.
     this.pausedNow = true;
     await this.hooks.run('pause', (hookSignal) => this.settings.hooks.pause(hookSignal));
+  }
+
+  /** Resumes the workload after a pause that served its purpose (a snapshot's). */
+  async resume(): Promise<void> {
+    await this.hooks.run('resume', (hookSignal) => this.settings.hooks.resume(hookSignal), false);
+    this.pausedNow = false;
   }
 
   async throttle(percent: number): Promise<void> {

@@ -17,9 +17,16 @@ export const FEATURE_RESUME = 2;
  * A standby's WELCOME keeps the bit; a migration target drops it, and the primary then refuses it.
  */
 export const FEATURE_REPLICATION = 4;
-export const SUPPORTED_FEATURES = FEATURE_PSK | FEATURE_RESUME;
+/**
+ * The source can start from a seeded target: one whose WELCOME says TARGET_SEEDED, and sends HELD after
+ * it, so that round 1 sends only the pages whose hashes differ (a receive started from a snapshot).
+ */
+export const FEATURE_SEED = 8;
+export const SUPPORTED_FEATURES = FEATURE_PSK | FEATURE_RESUME | FEATURE_SEED;
 /** WELCOME flag: the target's image starts all zeros, so round 1 may skip zero pages. */
 export const TARGET_ZEROED = 1;
+/** WELCOME flag (only to a HELLO offering FEATURE_SEED): the target starts from a seed, and HELD follows. */
+export const TARGET_SEEDED = 2;
 /** Largest payload accepted after the handshake. */
 export const MAX_PAYLOAD_BYTES = 32 * 1024 * 1024;
 /** The most device state a migration carries, in all its DEVICE_STATE frames. */

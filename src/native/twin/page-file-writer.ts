@@ -74,7 +74,9 @@ function writePages(job: WritePagesJob): [number, number, number] {
       hashes.fill(zeroHash, first, first + count);
       punched += count;
     } else {
-      const run = bytes.subarray(first * pageSize, (first + count) * pageSize);
+      // A copy, as the addon stages each run: a worker may write the region meanwhile, and the hash
+      // recorded must be of the bytes written.
+      const run = bytes.slice(first * pageSize, (first + count) * pageSize);
       const runHashes = Array.from({ length: count }, (_, i) => xxh64(run.subarray(i * pageSize, (i + 1) * pageSize)));
       writeRun(job, first, count, run);
       hashes.set(runHashes, first);

@@ -1,0 +1,40 @@
+// The trailer's digest, computed from the file itself by the writer (before it writes the trailer) and by
+// every reader (before it trusts anything in the file): the header block, the alignment gaps between
+// page areas, and the tables and device state, in file order. Pages are covered through their hashes.
+import { createHash } from 'node:crypto';
+import { readSync } from 'node:fs';
+import { StorageError, SnapshotCorruptError } from '../errors.js';
+import { areaGaps, type SnapshotLayout } from './snapshot-format.js';
+
+const CHUNK_BYTES = 8 * 1024 * 1024;
+
+/** Reads exactly length bytes at position (a short file is a corrupt snapshot, named by `name`). */
+export function readExactly(fd: number, length: number, position: number, name: string, into?: Buffer): Buffer {
+  const out = into ?? Buffer.allocUnsafe(length);
+  for (let got = 0; got < length;) {
+    let n: number;
+    try {
+      n = readSync(fd, out, got, length - got, position + got);
+    } catch (cause) {
+      throw new StorageError(`cannot read ${name}: ${(cause as Error).message}`, { cause });
+    }
+    if (n === 0) throw new SnapshotCorruptError(`${name} ends at ${position + got} bytes, inside what its header describes (truncated)`);
+    got += n;
+  }
+  return out;
+}
+
+/** SHA-256 of what the trailer covers, read from fd; trailerOffset is where the trailer starts. */
+export function digestOfFile(fd: number, layout: SnapshotLayout, trailerOffset: number, name: string): Buffer {
+  const hash = createHash('sha256');
+  const ranges: Array<[number, number]> = [[0, layout.regions[0]!.pagesOffset], ...areaGaps(layout.regions, layout.tablesOffset),
+    [layout.tablesOffset, trailerOffset]];
+  const chunk = Buffer.allocUnsafe(CHUNK_BYTES);
+  for (const [start, end] of ranges) {
+    for (let at = start; at < end; at += CHUNK_BYTES) {
+      const length = Math.min(CHUNK_BYTES, end - at);
+      hash.update(readExactly(fd, length, at, name, chunk).subarray(0, length));
+    }
+  }
+  return hash.digest();
+}

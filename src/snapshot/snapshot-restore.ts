@@ -1,0 +1,239 @@
+// Reading a snapshot's state back, every page checked against its hash: an eager restore into new
+// files (each a temp beside its name, renamed into place only once every page of every region checked
+// out, so a bad snapshot leaves the names untouched), the SHA-256 of the state, and the full check of
+// one file that `pagewire inspect` runs on each file of a chain.
+import { createHash } from 'node:crypto';
+import { randomBytes } from 'node:crypto';
+import { closeSync, fsyncSync, ftruncateSync, openSync, renameSync, unlinkSync, writeSync } from 'node:fs';
+import { basename, dirname, join } from 'node:path';
+import { SnapshotCorruptError, StorageError } from '../errors.js';
+import { zeroPageHash } from '../codec/page-hashes.js';
+import { binding } from '../native/engine.js';
+import { fsyncDirectory } from '../target/durable-files.js';
+import { readExactly } from './snapshot-digest.js';
+import type { SnapshotChain, SnapshotFile } from './snapshot-file.js';
+import { isPresent } from './snapshot-format.js';
+
+const WINDOW_BYTES = 8 * 1024 * 1024;
+/** Zero pages in a row that a restore leaves as a hole rather than writing them (256 KiB of 4 KiB pages). */
+const HOLE_MIN_PAGES = 64;
+
+/** What a restore wrote for one region. */
+export interface RestoredRegion {
+  path: string;
+  /** Pages written (the others are zero and left as holes). */
+  pagesWritten: number;
+  sha256?: string;
+}
+
+/**
+ * Visits region `index` of the chain's state in windows of whole pages, each read from the layer that
+ * holds it and checked against the top's hash table. A page that does not match is SnapshotCorruptError
+ * naming the file it came from; `visit` gets each window with its first page and its pages' hashes.
+ */
+export function visitVerified(chain: SnapshotChain, index: number,
+  visit: (window: Buffer, firstPage: number, hashes: BigUint64Array) => void): void {
+  const { top, layers } = chain;
+  const region = top.header.regions[index]!;
+  const { pageSize, pageCount } = region;
+  const owners = chain.owners(index);
+  const windowPages = Math.max(1, Math.floor(WINDOW_BYTES / pageSize));
+  const buffer = Buffer.allocUnsafe(windowPages * pageSize);
+  const hashes = new BigUint64Array(windowPages);
+  const expected = top.hashes[index]!;
+  for (let first = 0; first < pageCount; first += windowPages) {
+    const count = Math.min(windowPages, pageCount - first);
+    // One read per run of pages held by the same layer.
+    for (let page = first; page < first + count;) {
+      let end = page + 1;
+      while (end < first + count && owners[end] === owners[page]) end++;
+      const layer = layers[owners[page]!]!;
+      const area = layer.header.regions[index]!;
+      readExactly(layer.fd, (end - page) * pageSize, area.pagesOffset + page * pageSize, layer.path,
+        buffer.subarray((page - first) * pageSize));
+      page = end;
+    }
+    const window = buffer.subarray(0, count * pageSize);
+    binding().hashPages(window, pageSize, 0, count, hashes, 0);
+    for (let i = 0; i < count; i++) {
+      if (hashes[i] !== expected[first + i]) {
+        const layer = layers[owners[first + i]!]!;
+        throw new SnapshotCorruptError(`${layer.path}: page ${first + i} of region ${index} does not match its hash (the file was ` +
+          'changed or damaged after it was written)');
+      }
+    }
+    visit(window, first, hashes.subarray(0, count));
+  }
+}
+
+/**
+ * Checks that no file of the chain holds data where it holds no page (an incremental file's pages
+ * inherited from its parent are holes): a damaged byte there would not change the state, but it is
+ * damage all the same. Only data extents are read, so a healthy chain costs nothing here.
+ */
+export function checkStrayData(chain: SnapshotChain): void {
+  for (const layer of chain.layers) {
+    if (!layer.incremental) continue;
+    forEachDataPage(layer, (index, page, bytes) => {
+      if (!isPresent(layer.present[index]!, page) && !isZero(bytes)) {
+        throw new SnapshotCorruptError(`${layer.path}: page ${page} of region ${index} holds data, but the snapshot holds no such page ` +
+          '(the file was changed or damaged after it was written)');
+      }
+    });
+  }
+}
+
+/**
+ * The full check of one file on its own: each page present in it matches the file's own hash table
+ * (pages it inherits are checked with the file that holds them), and it holds no data elsewhere.
+ */
+export function verifyFile(file: SnapshotFile): number {
+  let checked = 0;
+  const seen = file.header.regions.map((r) => new Uint8Array(r.pageCount));
+  forEachDataPage(file, (index, page, bytes, hash) => {
+    seen[index]![page] = 1;
+    const present = isPresent(file.present[index]!, page);
+    if (present ? hash !== file.hashes[index]![page] : !isZero(bytes)) {
+      throw new SnapshotCorruptError(`${file.path}: page ${page} of region ${index} ${present ? 'does not match its hash' : 'holds data, but the snapshot holds no such page'} ` +
+        '(the file was changed or damaged after it was written)');
+    }
+    if (present) checked++;
+  });
+  // Present pages in holes read as zeros: their hashes must say so.
+  for (const [index, region] of file.header.regions.entries()) {
+    const zero = zeroPageHash(region.pageSize);
+    for (let page = 0; page < region.pageCount; page++) {
+      if (seen[index]![page] || !isPresent(file.present[index]!, page)) continue;
+      if (file.hashes[index]![page] !== zero) {
+        throw new SnapshotCorruptError(`${file.path}: page ${page} of region ${index} is a hole, but its hash says it holds data (damaged)`);
+      }
+      checked++;
+    }
+  }
+  return checked;
+}
+
+/** Restores the chain's state into new files, one per region, each verified; returns what each got. */
+export async function restoreChain(chain: SnapshotChain, outPaths: string[], options: { sha256?: boolean } = {}): Promise<RestoredRegion[]> {
+  const regions = chain.top.header.regions;
+  if (outPaths.length !== regions.length) {
+    throw new StorageError(`the snapshot holds ${regions.length} regions; give ${regions.length} files to restore them to, got ${outPaths.length}`);
+  }
+  checkStrayData(chain);
+  const temps = outPaths.map((out) => join(dirname(out), `.${basename(out)}.pagewire-restore-${randomBytes(8).toString('hex')}.tmp`));
+  let made = 0;
+  try {
+    const restored: RestoredRegion[] = [];
+    for (const [index, temp] of temps.entries()) {
+      made = index + 1;
+      restored.push({ ...restoreRegionInto(chain, index, temp, options), path: outPaths[index]! });
+    }
+    // Every region checked out: only now do the names change.
+    for (const [index, temp] of temps.entries()) {
+      renameSync(temp, outPaths[index]!);
+      temps[index] = '';
+    }
+    for (const dir of new Set(outPaths.map((path) => dirname(path)))) await fsyncDirectory(dir);
+    return restored;
+  } catch (error) {
+    for (const temp of temps.slice(0, made)) if (temp) try { unlinkSync(temp); } catch { /* never made */ }
+    throw error;
+  }
+}
+
+/**
+ * Restores region `index` of the chain's state into a new file at `path`, every page verified, and makes
+ * it durable; on any failure the file is removed again. Long runs of zero pages stay holes.
+ */
+export function restoreRegionInto(chain: SnapshotChain, index: number, path: string, options: { sha256?: boolean } = {}): RestoredRegion {
+  const region = chain.top.header.regions[index]!;
+  let fd: number | undefined;
+  try {
+    fd = openSync(path, 'wx');
+    const out = fd;
+    ftruncateSync(out, region.byteLength);
+    const sha = options.sha256 ? createHash('sha256') : undefined;
+    const zero = zeroPageHash(region.pageSize);
+    const { pageSize } = region;
+    let pagesWritten = 0;
+    visitVerified(chain, index, (window, firstPage, hashes) => {
+      sha?.update(window);
+      // Long runs of zero pages stay holes; the rest is written in as few calls as that allows (a
+      // scattered zero page costs less written than a call of its own).
+      let start = -1;
+      for (let i = 0; i <= hashes.length;) {
+        const zeroRun = i < hashes.length ? zeroRunLength(window, hashes, i, pageSize, zero) : HOLE_MIN_PAGES;
+        if ((zeroRun >= HOLE_MIN_PAGES || i === hashes.length) && start >= 0) {
+          writeAll(out, window.subarray(start * pageSize, i * pageSize), (firstPage + start) * pageSize);
+          pagesWritten += i - start;
+          start = -1;
+        } else if (zeroRun < HOLE_MIN_PAGES && start < 0) {
+          start = i;
+        }
+        i += Math.max(zeroRun, 1);
+      }
+    });
+    fsyncSync(out);
+    closeSync(out);
+    fd = undefined;
+    return { path, pagesWritten, ...(sha ? { sha256: sha.digest('hex') } : {}) };
+  } catch (error) {
+    if (fd !== undefined) {
+      closeSync(fd);
+      try { unlinkSync(path); } catch { /* already gone */ }
+    }
+    if (error instanceof SnapshotCorruptError || error instanceof StorageError) throw error;
+    throw new StorageError(`cannot restore to ${path}: ${(error as Error).message}`, { cause: error });
+  }
+}
+
+/** SHA-256 of each region of the chain's state, every page verified on the way. */
+export function chainSha256(chain: SnapshotChain): string[] {
+  return chain.top.header.regions.map((_, index) => {
+    const sha = createHash('sha256');
+    visitVerified(chain, index, (window) => sha.update(window));
+    return sha.digest('hex');
+  });
+}
+
+/** Calls `visit` for every page of the file's page areas that lies in a data extent, with its bytes and hash. */
+function forEachDataPage(file: SnapshotFile, visit: (index: number, page: number, bytes: Buffer, hash: bigint) => void): void {
+  const extents = binding().dataExtents(file.path);
+  for (const [index, region] of file.header.regions.entries()) {
+    const { pageSize, pagesOffset, byteLength } = region;
+    const windowPages = Math.max(1, Math.floor(WINDOW_BYTES / pageSize));
+    const buffer = Buffer.allocUnsafe(windowPages * pageSize);
+    const hashes = new BigUint64Array(windowPages);
+    let next = 0;
+    for (let e = 0; e < extents.length; e += 2) {
+      const start = Math.max(extents[e]!, pagesOffset) - pagesOffset;
+      const end = Math.min(extents[e + 1]!, pagesOffset + byteLength) - pagesOffset;
+      if (start >= end) continue;
+      // An extent may begin or end inside a page: the whole page is read; none is read twice.
+      const firstPage = Math.max(next, Math.floor(start / pageSize));
+      const endPage = Math.ceil(end / pageSize);
+      for (let page = firstPage; page < endPage; page += windowPages) {
+        const count = Math.min(windowPages, endPage - page);
+        const window = readExactly(file.fd, count * pageSize, pagesOffset + page * pageSize, file.path, buffer).subarray(0, count * pageSize);
+        binding().hashPages(window, pageSize, 0, count, hashes, 0);
+        for (let i = 0; i < count; i++) visit(index, page + i, window.subarray(i * pageSize, (i + 1) * pageSize), hashes[i]!);
+      }
+      next = endPage;
+    }
+  }
+}
+
+/** Zero pages from window page i on (0 when page i is not zero), counting at most HOLE_MIN_PAGES. */
+function zeroRunLength(window: Buffer, hashes: BigUint64Array, i: number, pageSize: number, zero: bigint): number {
+  let end = i;
+  while (end < hashes.length && end - i < HOLE_MIN_PAGES && hashes[end] === zero && isZero(window.subarray(end * pageSize, (end + 1) * pageSize))) end++;
+  return end - i;
+}
+
+function isZero(bytes: Uint8Array): boolean {
+  return binding().zeroPageCount(bytes, bytes.byteLength) === 1;
+}
+
+function writeAll(fd: number, bytes: Uint8Array, position: number): void {
+  for (let at = 0; at < bytes.byteLength;) at += writeSync(fd, bytes, at, bytes.byteLength - at, position + at);
+}
