@@ -1,5 +1,5 @@
 // pagewire's public API: regions, dirty tracking, the two orchestrators of a migration, replication
-// (primary, standby, fencing), and the typed errors.
+// (primary, standby, fencing), snapshots (live, incremental, restored eagerly or lazily, cloned), and the typed errors.
 export * from './errors.js';
 export { MemoryRegion, DEFAULT_PAGE_SIZE, type RegionBacking, type WasmMemory } from './memory/region.js';
 export { DirtyBitmap, DirtyPages } from './memory/dirty-bitmap.js';
@@ -54,3 +54,11 @@ export {
 export { PrimaryLease, DEFAULT_LEASE_TTL_SECONDS, ownerKey, type OwnerRecord } from './replication/primary-lease.js';
 export { StandbyClaim, type TakeOver } from './replication/standby-claim.js';
 export { nextEpoch, MAX_EPOCH_STRETCH, type EpochDecision, type EpochTiming } from './replication/epoch-policy.js';
+export {
+  Snapshotter, type SnapshotterOptions, type SnapshotRound, type SnapshotSummary, type SnapshotterEvents, type TakeOptions,
+} from './snapshot/snapshotter.js';
+export { openSnapshot, type RestoredSnapshot } from './snapshot/lazy-restore.js';
+export { SnapshotChain, SnapshotFile, MAX_CHAIN_LENGTH } from './snapshot/snapshot-file.js';
+export { restoreChain, chainSha256, verifyFile, type RestoredRegion } from './snapshot/snapshot-restore.js';
+export { cloneSnapshot, type ClonedSnapshot } from './snapshot/snapshot-clone.js';
+export type { SnapshotHeader, RegionLayout } from './snapshot/snapshot-format.js';

@@ -3,6 +3,7 @@ import { dirname, resolve } from 'node:path';
 import { CapacityError, InvalidArgumentError, StorageError, asPagewireError, type PagewireError } from '../errors.js';
 import { rollForward } from '../target/commit-manifest.js';
 import { FileTargetImage } from '../target/target-image.js';
+import { SnapshotChain } from '../snapshot/snapshot-file.js';
 import { MigrationTarget, type TargetSummary } from '../migration/target.js';
 import { isLoopback } from '../transport/loopback.js';
 import { optionalString, parseFlags, parseEndpoint, parsePositiveNumber, parseSize, repeatedStrings, requireString } from './args.js';
@@ -12,12 +13,12 @@ import { abortOnSignals } from './signals.js';
 import { SECURITY_FLAGS, readSecurityFlags } from './security-flags.js';
 
 export const RECEIVE_USAGE = 'pagewire receive --listen HOST:PORT|unix:PATH --out FILE [--disk-out FILE]... [--psk-file F [--tls] | --insecure] ' +
-  '[--tls-cert F --tls-key F [--tls-ca F]] [--max-size SIZE] [--sparse] [--timeout MS] [--resume-window MS] [--json [--sha256]]';
+  '[--tls-cert F --tls-key F [--tls-ca F]] [--max-size SIZE] [--sparse] [--seed SNAP] [--timeout MS] [--resume-window MS] [--json [--sha256]]';
 
 export async function receiveCommand(argv: string[]): Promise<number> {
   const flags = parseFlags(argv, {
     listen: 'string', out: 'string', 'disk-out': 'strings', insecure: 'boolean', json: 'boolean', sha256: 'boolean', 'max-size': 'string', sparse: 'boolean',
-    timeout: 'string', 'resume-window': 'string', ...SECURITY_FLAGS,
+    timeout: 'string', 'resume-window': 'string', seed: 'string', ...SECURITY_FLAGS,
   });
   const endpoint = parseEndpoint(requireString(flags, 'listen'), 'listen');
   const out = resolve(requireString(flags, 'out'));
@@ -44,8 +45,13 @@ export async function receiveCommand(argv: string[]): Promise<number> {
     }
   }
   // --sparse: the image may be mostly holes, so its size need not be free (a full disk fails a write later).
+  // --seed: start from a snapshot (checked now, so a bad one is refused before listening), so that the
+  // source sends only the pages that differ from it.
+  const seed = optionalString(flags, 'seed');
+  if (seed !== undefined) SnapshotChain.open(seed).close();
   const imageOptions = {
     ...(maxSize ? { maxRegionBytes: parseSize(maxSize, 'max-size') } : {}), ...(flags.has('sparse') ? { checkFreeSpace: false } : {}),
+    ...(seed === undefined ? {} : { seed: resolve(seed) }),
   };
   const image = ({ region, regions }: { region: number; regions: number }): FileTargetImage => {
     if (regions !== outs.length) {

@@ -49,7 +49,7 @@ export class RegionImages {
         const image = typeof given === 'function' ? await given(offer) : given;
         opened.push(image);
         const store = await image.open(offer);
-        regions.push({ image, store, heldHashes: newPageHashes(store.pageCount, store.pageSize) });
+        regions.push({ image, store, heldHashes: image.seedHashes ?? newPageHashes(store.pageCount, store.pageSize) });
       }
     } catch (error) {
       for (const image of opened) image.discard();
@@ -61,6 +61,14 @@ export class RegionImages {
   /** True when every region starts all zeros (WELCOME's one TARGET_ZEROED flag covers them all). */
   get zeroed(): boolean {
     return this.regions.every((r) => r.image.zeroed);
+  }
+
+  /**
+   * True when the images start from a seed that HELD can describe: some region is seeded, and every
+   * other one starts all zeros (as its zero pages' hashes in HELD say).
+   */
+  get seeded(): boolean {
+    return this.regions.some((r) => r.image.seedHashes) && this.regions.every((r) => r.image.seedHashes || r.image.zeroed);
   }
 
   /** FINAL's digest over the pages held (one region: its own region digest). */

@@ -16,7 +16,7 @@ import { HookRunner } from '../migration/hook-runner.js';
 import { ExtraStreamReader, StreamReceiver, type RoundEnd, type StreamRegion } from '../migration/stream-receiver.js';
 import { FramedConnection, PEER_REASON_GRACE_MS, READ_AHEAD_BYTES } from '../transport/framed-connection.js';
 import {
-  MAX_DEVICE_STATE_BYTES, MAX_PAYLOAD_BYTES, MAX_VERSION, MessageType, SESSION_KEY_BYTES, SUPPORTED_FEATURES, TARGET_ZEROED,
+  FEATURE_SEED, MAX_DEVICE_STATE_BYTES, MAX_PAYLOAD_BYTES, MAX_VERSION, MessageType, SESSION_KEY_BYTES, SUPPORTED_FEATURES, TARGET_SEEDED, TARGET_ZEROED,
   encodeRoundAck, encodeWelcome, parseDeviceState, parseFinal, type Hello,
 } from '../wire/messages.js';
 import { STRIPE_PAGES } from '../wire/streams.js';
@@ -216,13 +216,15 @@ export class TargetSession {
     if (extraStreams === 0 && resumeWindowMs === 0) this.host.doneAccepting();
     // The source sends nothing more before WELCOME: the addon takes over reading at a frame boundary.
     connection.readNatively();
+    // A seeded image (a receive started from a snapshot) is described by HELD, to a source that takes it.
+    const seeded = !resumed && this.images.seeded && (hello.features & FEATURE_SEED) !== 0;
     await connection.send(MessageType.Welcome, encodeWelcome({
       version: Math.min(hello.maxVersion, MAX_VERSION), extraStreams, features: hello.features & SUPPORTED_FEATURES,
-      flags: this.images.zeroed ? TARGET_ZEROED : 0, sessionKey: this.keys.welcomeKey,
+      flags: (this.images.zeroed ? TARGET_ZEROED : 0) | (seeded ? TARGET_SEEDED : 0), sessionKey: this.keys.welcomeKey,
     }));
     connection.maxPayload = MAX_PAYLOAD_BYTES;
-    if (resumed) {
-      // What this side holds, so that the source sends again only what differs: region by region.
+    if (resumed || seeded) {
+      // What this side holds, so that the source sends (again) only what differs: region by region.
       await sendHeld(connection, summary.rounds, regions.map(({ heldHashes }) => heldHashes));
     }
     let joined: FramedConnection[] = [];

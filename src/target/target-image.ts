@@ -14,6 +14,8 @@ import { checkObject, checkOptionalBoolean } from '../option-checks.js';
 import { applyCommitManifest, rollForward, writeCommitManifest } from './commit-manifest.js';
 import { fsyncDirectory } from './durable-files.js';
 import { FilePageStore, RegionPageStore } from './page-stores.js';
+import { SnapshotChain } from '../snapshot/snapshot-file.js';
+import { restoreRegionInto } from '../snapshot/snapshot-restore.js';
 
 export interface RegionOffer {
   regionSize: number;
@@ -30,6 +32,11 @@ export interface TargetImage {
   open(offer: RegionOffer): Promise<PageStore> | PageStore;
   /** True when the opened region starts all zeros, so the source may skip zero pages in round 1. */
   readonly zeroed: boolean;
+  /**
+   * The hashes of the pages the opened region starts with, when it starts from a seed (a snapshot): the
+   * source then sends only the pages that differ. Read after open().
+   */
+  readonly seedHashes?: BigUint64Array;
   /**
    * The file the image is received into, if it is one: a workload may map it from the prepare hook on
    * (before GO); commit() renames it into place, which leaves a mapping intact.
@@ -59,10 +66,15 @@ export interface FileTargetImageOptions {
    * with PW_ERR_STORAGE, before the switch-over, and the previous image stays.
    */
   checkFreeSpace?: boolean;
+  /**
+   * Start from this snapshot (its chain resolved, every page verified): the source then sends only the
+   * pages whose hashes differ from it. The region this image is for must have the snapshot's region's shape.
+   */
+  seed?: string;
 }
 
 export class FileTargetImage implements TargetImage {
-  readonly zeroed = true;
+  private seeded: BigUint64Array | undefined;
   private store: FilePageStore | undefined;
   private tempPath: string | undefined;
   /** The manifest of a commitAll() that failed after it was made durable. */
@@ -71,6 +83,14 @@ export class FileTargetImage implements TargetImage {
   private unsynced = 0;
 
   constructor(readonly outPath: string, private readonly options: FileTargetImageOptions = {}) {}
+
+  get zeroed(): boolean {
+    return this.options.seed === undefined;
+  }
+
+  get seedHashes(): BigUint64Array | undefined {
+    return this.seeded;
+  }
 
   /** The temp file beside --out the image is received into, from open() until commit() or discard(). */
   get workingPath(): string | undefined {
@@ -100,7 +120,12 @@ export class FileTargetImage implements TargetImage {
     // Beside --out, so the final rename stays within one file system and is atomic.
     this.migrationId = offer.migrationId;
     const temp = join(dir, `.${basename(this.outPath)}.pagewire-${offer.migrationId}.tmp`);
-    this.store = await FilePageStore.create(temp, offer.regionSize, offer.pageSize);
+    if (this.options.seed === undefined) {
+      this.store = await FilePageStore.create(temp, offer.regionSize, offer.pageSize);
+    } else {
+      this.seeded = seedFile(this.options.seed, offer, temp);
+      this.store = await FilePageStore.openExisting(temp, offer.regionSize, offer.pageSize);
+    }
     this.tempPath = temp;
     return this.store;
   }
@@ -188,6 +213,23 @@ export class FileTargetImage implements TargetImage {
   private requireTemp(): string {
     if (!this.tempPath) throw new StorageError('no image was opened');
     return this.tempPath;
+  }
+}
+
+/** Restores region offer.region of the snapshot into a new file at path; returns its page hashes. */
+function seedFile(snapshot: string, offer: RegionOffer, path: string): BigUint64Array {
+  const chain = SnapshotChain.open(snapshot);
+  try {
+    const regions = chain.top.header.regions;
+    const region = regions[offer.region];
+    if (regions.length !== offer.regions || !region || region.byteLength !== offer.regionSize || region.pageSize !== offer.pageSize) {
+      throw new CapacityError(`the seed ${snapshot} holds ${regions.map((r) => `${r.byteLength} bytes in pages of ${r.pageSize}`).join(', ')}; ` +
+        `the source offers ${offer.regions} region(s), region ${offer.region} of ${offer.regionSize} bytes in pages of ${offer.pageSize}`);
+    }
+    restoreRegionInto(chain, offer.region, path);
+    return chain.top.hashes[offer.region]!;
+  } finally {
+    chain.close();
   }
 }
 
