@@ -166,19 +166,39 @@ Napi::Value HashPages(const Napi::CallbackInfo& info) {
 
 struct ChangedPagesJob {
   const uint8_t* region = nullptr;
+  // The file a shared mapping maps from offset 0 (-1 for memory): its pages are read with pread,
+  // which costs a copy from the page cache but no page faults on the mapping (far the larger cost).
+  int regionFd = -1;
   uint64_t pageSize = 0, firstPage = 0, count = 0;
   const uint64_t* sent = nullptr;
   uint32_t* out = nullptr;
 };
 
+// Pages [first, +pages) of the region: from the mapping, or read from its file into staging.
+const uint8_t* PagesToHash(const ChangedPagesJob& job, uint64_t first, uint64_t pages, std::vector<uint8_t>* staging) {
+  const uint8_t* mapped = job.region + first * job.pageSize;
+  if (job.regionFd < 0) return mapped;
+  const uint64_t length = pages * job.pageSize;
+  staging->resize(static_cast<size_t>(length));
+  for (uint64_t done = 0; done < length;) {
+    const ssize_t n = pread(job.regionFd, staging->data() + done, static_cast<size_t>(length - done),
+                            static_cast<off_t>(first * job.pageSize + done));
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) return mapped;  // the file cannot be read there: the mapping still can
+    done += static_cast<uint64_t>(n);
+  }
+  return staging->data();
+}
+
 uint64_t FindChangedPages(const ChangedPagesJob& job) {
   // Hashed a block at a time (several pages side by side where the CPU allows), then compared.
-  constexpr uint64_t kBlock = 64;
-  uint64_t hashes[kBlock];
+  const uint64_t block = std::max<uint64_t>(1, std::min<uint64_t>(64, (uint64_t{1} << 20) / job.pageSize));
+  std::vector<uint64_t> hashes(static_cast<size_t>(block));
+  std::vector<uint8_t> staging;
   uint64_t n = 0;
-  for (uint64_t at = job.firstPage; at < job.firstPage + job.count; at += kBlock) {
-    const uint64_t pages = std::min(kBlock, job.firstPage + job.count - at);
-    Xxh64Pages(job.region + at * job.pageSize, static_cast<size_t>(job.pageSize), static_cast<size_t>(pages), hashes);
+  for (uint64_t at = job.firstPage; at < job.firstPage + job.count; at += block) {
+    const uint64_t pages = std::min(block, job.firstPage + job.count - at);
+    Xxh64Pages(PagesToHash(job, at, pages, &staging), static_cast<size_t>(job.pageSize), static_cast<size_t>(pages), hashes.data());
     for (uint64_t i = 0; i < pages; ++i) {
       if (hashes[i] != job.sent[at + i]) job.out[n++] = static_cast<uint32_t>(at + i);
     }
@@ -231,6 +251,7 @@ Napi::Value ChangedPages(const Napi::CallbackInfo& info) {
     ThrowRange(env, "out must not overlap sentHashes");
   }
   job.region = region.data;
+  job.regionFd = region.fd;
   job.sent = sent.data;
   job.out = out.data;
   Hold(&keep, Arg(info, 4));
