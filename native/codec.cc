@@ -180,13 +180,8 @@ const uint8_t* PagesToHash(const ChangedPagesJob& job, uint64_t first, uint64_t 
   if (job.regionFd < 0) return mapped;
   const uint64_t length = pages * job.pageSize;
   staging->resize(static_cast<size_t>(length));
-  for (uint64_t done = 0; done < length;) {
-    const ssize_t n = pread(job.regionFd, staging->data() + done, static_cast<size_t>(length - done),
-                            static_cast<off_t>(first * job.pageSize + done));
-    if (n < 0 && errno == EINTR) continue;
-    if (n <= 0) return mapped;  // the file cannot be read there: the mapping still can
-    done += static_cast<uint64_t>(n);
-  }
+  // Where the file cannot be read, the mapping still can.
+  if (PreadAll(job.regionFd, staging->data(), length, first * job.pageSize) != 0) return mapped;
   return staging->data();
 }
 

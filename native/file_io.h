@@ -1,4 +1,4 @@
-// Positioned writes to a file for work on a pool thread (no napi calls): each returns 0, or the errno
+// Positioned reads and writes of a file for work on a pool thread (no napi calls): each returns 0, or the errno
 // of the system call that failed.
 #pragma once
 #include <errno.h>
@@ -16,6 +16,18 @@ namespace pagewire {
 inline int PwriteAll(int fd, const uint8_t* data, uint64_t length, uint64_t offset) {
   for (uint64_t done = 0; done < length;) {
     const ssize_t n = pwrite(fd, data + done, static_cast<size_t>(length - done), static_cast<off_t>(offset + done));
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) return n < 0 ? errno : EIO;
+    done += static_cast<uint64_t>(n);
+  }
+  return 0;
+}
+
+// pread of all length bytes at offset, again after a short read or EINTR; reading past the end of the
+// file is EIO.
+inline int PreadAll(int fd, uint8_t* data, uint64_t length, uint64_t offset) {
+  for (uint64_t done = 0; done < length;) {
+    const ssize_t n = pread(fd, data + done, static_cast<size_t>(length - done), static_cast<off_t>(offset + done));
     if (n < 0 && errno == EINTR) continue;
     if (n <= 0) return n < 0 ? errno : EIO;
     done += static_cast<uint64_t>(n);

@@ -124,18 +124,9 @@ class PageFileWriter {
     out_.call = "pread";
     out_.at = first * P;
     out_.length = count * P;
-    for (uint64_t done = 0; done < out_.length;) {
-      const ssize_t n = pread(job_.regionFd, buffer_.data() + done, static_cast<size_t>(out_.length - done),
-                              static_cast<off_t>(out_.at + done));
-      if (n < 0 && errno == EINTR) continue;
-      if (n <= 0) {
-        // The file shrank under its mapping: its bytes there are no longer the region's.
-        out_.err = n < 0 ? errno : EIO;
-        return false;
-      }
-      done += static_cast<uint64_t>(n);
-    }
-    return true;
+    // A short file: it shrank under its mapping, and its bytes there are no longer the region's.
+    out_.err = PreadAll(job_.regionFd, buffer_.data(), out_.length, out_.at);
+    return out_.err == 0;
   }
 
   const WritePagesJob& job_;
