@@ -24,15 +24,21 @@ export function readExactly(fd: number, length: number, position: number, name: 
   return out;
 }
 
-/** SHA-256 of what the trailer covers, read from fd; trailerOffset is where the trailer starts. */
-export function digestOfFile(fd: number, layout: SnapshotLayout, trailerOffset: number, name: string): Buffer {
+/**
+ * SHA-256 of what the trailer covers, read from fd; trailerOffset is where the trailer starts. `tables`,
+ * when given, are the bytes [tablesOffset, deviceStateOffset) already read, which are then not read again.
+ */
+export function digestOfFile(fd: number, layout: SnapshotLayout, trailerOffset: number, name: string, tables?: Buffer): Buffer {
   const hash = createHash('sha256');
+  const tablesEnd = tables ? layout.deviceStateOffset : layout.tablesOffset;
   const ranges: Array<[number, number]> = [[0, layout.regions[0]!.pagesOffset], ...areaGaps(layout.regions, layout.tablesOffset),
-    [layout.tablesOffset, trailerOffset]];
-  const chunk = Buffer.allocUnsafe(CHUNK_BYTES);
-  for (const [start, end] of ranges) {
-    for (let at = start; at < end; at += CHUNK_BYTES) {
-      const length = Math.min(CHUNK_BYTES, end - at);
+    [tablesEnd, trailerOffset]];
+  // Fresh memory is costly to touch (a fault per page): the buffer is no larger than the reads need.
+  const chunk = Buffer.allocUnsafe(Math.min(CHUNK_BYTES, Math.max(...ranges.map(([start, end]) => end - start))));
+  for (const [i, [start, end]] of ranges.entries()) {
+    if (i === ranges.length - 1 && tables) hash.update(tables);
+    for (let at = start; at < end; at += chunk.length) {
+      const length = Math.min(chunk.length, end - at);
       hash.update(readExactly(fd, length, at, name, chunk).subarray(0, length));
     }
   }

@@ -54,21 +54,17 @@ export class SnapshotFile {
       }
       if (!trailer.id.equals(header.id)) throw new SnapshotCorruptError(`${name}'s trailer belongs to another snapshot than its header`);
       const layout = { regions, tablesOffset: regions[0]!.hashesOffset, deviceStateOffset };
-      if (!digestOfFile(fd, layout, trailer.offset, name).equals(trailer.digest)) {
+      // The tables are read once: digested, then used in place.
+      const tables = readExactly(fd, deviceStateOffset - layout.tablesOffset, layout.tablesOffset, name);
+      if (!digestOfFile(fd, layout, trailer.offset, name, tables).equals(trailer.digest)) {
         throw new SnapshotCorruptError(`${name} does not match its digest: it was changed or torn after it was written`);
       }
-      const hashes = regions.map((r) => {
-        const bytes = readExactly(fd, r.pageCount * 8, r.hashesOffset, name);
-        return new BigUint64Array(bytes.buffer, bytes.byteOffset, r.pageCount);
-      });
-      const present = regions.map((r) => {
-        const bytes = readExactly(fd, r.presentBytes, r.presentOffset, name);
-        return new Uint32Array(bytes.buffer, bytes.byteOffset, r.presentBytes / 4);
-      });
+      const at = (offset: number) => tables.byteOffset + offset - layout.tablesOffset;
+      const hashes = regions.map((r) => new BigUint64Array(tables.buffer, at(r.hashesOffset), r.pageCount));
+      const present = regions.map((r) => new Uint32Array(tables.buffer, at(r.presentOffset), r.presentBytes / 4));
       for (const [i, r] of regions.entries()) {
         if (regionDigest(hashes[i]!) !== r.digest) throw new SnapshotCorruptError(`${name}: region ${i}'s hash table does not match its digest`);
-        let count = 0;
-        for (let page = 0; page < r.pageCount; page++) if (isPresent(present[i]!, page)) count++;
+        const count = presentCount(present[i]!, r.pageCount);
         const full = (header.flags & FLAG_INCREMENTAL) === 0;
         if (count !== r.presentPages || (full && count !== r.pageCount)) {
           throw new SnapshotCorruptError(`${name}: region ${i}'s present pages (${count}) are not the ${r.presentPages} its header says`);
@@ -158,6 +154,19 @@ export class SnapshotChain {
   close(): void {
     for (const layer of this.layers) layer.close();
   }
+}
+
+/** Set bits of a present bitmap among its first `pages` (the bits past them are not counted). */
+function presentCount(words: Uint32Array, pages: number): number {
+  let count = 0;
+  for (let w = 0; w < Math.ceil(pages / 32); w++) {
+    let bits = words[w]!;
+    if (w === Math.floor(pages / 32)) bits &= (1 << (pages % 32)) - 1;
+    bits -= (bits >>> 1) & 0x55555555;
+    bits = (bits & 0x33333333) + ((bits >>> 2) & 0x33333333);
+    count += (((bits + (bits >>> 4)) & 0x0f0f0f0f) * 0x01010101) >>> 24;
+  }
+  return count;
 }
 
 function openParent(parentPath: string, child: SnapshotFile): SnapshotFile {
