@@ -3,7 +3,6 @@ import { dirname, resolve } from 'node:path';
 import { CapacityError, InvalidArgumentError, StorageError, asPagewireError, type PagewireError } from '../errors.js';
 import { rollForward } from '../target/commit-manifest.js';
 import { FileTargetImage } from '../target/target-image.js';
-import { SnapshotChain } from '../snapshot/snapshot-file.js';
 import { MigrationTarget, type TargetSummary } from '../migration/target.js';
 import { isLoopback } from '../transport/loopback.js';
 import { optionalString, parseFlags, parseEndpoint, parsePositiveNumber, parseSize, repeatedStrings, requireString } from './args.js';
@@ -48,22 +47,24 @@ export async function receiveCommand(argv: string[]): Promise<number> {
   // --seed: start from a snapshot (checked now, so a bad one is refused before listening), so that the
   // source sends only the pages that differ from it.
   const seed = optionalString(flags, 'seed');
-  if (seed !== undefined) SnapshotChain.open(seed).close();
   const imageOptions = {
     ...(maxSize ? { maxRegionBytes: parseSize(maxSize, 'max-size') } : {}), ...(flags.has('sparse') ? { checkFreeSpace: false } : {}),
     ...(seed === undefined ? {} : { seed: resolve(seed) }),
   };
+  const images = outs.map((path) => new FileTargetImage(path, imageOptions));
   const image = ({ region, regions }: { region: number; regions: number }): FileTargetImage => {
     if (regions !== outs.length) {
       throw new CapacityError(`the source moves ${regions} region(s); this receive takes ${outs.length} (--out, and a --disk-out for each extra one)`);
     }
-    return new FileTargetImage(outs[region]!, imageOptions);
+    return images[region]!;
   };
   // A commit of several files that a crash interrupted is completed first: never serve beside a torn set.
   const completed = await rollForward(out);
   if (completed.length > 0) {
     process.stderr.write(`completed an interrupted commit: ${completed.map(({ to }) => to).join(', ')}\n`);
   }
+  // The seed is restored before listening, so the handshake (whose round trip the source measures) does not wait for it.
+  if (seed !== undefined) images.forEach((each, region) => each.prepareSeed(region));
   const signals = abortOnSignals();
   const target = await MigrationTarget.listen({
     image, ...endpoint, signal: signals.signal, ...security, insecure: flags.has('insecure'),
@@ -107,6 +108,8 @@ export async function receiveCommand(argv: string[]): Promise<number> {
     return 1;
   } finally {
     signals.dispose();
+    // A seed restored for a migration that never came is removed; a committed image is not touched.
+    for (const each of images) each.discard();
   }
 }
 

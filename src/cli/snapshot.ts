@@ -32,9 +32,8 @@ export async function snapshotCommand(argv: string[]): Promise<number> {
   const out = resolve(requireString(flags, 'out'));
   const base = optionalString(flags, 'base');
   const diskPaths = repeatedStrings(flags, 'disk').map((path) => resolve(path));
-  if ([imagePath, ...diskPaths].includes(out) || (base !== undefined && resolve(base) === out)) {
-    throw new InvalidArgumentError('--out must name a file other than --image, --disk and --base');
-  }
+  // Files of --base's chain are refused by the library.
+  if ([imagePath, ...diskPaths].includes(out)) throw new InvalidArgumentError('--out must name a file other than --image and --disk');
   const workloadText = optionalString(flags, 'workload');
   const spec = workloadText ? parseWorkloadSpec(workloadText) : undefined;
   const downtime = optionalString(flags, 'max-downtime');

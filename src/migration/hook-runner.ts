@@ -8,7 +8,8 @@ export class HookRunner {
   /** Hooks given up on (timeout, abort) that may still be running. */
   private readonly straggling = new Set<Promise<void>>();
 
-  constructor(private readonly timeoutMs: number, private readonly signal?: AbortSignal) {}
+  /** `task` names what is aborted in messages: a migration, a snapshot. */
+  constructor(private readonly timeoutMs: number, private readonly signal?: AbortSignal, private readonly task = 'migration') {}
 
   /**
    * Runs `hook`; fails after timeoutMs, or at once on the migration's abort when `abortable` (not for
@@ -26,7 +27,7 @@ export class HookRunner {
       };
       timer = setTimeout(() => giveUp(new TimeoutError(`the ${name} hook did not finish within ${timeoutMs} ms`)), timeoutMs);
       if (abortable && signal) {
-        onAbort = () => giveUp(new AbortedError(`migration aborted while the ${name} hook ran`, { cause: signal.reason }));
+        onAbort = () => giveUp(new AbortedError(`${this.task} aborted while the ${name} hook ran`, { cause: signal.reason }));
         if (signal.aborted) onAbort();
         else signal.addEventListener('abort', onAbort, { once: true });
       }

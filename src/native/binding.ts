@@ -196,8 +196,10 @@ export interface NativeBinding {
    * page p at fileOffset + p * pageSize, on a pool thread, and records hashes[p] = XXH64 of the page.
    * hashes (a slot per region page) says what the file holds: a zero page is not written, and is punched
    * out of the file (a hole; the twin writes zeros) only where hashes[p] was not the zero page's hash.
-   * Runs of consecutive pages go out in one call, straight from the region's memory: the pages and
-   * hashes must stay still until the promise settles; calls on disjoint pages may overlap. Arguments are
+   * Each run of consecutive pages is copied aside first (read from a shared mapping's file with pread,
+   * else copied from memory), then hashed and written in one call: the workload may write the pages
+   * meanwhile, and the hash recorded is of the bytes written. hashes must stay still until the promise
+   * settles; calls on disjoint pages may overlap. Arguments are
    * checked first (a bad one throws, nothing changes). A failed write rejects with an Error naming the
    * system call, with Node's code and errno; hashes are recorded only for pages in the file by then.
    */

@@ -12,7 +12,7 @@ import { SnapshotChain } from './snapshot-file.js';
 import { isPresent } from './snapshot-format.js';
 import { visitVerified } from './snapshot-restore.js';
 
-const VERIFY_WINDOW_BYTES = 8 * 1024 * 1024;
+const WINDOW_BYTES = 8 * 1024 * 1024;
 
 export interface RestoredSnapshot {
   /** The snapshot's id. */
@@ -35,16 +35,17 @@ export function openSnapshot(path: string): RestoredSnapshot {
   try {
     const { top, layers } = chain;
     const tables = top.hashes;
-    let regions: MemoryRegion[];
+    let regions: MemoryRegion[] = [];
     let lazy = true;
     try {
-      regions = top.header.regions.map((area, index) => {
+      for (const [index, area] of top.header.regions.entries()) {
         const mapping = binding().mapFilePrivate(layers[0]!.path, area.pagesOffset, area.byteLength);
         const region = MemoryRegion.fromPrivateMapping(mapping, area.pageSize);
+        regions.push(region);
         for (const layer of layers.slice(1)) readPresentPages(layer.fd, layer.path, layer.present[index]!, area, layer.header.regions[index]!.pagesOffset, region);
-        return region;
-      });
+      }
     } catch (error) {
+      for (const region of regions) region.close();
       if (!(error instanceof NativeUnavailableError)) throw error;
       // Without the addon nothing maps privately: the state is read whole, every page verified.
       lazy = false;
@@ -72,7 +73,7 @@ function readPresentPages(fd: number, name: string, present: Uint32Array, area: 
   for (let page = 0; page < pageCount;) {
     if (!isPresent(present, page)) { page++; continue; }
     let end = page + 1;
-    while (end < pageCount && isPresent(present, end) && (end - page) * pageSize < VERIFY_WINDOW_BYTES) end++;
+    while (end < pageCount && isPresent(present, end) && (end - page) * pageSize < WINDOW_BYTES) end++;
     const view = region.view(page * pageSize, (end - page) * pageSize);
     readExactly(fd, view.length, pagesOffset + page * pageSize, name, Buffer.from(view.buffer, view.byteOffset, view.length));
     page = end;
@@ -81,7 +82,7 @@ function readPresentPages(fd: number, name: string, present: Uint32Array, area: 
 
 function verifyRegion(region: MemoryRegion, table: BigUint64Array, name: string, index: number): void {
   const { pageSize, pageCount } = region;
-  const windowPages = Math.max(1, Math.floor(VERIFY_WINDOW_BYTES / pageSize));
+  const windowPages = Math.max(1, Math.floor(WINDOW_BYTES / pageSize));
   const hashes = new BigUint64Array(windowPages);
   for (let first = 0; first < pageCount; first += windowPages) {
     const count = Math.min(windowPages, pageCount - first);

@@ -6,7 +6,7 @@
 import { randomBytes } from 'node:crypto';
 import { closeSync, constants, copyFileSync, fstatSync, fsyncSync, ftruncateSync, openSync, renameSync, unlinkSync, writeSync } from 'node:fs';
 import { basename, dirname, join, resolve } from 'node:path';
-import { StorageError } from '../errors.js';
+import { InvalidArgumentError, StorageError } from '../errors.js';
 import { binding } from '../native/engine.js';
 import { fsyncDirectory } from '../target/durable-files.js';
 import { digestOfFile, readExactly } from './snapshot-digest.js';
@@ -31,6 +31,9 @@ export async function cloneSnapshot(source: string, out: string): Promise<Cloned
   const chain = SnapshotChain.open(source);
   const top = chain.top;
   chain.close();
+  if (chain.layers.some((layer) => layer.path === target)) {
+    throw new InvalidArgumentError(`the clone would replace ${target}, a file of the chain it clones: choose another name`);
+  }
   const temp = join(dirname(target), `.${basename(target)}.pagewire-clone-${randomBytes(8).toString('hex')}.tmp`);
   let method: ClonedSnapshot['method'] = 'reflink';
   try {

@@ -149,7 +149,12 @@ export function decodeHeader(block: Buffer, fileSize: number, name: string): Sna
     if (byteLength === 0 || byteLength % pageSize !== 0 || byteLength > fileSize) bad(`region ${i} is ${byteLength} bytes in a file of ${fileSize}`);
     shapes.push({ pageSize, byteLength });
   }
-  const layout = snapshotLayout(shapes);
+  let layout: SnapshotLayout;
+  try {
+    layout = snapshotLayout(shapes);
+  } catch (error) {
+    return bad(`its regions cannot be laid out (${(error as Error).message})`);
+  }
   const regions = layout.regions.map((region, i) => {
     const at = REGIONS_AT + i * REGION_ENTRY_BYTES;
     const stated = [16, 24, 32].map((o) => safeNumber(block.readBigUInt64LE(at + o), `region ${i}'s offsets`, bad));

@@ -6,9 +6,10 @@ import { createHash } from 'node:crypto';
 import { randomBytes } from 'node:crypto';
 import { closeSync, fsyncSync, ftruncateSync, openSync, renameSync, unlinkSync, writeSync } from 'node:fs';
 import { basename, dirname, join } from 'node:path';
-import { SnapshotCorruptError, StorageError } from '../errors.js';
+import { InvalidArgumentError, SnapshotCorruptError, StorageError } from '../errors.js';
 import { zeroPageHash } from '../codec/page-hashes.js';
 import { binding } from '../native/engine.js';
+import { applyCommitManifest, writeCommitManifest } from '../target/commit-manifest.js';
 import { fsyncDirectory } from '../target/durable-files.js';
 import { readExactly } from './snapshot-digest.js';
 import type { SnapshotChain, SnapshotFile } from './snapshot-file.js';
@@ -117,7 +118,7 @@ export function verifyFile(file: SnapshotFile): number {
 export async function restoreChain(chain: SnapshotChain, outPaths: string[], options: { sha256?: boolean } = {}): Promise<RestoredRegion[]> {
   const regions = chain.top.header.regions;
   if (outPaths.length !== regions.length) {
-    throw new StorageError(`the snapshot holds ${regions.length} regions; give ${regions.length} files to restore them to, got ${outPaths.length}`);
+    throw new InvalidArgumentError(`the snapshot holds ${regions.length} regions; give ${regions.length} files to restore them to, got ${outPaths.length}`);
   }
   checkStrayData(chain);
   const temps = outPaths.map((out) => join(dirname(out), `.${basename(out)}.pagewire-restore-${randomBytes(8).toString('hex')}.tmp`));
@@ -128,12 +129,18 @@ export async function restoreChain(chain: SnapshotChain, outPaths: string[], opt
       made = index + 1;
       restored.push({ ...restoreRegionInto(chain, index, temp, options), path: outPaths[index]! });
     }
-    // Every region checked out: only now do the names change.
-    for (const [index, temp] of temps.entries()) {
-      renameSync(temp, outPaths[index]!);
-      temps[index] = '';
+    // Every region checked out: only now do the names change. Several change as one, through the
+    // migration's commit manifest (a crash part-way is rolled forward by the next receive of the first).
+    const renames = temps.map((from, index) => ({ from, to: outPaths[index]! }));
+    if (renames.length === 1) {
+      renameSync(renames[0]!.from, renames[0]!.to);
+      await fsyncDirectory(dirname(renames[0]!.to));
+    } else {
+      const manifest = await writeCommitManifest(renames);
+      temps.fill('');
+      await applyCommitManifest(manifest, renames);
     }
-    for (const dir of new Set(outPaths.map((path) => dirname(path)))) await fsyncDirectory(dir);
+    temps.fill('');
     return restored;
   } catch (error) {
     for (const temp of temps.slice(0, made)) if (temp) try { unlinkSync(temp); } catch { /* never made */ }

@@ -20,8 +20,8 @@ import { STALL_POLICIES } from '../migration/convergence.js';
 import { trackRegions, type TrackedRegion } from '../source/tracked-regions.js';
 import { WorkloadControl } from '../source/workload-control.js';
 import { SnapshotChain } from './snapshot-file.js';
-import { SnapshotFileWriter } from './snapshot-file-writer.js';
-import { formatSnapshotId } from './snapshot-format.js';
+import { SnapshotFileWriter, relativeParent } from './snapshot-file-writer.js';
+import { MAX_PARENT_PATH_BYTES, formatSnapshotId } from './snapshot-format.js';
 
 /**
  * The regions and their tracking, the workload's hooks (deviceState is saved in the snapshot), and the
@@ -111,7 +111,7 @@ export class Snapshotter extends EventEmitter<SnapshotterEvents> {
     checkSignal('options.signal', options.signal);
     // Each region's sentHashes is its snapshot table: the hashes of the pages as last written.
     this.regions = trackRegions({ regions: regionSettings({ ...options, extraRegions: options.extraRegions ?? [] }, undefined) });
-    this.workload = new WorkloadControl(this.settings);
+    this.workload = new WorkloadControl(this.settings, 'snapshot');
   }
 
   /** Takes one snapshot into `out` (a new file; an existing one is replaced only once this one is whole). */
@@ -126,7 +126,7 @@ export class Snapshotter extends EventEmitter<SnapshotterEvents> {
     this.last = undefined;
     try {
       if (signal?.aborted) throw new AbortedError('snapshot aborted before it started', { cause: signal.reason });
-      const { pages, parent, foundBy } = await this.firstRound(options.base, last);
+      const { pages, parent, foundBy } = await this.firstRound(resolve(out), options.base, last);
       writer = new SnapshotFileWriter(resolve(out), this.regions.map(({ region }) => region), this.regions.map((r) => r.sentHashes), parent);
       const summary = await this.rounds(writer, pages);
       const written = await writer.commit();
@@ -147,7 +147,7 @@ export class Snapshotter extends EventEmitter<SnapshotterEvents> {
   }
 
   /** What round 1 writes: every page, or for an incremental snapshot the pages changed since its base. */
-  private async firstRound(base: string | undefined, last: { id: Buffer; digest: Buffer } | undefined):
+  private async firstRound(out: string, base: string | undefined, last: { id: Buffer; digest: Buffer } | undefined):
     Promise<{ pages: PageList[]; parent?: { path: string; id: Buffer; digest: Buffer }; foundBy?: 'tracking' | 'hashes' }> {
     const { regions } = this;
     if (base === undefined) {
@@ -159,12 +159,17 @@ export class Snapshotter extends EventEmitter<SnapshotterEvents> {
     }
     const chain = SnapshotChain.open(base);
     try {
+      const overwritten = chain.layers.find((layer) => layer.path === out);
+      if (overwritten) throw new InvalidArgumentError(`the snapshot would replace ${out}, a file of its own base's chain: choose another name`);
       const top = chain.top;
       const shapes = top.header.regions;
       if (shapes.length !== regions.length || shapes.some((s, i) => s.pageSize !== regions[i]!.region.pageSize || s.byteLength !== regions[i]!.region.byteLength)) {
         throw new InvalidArgumentError(`the base ${base} holds other regions than this snapshot's (${shapes.map((s) => `${s.byteLength} bytes in pages of ${s.pageSize}`).join(', ')})`);
       }
       const parent = { path: top.path, id: top.header.id, digest: top.digest };
+      if (Buffer.byteLength(relativeParent(out, top.path)) > MAX_PARENT_PATH_BYTES) {
+        throw new InvalidArgumentError(`the base ${top.path} is too far from ${out}: a snapshot records its parent's path in at most ${MAX_PARENT_PATH_BYTES} bytes`);
+      }
       if (last && last.id.equals(top.header.id) && last.digest.equals(top.digest)) {
         // Tracking went on since the base's pause: what it found is exactly what changed.
         const pages = await Promise.all(regions.map(async ({ tracker }) => (await tracker.scan()).take()));

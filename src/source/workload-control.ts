@@ -12,8 +12,9 @@ export class WorkloadControl {
   private deviceStateFeed: DeviceStateFeed | undefined;
   private throttleNow = 0;
 
-  constructor(private readonly settings: Pick<SourceSettings, 'hooks' | 'hookTimeoutMs' | 'signal'>) {
-    this.hooks = new HookRunner(settings.hookTimeoutMs, settings.signal);
+  /** `task` names what the workload is paused for in messages: a migration, a snapshot. */
+  constructor(private readonly settings: Pick<SourceSettings, 'hooks' | 'hookTimeoutMs' | 'signal'>, private readonly task = 'migration') {
+    this.hooks = new HookRunner(settings.hookTimeoutMs, settings.signal, task);
   }
 
   /** The throttle in force, in percent (0: full speed). */
@@ -66,7 +67,7 @@ export class WorkloadControl {
     if ((this.pausedNow || this.throttleNow > 0) && !await this.hooks.settled()) {
       // A pause (or throttle) hook given up on is still running: resuming now could be undone by it.
       return new SwitchoverError(
-        `migration failed (${error.message}) while a hook given up on was still running after a further ` +
+        `${this.task} failed (${error.message}) while a hook given up on was still running after a further ` +
         `${this.settings.hookTimeoutMs} ms; resume was not called, so as not to overlap it: the workload may be paused ` +
         'on the source', 'source-paused', { cause: error });
     }
@@ -86,7 +87,7 @@ export class WorkloadControl {
         this.pausedNow = false;
       } catch (resumeError) {
         return new SwitchoverError(
-          `migration failed (${error.message}) and the workload's resume hook failed too ` +
+          `${this.task} failed (${error.message}) and the workload's resume hook failed too ` +
           `(${(resumeError as Error).message}): the workload is paused on the source`, 'source-paused', { cause: error });
       }
     }

@@ -2,11 +2,12 @@
 // (pwritev, through the page cache), makes each pre-copy round durable, and on GO makes the last one
 // durable and renames the file over --out, so the previous --out is untouched by any failure before the
 // switch-over commits. Its fsyncs and the rename run on the thread pool, not on the event loop.
-import { unlinkSync } from 'node:fs';
+import { randomBytes } from 'node:crypto';
+import { renameSync, unlinkSync } from 'node:fs';
 import { rename, statfs } from 'node:fs/promises';
 import { basename, dirname, join } from 'node:path';
 import { setImmediate as setImmediatePromise } from 'node:timers/promises';
-import { CapacityError, StorageError } from '../errors.js';
+import { CapacityError, InvalidArgumentError, StorageError } from '../errors.js';
 import type { PageStore } from '../codec/page-store.js';
 import type { MemoryRegion } from '../memory/region.js';
 import { binding } from '../native/engine.js';
@@ -75,6 +76,8 @@ export interface FileTargetImageOptions {
 
 export class FileTargetImage implements TargetImage {
   private seeded: BigUint64Array | undefined;
+  /** The seed's region restored ahead of an offer (prepareSeed), not yet taken by open(). */
+  private prepared: RestoredSeed | undefined;
   private store: FilePageStore | undefined;
   private tempPath: string | undefined;
   /** The manifest of a commitAll() that failed after it was made durable. */
@@ -120,14 +123,32 @@ export class FileTargetImage implements TargetImage {
     // Beside --out, so the final rename stays within one file system and is atomic.
     this.migrationId = offer.migrationId;
     const temp = join(dir, `.${basename(this.outPath)}.pagewire-${offer.migrationId}.tmp`);
-    if (this.options.seed === undefined) {
+    const { seed } = this.options;
+    if (seed === undefined) {
       this.store = await FilePageStore.create(temp, offer.regionSize, offer.pageSize);
-    } else {
-      this.seeded = seedFile(this.options.seed, offer, temp);
-      this.store = await FilePageStore.openExisting(temp, offer.regionSize, offer.pageSize);
+      this.tempPath = temp;
+      return this.store;
     }
+    const prepared = this.prepared?.region === offer.region ? this.prepared : restoreSeed(seed, offer.region, this.seedPath());
+    // From here this offer owns the restored file: a refusal removes it, and a later offer restores afresh.
+    if (prepared === this.prepared) this.prepared = undefined;
+    checkSeedShape(seed, prepared, offer);
+    renameSync(prepared.path, temp);
     this.tempPath = temp;
+    this.seeded = prepared.hashes;
+    this.store = await FilePageStore.openExisting(temp, offer.regionSize, offer.pageSize);
     return this.store;
+  }
+
+  /**
+   * Restores region `region` of the seed (options.seed) now, before any migration is offered, so that
+   * open() only renames it into place. Without it, open() restores the seed itself, inside the
+   * handshake, whose round trip the source's stop rule takes as what each switch-over round trip costs.
+   */
+  prepareSeed(region = 0): void {
+    if (this.options.seed === undefined) throw new InvalidArgumentError('prepareSeed() needs options.seed');
+    this.discardPrepared();
+    this.prepared = restoreSeed(this.options.seed, region, this.seedPath());
   }
 
   noteWritten(bytes: number): void {
@@ -178,6 +199,7 @@ export class FileTargetImage implements TargetImage {
   }
 
   discard(): void {
+    this.discardPrepared();
     this.closeStore();
     if (this.tempPath) {
       try { unlinkSync(this.tempPath); } catch { /* already gone */ }
@@ -205,6 +227,16 @@ export class FileTargetImage implements TargetImage {
     return kept;
   }
 
+  private seedPath(): string {
+    return join(dirname(this.outPath), `.${basename(this.outPath)}.pagewire-seed-${randomBytes(8).toString('hex')}.tmp`);
+  }
+
+  private discardPrepared(): void {
+    if (!this.prepared) return;
+    try { unlinkSync(this.prepared.path); } catch { /* already gone */ }
+    this.prepared = undefined;
+  }
+
   private closeStore(): void {
     this.store?.close();
     this.store = undefined;
@@ -216,21 +248,34 @@ export class FileTargetImage implements TargetImage {
   }
 }
 
-/** Restores region offer.region of the snapshot into a new file at path; returns its page hashes. */
-function seedFile(snapshot: string, offer: RegionOffer, path: string): BigUint64Array {
+/** A seed's region restored into a file of its own, with its page hashes and the seed's shape. */
+interface RestoredSeed {
+  path: string;
+  region: number;
+  hashes: BigUint64Array;
+  shapes: Array<{ byteLength: number; pageSize: number }>;
+}
+
+/** Restores region `region` of the snapshot into a new file at path, every page verified. */
+function restoreSeed(snapshot: string, region: number, path: string): RestoredSeed {
   const chain = SnapshotChain.open(snapshot);
   try {
-    const regions = chain.top.header.regions;
-    const region = regions[offer.region];
-    if (regions.length !== offer.regions || !region || region.byteLength !== offer.regionSize || region.pageSize !== offer.pageSize) {
-      throw new CapacityError(`the seed ${snapshot} holds ${regions.map((r) => `${r.byteLength} bytes in pages of ${r.pageSize}`).join(', ')}; ` +
-        `the source offers ${offer.regions} region(s), region ${offer.region} of ${offer.regionSize} bytes in pages of ${offer.pageSize}`);
-    }
-    restoreRegionInto(chain, offer.region, path);
-    return chain.top.hashes[offer.region]!;
+    const shapes = chain.top.header.regions.map(({ byteLength, pageSize }) => ({ byteLength, pageSize }));
+    if (region >= shapes.length) return { path, region, hashes: new BigUint64Array(0), shapes };
+    restoreRegionInto(chain, region, path);
+    return { path, region, hashes: chain.top.hashes[region]!, shapes };
   } finally {
     chain.close();
   }
+}
+
+/** Refuses an offer the seed does not fit (its restored file, if any, is removed). */
+function checkSeedShape(snapshot: string, seed: RestoredSeed, offer: RegionOffer): void {
+  const region = seed.shapes[offer.region];
+  if (seed.shapes.length === offer.regions && region && region.byteLength === offer.regionSize && region.pageSize === offer.pageSize) return;
+  try { unlinkSync(seed.path); } catch { /* never made: the region is not in the seed */ }
+  throw new CapacityError(`the seed ${snapshot} holds ${seed.shapes.map((r) => `${r.byteLength} bytes in pages of ${r.pageSize}`).join(', ')}; ` +
+    `the source offers ${offer.regions} region(s), region ${offer.region} of ${offer.regionSize} bytes in pages of ${offer.pageSize}`);
 }
 
 export interface MemoryTargetImageOptions {
