@@ -85,6 +85,42 @@ export function checkStrayData(chain: SnapshotChain): void {
 }
 
 /**
+ * Checks the pages each file of the chain holds but a later file replaces: they do not make the state,
+ * but damage to them is damage all the same, and a restore refuses a damaged chain whole. Only those
+ * pages are read (for an incremental chain, about what its later files hold).
+ */
+export function checkShadowedPages(chain: SnapshotChain): void {
+  const { layers } = chain;
+  for (const [index, region] of chain.top.header.regions.entries()) {
+    const owners = chain.owners(index);
+    const { pageSize, pageCount } = region;
+    const windowPages = Math.max(1, Math.floor(WINDOW_BYTES / pageSize));
+    const buffer = Buffer.allocUnsafe(Math.min(pageCount, windowPages) * pageSize);
+    const hashes = new BigUint64Array(windowPages);
+    for (const [layerIndex, layer] of layers.entries()) {
+      const present = layer.present[index]!;
+      const shadowed = (page: number) => owners[page]! > layerIndex && isPresent(present, page);
+      for (let page = 0; page < pageCount;) {
+        if (!shadowed(page)) { page++; continue; }
+        let end = page + 1;
+        while (end < pageCount && end - page < windowPages && shadowed(end)) end++;
+        const count = end - page;
+        const window = readExactly(layer.fd, count * pageSize, layer.header.regions[index]!.pagesOffset + page * pageSize, layer.path, buffer)
+          .subarray(0, count * pageSize);
+        binding().hashPages(window, pageSize, 0, count, hashes, 0);
+        for (let i = 0; i < count; i++) {
+          if (hashes[i] !== layer.hashes[index]![page + i]) {
+            throw new SnapshotCorruptError(`${layer.path}: page ${page + i} of region ${index} does not match its hash (the file was ` +
+              'changed or damaged after it was written)');
+          }
+        }
+        page = end;
+      }
+    }
+  }
+}
+
+/**
  * The full check of one file on its own: each page present in it matches the file's own hash table
  * (pages it inherits are checked with the file that holds them), and it holds no data elsewhere.
  */
@@ -121,6 +157,7 @@ export async function restoreChain(chain: SnapshotChain, outPaths: string[], opt
     throw new InvalidArgumentError(`the snapshot holds ${regions.length} regions; give ${regions.length} files to restore them to, got ${outPaths.length}`);
   }
   checkStrayData(chain);
+  checkShadowedPages(chain);
   const temps = outPaths.map((out) => join(dirname(out), `.${basename(out)}.pagewire-restore-${randomBytes(8).toString('hex')}.tmp`));
   let made = 0;
   try {
@@ -230,10 +267,10 @@ function forEachDataPage(file: SnapshotFile, visit: (index: number, page: number
   }
 }
 
-/** Zero pages from window page i on (0 when page i is not zero), counting at most HOLE_MIN_PAGES. */
+/** Zero pages in a row from window page i on (0 when page i is not zero). */
 function zeroRunLength(window: Buffer, hashes: BigUint64Array, i: number, pageSize: number, zero: bigint): number {
   let end = i;
-  while (end < hashes.length && end - i < HOLE_MIN_PAGES && hashes[end] === zero && isZero(window.subarray(end * pageSize, (end + 1) * pageSize))) end++;
+  while (end < hashes.length && hashes[end] === zero && isZero(window.subarray(end * pageSize, (end + 1) * pageSize))) end++;
   return end - i;
 }
 
