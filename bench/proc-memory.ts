@@ -91,6 +91,20 @@ function rssParts(pid: number | 'self'): RssParts | null {
   };
 }
 
+/** The figures of smaps_rollup that count what a process holds of its own, in bytes. */
+export interface PrivateMemory {
+  rssBytes: number;
+  /** Pages only this process maps that it (or the kernel for it) wrote: anonymous memory, and a private mapping's copies. */
+  privateDirtyBytes: number;
+  anonymousBytes: number;
+}
+
+/** Rss, Private_Dirty and Anonymous from /proc/PID/smaps_rollup, or null where there is none. */
+export function privateMemory(pid: number | 'self'): PrivateMemory | null {
+  const kib = procKib(`/proc/${pid}/smaps_rollup`, ['Rss', 'Private_Dirty', 'Anonymous']);
+  return kib && { rssBytes: kib.Rss! * 1024, privateDirtyBytes: kib.Private_Dirty! * 1024, anonymousBytes: kib.Anonymous! * 1024 };
+}
+
 /** Rss and Pss from /proc/PID/smaps_rollup, or null where there is none. */
 function rollup(pid: number | 'self'): RssPeak['atEnd'] {
   const kib = procKib(`/proc/${pid}/smaps_rollup`, ['Rss', 'Pss', 'Pss_Anon', 'Pss_File']);
@@ -99,8 +113,8 @@ function rollup(pid: number | 'self'): RssPeak['atEnd'] {
   };
 }
 
-/** "Name:   123 kB" lines of a /proc file as numbers of KiB; null if the file or a field is missing. */
-function procKib(path: string, fields: string[]): Record<string, number> | null {
+/** "Name:   123 kB" lines of a /proc file (status, smaps_rollup, meminfo) as numbers of KiB; null if the file or a field is missing. */
+export function procKib(path: string, fields: string[]): Record<string, number> | null {
   let text: string;
   try {
     text = readFileSync(path, 'utf8');

@@ -2,8 +2,9 @@
 // RAM is the image file is migrated between two local QEMUs over 127.0.0.1 into a target whose RAM is a
 // new file on the same storage as pagewire's --out, and QEMU's own figures (total time, downtime, setup
 // time, RAM bytes sent) are reported. bench/shaped-link.ts runs the two QEMUs in network namespaces of its
-// own instead, the target listening on its end of a shaped link. QEMU is optional: where
-// qemu-system-x86_64 is not on PATH (as in CI) the result says so instead of failing.
+// own instead, the target listening on its end of a shaped link. runQemuToFile is QEMU's way of saving a
+// snapshot, for bench/snapshot.ts: the same paused guest migrated into a file (`exec:cat > FILE`). QEMU is
+// optional: where qemu-system-x86_64 is not on PATH (as in CI) the result says so instead of failing.
 import { execFile, spawn, type ChildProcess } from 'node:child_process';
 import { constants } from 'node:fs';
 import { access, rm, stat } from 'node:fs/promises';
@@ -35,23 +36,25 @@ export interface QemuBaselineOptions {
   multifdCompression?: 'zlib' | 'zstd';
 }
 
+/** QEMU's own figures of one migration, from the source's final query-migrate. */
+export interface QemuMigrationFigures {
+  available: true;
+  version: string;
+  config: 'best' | 'default';
+  /** QEMU's `total-time`: from the migrate command to completion, setup included. */
+  totalTimeMs: number;
+  downtimeMs: number;
+  setupTimeMs: number;
+  /** QEMU's `ram.transferred`: RAM bytes put on the wire (or into the file), page headers included. */
+  transferredBytes: number;
+  status: string;
+  /** The source's final query-migrate reply. */
+  raw: unknown;
+}
+
 export type QemuBaselineResult =
   | { available: false; reason: string }
-  | {
-    available: true;
-    version: string;
-    config: 'best' | 'default';
-    multifdCompression?: 'zlib' | 'zstd';
-    /** QEMU's `total-time`: from the migrate command to completion, setup included. */
-    totalTimeMs: number;
-    downtimeMs: number;
-    setupTimeMs: number;
-    /** QEMU's `ram.transferred`: RAM bytes put on the wire, page headers included. */
-    transferredBytes: number;
-    status: string;
-    /** The source's final query-migrate reply. */
-    raw: unknown;
-  };
+  | (QemuMigrationFigures & { multifdCompression?: 'zlib' | 'zstd' });
 
 const QEMU = 'qemu-system-x86_64';
 const ALIGN = 2 << 20;
@@ -85,36 +88,20 @@ export async function qemuAvailable(): Promise<{ available: true; version: strin
  * fails, or timeoutMs passes. Both QEMUs are killed and their sockets removed in every case.
  */
 export async function runQemuBaseline(options: QemuBaselineOptions): Promise<QemuBaselineResult> {
-  const qemu = await qemuAvailable();
-  if (!qemu.available) return qemu;
   const { imagePath, targetRamPath, sizeBytes: size, config, timeoutMs, workDir, netns, multifdCompression } = options;
-  // QEMU rounds -m up (to 8 KiB on x86 in 7.2) and then refuses a backend of another size.
-  if (!Number.isSafeInteger(size) || size <= 0 || size % ALIGN !== 0) {
-    return { available: false, reason: `image size ${size} is not a positive multiple of 2 MiB, which QEMU guest RAM needs here` };
-  }
-  const imageBytes = (await stat(imagePath)).size;
-  if (imageBytes < size) throw new Error(`${imagePath} holds ${imageBytes} bytes, fewer than sizeBytes ${size}`);
+  const qemu = await qemuForImage(imagePath, size);
+  if (!qemu.available) return qemu;
 
   const deadline = new Deadline(timeoutMs);
-  const accel = await access('/dev/kvm', constants.R_OK | constants.W_OK).then(() => 'kvm', () => 'tcg');
   const listen = options.listen ?? { host: '127.0.0.1', port: await freePort() };
   const uri = `tcp:${listen.host}:${listen.port}`;
   const sourceSocket = join(workDir, `qemu-src-${process.pid}.qmp`);
   const targetSocket = join(workDir, `qemu-dst-${process.pid}.qmp`);
-  const machine = (socket: string) => [
-    '-S', '-nodefaults', '-nographic', '-display', 'none',
-    '-machine', 'q35,memory-backend=mem0', '-accel', accel, '-m', `${size}B`,
-    '-qmp', `unix:${qemuOptValue(socket)},server=on,wait=off`,
-  ];
+  const machine = (socket: string) => machineArgs(size, qemu.accel, socket);
   const processes: QemuProcess[] = [];
   const clients: Qmp[] = [];
   try {
-    // share=off maps the file MAP_PRIVATE: the migration reads the image's own pages, and nothing the
-    // guest or QEMU might write reaches the file.
-    const source = new QemuProcess('source', [
-      ...machine(sourceSocket),
-      '-object', `memory-backend-file,id=mem0,size=${size},mem-path=${qemuOptValue(imagePath)},share=off`,
-    ], netns?.source);
+    const source = new QemuProcess('source', sourceArgs(imagePath, size, qemu.accel, sourceSocket), netns?.source);
     processes.push(source);
     // -incoming defer: multifd must be switched on before the target starts listening.
     const target = new QemuProcess('target', [
@@ -152,23 +139,107 @@ export async function runQemuBaseline(options: QemuBaselineOptions): Promise<Qem
       return final;
     };
     const final = await deadline.race(run(), 'migrating');
-    return {
-      available: true,
-      version: qemu.version,
-      config,
-      ...(config === 'best' && multifdCompression ? { multifdCompression } : {}),
-      totalTimeMs: final['total-time'] ?? NaN,
-      downtimeMs: final.downtime ?? NaN,
-      setupTimeMs: final['setup-time'] ?? NaN,
-      transferredBytes: final.ram?.transferred ?? NaN,
-      status: final.status,
-      raw: final,
-    };
+    return { ...figuresOf(final, qemu.version, config), ...(config === 'best' && multifdCompression ? { multifdCompression } : {}) };
   } finally {
     for (const qmp of clients) qmp.close();
     await Promise.all(processes.map((p) => p.kill()));
     await Promise.all([sourceSocket, targetSocket, targetRamPath].map((path) => rm(path, { force: true })));
   }
+}
+
+export interface QemuFileOptions {
+  /** A file of at least sizeBytes bytes; QEMU maps it copy-on-write, so it is never modified. */
+  imagePath: string;
+  /** Guest RAM size; must be a multiple of 2 MiB. */
+  sizeBytes: number;
+  /** The file the migration stream is written to (`exec:cat > outPath`); it must not exist. Removed afterwards. */
+  outPath: string;
+  /**
+   * best: max-bandwidth lifted, as runQemuBaseline's best (multifd needs a socket, so it is off here);
+   * default: QEMU's defaults (128 MiB/s cap).
+   */
+  config: 'best' | 'default';
+  /** QEMU is killed and the call settles within this. */
+  timeoutMs: number;
+  /** Where the QMP socket goes; must be short enough for a unix socket path. */
+  workDir: string;
+}
+
+export type QemuFileResult =
+  | { available: false; reason: string }
+  /** fileSize, fileBytes: the file's size once the migration completed, and its allocated bytes. */
+  | (QemuMigrationFigures & { fileSize: number; fileBytes: number });
+
+/**
+ * Saves the paused guest whose RAM is the image into a file, as QEMU's users take a snapshot of a running
+ * guest (`migrate "exec:cat > FILE"`), and returns QEMU's figures. `available: false` as runQemuBaseline;
+ * throws when QEMU fails to start, the migration fails, or timeoutMs passes. QEMU is killed and its
+ * socket and the file removed in every case.
+ */
+export async function runQemuToFile(options: QemuFileOptions): Promise<QemuFileResult> {
+  const { imagePath, sizeBytes: size, outPath, config, timeoutMs, workDir } = options;
+  const qemu = await qemuForImage(imagePath, size);
+  if (!qemu.available) return qemu;
+  const deadline = new Deadline(timeoutMs);
+  const socket = join(workDir, `qemu-file-${process.pid}.qmp`);
+  const source = new QemuProcess('source', sourceArgs(imagePath, size, qemu.accel, socket));
+  let qmp: Qmp | undefined;
+  try {
+    qmp = await deadline.race(Qmp.open(socket, source, deadline), 'connecting to the source QMP');
+    const src = qmp;
+    const run = async () => {
+      if (config === 'best') await src.command('migrate-set-parameters', { 'max-bandwidth': BEST_MAX_BANDWIDTH });
+      // QEMU runs the command with /bin/sh -c: the path is quoted for the shell.
+      await src.command('migrate', { uri: `exec:cat > '${outPath.replaceAll('\'', '\'\\\'\'')}'` });
+      const final = await pollMigration(src);
+      if (final.status !== 'completed') {
+        throw new Error(`QEMU migration into ${outPath} ended '${final.status}': ${final['error-desc'] ?? 'no error-desc'}`);
+      }
+      return final;
+    };
+    const final = await deadline.race(run(), 'migrating into a file');
+    const file = await stat(outPath);
+    return { ...figuresOf(final, qemu.version, config), fileSize: file.size, fileBytes: file.blocks * 512 };
+  } finally {
+    qmp?.close();
+    await source.kill();
+    await Promise.all([socket, outPath].map((path) => rm(path, { force: true })));
+  }
+}
+
+/** QEMU's version and accelerator when it is here and can take the image as guest RAM of `size` bytes. */
+async function qemuForImage(imagePath: string, size: number):
+  Promise<{ available: true; version: string; accel: 'kvm' | 'tcg' } | { available: false; reason: string }> {
+  const qemu = await qemuAvailable();
+  if (!qemu.available) return qemu;
+  // QEMU rounds -m up (to 8 KiB on x86 in 7.2) and then refuses a backend of another size.
+  if (!Number.isSafeInteger(size) || size <= 0 || size % ALIGN !== 0) {
+    return { available: false, reason: `image size ${size} is not a positive multiple of 2 MiB, which QEMU guest RAM needs here` };
+  }
+  const imageBytes = (await stat(imagePath)).size;
+  if (imageBytes < size) throw new Error(`${imagePath} holds ${imageBytes} bytes, fewer than sizeBytes ${size}`);
+  const accel = await access('/dev/kvm', constants.R_OK | constants.W_OK).then(() => 'kvm' as const, () => 'tcg' as const);
+  return { ...qemu, accel };
+}
+
+/** A paused machine with `size` bytes of RAM from the backend mem0 and its monitor on a unix socket. */
+function machineArgs(size: number, accel: string, socket: string): string[] {
+  return [
+    '-S', '-nodefaults', '-nographic', '-display', 'none',
+    '-machine', 'q35,memory-backend=mem0', '-accel', accel, '-m', `${size}B`,
+    '-qmp', `unix:${qemuOptValue(socket)},server=on,wait=off`,
+  ];
+}
+
+/**
+ * The source: the image as its RAM. share=off maps the file MAP_PRIVATE: the migration reads the image's
+ * own pages, and nothing the guest or QEMU might write reaches the file.
+ */
+function sourceArgs(imagePath: string, size: number, accel: string, socket: string): string[] {
+  return [
+    ...machineArgs(size, accel, socket),
+    '-object', `memory-backend-file,id=mem0,size=${size},mem-path=${qemuOptValue(imagePath)},share=off`,
+  ];
 }
 
 interface MigrationInfo {
@@ -178,6 +249,13 @@ interface MigrationInfo {
   'setup-time'?: number;
   'error-desc'?: string;
   ram?: { transferred?: number };
+}
+
+function figuresOf(final: MigrationInfo, version: string, config: 'best' | 'default'): QemuMigrationFigures {
+  return {
+    available: true, version, config, totalTimeMs: final['total-time'] ?? NaN, downtimeMs: final.downtime ?? NaN,
+    setupTimeMs: final['setup-time'] ?? NaN, transferredBytes: final.ram?.transferred ?? NaN, status: final.status, raw: final,
+  };
 }
 
 async function pollMigration(qmp: Qmp): Promise<MigrationInfo> {

@@ -18,8 +18,8 @@
 //      the activation's digest, and its epoch is the last one the primary logged or the one after.
 // Prints tables and the issue's targets (PASS/MISS); writes every figure to bench/results/replication-<timestamp>.json.
 // Exits non-zero on any failure or mismatch.
-import { closeSync, existsSync, mkdirSync, mkdtempSync, openSync, readFileSync, readSync, rmSync, writeFileSync, writeSync } from 'node:fs';
-import { cpus, totalmem } from 'node:os';
+import { closeSync, existsSync, mkdtempSync, openSync, readFileSync, readSync, rmSync, writeSync } from 'node:fs';
+import { cpus } from 'node:os';
 import { join } from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { setTimeout as delay } from 'node:timers/promises';
@@ -34,7 +34,9 @@ import type { WorkloadSpec } from '../src/workload/workload-spec.js';
 import { etcdAvailable, startEtcd, type RunningEtcd } from '../test/etcd-server.js';
 import { ChildRun, describeExit, lastJsonLine, type ChildExit } from './child-run.js';
 import { startCpuNoise } from './cpu-noise.js';
-import { gitInfo, killChildren, optionsOrUsage } from './housekeeping.js';
+import {
+  benchEnvironment, cleanUpOnExit, formatVerdicts, killChildren, optionsOrUsage, RESULTS_DIR, runBench, saveResults, type Verdict,
+} from './housekeeping.js';
 import { HOT, IMAGES } from './scenarios.js';
 import { formatSize, formatTable, median, round } from './stats.js';
 import { prepareStorage, removeStorage, type FileStorage, type StorageDir } from './storage.js';
@@ -49,7 +51,6 @@ const USAGE = 'npm run bench:replication -- [--mib 256] [--rates 50,100,200] [--
   '  --storage  where the image and --out live: disk (the temp directory, default) or shm (/dev/shm)\n' +
   '  --quick    a smoke run: 32 MiB, 100 MB/s, 25 ms epochs, 2 s windows, 3 kills (flags given win)';
 const CLI = fileURLToPath(new URL('../src/cli/main.js', import.meta.url));
-const RESULTS_DIR = fileURLToPath(new URL('../../bench/results/', import.meta.url));
 const PAGE = 4096;
 /** An unattainable rate: the writer never catches up with its schedule, so it writes as fast as it can. */
 const FLAT_OUT_MBPS = 20_000;
@@ -153,14 +154,6 @@ interface KillSummary {
   digestMismatches: number;
   epochMismatches: number;
   failures: number;
-}
-
-interface Verdict {
-  target: string;
-  /** Where the figure comes from. */
-  config: string;
-  value: string;
-  pass: boolean | null;
 }
 
 function parseOptions(argv: string[]): Options {
@@ -506,10 +499,7 @@ function formatReport(options: Options, storage: StorageDir, scenarios: EpochSce
       String(s.failures),
     ]),
   ], [false, ...Array<boolean>(9).fill(true)]);
-  const goals = formatTable([
-    ['target', 'configuration', 'measured', ''],
-    ...targets.map((t) => [t.target, t.config, t.value, t.pass === null ? 'n/a' : t.pass ? 'PASS' : 'MISS']),
-  ], [false, false, false, false]);
+  const goals = formatVerdicts(targets);
   return `\npagewire replication bench: ${formatSize(options.mib * 2 ** 20)} mixed image, 127.0.0.1 (node ${process.version}, ` +
     `${cpus().length} cpus); image and --out in ${storage.root} (${storage.fsType})\n` +
     'configurations:\n' +
@@ -549,10 +539,7 @@ async function main(): Promise<number> {
   ];
   const record: Record<string, unknown> = {
     bench: 'replication', status: 'running', startedAt: startedAt.toISOString(), options,
-    environment: {
-      node: process.version, platform: process.platform, arch: process.arch, cpus: cpus().length, cpuModel: cpus()[0]?.model ?? null,
-      totalMemBytes: totalmem(), git: gitInfo(), storage: null as unknown, etcd: null as unknown,
-    },
+    environment: { ...benchEnvironment(), storage: null as unknown, etcd: null as unknown },
     image: { sizeBytes: size, pageSize: PAGE, ...IMAGES.mixed, counterZeroed: true },
     method: 'See the header of bench/replication.ts and the table\'s configuration notes: epoch figures over a window of ' +
       `${options.seconds} s starting ${SETTLE_MS} ms after the first committed epoch; writer throughput from its counter in the ` +
@@ -570,9 +557,7 @@ async function main(): Promise<number> {
     killChildren();
     removeStorage(storage);
   };
-  process.on('exit', cleanup);
-  process.once('SIGINT', () => process.exit(130));
-  process.once('SIGTERM', () => process.exit(143));
+  cleanUpOnExit(cleanup);
   try {
     storage = prepareStorage(new Set([options.storage]), undefined, RESULTS_DIR);
     const where = storage[options.storage]!;
@@ -633,15 +618,9 @@ async function main(): Promise<number> {
     });
     await etcd?.stop();
     cleanup();
-    const file = join(RESULTS_DIR, `replication-${stamp}.json`);
-    mkdirSync(RESULTS_DIR, { recursive: true });
-    writeFileSync(file, JSON.stringify(record, null, 2) + '\n');
-    process.stdout.write(`\nraw figures: ${file}\n`);
+    saveResults('replication', stamp, record);
   }
   return failure === undefined ? 0 : 1;
 }
 
-main().then((code) => process.exit(code), (error: unknown) => {
-  process.stderr.write(`pagewire bench: FAILED: ${(error as Error).stack ?? String(error)}\n`);
-  process.exit(1);
-});
+runBench(main);
