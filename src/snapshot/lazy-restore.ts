@@ -34,7 +34,6 @@ export function openSnapshot(path: string): RestoredSnapshot {
   const chain = SnapshotChain.open(path);
   try {
     const { top, layers } = chain;
-    const tables = top.hashes;
     let regions: MemoryRegion[] = [];
     let lazy = true;
     try {
@@ -58,7 +57,15 @@ export function openSnapshot(path: string): RestoredSnapshot {
     const deviceState = top.deviceState();
     return {
       id: top.id, regions, deviceState, lazy,
-      verify: () => regions.forEach((region, index) => verifyRegion(region, tables[index]!, path, index)),
+      verify: () => {
+        // The tables are read now, from the file checked again: the lazy start needed none of them.
+        const again = SnapshotChain.open(path);
+        try {
+          regions.forEach((region, index) => verifyRegion(region, again.top.hashes[index]!, path, index));
+        } finally {
+          again.close();
+        }
+      },
       close: () => regions.forEach((region) => region.close()),
     };
   } finally {

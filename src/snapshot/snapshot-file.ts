@@ -16,6 +16,8 @@ import {
 export const MAX_CHAIN_LENGTH = 1000;
 
 export class SnapshotFile {
+  private tables: BigUint64Array[] | undefined;
+
   private constructor(
     readonly path: string,
     private fdOpen: number | undefined,
@@ -23,8 +25,6 @@ export class SnapshotFile {
     readonly digest: Buffer,
     readonly fileSize: number,
     readonly fileBytes: number,
-    /** Each region's hash table: every page's hash at this snapshot's point. */
-    readonly hashes: BigUint64Array[],
     /** Each region's present-page bitmap. */
     readonly present: Uint32Array[],
   ) {}
@@ -54,27 +54,39 @@ export class SnapshotFile {
       }
       if (!trailer.id.equals(header.id)) throw new SnapshotCorruptError(`${name}'s trailer belongs to another snapshot than its header`);
       const layout = { regions, tablesOffset: regions[0]!.hashesOffset, deviceStateOffset };
-      // The tables are read once: digested, then used in place.
-      const tables = readExactly(fd, deviceStateOffset - layout.tablesOffset, layout.tablesOffset, name);
-      if (!digestOfFile(fd, layout, trailer.offset, name, tables).equals(trailer.digest)) {
+      if (!digestOfFile(fd, layout, trailer.offset, name).equals(trailer.digest)) {
         throw new SnapshotCorruptError(`${name} does not match its digest: it was changed or torn after it was written`);
       }
-      const at = (offset: number) => tables.byteOffset + offset - layout.tablesOffset;
-      const hashes = regions.map((r) => new BigUint64Array(tables.buffer, at(r.hashesOffset), r.pageCount));
-      const present = regions.map((r) => new Uint32Array(tables.buffer, at(r.presentOffset), r.presentBytes / 4));
-      for (const [i, r] of regions.entries()) {
-        if (regionDigest(hashes[i]!) !== r.digest) throw new SnapshotCorruptError(`${name}: region ${i}'s hash table does not match its digest`);
-        const count = presentCount(present[i]!, r.pageCount);
-        const full = (header.flags & FLAG_INCREMENTAL) === 0;
+      const full = (header.flags & FLAG_INCREMENTAL) === 0;
+      const present = regions.map((r, i) => {
+        const bytes = readExactly(fd, r.presentBytes, r.presentOffset, name);
+        const words = new Uint32Array(bytes.buffer, bytes.byteOffset, r.presentBytes / 4);
+        const count = presentCount(words, r.pageCount);
         if (count !== r.presentPages || (full && count !== r.pageCount)) {
           throw new SnapshotCorruptError(`${name}: region ${i}'s present pages (${count}) are not the ${r.presentPages} its header says`);
         }
-      }
-      return new SnapshotFile(path, fd, header, trailer.digest, stat.size, stat.blocks * 512, hashes, present);
+        return words;
+      });
+      return new SnapshotFile(path, fd, header, trailer.digest, stat.size, stat.blocks * 512, present);
     } catch (error) {
       closeSync(fd);
       throw error;
     }
+  }
+
+  /**
+   * Each region's hash table: every page's hash at this snapshot's point. Read on first use (a lazy
+   * restore of a full snapshot needs none), and checked then against the region digests of the header,
+   * which the trailer's digest vouched for at open.
+   */
+  get hashes(): BigUint64Array[] {
+    this.tables ??= this.header.regions.map((r, i) => {
+      const bytes = readExactly(this.fd, r.pageCount * 8, r.hashesOffset, this.path);
+      const table = new BigUint64Array(bytes.buffer, bytes.byteOffset, r.pageCount);
+      if (regionDigest(table) !== r.digest) throw new SnapshotCorruptError(`${this.path}: region ${i}'s hash table does not match its digest`);
+      return table;
+    });
+    return this.tables;
   }
 
   get id(): string {
