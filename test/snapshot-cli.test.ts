@@ -88,9 +88,9 @@ describe('pagewire snapshot / restore / inspect / clone', () => {
     expect(i.fileBytes as number).toBeLessThan(s.fileBytes as number);
 
     const restores = await Promise.all([
-      cli(['restore', full, '--out', join(dir, 'full.img'), '--json']),
-      cli(['restore', inc, '--out', join(dir, 'inc.img'), '--json']),
-      cli(['restore', inc, '--out', join(dir, 'inc-twin.img'), '--json'], { PAGEWIRE_NO_NATIVE: '1' }),
+      cli(['restore', full, '--out', join(dir, 'full.img'), '--json', '--sha256']),
+      cli(['restore', inc, '--out', join(dir, 'inc.img'), '--json', '--sha256']),
+      cli(['restore', inc, '--out', join(dir, 'inc-twin.img'), '--json', '--sha256'], { PAGEWIRE_NO_NATIVE: '1' }),
       cli(['inspect', inc, '--json']),
     ]);
     for (const [name, run, taken] of [['full.img', restores[0], s], ['inc.img', restores[1], i], ['inc-twin.img', restores[2], i]] as const) {
@@ -133,7 +133,7 @@ describe('pagewire snapshot / restore / inspect / clone', () => {
     expect(taken.json.sha256).toBe(sha256(truths[0]!));
     const outs = ['out.img', 'disk-0.out', 'disk-1.out'].map((name) => join(dir, name));
     const [restored, short] = await Promise.all([
-      cli(['restore', snap, '--out', outs[0]!, '--disk-out', outs[1]!, '--disk-out', outs[2]!, '--json']),
+      cli(['restore', snap, '--out', outs[0]!, '--disk-out', outs[1]!, '--disk-out', outs[2]!, '--json', '--sha256']),
       cli(['restore', snap, '--out', join(dir, 'alone.img'), '--json']),
     ]);
     expect(restored.code, restored.stderr).toBe(0);

@@ -64,7 +64,7 @@ export async function receiveCommand(argv: string[]): Promise<number> {
     process.stderr.write(`completed an interrupted commit: ${completed.map(({ to }) => to).join(', ')}\n`);
   }
   // The seed is restored before listening, so the handshake (whose round trip the source measures) does not wait for it.
-  if (seed !== undefined) images.forEach((each, region) => each.prepareSeed(region));
+  if (seed !== undefined) for (const [region, each] of images.entries()) await each.prepareSeed(region);
   const signals = abortOnSignals();
   const target = await MigrationTarget.listen({
     image, ...endpoint, signal: signals.signal, ...security, insecure: flags.has('insecure'),

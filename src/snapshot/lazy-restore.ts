@@ -10,7 +10,7 @@ import { binding } from '../native/engine.js';
 import { readExactly } from './snapshot-digest.js';
 import { SnapshotChain } from './snapshot-file.js';
 import { isPresent } from './snapshot-format.js';
-import { visitVerified } from './snapshot-restore.js';
+import { verifiedWindows } from './snapshot-restore.js';
 
 const WINDOW_BYTES = 8 * 1024 * 1024;
 
@@ -50,7 +50,7 @@ export function openSnapshot(path: string): RestoredSnapshot {
       lazy = false;
       regions = top.header.regions.map((area, index) => {
         const region = MemoryRegion.fromMemory(new SharedArrayBuffer(area.byteLength), { pageSize: area.pageSize });
-        visitVerified(chain, index, (window, firstPage) => region.view(firstPage * area.pageSize, window.length).set(window));
+        for (const { window, firstPage } of verifiedWindows(chain, index)) region.view(firstPage * area.pageSize, window.length).set(window);
         return region;
       });
     }

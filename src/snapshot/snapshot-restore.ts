@@ -4,7 +4,8 @@
 // one file that `pagewire inspect` runs on each file of a chain.
 import { createHash } from 'node:crypto';
 import { randomBytes } from 'node:crypto';
-import { closeSync, fsyncSync, ftruncateSync, openSync, renameSync, unlinkSync, writeSync } from 'node:fs';
+import { closeSync, fsyncSync, ftruncateSync, openSync, renameSync, unlinkSync, write } from 'node:fs';
+import { promisify } from 'node:util';
 import { basename, dirname, join } from 'node:path';
 import { InvalidArgumentError, SnapshotCorruptError, StorageError } from '../errors.js';
 import { zeroPageHash } from '../codec/page-hashes.js';
@@ -16,6 +17,7 @@ import type { SnapshotChain, SnapshotFile } from './snapshot-file.js';
 import { isPresent } from './snapshot-format.js';
 
 const WINDOW_BYTES = 8 * 1024 * 1024;
+const writeAsync = promisify(write);
 /** Zero pages in a row that a restore leaves as a hole rather than writing them (256 KiB of 4 KiB pages). */
 const HOLE_MIN_PAGES = 64;
 
@@ -27,23 +29,29 @@ export interface RestoredRegion {
   sha256?: string;
 }
 
+/** One window of a region's state, verified: its bytes, its first page, and its pages' hashes. */
+export interface VerifiedWindow {
+  window: Buffer;
+  firstPage: number;
+  hashes: BigUint64Array;
+}
+
 /**
- * Visits region `index` of the chain's state in windows of whole pages, each read from the layer that
- * holds it and checked against the top's hash table. A page that does not match is SnapshotCorruptError
- * naming the file it came from; `visit` gets each window with its first page and its pages' hashes.
+ * Region `index` of the chain's state in windows of whole pages, each read from the layer that holds it
+ * and checked against the top's hash table; a page that does not match is SnapshotCorruptError naming
+ * the file it came from. Window k is read into buffers[k % buffers.length] (default: one of its own)
+ * when it is asked for, so a consumer may still use the others (writing them out) meanwhile.
  */
-export function visitVerified(chain: SnapshotChain, index: number,
-  visit: (window: Buffer, firstPage: number, hashes: BigUint64Array) => void): void {
+export function* verifiedWindows(chain: SnapshotChain, index: number, buffers?: Buffer[]): Generator<VerifiedWindow> {
   const { top, layers } = chain;
-  const region = top.header.regions[index]!;
-  const { pageSize, pageCount } = region;
+  const { pageSize, pageCount } = top.header.regions[index]!;
   const owners = chain.owners(index);
-  const windowPages = Math.max(1, Math.floor(WINDOW_BYTES / pageSize));
-  const buffer = Buffer.allocUnsafe(windowPages * pageSize);
-  const hashes = new BigUint64Array(windowPages);
+  const windowPages = windowPagesOf(pageSize);
+  const pool = buffers ?? [Buffer.allocUnsafe(Math.min(pageCount, windowPages) * pageSize)];
   const expected = top.hashes[index]!;
-  for (let first = 0; first < pageCount; first += windowPages) {
+  for (let first = 0, k = 0; first < pageCount; first += windowPages, k++) {
     const count = Math.min(windowPages, pageCount - first);
+    const buffer = pool[k % pool.length]!;
     // One read per run of pages held by the same layer.
     for (let page = first; page < first + count;) {
       let end = page + 1;
@@ -55,6 +63,7 @@ export function visitVerified(chain: SnapshotChain, index: number,
       page = end;
     }
     const window = buffer.subarray(0, count * pageSize);
+    const hashes = new BigUint64Array(count);
     binding().hashPages(window, pageSize, 0, count, hashes, 0);
     for (let i = 0; i < count; i++) {
       if (hashes[i] !== expected[first + i]) {
@@ -63,7 +72,7 @@ export function visitVerified(chain: SnapshotChain, index: number,
           'changed or damaged after it was written)');
       }
     }
-    visit(window, first, hashes.subarray(0, count));
+    yield { window, firstPage: first, hashes };
   }
 }
 
@@ -164,7 +173,7 @@ export async function restoreChain(chain: SnapshotChain, outPaths: string[], opt
     const restored: RestoredRegion[] = [];
     for (const [index, temp] of temps.entries()) {
       made = index + 1;
-      restored.push({ ...restoreRegionInto(chain, index, temp, options), path: outPaths[index]! });
+      restored.push({ ...await restoreRegionInto(chain, index, temp, options), path: outPaths[index]! });
     }
     // Every region checked out: only now do the names change. Several change as one, through the
     // migration's commit manifest (a crash part-way is rolled forward by the next receive of the first).
@@ -187,42 +196,45 @@ export async function restoreChain(chain: SnapshotChain, outPaths: string[], opt
 
 /**
  * Restores region `index` of the chain's state into a new file at `path`, every page verified, and makes
- * it durable; on any failure the file is removed again. Long runs of zero pages stay holes.
+ * it durable; on any failure the file is removed again. Long runs of zero pages stay holes. Each window
+ * is written on the thread pool while the next is read and verified here, in a second buffer.
  */
-export function restoreRegionInto(chain: SnapshotChain, index: number, path: string, options: { sha256?: boolean } = {}): RestoredRegion {
+export async function restoreRegionInto(chain: SnapshotChain, index: number, path: string, options: { sha256?: boolean } = {}): Promise<RestoredRegion> {
   const region = chain.top.header.regions[index]!;
+  const { pageSize } = region;
   let fd: number | undefined;
+  const writing: Array<Promise<void>> = [Promise.resolve(), Promise.resolve()];
   try {
     fd = openSync(path, 'wx');
     const out = fd;
     ftruncateSync(out, region.byteLength);
     const sha = options.sha256 ? createHash('sha256') : undefined;
-    const zero = zeroPageHash(region.pageSize);
-    const { pageSize } = region;
+    const zero = zeroPageHash(pageSize);
+    const size = Math.min(region.pageCount, windowPagesOf(pageSize)) * pageSize;
+    const windows = verifiedWindows(chain, index, [Buffer.allocUnsafe(size), Buffer.allocUnsafe(size)]);
     let pagesWritten = 0;
-    visitVerified(chain, index, (window, firstPage, hashes) => {
+    for (let k = 0; ; k++) {
+      // Window k goes into the buffer window k - 2 was written from: that write must be done.
+      await writing[k % 2];
+      const next = windows.next();
+      if (next.done) break;
+      const { window, firstPage, hashes } = next.value;
       sha?.update(window);
-      // Long runs of zero pages stay holes; the rest is written in as few calls as that allows (a
-      // scattered zero page costs less written than a call of its own).
-      let start = -1;
-      for (let i = 0; i <= hashes.length;) {
-        const zeroRun = i < hashes.length ? zeroRunLength(window, hashes, i, pageSize, zero) : HOLE_MIN_PAGES;
-        if ((zeroRun >= HOLE_MIN_PAGES || i === hashes.length) && start >= 0) {
-          writeAll(out, window.subarray(start * pageSize, i * pageSize), (firstPage + start) * pageSize);
-          pagesWritten += i - start;
-          start = -1;
-        } else if (zeroRun < HOLE_MIN_PAGES && start < 0) {
-          start = i;
-        }
-        i += Math.max(zeroRun, 1);
-      }
-    });
+      const runs = dataRuns(window, hashes, pageSize, zero);
+      for (const [start, end] of runs) pagesWritten += end - start;
+      writing[k % 2] = (async () => {
+        for (const [start, end] of runs) await writeAllAsync(out, window.subarray(start * pageSize, end * pageSize), (firstPage + start) * pageSize);
+      })();
+    }
+    await Promise.all(writing);
     fsyncSync(out);
     closeSync(out);
     fd = undefined;
     return { path, pagesWritten, ...(sha ? { sha256: sha.digest('hex') } : {}) };
   } catch (error) {
     if (fd !== undefined) {
+      // No write may still be using the descriptor when it closes.
+      await Promise.allSettled(writing);
       closeSync(fd);
       try { unlinkSync(path); } catch { /* already gone */ }
     }
@@ -231,11 +243,31 @@ export function restoreRegionInto(chain: SnapshotChain, index: number, path: str
   }
 }
 
+/**
+ * The stretches of a window to write, as [start, end) pages: long runs of zero pages stay holes; the
+ * rest is written in as few calls as that allows (a scattered zero page costs less written than a call).
+ */
+function dataRuns(window: Buffer, hashes: BigUint64Array, pageSize: number, zero: bigint): Array<[number, number]> {
+  const runs: Array<[number, number]> = [];
+  let start = -1;
+  for (let i = 0; i <= hashes.length;) {
+    const zeroRun = i < hashes.length ? zeroRunLength(window, hashes, i, pageSize, zero) : HOLE_MIN_PAGES;
+    if ((zeroRun >= HOLE_MIN_PAGES || i === hashes.length) && start >= 0) {
+      runs.push([start, i]);
+      start = -1;
+    } else if (zeroRun < HOLE_MIN_PAGES && start < 0) {
+      start = i;
+    }
+    i += Math.max(zeroRun, 1);
+  }
+  return runs;
+}
+
 /** SHA-256 of each region of the chain's state, every page verified on the way. */
 export function chainSha256(chain: SnapshotChain): string[] {
   return chain.top.header.regions.map((_, index) => {
     const sha = createHash('sha256');
-    visitVerified(chain, index, (window) => sha.update(window));
+    for (const { window } of verifiedWindows(chain, index)) sha.update(window);
     return sha.digest('hex');
   });
 }
@@ -278,6 +310,10 @@ function isZero(bytes: Uint8Array): boolean {
   return binding().zeroPageCount(bytes, bytes.byteLength) === 1;
 }
 
-function writeAll(fd: number, bytes: Uint8Array, position: number): void {
-  for (let at = 0; at < bytes.byteLength;) at += writeSync(fd, bytes, at, bytes.byteLength - at, position + at);
+async function writeAllAsync(fd: number, bytes: Uint8Array, position: number): Promise<void> {
+  for (let at = 0; at < bytes.byteLength;) at += (await writeAsync(fd, bytes, at, bytes.byteLength - at, position + at)).bytesWritten;
+}
+
+function windowPagesOf(pageSize: number): number {
+  return Math.max(1, Math.floor(WINDOW_BYTES / pageSize));
 }

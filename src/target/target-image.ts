@@ -129,7 +129,7 @@ export class FileTargetImage implements TargetImage {
       this.tempPath = temp;
       return this.store;
     }
-    const prepared = this.prepared?.region === offer.region ? this.prepared : restoreSeed(seed, offer.region, this.seedPath());
+    const prepared = this.prepared?.region === offer.region ? this.prepared : await restoreSeed(seed, offer.region, this.seedPath());
     // From here this offer owns the restored file: a refusal removes it, and a later offer restores afresh.
     if (prepared === this.prepared) this.prepared = undefined;
     checkSeedShape(seed, prepared, offer);
@@ -145,10 +145,10 @@ export class FileTargetImage implements TargetImage {
    * open() only renames it into place. Without it, open() restores the seed itself, inside the
    * handshake, whose round trip the source's stop rule takes as what each switch-over round trip costs.
    */
-  prepareSeed(region = 0): void {
+  async prepareSeed(region = 0): Promise<void> {
     if (this.options.seed === undefined) throw new InvalidArgumentError('prepareSeed() needs options.seed');
     this.discardPrepared();
-    this.prepared = restoreSeed(this.options.seed, region, this.seedPath());
+    this.prepared = await restoreSeed(this.options.seed, region, this.seedPath());
   }
 
   noteWritten(bytes: number): void {
@@ -257,12 +257,12 @@ interface RestoredSeed {
 }
 
 /** Restores region `region` of the snapshot into a new file at path, every page verified. */
-function restoreSeed(snapshot: string, region: number, path: string): RestoredSeed {
+async function restoreSeed(snapshot: string, region: number, path: string): Promise<RestoredSeed> {
   const chain = SnapshotChain.open(snapshot);
   try {
     const shapes = chain.top.header.regions.map(({ byteLength, pageSize }) => ({ byteLength, pageSize }));
     if (region >= shapes.length) return { path, region, hashes: new BigUint64Array(0), shapes };
-    restoreRegionInto(chain, region, path);
+    await restoreRegionInto(chain, region, path);
     return { path, region, hashes: chain.top.hashes[region]!, shapes };
   } finally {
     chain.close();
