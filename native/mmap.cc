@@ -168,8 +168,10 @@ Napi::Value MapFile(const Napi::CallbackInfo& info) {
   return NewMapping(env, &state);
 }
 
-// mapFilePrivate(path, offset, length): [offset, +length) of the file, copy-on-write. Pages load from
-// the file on first touch; writes stay in this process. The descriptor is closed once mapped, leaving
+// mapFilePrivate(path, offset, length, readAhead): [offset, +length) of the file, copy-on-write. Pages
+// load from the file on first touch; writes stay in this process. Without readAhead the kernel reads
+// only the page touched (MADV_RANDOM): a clone that touches 1% of its pages loads 1%, not the 8 MiB
+// around each. The descriptor is closed once mapped, leaving
 // fd -1: whatever reads a mapping's file in place of its memory (the encoder's pread, flush) must not
 // take the file for this mapping's bytes, nor its offset 0 for the mapping's start.
 Napi::Value MapFilePrivate(const Napi::CallbackInfo& info) {
@@ -177,6 +179,7 @@ Napi::Value MapFilePrivate(const Napi::CallbackInfo& info) {
   const std::string path = ToPath(Arg(info, 0));
   const uint64_t offset = ToIndex(Arg(info, 1), "offset");
   const uint64_t length = ToIndex(Arg(info, 2), "length");
+  const bool readAhead = info.Length() > 3 && !Arg(info, 3).IsUndefined() && ToBool(Arg(info, 3), "readAhead");
   const uint64_t granule = static_cast<uint64_t>(sysconf(_SC_PAGESIZE));
   if (offset % granule != 0) {
     ThrowRange(env, "offset " + std::to_string(offset) + " is not a multiple of the system page size " +
@@ -194,6 +197,8 @@ Napi::Value MapFilePrivate(const Napi::CallbackInfo& info) {
                         std::to_string(offset) + " + " + std::to_string(length));
   }
   Map(env, path, offset, length, PROT_READ | PROT_WRITE, MAP_PRIVATE, state.get());
+  // Advice only: a kernel that refuses it still maps the file correctly.
+  if (!readAhead) madvise(state->addr, state->length, MADV_RANDOM);
   ::close(state->fd);
   state->fd = -1;
   return NewMapping(env, &state);

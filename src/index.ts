@@ -57,7 +57,7 @@ export { nextEpoch, MAX_EPOCH_STRETCH, type EpochDecision, type EpochTiming } fr
 export {
   Snapshotter, type SnapshotterOptions, type SnapshotRound, type SnapshotSummary, type SnapshotterEvents, type TakeOptions,
 } from './snapshot/snapshotter.js';
-export { openSnapshot, type RestoredSnapshot } from './snapshot/lazy-restore.js';
+export { openSnapshot, type OpenSnapshotOptions, type RestoredSnapshot } from './snapshot/lazy-restore.js';
 export { SnapshotChain, SnapshotFile, MAX_CHAIN_LENGTH } from './snapshot/snapshot-file.js';
 export { restoreChain, chainSha256, verifyFile, type RestoredRegion } from './snapshot/snapshot-restore.js';
 export { cloneSnapshot, type ClonedSnapshot } from './snapshot/snapshot-clone.js';

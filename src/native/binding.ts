@@ -140,9 +140,10 @@ export interface NativeBinding {
    * touch, and writes through views are copied on write, this process's alone; they never reach the file.
    * offset must be a multiple of the system page size and the file hold offset + length bytes. A page
    * not touched yet may show later changes to the file (POSIX leaves it open), so the file must stay
-   * still. Native calls never read the file in place of the mapping.
+   * still. Native calls never read the file in place of the mapping. Unless readAhead, the kernel reads
+   * only the page touched (MADV_RANDOM), not its default window around it.
    */
-  mapFilePrivate(path: string, offset: number, length: number): NativeMapping;
+  mapFilePrivate(path: string, offset: number, length: number, readAhead?: boolean): NativeMapping;
   /**
    * The byte ranges of the file at `path` that hold data, as [start, end) pairs in order (lseek
    * SEEK_DATA/SEEK_HOLE); the rest are holes, which read as zeros. Without SEEK_DATA, the whole file.

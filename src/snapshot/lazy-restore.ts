@@ -29,8 +29,16 @@ export interface RestoredSnapshot {
   close(): void;
 }
 
+export interface OpenSnapshotOptions {
+  /**
+   * Let the kernel read ahead around each page touched, as for a file read in order (default false:
+   * only the page touched is read, so that a restore touching few pages loads few, however many run).
+   */
+  readAhead?: boolean;
+}
+
 /** Opens a snapshot's state as regions in this process, lazily where the addon can map it privately. */
-export function openSnapshot(path: string): RestoredSnapshot {
+export function openSnapshot(path: string, options: OpenSnapshotOptions = {}): RestoredSnapshot {
   const chain = SnapshotChain.open(path);
   try {
     const { top, layers } = chain;
@@ -38,7 +46,7 @@ export function openSnapshot(path: string): RestoredSnapshot {
     let lazy = true;
     try {
       for (const [index, area] of top.header.regions.entries()) {
-        const mapping = binding().mapFilePrivate(layers[0]!.path, area.pagesOffset, area.byteLength);
+        const mapping = binding().mapFilePrivate(layers[0]!.path, area.pagesOffset, area.byteLength, options.readAhead === true);
         const region = MemoryRegion.fromPrivateMapping(mapping, area.pageSize);
         regions.push(region);
         for (const layer of layers.slice(1)) readPresentPages(layer.fd, layer.path, layer.present[index]!, area, layer.header.regions[index]!.pagesOffset, region);

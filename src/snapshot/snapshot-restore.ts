@@ -45,18 +45,20 @@ export interface VerifiedWindow {
 export function* verifiedWindows(chain: SnapshotChain, index: number, buffers?: Buffer[]): Generator<VerifiedWindow> {
   const { top, layers } = chain;
   const { pageSize, pageCount } = top.header.regions[index]!;
-  const owners = chain.owners(index);
+  // A full snapshot alone holds every page: one read per window, no owner to look up.
+  const owners = layers.length > 1 ? chain.owners(index) : undefined;
   const windowPages = windowPagesOf(pageSize);
   const pool = buffers ?? [Buffer.allocUnsafe(Math.min(pageCount, windowPages) * pageSize)];
-  const expected = top.hashes[index]!;
+  // Hashes compared as 32-bit halves: no BigInt per page.
+  const expected = halves(top.hashes[index]!);
   for (let first = 0, k = 0; first < pageCount; first += windowPages, k++) {
     const count = Math.min(windowPages, pageCount - first);
     const buffer = pool[k % pool.length]!;
     // One read per run of pages held by the same layer.
     for (let page = first; page < first + count;) {
-      let end = page + 1;
-      while (end < first + count && owners[end] === owners[page]) end++;
-      const layer = layers[owners[page]!]!;
+      let end = owners ? page + 1 : first + count;
+      while (end < first + count && owners![end] === owners![page]) end++;
+      const layer = layers[owners?.[page] ?? 0]!;
       const area = layer.header.regions[index]!;
       readExactly(layer.fd, (end - page) * pageSize, area.pagesOffset + page * pageSize, layer.path,
         buffer.subarray((page - first) * pageSize));
@@ -65,12 +67,11 @@ export function* verifiedWindows(chain: SnapshotChain, index: number, buffers?: 
     const window = buffer.subarray(0, count * pageSize);
     const hashes = new BigUint64Array(count);
     binding().hashPages(window, pageSize, 0, count, hashes, 0);
-    for (let i = 0; i < count; i++) {
-      if (hashes[i] !== expected[first + i]) {
-        const layer = layers[owners[first + i]!]!;
-        throw new SnapshotCorruptError(`${layer.path}: page ${first + i} of region ${index} does not match its hash (the file was ` +
-          'changed or damaged after it was written)');
-      }
+    const bad = firstMismatch(halves(hashes), expected, 2 * first);
+    if (bad >= 0) {
+      const page = first + (bad >>> 1);
+      throw new SnapshotCorruptError(`${layers[owners?.[page] ?? 0]!.path}: page ${page} of region ${index} does not match its hash ` +
+        '(the file was changed or damaged after it was written)');
     }
     yield { window, firstPage: first, hashes };
   }
@@ -249,9 +250,16 @@ export async function restoreRegionInto(chain: SnapshotChain, index: number, pat
  */
 function dataRuns(window: Buffer, hashes: BigUint64Array, pageSize: number, zero: bigint): Array<[number, number]> {
   const runs: Array<[number, number]> = [];
+  const got = halves(hashes);
+  const zeroLow = Number(zero & 0xffffffffn);
+  const zeroHigh = Number(zero >> 32n);
+  // A page is zero if its hash is a zero page's and (to be exact, not probable) its bytes are.
+  const isZeroPage = (i: number) => got[2 * i] === zeroLow && got[2 * i + 1] === zeroHigh && isZero(window.subarray(i * pageSize, (i + 1) * pageSize));
   let start = -1;
   for (let i = 0; i <= hashes.length;) {
-    const zeroRun = i < hashes.length ? zeroRunLength(window, hashes, i, pageSize, zero) : HOLE_MIN_PAGES;
+    let end = i;
+    while (end < hashes.length && isZeroPage(end)) end++;
+    const zeroRun = i < hashes.length ? end - i : HOLE_MIN_PAGES;
     if ((zeroRun >= HOLE_MIN_PAGES || i === hashes.length) && start >= 0) {
       runs.push([start, i]);
       start = -1;
@@ -299,11 +307,15 @@ function forEachDataPage(file: SnapshotFile, visit: (index: number, page: number
   }
 }
 
-/** Zero pages in a row from window page i on (0 when page i is not zero). */
-function zeroRunLength(window: Buffer, hashes: BigUint64Array, i: number, pageSize: number, zero: bigint): number {
-  let end = i;
-  while (end < hashes.length && hashes[end] === zero && isZero(window.subarray(end * pageSize, (end + 1) * pageSize))) end++;
-  return end - i;
+/** The first index at which got differs from expected[offset...], or -1. */
+function firstMismatch(got: Uint32Array, expected: Uint32Array, offset: number): number {
+  for (let i = 0; i < got.length; i++) if (got[i] !== expected[offset + i]) return i;
+  return -1;
+}
+
+/** The u64 hashes as little-endian 32-bit halves, in place. */
+function halves(hashes: BigUint64Array): Uint32Array {
+  return new Uint32Array(hashes.buffer, hashes.byteOffset, hashes.length * 2);
 }
 
 function isZero(bytes: Uint8Array): boolean {
