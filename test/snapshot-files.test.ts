@@ -242,6 +242,12 @@ describe('snapshots through the library', () => {
       },
     });
     const full = await snapshotter.take(join(dir, 'full.snap'));
+    // The writer has written since the first pause before the second snapshot: a fact, not a hope about scheduling.
+    const before = truths[0]!.writes;
+    await new Promise<void>((resolve) => {
+      const look = () => (workload.writes > before ? resolve() : setTimeout(look, 2));
+      look();
+    });
     const incremental = await snapshotter.take(join(dir, 'inc.snap'), { base: join(dir, 'full.snap') });
     await workload.stop();
     expect(incremental.changesFoundBy).toBe('tracking');

@@ -63,53 +63,57 @@ export async function receiveCommand(argv: string[]): Promise<number> {
   if (completed.length > 0) {
     process.stderr.write(`completed an interrupted commit: ${completed.map(({ to }) => to).join(', ')}\n`);
   }
-  // The seed is restored before listening, so the handshake (whose round trip the source measures) does not wait for it.
-  if (seed !== undefined) for (const [region, each] of images.entries()) await each.prepareSeed(region);
   const signals = abortOnSignals();
-  const target = await MigrationTarget.listen({
-    image, ...endpoint, signal: signals.signal, ...security, insecure: flags.has('insecure'),
-    ...(timeout ? { timeoutMs: parsePositiveNumber(timeout, 'timeout', true) } : {}),
-    ...(resumeWindow ? { resumeWindowMs: resumeWindow.trim() === '0' ? 0 : parsePositiveNumber(resumeWindow, 'resume-window') } : {}),
-  });
-  if ('path' in endpoint) {
-    process.stderr.write(`listening on unix:${endpoint.path}\n`);
-  } else {
-    const bound = target.address;
-    process.stderr.write(`listening on ${bound.family === 'IPv6' ? `[${bound.address}]` : bound.address}:${bound.port}\n`);
-  }
-  target.on('refused', (error, remote) => process.stderr.write(`refused ${remote}: ${error.message} (${error.code})\n`));
-  target.on('accepted', (hello, remote) => process.stderr.write(
-    `migration ${hello.migrationId.toString('hex')} from ${remote}: ${hello.regionSize} bytes in pages of ${hello.pageSize}` +
-    `${hello.extraRegions.map((r) => `, then ${r.regionSize} bytes in pages of ${r.pageSize}`).join('')}\n`));
-  target.on('resumed', (count, remote) => process.stderr.write(`resumed from ${remote} (resume ${count}): the connections had broken\n`));
-  target.on('round', (r) => {
-    if (!json) process.stderr.write(`round=${r.round} pages_applied=${r.pagesApplied} bytes=${r.bytesReceived}\n`);
-  });
   try {
-    const summary = await target.result;
-    // Re-reading what was committed costs about 0.8 s per GiB: only on request.
-    const sha256 = flags.has('sha256') ? await fileSha256(out) : undefined;
-    if (json) {
-      printJson(receiveJson(summary, sha256));
+    // The seed is restored before listening, so the handshake (whose round trip the source measures) does not wait for it.
+    if (seed !== undefined) for (const [region, each] of images.entries()) await each.prepareSeed(region);
+    const target = await MigrationTarget.listen({
+      image, ...endpoint, signal: signals.signal, ...security, insecure: flags.has('insecure'),
+      ...(timeout ? { timeoutMs: parsePositiveNumber(timeout, 'timeout', true) } : {}),
+      ...(resumeWindow ? { resumeWindowMs: resumeWindow.trim() === '0' ? 0 : parsePositiveNumber(resumeWindow, 'resume-window') } : {}),
+    });
+    if ('path' in endpoint) {
+      process.stderr.write(`listening on unix:${endpoint.path}\n`);
     } else {
-      process.stdout.write(`migration ${summary.migrationId} committed to ${out}\n`);
-      printTable([
-        ['rounds', summary.rounds], ['pages applied', summary.pagesApplied],
-        ['bytes received', summary.bytesReceived], ['digest', summary.regionDigest],
-        ...(sha256 === undefined ? [] : [['sha256', sha256] as [string, string]]),
-      ]);
+      const bound = target.address;
+      process.stderr.write(`listening on ${bound.family === 'IPv6' ? `[${bound.address}]` : bound.address}:${bound.port}\n`);
     }
-    return 0;
-  } catch (error) {
-    const failure = asPagewireError(error);
-    const m = target.metrics;
-    process.stderr.write(`pagewire receive: ${failure.message} (${failure.code})\n`);
-    if (json) printJson(receiveFailureJson(failure, m, flags.has('sha256')));
-    return 1;
+    target.on('refused', (error, remote) => process.stderr.write(`refused ${remote}: ${error.message} (${error.code})\n`));
+    target.on('accepted', (hello, remote) => process.stderr.write(
+      `migration ${hello.migrationId.toString('hex')} from ${remote}: ${hello.regionSize} bytes in pages of ${hello.pageSize}` +
+      `${hello.extraRegions.map((r) => `, then ${r.regionSize} bytes in pages of ${r.pageSize}`).join('')}\n`));
+    target.on('resumed', (count, remote) => process.stderr.write(`resumed from ${remote} (resume ${count}): the connections had broken\n`));
+    target.on('round', (r) => {
+      if (!json) process.stderr.write(`round=${r.round} pages_applied=${r.pagesApplied} bytes=${r.bytesReceived}\n`);
+    });
+    try {
+      const summary = await target.result;
+      // Re-reading what was committed costs about 0.8 s per GiB: only on request.
+      const sha256 = flags.has('sha256') ? await fileSha256(out) : undefined;
+      if (json) {
+        printJson(receiveJson(summary, sha256));
+      } else {
+        process.stdout.write(`migration ${summary.migrationId} committed to ${out}\n`);
+        printTable([
+          ['rounds', summary.rounds], ['pages applied', summary.pagesApplied],
+          ['bytes received', summary.bytesReceived], ['digest', summary.regionDigest],
+          ...(sha256 === undefined ? [] : [['sha256', sha256] as [string, string]]),
+        ]);
+      }
+      return 0;
+    } catch (error) {
+      const failure = asPagewireError(error);
+      const m = target.metrics;
+      process.stderr.write(`pagewire receive: ${failure.message} (${failure.code})\n`);
+      if (json) printJson(receiveFailureJson(failure, m, flags.has('sha256')));
+      return 1;
+    } finally {
+      for (const each of images) each.discard();
+    }
   } finally {
     signals.dispose();
-    // A seed restored for a migration that never came is removed; a committed image is not touched.
-    for (const each of images) each.discard();
+    // A seed restored for a migration that never came (or a listen that failed) is removed.
+    for (const each of images) each.releaseSeed();
   }
 }
 

@@ -37,13 +37,16 @@ export interface OpenSnapshotOptions {
   readAhead?: boolean;
 }
 
-/** Opens a snapshot's state as regions in this process, lazily where the addon can map it privately. */
+/**
+ * Opens a snapshot's state as regions in this process, lazily where the addon can map it privately. The
+ * chain's files stay open until close(): verify() reads the hash tables of the very files opened.
+ */
 export function openSnapshot(path: string, options: OpenSnapshotOptions = {}): RestoredSnapshot {
   const chain = SnapshotChain.open(path);
+  const { top, layers } = chain;
+  let regions: MemoryRegion[] = [];
+  let lazy = true;
   try {
-    const { top, layers } = chain;
-    let regions: MemoryRegion[] = [];
-    let lazy = true;
     try {
       for (const [index, area] of top.header.regions.entries()) {
         const mapping = binding().mapFilePrivate(layers[0]!.path, area.pagesOffset, area.byteLength, options.readAhead === true);
@@ -52,8 +55,8 @@ export function openSnapshot(path: string, options: OpenSnapshotOptions = {}): R
         for (const layer of layers.slice(1)) readPresentPages(layer.fd, layer.path, layer.present[index]!, area, layer.header.regions[index]!.pagesOffset, region);
       }
     } catch (error) {
-      for (const region of regions) region.close();
       if (!(error instanceof NativeUnavailableError)) throw error;
+      for (const region of regions) region.close();
       // Without the addon nothing maps privately: the state is read whole, every page verified.
       lazy = false;
       regions = top.header.regions.map((area, index) => {
@@ -65,19 +68,17 @@ export function openSnapshot(path: string, options: OpenSnapshotOptions = {}): R
     const deviceState = top.deviceState();
     return {
       id: top.id, regions, deviceState, lazy,
-      verify: () => {
-        // The tables are read now, from the file checked again: the lazy start needed none of them.
-        const again = SnapshotChain.open(path);
-        try {
-          regions.forEach((region, index) => verifyRegion(region, again.top.hashes[index]!, path, index));
-        } finally {
-          again.close();
-        }
+      // The tables are read now: the lazy start needed none of them.
+      verify: () => regions.forEach((region, index) => verifyRegion(region, top.hashes[index]!, top.path, index)),
+      close: () => {
+        regions.forEach((region) => region.close());
+        chain.close();
       },
-      close: () => regions.forEach((region) => region.close()),
     };
-  } finally {
+  } catch (error) {
+    for (const region of regions) region.close();
     chain.close();
+    throw error;
   }
 }
 

@@ -180,9 +180,15 @@ export async function restoreChain(chain: SnapshotChain, outPaths: string[], opt
     // migration's commit manifest (a crash part-way is rolled forward by the next receive of the first).
     const renames = temps.map((from, index) => ({ from, to: outPaths[index]! }));
     if (renames.length === 1) {
-      renameSync(renames[0]!.from, renames[0]!.to);
+      try {
+        renameSync(renames[0]!.from, renames[0]!.to);
+      } catch (cause) {
+        throw new StorageError(`cannot put the restored image at ${renames[0]!.to}: ${(cause as Error).message}`, { cause });
+      }
       await fsyncDirectory(dirname(renames[0]!.to));
     } else {
+      // The temps' own entries are durable before the manifest names them: a roll-forward must find them.
+      for (const dir of new Set(temps.map((temp) => dirname(temp)))) await fsyncDirectory(dir);
       const manifest = await writeCommitManifest(renames);
       temps.fill('');
       await applyCommitManifest(manifest, renames);
@@ -223,9 +229,12 @@ export async function restoreRegionInto(chain: SnapshotChain, index: number, pat
       sha?.update(window);
       const runs = dataRuns(window, hashes, pageSize, zero);
       for (const [start, end] of runs) pagesWritten += end - start;
-      writing[k % 2] = (async () => {
+      const written = (async () => {
         for (const [start, end] of runs) await writeAllAsync(out, window.subarray(start * pageSize, end * pageSize), (firstPage + start) * pageSize);
       })();
+      // Awaited two windows on (or at the end): until then a failure must not count as unhandled.
+      written.catch(() => undefined);
+      writing[k % 2] = written;
     }
     await Promise.all(writing);
     fsyncSync(out);

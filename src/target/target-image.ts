@@ -16,7 +16,7 @@ import { applyCommitManifest, rollForward, writeCommitManifest } from './commit-
 import { fsyncDirectory } from './durable-files.js';
 import { FilePageStore, RegionPageStore } from './page-stores.js';
 import { SnapshotChain } from '../snapshot/snapshot-file.js';
-import { restoreRegionInto } from '../snapshot/snapshot-restore.js';
+import { checkShadowedPages, checkStrayData, restoreRegionInto } from '../snapshot/snapshot-restore.js';
 
 export interface RegionOffer {
   regionSize: number;
@@ -78,6 +78,7 @@ export class FileTargetImage implements TargetImage {
   private seeded: BigUint64Array | undefined;
   /** The seed's region restored ahead of an offer (prepareSeed), not yet taken by open(). */
   private prepared: RestoredSeed | undefined;
+  private preparing = false;
   private store: FilePageStore | undefined;
   private tempPath: string | undefined;
   /** The manifest of a commitAll() that failed after it was made durable. */
@@ -108,7 +109,8 @@ export class FileTargetImage implements TargetImage {
       throw new CapacityError(`region of ${offer.regionSize} bytes exceeds this target's limit of ${maxRegionBytes} bytes`);
     }
     const dir = dirname(this.outPath);
-    if (this.options.checkFreeSpace !== false) {
+    // A seed restored ahead already holds the region's space: the image is received into it.
+    if (this.options.checkFreeSpace !== false && this.prepared?.region !== offer.region) {
       let free: number;
       try {
         const fs = await statfs(dir);
@@ -133,7 +135,11 @@ export class FileTargetImage implements TargetImage {
     // From here this offer owns the restored file: a refusal removes it, and a later offer restores afresh.
     if (prepared === this.prepared) this.prepared = undefined;
     checkSeedShape(seed, prepared, offer);
-    renameSync(prepared.path, temp);
+    try {
+      renameSync(prepared.path, temp);
+    } catch (cause) {
+      throw new StorageError(`cannot take the seed restored at ${prepared.path}: ${(cause as Error).message}`, { cause });
+    }
     this.tempPath = temp;
     this.seeded = prepared.hashes;
     this.store = await FilePageStore.openExisting(temp, offer.regionSize, offer.pageSize);
@@ -147,8 +153,14 @@ export class FileTargetImage implements TargetImage {
    */
   async prepareSeed(region = 0): Promise<void> {
     if (this.options.seed === undefined) throw new InvalidArgumentError('prepareSeed() needs options.seed');
+    if (this.preparing) throw new InvalidArgumentError('prepareSeed() is already running for this image');
     this.discardPrepared();
-    this.prepared = await restoreSeed(this.options.seed, region, this.seedPath());
+    this.preparing = true;
+    try {
+      this.prepared = await restoreSeed(this.options.seed, region, this.seedPath());
+    } finally {
+      this.preparing = false;
+    }
   }
 
   noteWritten(bytes: number): void {
@@ -199,7 +211,6 @@ export class FileTargetImage implements TargetImage {
   }
 
   discard(): void {
-    this.discardPrepared();
     this.closeStore();
     if (this.tempPath) {
       try { unlinkSync(this.tempPath); } catch { /* already gone */ }
@@ -229,6 +240,14 @@ export class FileTargetImage implements TargetImage {
 
   private seedPath(): string {
     return join(dirname(this.outPath), `.${basename(this.outPath)}.pagewire-seed-${randomBytes(8).toString('hex')}.tmp`);
+  }
+
+  /**
+   * Removes a seed restored ahead (prepareSeed) that no offer took. discard() keeps it, for the next
+   * offer after a refused one; whoever called prepareSeed() calls this once it serves no more.
+   */
+  releaseSeed(): void {
+    this.discardPrepared();
   }
 
   private discardPrepared(): void {
@@ -262,6 +281,9 @@ async function restoreSeed(snapshot: string, region: number, path: string): Prom
   try {
     const shapes = chain.top.header.regions.map(({ byteLength, pageSize }) => ({ byteLength, pageSize }));
     if (region >= shapes.length) return { path, region, hashes: new BigUint64Array(0), shapes };
+    // As strict as `pagewire restore`: damage anywhere in the chain refuses it, not only in the pages used.
+    checkStrayData(chain);
+    checkShadowedPages(chain);
     await restoreRegionInto(chain, region, path);
     return { path, region, hashes: chain.top.hashes[region]!, shapes };
   } finally {
