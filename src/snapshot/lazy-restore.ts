@@ -2,8 +2,8 @@
 // the snapshot, so the workload starts at once and a page is read from the file only when first
 // touched; its writes stay in this process. N lazy restores of one snapshot share its unchanged pages
 // through the page cache. An incremental snapshot maps its full snapshot's pages and reads on top of
-// them the pages each later file holds (only those). Opening checks every file's digest and tables;
-// the pages are checked against their hashes by verify(), which reads them all, when asked.
+// them the pages each later file holds (only those). Opening checks every file's digest and header
+// (the hash tables are read only by verify(), which checks every page against them, when asked).
 import { NativeUnavailableError, SnapshotCorruptError } from '../errors.js';
 import { MemoryRegion } from '../memory/region.js';
 import { binding } from '../native/engine.js';

@@ -138,6 +138,7 @@ export class FileTargetImage implements TargetImage {
     try {
       renameSync(prepared.path, temp);
     } catch (cause) {
+      try { unlinkSync(prepared.path); } catch { /* nothing to remove */ }
       throw new StorageError(`cannot take the seed restored at ${prepared.path}: ${(cause as Error).message}`, { cause });
     }
     this.tempPath = temp;
