@@ -72,7 +72,8 @@ export class SnapshotFileWriter {
 
   /**
    * Writes these pages (ascending, of region `index`) as they are now, on a pool thread, and marks them
-   * present. Calls on disjoint pages may run side by side; the pages must stay unchanged until it settles.
+   * present. The workload may write them meanwhile (each run is copied aside before it is hashed and
+   * written); calls on disjoint pages may run side by side.
    */
   async writePages(index: number, region: MemoryRegion, pages: Uint32Array): Promise<PagesWritten> {
     const fd = this.requireFd();
