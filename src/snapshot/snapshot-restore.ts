@@ -254,29 +254,29 @@ export async function restoreRegionInto(chain: SnapshotChain, index: number, pat
 }
 
 /**
- * The stretches of a window to write, as [start, end) pages: long runs of zero pages stay holes; the
- * rest is written in as few calls as that allows (a scattered zero page costs less written than a call).
+ * The stretches of a window to write, as [start, end) pages: runs of at least HOLE_MIN_PAGES zero pages
+ * stay holes; the rest is written whole (a scattered zero page costs less written than a call of its
+ * own). A run is taken for zeros by its hashes, then confirmed by its bytes in one call.
  */
 function dataRuns(window: Buffer, hashes: BigUint64Array, pageSize: number, zero: bigint): Array<[number, number]> {
   const runs: Array<[number, number]> = [];
   const got = halves(hashes);
   const zeroLow = Number(zero & 0xffffffffn);
   const zeroHigh = Number(zero >> 32n);
-  // A page is zero if its hash is a zero page's and (to be exact, not probable) its bytes are.
-  const isZeroPage = (i: number) => got[2 * i] === zeroLow && got[2 * i + 1] === zeroHigh && isZero(window.subarray(i * pageSize, (i + 1) * pageSize));
-  let start = -1;
-  for (let i = 0; i <= hashes.length;) {
-    let end = i;
-    while (end < hashes.length && isZeroPage(end)) end++;
-    const zeroRun = i < hashes.length ? end - i : HOLE_MIN_PAGES;
-    if ((zeroRun >= HOLE_MIN_PAGES || i === hashes.length) && start >= 0) {
-      runs.push([start, i]);
-      start = -1;
-    } else if (zeroRun < HOLE_MIN_PAGES && start < 0) {
-      start = i;
+  const zeroHashed = (i: number) => got[2 * i] === zeroLow && got[2 * i + 1] === zeroHigh;
+  let start = 0;
+  for (let i = 0; i < hashes.length;) {
+    if (!zeroHashed(i)) { i++; continue; }
+    let end = i + 1;
+    while (end < hashes.length && zeroHashed(end)) end++;
+    const bytes = window.subarray(i * pageSize, end * pageSize);
+    if (end - i >= HOLE_MIN_PAGES && binding().zeroPageCount(bytes, pageSize) === end - i) {
+      if (i > start) runs.push([start, i]);
+      start = end;
     }
-    i += Math.max(zeroRun, 1);
+    i = end;
   }
+  if (start < hashes.length) runs.push([start, hashes.length]);
   return runs;
 }
 
