@@ -1,8 +1,9 @@
-// The trailer's digest, computed from the file itself by the writer (before it writes the trailer) and by
-// every reader (before it trusts anything in the file): the header block, the alignment gaps between
-// page areas, and the tables and device state, in file order. Pages are covered through their hashes.
+// Exact reads and writes of a snapshot file, and the trailer's digest, computed from the file itself by
+// the writer (before it writes the trailer) and by every reader (before it trusts anything in the
+// file): the header block, the alignment gaps between page areas, and the tables and device state, in
+// file order. Pages are covered through their hashes.
 import { createHash } from 'node:crypto';
-import { readSync } from 'node:fs';
+import { readSync, writeSync } from 'node:fs';
 import { StorageError, SnapshotCorruptError } from '../errors.js';
 import { areaGaps, type SnapshotLayout } from './snapshot-format.js';
 
@@ -22,6 +23,11 @@ export function readExactly(fd: number, length: number, position: number, name: 
     got += n;
   }
   return out;
+}
+
+/** Writes all of bytes at position, again after a short write. */
+export function writeExactly(fd: number, bytes: Uint8Array, position: number): void {
+  for (let at = 0; at < bytes.byteLength;) at += writeSync(fd, bytes, at, bytes.byteLength - at, position + at);
 }
 
 /**

@@ -4,16 +4,16 @@
 // trailer, each made durable before the rename that makes the snapshot visible. A failure at any point
 // removes the temp file: a half-written snapshot is never under the snapshot's name.
 import { randomBytes } from 'node:crypto';
-import { closeSync, fstatSync, fsyncSync, ftruncateSync, openSync, renameSync, unlinkSync, writeSync } from 'node:fs';
+import { closeSync, fstatSync, fsyncSync, ftruncateSync, openSync, renameSync, unlinkSync } from 'node:fs';
 import { basename, dirname, join, relative, resolve } from 'node:path';
 import { StorageError } from '../errors.js';
 import { regionDigest } from '../codec/page-hashes.js';
 import type { MemoryRegion } from '../memory/region.js';
 import { binding } from '../native/engine.js';
 import { fsyncDirectory } from '../target/durable-files.js';
-import { digestOfFile } from './snapshot-digest.js';
+import { digestOfFile, writeExactly } from './snapshot-digest.js';
 import {
-  FLAG_INCREMENTAL, SNAPSHOT_VERSION, SNAPSHOT_ID_BYTES, SNAPSHOT_DIGEST_BYTES, encodeHeader, encodeTrailer, snapshotLayout,
+  FLAG_INCREMENTAL, SNAPSHOT_VERSION, presentCount, SNAPSHOT_ID_BYTES, SNAPSHOT_DIGEST_BYTES, encodeHeader, encodeTrailer, snapshotLayout,
   type SnapshotLayout,
 } from './snapshot-format.js';
 
@@ -115,7 +115,7 @@ export class SnapshotFileWriter {
       version: SNAPSHOT_VERSION, flags: parent ? FLAG_INCREMENTAL : 0, id: this.id,
       parentId: parent?.id ?? Buffer.alloc(SNAPSHOT_ID_BYTES), parentDigest: parent?.digest ?? Buffer.alloc(SNAPSHOT_DIGEST_BYTES),
       parentPath: parent ? relativeParent(this.outPath, parent.path) : '', createdAtMs, deviceStateLength: this.deviceStateLength,
-      regions: layout.regions.map((region, i) => ({ ...region, presentPages: parent ? countBits(present[i]!, region.pageCount) : region.pageCount, digest: regionDigests[i]! })),
+      regions: layout.regions.map((region, i) => ({ ...region, presentPages: parent ? presentCount(present[i]!, region.pageCount) : region.pageCount, digest: regionDigests[i]! })),
     });
     this.writeAt(header, 0);
     const trailerOffset = layout.deviceStateOffset + this.deviceStateLength;
@@ -152,7 +152,7 @@ export class SnapshotFileWriter {
   private writeAt(bytes: Uint8Array, position: number): void {
     const fd = this.requireFd();
     try {
-      for (let at = 0; at < bytes.byteLength;) at += writeSync(fd, bytes, at, bytes.byteLength - at, position + at);
+      writeExactly(fd, bytes, position);
     } catch (cause) {
       throw new StorageError(`cannot write the snapshot ${this.outPath}: ${(cause as Error).message}`, { cause });
     }
@@ -173,10 +173,4 @@ export class SnapshotFileWriter {
 /** The parent's path as a child records it: relative to the child's directory, as qcow2 keeps a backing file. */
 export function relativeParent(childPath: string, parentPath: string): string {
   return relative(dirname(resolve(childPath)), resolve(parentPath));
-}
-
-function countBits(words: Uint32Array, bits: number): number {
-  let n = 0;
-  for (let page = 0; page < bits; page++) if ((words[page >>> 5]! & (1 << (page & 31))) !== 0) n++;
-  return n;
 }

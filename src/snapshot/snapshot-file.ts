@@ -9,7 +9,7 @@ import { SnapshotChainError, SnapshotCorruptError, StorageError } from '../error
 import { regionDigest } from '../codec/page-hashes.js';
 import { digestOfFile, readExactly } from './snapshot-digest.js';
 import {
-  FLAG_INCREMENTAL, HEADER_BYTES, TRAILER_BYTES, decodeHeader, decodeTrailer, formatSnapshotId, isPresent, type SnapshotHeader,
+  FLAG_INCREMENTAL, HEADER_BYTES, TRAILER_BYTES, decodeHeader, decodeTrailer, formatSnapshotId, isPresent, presentCount, type SnapshotHeader,
 } from './snapshot-format.js';
 
 /** The most files a chain may have: deeper is refused, which also ends a loop of parents. */
@@ -166,19 +166,6 @@ export class SnapshotChain {
   close(): void {
     for (const layer of this.layers) layer.close();
   }
-}
-
-/** Set bits of a present bitmap among its first `pages` (the bits past them are not counted). */
-function presentCount(words: Uint32Array, pages: number): number {
-  let count = 0;
-  for (let w = 0; w < Math.ceil(pages / 32); w++) {
-    let bits = words[w]!;
-    if (w === Math.floor(pages / 32)) bits &= (1 << (pages % 32)) - 1;
-    bits -= (bits >>> 1) & 0x55555555;
-    bits = (bits & 0x33333333) + ((bits >>> 2) & 0x33333333);
-    count += (((bits + (bits >>> 4)) & 0x0f0f0f0f) * 0x01010101) >>> 24;
-  }
-  return count;
 }
 
 function openParent(parentPath: string, child: SnapshotFile): SnapshotFile {

@@ -4,6 +4,7 @@
 // SHA-256 covers everything but the pages, which the hashes it covers cover in turn.
 import { SnapshotCorruptError } from '../errors.js';
 import { MAX_PAGE_SIZE, validatePageSize, validateRegionSize } from '../memory/region.js';
+import { binding } from '../native/engine.js';
 import { MAX_REGIONS } from '../wire/messages.js';
 
 export const SNAPSHOT_MAGIC = Buffer.from('PWSNAP\r\n', 'latin1');
@@ -207,6 +208,15 @@ export function areaGaps(regions: RegionLayout[], tablesOffset: number): Array<[
 /** Whether bit `page` of a present bitmap is set. */
 export function isPresent(present: Uint32Array, page: number): boolean {
   return (present[page >>> 5]! & (1 << (page & 31))) !== 0;
+}
+
+/** Set bits of a present bitmap among its first `pages` (bits past them are not counted). */
+export function presentCount(words: Uint32Array, pages: number): number {
+  const whole = Math.floor(pages / 32);
+  const int32 = new Int32Array(words.buffer, words.byteOffset, words.length);
+  let count = binding().dirtyCount(int32, 0, whole);
+  for (let page = whole * 32; page < pages; page++) if (isPresent(words, page)) count++;
+  return count;
 }
 
 export function formatSnapshotId(id: Buffer): string {

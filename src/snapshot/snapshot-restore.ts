@@ -85,8 +85,8 @@ export function* verifiedWindows(chain: SnapshotChain, index: number, buffers?: 
 export function checkStrayData(chain: SnapshotChain): void {
   for (const layer of chain.layers) {
     if (!layer.incremental) continue;
-    forEachDataPage(layer, (index, page, bytes) => {
-      if (!isPresent(layer.present[index]!, page) && !isZero(bytes)) {
+    forEachDataPage(layer, (index, page, hash) => {
+      if (!isPresent(layer.present[index]!, page) && hash !== zeroPageHash(layer.header.regions[index]!.pageSize)) {
         throw new SnapshotCorruptError(`${layer.path}: page ${page} of region ${index} holds data, but the snapshot holds no such page ` +
           '(the file was changed or damaged after it was written)');
       }
@@ -137,10 +137,10 @@ export function checkShadowedPages(chain: SnapshotChain): void {
 export function verifyFile(file: SnapshotFile): number {
   let checked = 0;
   const seen = file.header.regions.map((r) => new Uint8Array(r.pageCount));
-  forEachDataPage(file, (index, page, bytes, hash) => {
+  forEachDataPage(file, (index, page, hash) => {
     seen[index]![page] = 1;
     const present = isPresent(file.present[index]!, page);
-    if (present ? hash !== file.hashes[index]![page] : !isZero(bytes)) {
+    if (hash !== (present ? file.hashes[index]![page] : zeroPageHash(file.header.regions[index]!.pageSize))) {
       throw new SnapshotCorruptError(`${file.path}: page ${page} of region ${index} ${present ? 'does not match its hash' : 'holds data, but the snapshot holds no such page'} ` +
         '(the file was changed or damaged after it was written)');
     }
@@ -289,8 +289,11 @@ export function chainSha256(chain: SnapshotChain): string[] {
   });
 }
 
-/** Calls `visit` for every page of the file's page areas that lies in a data extent, with its bytes and hash. */
-function forEachDataPage(file: SnapshotFile, visit: (index: number, page: number, bytes: Buffer, hash: bigint) => void): void {
+/**
+ * Calls `visit` for every page of the file's page areas that lies in a data extent, with its hash (a page
+ * that must be zero is checked by its hash too: any damage to a zero page changes it).
+ */
+function forEachDataPage(file: SnapshotFile, visit: (index: number, page: number, hash: bigint) => void): void {
   const extents = binding().dataExtents(file.path);
   for (const [index, region] of file.header.regions.entries()) {
     const { pageSize, pagesOffset, byteLength } = region;
@@ -309,7 +312,7 @@ function forEachDataPage(file: SnapshotFile, visit: (index: number, page: number
         const count = Math.min(windowPages, endPage - page);
         const window = readExactly(file.fd, count * pageSize, pagesOffset + page * pageSize, file.path, buffer).subarray(0, count * pageSize);
         binding().hashPages(window, pageSize, 0, count, hashes, 0);
-        for (let i = 0; i < count; i++) visit(index, page + i, window.subarray(i * pageSize, (i + 1) * pageSize), hashes[i]!);
+        for (let i = 0; i < count; i++) visit(index, page + i, hashes[i]!);
       }
       next = endPage;
     }
@@ -325,10 +328,6 @@ function firstMismatch(got: Uint32Array, expected: Uint32Array, offset: number):
 /** The u64 hashes as little-endian 32-bit halves, in place. */
 function halves(hashes: BigUint64Array): Uint32Array {
   return new Uint32Array(hashes.buffer, hashes.byteOffset, hashes.length * 2);
-}
-
-function isZero(bytes: Uint8Array): boolean {
-  return binding().zeroPageCount(bytes, bytes.byteLength) === 1;
 }
 
 async function writeAllAsync(fd: number, bytes: Uint8Array, position: number): Promise<void> {

@@ -11,12 +11,12 @@ import { resolve } from 'node:path';
 import { AbortedError, ConvergenceError, InvalidArgumentError, asPagewireError } from '../errors.js';
 import { formatDigest, migrationDigest, zeroPageHash } from '../codec/page-hashes.js';
 import { HashTracker, pageListOf, type PageList } from '../memory/dirty-tracker.js';
-import type { MemoryRegion } from '../memory/region.js';
 import { decideNextRound, type StopReason } from '../migration/convergence.js';
 import { checkSourceHooks, regionSettings } from '../migration/source-options.js';
 import type { MigrationSourceOptions } from '../migration/source.js';
 import { checkMs, checkNumber, checkObject, checkOneOf, checkSignal, definedEntries } from '../option-checks.js';
 import { STALL_POLICIES } from '../migration/convergence.js';
+import { firstRoundByStream } from '../source/stripe-planner.js';
 import { trackRegions, type TrackedRegion } from '../source/tracked-regions.js';
 import { WorkloadControl } from '../source/workload-control.js';
 import { SnapshotChain } from './snapshot-file.js';
@@ -155,7 +155,8 @@ export class Snapshotter extends EventEmitter<SnapshotterEvents> {
         tracker.start();
         sentHashes.fill(zeroPageHash(region.pageSize));
       }
-      return { pages: regions.map(({ region }) => allDataPages(region)) };
+      // The new file is all holes, as a zeroed target: of a sparse region only its data need be read.
+      return { pages: regions.map(({ region }) => firstRoundByStream(region, 1, true)[0]!) };
     }
     const chain = SnapshotChain.open(base);
     try {
@@ -291,19 +292,4 @@ function copyList(list: PageList): PageList {
     n += batch.length;
   }
   return pageListOf(pages.subarray(0, n));
-}
-
-/** Every page that may hold data: all of them, or of a sparse file only those in its data extents. */
-function allDataPages(region: MemoryRegion): PageList {
-  const pages = region.dataPages();
-  if (pages) return pageListOf(pages);
-  return {
-    count: region.pageCount,
-    *batches(batchPages: number) {
-      for (let first = 0; first < region.pageCount; first += batchPages) {
-        const count = Math.min(batchPages, region.pageCount - first);
-        yield Uint32Array.from({ length: count }, (_, i) => first + i);
-      }
-    },
-  };
 }
